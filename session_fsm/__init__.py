@@ -1,0 +1,133 @@
+"""session_fsm: keeps a trading bot logged in to the Kotak Securities KS Trade API.
+
+A session is a guarded state machine (Uninitialised -> Initialised -> OTT-issued ->
+Authenticated -> LoggedOut) that drives the four session calls, logs every step as a structured
+event, and re-logs in by itself, once, when a request meets an expired session.
+
+    from session_fsm import KSSession, Credentials
+    with KSSession(Credentials(...), host=...) as s:
+        s.connect()
+        s.get("/reports/1.0/orders")
+"""
+
+from .config import SessionConfig
+from .credentials import (
+    Credentials,
+    FromCallable,
+    FromEnv,
+    Literal,
+    OneShot,
+    SecretProvider,
+    Totp,
+)
+from .errors import (
+    APIError,
+    AuthError,
+    BadRequest,
+    ConfigurationError,
+    GatewayAuthError,
+    GuardFailed,
+    InvalidTransition,
+    KSError,
+    LoginRejected,
+    MalformedAnswer,
+    NetworkError,
+    NotAuthorized,
+    NotReplayable,
+    OneTimeTokenRejected,
+    RateLimited,
+    ReloginNeedsHuman,
+    RequestTimeout,
+    ServiceUnavailable,
+    SessionExpired,
+    TransportError,
+    UnexpectedStatus,
+    UnsafeRedirect,
+    WrongDomain,
+)
+from .logs import configure_logging, redact
+from .models import (
+    Encryption,
+    Fault,
+    Redirect,
+    ResLogin,
+    ResLogout,
+    ResSession2FA,
+    ResSessionInit,
+    UserCredentials,
+    UserDetails,
+    Weblink,
+)
+from .relogin import SessionAuth, replayable
+from .secret import Secret
+from .session import KSSession
+from .snapshot import Snapshot, TransitionRecord
+from .stores import MemoryStore, StoredSession, TokenStore, open_store
+from .table import TRANSITIONS, Edge, State
+from .wire import Identity, RetryPolicy, Wire, WireConfig
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "TRANSITIONS",
+    "APIError",
+    "AuthError",
+    "BadRequest",
+    "ConfigurationError",
+    "Credentials",
+    "Edge",
+    "Encryption",
+    "Fault",
+    "FromCallable",
+    "FromEnv",
+    "GatewayAuthError",
+    "GuardFailed",
+    "Identity",
+    "InvalidTransition",
+    "KSError",
+    "KSSession",
+    "Literal",
+    "LoginRejected",
+    "MalformedAnswer",
+    "MemoryStore",
+    "NetworkError",
+    "NotAuthorized",
+    "NotReplayable",
+    "OneShot",
+    "OneTimeTokenRejected",
+    "RateLimited",
+    "Redirect",
+    "ReloginNeedsHuman",
+    "RequestTimeout",
+    "ResLogin",
+    "ResLogout",
+    "ResSession2FA",
+    "ResSessionInit",
+    "RetryPolicy",
+    "Secret",
+    "SecretProvider",
+    "ServiceUnavailable",
+    "SessionAuth",
+    "SessionConfig",
+    "SessionExpired",
+    "Snapshot",
+    "State",
+    "StoredSession",
+    "TokenStore",
+    "Totp",
+    "TransitionRecord",
+    "TransportError",
+    "UnexpectedStatus",
+    "UnsafeRedirect",
+    "UserCredentials",
+    "UserDetails",
+    "Weblink",
+    "Wire",
+    "WireConfig",
+    "WrongDomain",
+    "__version__",
+    "configure_logging",
+    "open_store",
+    "redact",
+    "replayable",
+]

@@ -1,0 +1,273 @@
+"""The one exception hierarchy of session_fsm, and the mapping from an HTTP answer to it.
+
+Every error carries ``status`` (HTTP status, ``None`` when no answer came) and ``fault_code``
+(the KS fault code, ``None`` when there was none), and its message ends with what to do next.
+No message ever contains a secret: only names, statuses, codes, host names and fingerprints.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from . import contract
+
+
+class Call(str, Enum):
+    """Which kind of call an answer belongs to; the same status means different things."""
+
+    INIT = "session_init"
+    LOGIN = "login_with_user_id"
+    TWO_FA = "generate_session2_fa"
+    LOGOUT = "session_logout"
+    TRADING = "trading"
+
+
+class KSError(Exception):
+    """Base class of every error raised by session_fsm."""
+
+    #: What the caller should do next; appended to the message.
+    hint: str = ""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        fault_code: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.status = status
+        self.fault_code = fault_code
+        if hint is not None:
+            self.hint = hint
+        self.message = message
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        parts = [self.message]
+        tags = []
+        if self.status is not None:
+            tags.append(f"HTTP {self.status}")
+        if self.fault_code is not None:
+            tags.append(f"fault {self.fault_code}")
+        if tags:
+            parts[0] += f" ({', '.join(tags)})"
+        if self.hint:
+            parts.append(self.hint)
+        return ": ".join(parts) if len(parts) > 1 else parts[0]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._render()!r})"
+
+
+# --- local refusals: nothing was sent -------------------------------------------------------
+
+
+class InvalidTransition(KSError):
+    """A trigger was called in a state whose table has no edge for it. Nothing was sent."""
+
+    def __init__(self, message: str, *, state: str, trigger: str, hint: str = "") -> None:
+        self.state = state
+        self.trigger = trigger
+        super().__init__(message, hint=hint)
+
+
+class GuardFailed(InvalidTransition):
+    """The edge exists but one of its guards is false (no password, stale one-time token...)."""
+
+    def __init__(
+        self, message: str, *, state: str, trigger: str, guard: str, hint: str = ""
+    ) -> None:
+        self.guard = guard
+        super().__init__(message, state=state, trigger=trigger, hint=hint)
+
+
+class ConfigurationError(KSError):
+    """A setting is missing or invalid; the message names it."""
+
+    hint = "fix the named setting and try again"
+
+
+class UnsafeRedirect(KSError):
+    """session_init redirected to a host outside the allow-list; no password was sent."""
+
+    hint = "check the host, or add it to allowed_hosts if you trust it"
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        super().__init__(f"refusing redirect to {host!r}, not on the allow-list")
+
+
+class ReloginNeedsHuman(KSError):
+    """An automatic re-login needs a secret that only a person can give again."""
+
+    hint = "supply a fresh access code (or a TOTP secret) and call connect()"
+
+
+# --- transport ---------------------------------------------------------------------------------
+
+
+class TransportError(KSError):
+    """No usable HTTP answer arrived."""
+
+    hint = "check the network; the call may be retried"
+
+
+class NetworkError(TransportError):
+    """The connection failed or was dropped before an answer."""
+
+
+class RequestTimeout(TransportError):
+    """Connecting or reading took longer than the configured timeout."""
+
+    hint = "raise timeout= if the API is slow, or retry later"
+
+
+class MalformedAnswer(KSError):
+    """The answer was not JSON, had no envelope, or lacked a required field."""
+
+    hint = "the API answered in an unexpected shape; retry later or report it"
+
+    def __init__(self, message: str, *, status: int | None, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message, status=status)
+
+
+# --- answers from the API ----------------------------------------------------------------------
+
+
+class APIError(KSError):
+    """The API answered with a non-2xx status (and usually a fault envelope)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        fault_code: int | None = None,
+        description: str = "",
+        retry_after: float | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.description = description
+        self.retry_after = retry_after
+        #: The ``requests.Response`` when the error came from ``session.request``.
+        self.response: Any = None
+        super().__init__(message, status=status, fault_code=fault_code, hint=hint)
+
+
+class BadRequest(APIError):
+    """400: a header or body field was missing or invalid."""
+
+    hint = "check consumer_key, ip, app_id and userid"
+
+
+class AuthError(APIError):
+    """401 family."""
+
+
+class GatewayAuthError(AuthError):
+    """The gateway (Bearer) token was rejected (fault 900901). Logging in again cannot help."""
+
+    hint = "get a fresh access token from the API portal, or configure access_token_provider"
+
+
+class SessionExpired(AuthError):
+    """The trading session is no longer valid (fault 99999, or a bare 401 on a trading call)."""
+
+    hint = "the session re-logs in by itself on the next call; call connect() to do it now"
+
+
+class NotReplayable(SessionExpired):
+    """The session was renewed, but the request could not be sent again (streamed body)."""
+
+    hint = "send the request again yourself: its body was a stream that cannot be replayed"
+
+
+class OneTimeTokenRejected(AuthError):
+    """The one-time token was expired or wrong (fault 50001)."""
+
+    hint = "call login() for a fresh one-time token, or connect()"
+
+
+class LoginRejected(AuthError):
+    """Wrong userid, password or access code."""
+
+    hint = "check the password and access code providers"
+
+
+class WrongDomain(APIError):
+    """The user belongs to another API host (fault 999024)."""
+
+    hint = "call connect(): the session re-initialises and follows the redirect"
+
+
+class NotAuthorized(APIError):
+    """The user may not use this platform (fault 999003)."""
+
+    hint = "ask the broker to enable API access for this user"
+
+
+class RateLimited(APIError):
+    """429: too many requests. ``retry_after`` holds the server's wait in seconds, if given."""
+
+    hint = "slow down; wait retry_after seconds"
+
+
+class ServiceUnavailable(APIError):
+    """500, 502, 503 or 504: the service or its gateway failed."""
+
+    hint = "retry later"
+
+
+class UnexpectedStatus(APIError):
+    """Any other non-2xx status."""
+
+    hint = "see the status and fault code"
+
+
+_STATUS_NAMES = {400: "bad request", 401: "unauthorised", 429: "rate limited"}
+
+
+def error_for(
+    call: Call,
+    status: int,
+    fault_code: int | None,
+    description: str = "",
+    retry_after: float | None = None,
+) -> APIError:
+    """Map one non-2xx answer of ``call`` to its typed error (no I/O, no secrets)."""
+    cls: type[APIError]
+    if fault_code == contract.FAULT_GATEWAY_TOKEN:
+        cls = GatewayAuthError
+    elif fault_code == contract.FAULT_SESSION_EXPIRED:
+        cls = SessionExpired
+    elif fault_code == contract.FAULT_OTT_INVALID:
+        cls = OneTimeTokenRejected
+    elif fault_code == contract.FAULT_WRONG_DOMAIN:
+        cls = WrongDomain
+    elif fault_code == contract.FAULT_NOT_AUTHORIZED:
+        cls = NotAuthorized
+    elif status == 401:
+        cls = {
+            Call.LOGIN: LoginRejected,
+            Call.TWO_FA: LoginRejected,
+            Call.INIT: GatewayAuthError,
+        }.get(call, SessionExpired)
+    elif status == 400:
+        cls = BadRequest
+    elif status == 429:
+        cls = RateLimited
+    elif status in (500, 502, 503, 504):
+        cls = ServiceUnavailable
+    else:
+        cls = UnexpectedStatus
+    what = _STATUS_NAMES.get(status, cls.__name__)
+    return cls(
+        f"{call.value} failed: {what}",
+        status=status,
+        fault_code=fault_code,
+        description=description,
+        retry_after=retry_after,
+    )

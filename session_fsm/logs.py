@@ -1,0 +1,114 @@
+"""structlog processors and the one opt-in configuration helper.
+
+The library logs key-value events through ``structlog.get_logger("session_fsm")`` and never
+configures structlog itself. Every event it emits has already passed :func:`redact_value`, so it
+is clean whatever processors the application chose; :func:`redact` is the same as a structlog
+processor for applications that want it in their own chains.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any, Final, TextIO
+
+import structlog
+
+from .secret import Secret
+
+MASK: Final = "[redacted]"
+
+#: Key names (normalised: lower case, no ``_``/``-``) whose values are secrets.
+SECRET_KEYS: Final = frozenset(
+    {
+        "password", "passwd", "pwd", "accesscode", "onetimetoken", "ott", "sessiontoken",
+        "token", "accesstoken", "bearer", "authorization", "secret", "totpsecret",
+        "publictoken", "apikey", "cookie", "setcookie",
+    }
+)  # fmt: skip
+_SECRET_PARTS: Final = ("password", "token", "secret", "accesscode", "authorization")
+_BEARER: Final = re.compile(r"(?i)(bearer\s+)[^\s\"',;]+")
+
+
+def _is_secret_key(key: object) -> bool:
+    k = str(key).lower()
+    if k.startswith(("has_", "is_")):
+        return False  # a predicate's name (a guard like has_password) holds a bool, not a secret
+    k = k.replace("_", "").replace("-", "")
+    return k in SECRET_KEYS or any(p in k for p in _SECRET_PARTS)
+
+
+def redact_value(value: Any, _depth: int = 0) -> Any:
+    """Return ``value`` with every secret masked, recursively (dicts, lists, tuples, sets)."""
+    if _depth > 20:
+        return MASK
+    if isinstance(value, Secret):
+        return repr(value)
+    if isinstance(value, str):
+        return _BEARER.sub(r"\1" + MASK, value) if "earer" in value else value
+    if isinstance(value, Mapping):
+        return {
+            k: (MASK if _is_secret_key(k) else redact_value(v, _depth + 1))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact_value(v, _depth + 1) for v in value]
+    if isinstance(value, (tuple, set, frozenset)):
+        return tuple(redact_value(v, _depth + 1) for v in value)
+    return value
+
+
+def redact(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: mask secret keys and Bearer tokens anywhere in the event."""
+    for key in list(event_dict):
+        if key == "event":
+            event_dict[key] = redact_value(event_dict[key])
+        elif _is_secret_key(key):
+            event_dict[key] = MASK
+        else:
+            event_dict[key] = redact_value(event_dict[key])
+    return event_dict
+
+
+def get_logger() -> Any:
+    """The library's logger (structlog's lazy proxy; configuration is the application's)."""
+    return structlog.get_logger("session_fsm")
+
+
+def emit(logger: Any, level: str, event: str, **fields: Any) -> None:
+    """Log one event after redaction, so the library's events are clean under any config."""
+    getattr(logger, level)(event, **redact_value(fields))
+
+
+def configure_logging(
+    *, json: bool | None = None, level: int = logging.INFO, stream: TextIO | None = None
+) -> None:
+    """Opt-in structlog setup for applications: console on a TTY, JSON lines otherwise.
+
+    Includes :func:`redact`, ISO timestamps and the log level. The library never calls this.
+    """
+    out = stream or sys.stderr
+    if json is None:
+        json = not out.isatty()
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )

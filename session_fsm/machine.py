@@ -1,0 +1,471 @@
+"""SessionMachine: the guarded state machine engine of one KS session, built on ``transitions``.
+
+One ``transitions.Machine`` is built from :data:`~session_fsm.table.TRANSITIONS` per process
+and shared by every session; sessions are passed to ``Event.trigger`` as the model and are never
+registered with ``add_model``, so the machine holds no reference to them (no leak) and creating
+the ten-thousandth session costs what the first did. No dynamic method is ever added to a
+session: the public triggers are ordinary typed methods.
+
+Guards are the model's ``_guard_*`` methods; the wire call of an edge runs as its ``before``
+callback, after the guards and before the state changes, so a failed call leaves the state as it
+was. The new state and tokens are published together as one immutable :class:`Snapshot`.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from transitions import Machine
+
+from . import contract, table
+from .config import SessionConfig
+from .credentials import Credentials
+from .errors import (
+    GatewayAuthError,
+    GuardFailed,
+    InvalidTransition,
+    KSError,
+    LoginRejected,
+    NotAuthorized,
+    OneTimeTokenRejected,
+    SessionExpired,
+    WrongDomain,
+)
+from .logs import emit, get_logger
+from .models import UserCredentials, UserDetails
+from .secret import Secret
+from .snapshot import FAILED, OK, REFUSED, Snapshot, TransitionRecord
+from .stores import StoredSession, TokenStore, open_store, store_key
+from .table import State
+from .wire import Identity, Wire, check_host
+
+Callback = Callable[["SessionMachine", TransitionRecord], None]
+_ids = itertools.count(1)
+#: Errors after which the login endpoints are not called again until the cool-down ends.
+_COOLDOWN_ERRORS = (LoginRejected, NotAuthorized, GatewayAuthError)
+#: Errors that move the session along an internal edge, by trigger.
+_INTERNAL_EDGE_FOR: tuple[tuple[type[KSError], str], ...] = (
+    (GatewayAuthError, "gateway_rejected"),
+    (WrongDomain, "redirect_changed"),
+    (OneTimeTokenRejected, "ott_rejected"),
+)
+
+
+@functools.cache
+def shared_machine() -> Machine:
+    """The one ``transitions.Machine`` built from the table (models are passed per call)."""
+    return Machine(
+        model=None,
+        states=list(State),
+        initial=table.INITIAL,
+        auto_transitions=False,
+        model_attribute="_fsm_state",
+        transitions=[
+            {
+                "trigger": e.trigger,
+                "source": e.source,
+                "dest": e.dest,
+                "conditions": [f"_guard_{g}" for g in e.guards],
+                "before": [f"_call_{e.call}"] if e.call else [],
+            }
+            for e in table.TRANSITIONS
+        ],
+    )
+
+
+class SessionMachine:
+    """The engine of a session: snapshot, triggers, guards, edge calls, records, store.
+
+    :class:`~session_fsm.session.KSSession` adds connect, re-login and requests on top. No
+    network I/O until a trigger is called. Triggers are serialised per session; reading
+    :attr:`state` or :meth:`snapshot` never blocks.
+    """
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        host: str = contract.PRODUCTION_HOST,
+        *,
+        wire: Wire | None = None,
+        store: str | TokenStore | None = None,
+        clock: Callable[[], float] = time.time,
+        logger: Any = None,
+        on_transition: Callback | list[Callback] | None = None,
+        **options: Any,
+    ) -> None:
+        self.credentials = credentials
+        self.config = SessionConfig.from_options(options)
+        self._wire = wire or Wire(self.config.wire_config())
+        self.origin = check_host(host, self._wire.config)
+        self._clock = clock
+        self._log = logger if logger is not None else get_logger()
+        self._store = open_store(store)
+        self.session_id = f"s{next(_ids)}"
+        self._bearer = credentials.bearer
+        self._snap = Snapshot(state=table.INITIAL, host=self.origin)
+        self._pending: Snapshot | None = None
+        self._deferred: KSError | None = None
+        self._guards_seen: list[tuple[str, bool]] = []
+        self._cooldown: tuple[KSError, float] | None = None
+        self._carry: Snapshot | None = None
+        self._loaded = False
+        self._lock = threading.RLock()
+        self._history: deque[TransitionRecord] = deque(maxlen=self.config.history_size)
+        if on_transition is None:
+            self._callbacks: list[Callback] = []
+        else:
+            cbs = on_transition if isinstance(on_transition, list) else [on_transition]
+            self._callbacks = list(cbs)
+
+    # --- introspection -------------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        """The current state (never blocks)."""
+        return self._snap.state
+
+    def snapshot(self) -> Snapshot:
+        """The current state, host, tokens and generation as one immutable value."""
+        return self._snap
+
+    @property
+    def generation(self) -> int:
+        """How many session tokens this session has had (0: never authenticated)."""
+        return self._snap.generation
+
+    @property
+    def history(self) -> tuple[TransitionRecord, ...]:
+        """Recent attempted transitions, oldest first (bounded by ``history_size``)."""
+        return tuple(self._history)
+
+    @property
+    def wire(self) -> Wire:
+        """The transport (shareable between sessions)."""
+        return self._wire
+
+    @property
+    def store(self) -> TokenStore:
+        """The token store."""
+        return self._store
+
+    def identity(self) -> Identity:
+        """Who the session calls as (carries the current Bearer token as a Secret)."""
+        c = self.credentials
+        return Identity(c.userid, c.consumer_key, c.ip, c.app_id, self._bearer)
+
+    def on_transition(self, callback: Callback) -> Callback:
+        """Register ``callback(session, record)``, called after every attempted transition.
+
+        Callbacks run in the thread that made the transition; an exception in one is logged
+        and swallowed. Returns the callback, so it can be used as a decorator.
+        """
+        self._callbacks.append(callback)
+        return callback
+
+    def may(self, trigger: str) -> bool:
+        """Whether ``trigger`` would be attempted now: an edge exists and its guards hold. Pure."""
+        e = table.edge(self._snap.state, trigger)
+        return e is not None and not e.internal and all(self._guard(g) for g in e.guards)
+
+    def __repr__(self) -> str:
+        s = self._snap
+        return (
+            f"{type(self).__name__}(id={self.session_id}, userid={self.credentials.userid!r}, "
+            f"state={s.state.value}, host={s.host!r}, generation={s.generation})"
+        )
+
+    # --- public triggers -----------------------------------------------------------------------
+
+    def init(self) -> None:
+        """Uninitialised/LoggedOut -> Initialised: session_init, following an allowed redirect."""
+        self._fire("init")
+
+    def login(self) -> None:
+        """Initialised/OTT-issued -> OTT-issued: login_with_user_id for a one-time token."""
+        self._fire("login")
+
+    def authenticate(self) -> None:
+        """OTT-issued -> Authenticated: generate_session2_fa for the session token."""
+        self._fire("authenticate")
+
+    def logout(self) -> None:
+        """Authenticated -> LoggedOut: session_logout. Tokens are forgotten even if it fails."""
+        self._fire("logout")
+
+    def reset_cooldown(self) -> None:
+        """Forget a remembered login failure so the next call hits the server again."""
+        self._cooldown = None
+
+    # --- the engine ----------------------------------------------------------------------------
+
+    @property
+    def _fsm_state(self) -> State:
+        return self._snap.state
+
+    @_fsm_state.setter
+    def _fsm_state(self, value: State) -> None:
+        # Called by transitions when an edge completes: publish state and tokens at once.
+        new = replace(self._pending or self._snap, state=value)
+        if value is not State.AUTHENTICATED:
+            new = replace(new, session_token=None)
+        if value is not State.OTT_ISSUED:
+            new = replace(new, one_time_token=None, ott_time=None)
+        if value is State.UNINITIALISED:
+            new = replace(new, host=self.origin)
+        self._pending = None
+        self._snap = new
+
+    def _fire(self, trigger: str, reason: str | None = None, attempt: int = 1) -> None:
+        with self._lock:
+            if trigger != "restore":
+                self._ensure_loaded()
+            src = self._snap.state
+            if table.edge(src, trigger) is None:
+                self._record(trigger, src, REFUSED, reason=reason or "no edge")
+                raise InvalidTransition(
+                    table.hint(src, trigger), state=src.value, trigger=trigger
+                )
+            if trigger in ("init", "login", "authenticate"):
+                self._check_cooldown(trigger, src)
+            self._guards_seen = []
+            self._deferred = None
+            t0 = time.perf_counter()
+            try:
+                done = shared_machine().events[trigger].trigger(self)
+            except KSError as exc:
+                self._pending = None
+                self._record(trigger, src, FAILED, exc, t0, reason=reason, attempt=attempt)
+                self._after_failure(exc)
+                raise
+            if not done:
+                guard = next(g for g, ok in self._guards_seen if not ok)
+                self._record(trigger, src, REFUSED, t0=t0, reason=f"guard {guard}")
+                raise GuardFailed(
+                    table.guard_hint(trigger, guard), state=src.value, trigger=trigger, guard=guard
+                )
+            deferred, self._deferred = self._deferred, None
+            outcome = FAILED if deferred else OK
+            self._record(trigger, src, outcome, deferred, t0, reason=reason, attempt=attempt)
+            if deferred is not None:
+                raise deferred
+
+    def _after_failure(self, exc: KSError) -> None:
+        if isinstance(exc, _COOLDOWN_ERRORS) and self.config.cooldown > 0:
+            self._cooldown = (exc, self._clock() + self.config.cooldown)
+        for kind, internal in _INTERNAL_EDGE_FOR:
+            if isinstance(exc, kind) and table.edge(self._snap.state, internal):
+                self._fire(internal, reason=type(exc).__name__)
+                return
+
+    def _check_cooldown(self, trigger: str, src: State) -> None:
+        if self._cooldown is None:
+            return
+        err, until = self._cooldown
+        if self._clock() >= until:
+            self._cooldown = None
+            return
+        self._record(trigger, src, REFUSED, err, reason="cooldown")
+        raise err.with_traceback(None)
+
+    def _record(
+        self,
+        trigger: str,
+        src: State,
+        outcome: str,
+        exc: KSError | None = None,
+        t0: float | None = None,
+        *,
+        reason: str | None = None,
+        attempt: int = 1,
+    ) -> None:
+        snap = self._snap
+        rec = TransitionRecord(
+            time=self._clock(),
+            trigger=trigger,
+            src=src,
+            dst=snap.state,
+            outcome=outcome,
+            status=exc.status if exc else None,
+            fault_code=exc.fault_code if exc else None,
+            error=type(exc).__name__ if exc else None,
+            duration_ms=(time.perf_counter() - t0) * 1000 if t0 is not None else 0.0,
+            attempt=attempt,
+            guards=tuple(self._guards_seen),
+            reason=reason,
+            generation=snap.generation,
+        )
+        self._history.append(rec)
+        level = "info" if outcome == OK else "warning"
+        emit(
+            self._log, level, "transition", session_id=self.session_id,
+            userid=self.credentials.userid, **rec.as_event(),
+        )  # fmt: skip
+        self._notify(rec)
+
+    def _notify(self, rec: TransitionRecord) -> None:
+        for cb in list(self._callbacks):
+            try:
+                cb(self, rec)
+            except Exception as exc:  # an observer must not break the session
+                emit(self._log, "error", "callback_failed", session_id=self.session_id,
+                     callback=getattr(cb, "__name__", "?"), error=type(exc).__name__)  # fmt: skip
+
+    # --- guards (named in the table; called by transitions and by may()) -------------------------
+
+    def _guard(self, name: str) -> bool:
+        ok: bool = getattr(self, f"_check_{name}")()
+        return ok
+
+    def _checked(self, name: str) -> bool:
+        ok = self._guard(name)
+        self._guards_seen.append((name, ok))
+        return ok
+
+    def _check_has_password(self) -> bool:
+        p = self.credentials.password_provider
+        return p is not None and p.available()
+
+    def _check_has_ott(self) -> bool:
+        return self._snap.one_time_token is not None
+
+    def _check_ott_fresh(self) -> bool:
+        t = self._snap.ott_time
+        return t is not None and self._clock() - t < self.config.ott_ttl
+
+    def _check_has_access_code(self) -> bool:
+        p = self.credentials.access_code_provider
+        return p is not None and p.available()
+
+    def _guard_has_password(self) -> bool:
+        return self._checked("has_password")
+
+    def _guard_has_ott(self) -> bool:
+        return self._checked("has_ott")
+
+    def _guard_ott_fresh(self) -> bool:
+        return self._checked("ott_fresh")
+
+    def _guard_has_access_code(self) -> bool:
+        return self._checked("has_access_code")
+
+    # --- the wire call of each edge (transitions' ``before`` callbacks) ---------------------------
+
+    def refresh_bearer(self) -> bool:
+        """Fetch a new gateway token from ``access_token_provider``; False if there is none."""
+        provider = self.credentials.access_token_provider
+        if provider is None:
+            return False
+        self._bearer = Secret(provider())
+        emit(self._log, "info", "gateway_token_refreshed", session_id=self.session_id)
+        return True
+
+    def call_with_gateway_refresh(self, call: Callable[[], Any]) -> Any:
+        """Run ``call``; on a rejected Bearer token refresh it once from the provider, if any."""
+        try:
+            return call()
+        except GatewayAuthError:
+            if not self.refresh_bearer():
+                raise
+            return call()
+
+    def _call_session_init(self) -> None:
+        res = self.call_with_gateway_refresh(
+            lambda: self._wire.session_init(self.origin, self.identity())
+        )
+        host = self.origin
+        if res.redirect is not None:
+            host = check_host(_redirect_url(res.redirect.host, res.redirect.port), self._wire.config)
+        self._pending = replace(self._snap, host=host)
+
+    def _call_login_with_user_id(self) -> None:
+        provider = self.credentials.password_provider
+        assert provider is not None  # guarded by has_password
+        body = UserCredentials(self.credentials.userid, provider.get())
+        host = self._snap.host
+        res = self.call_with_gateway_refresh(
+            lambda: self._wire.login_with_user_id(host, self.identity(), body)
+        )
+        self._pending = replace(
+            self._snap, one_time_token=res.one_time_token, ott_time=self._clock()
+        )
+
+    def _call_generate_session2_fa(self) -> None:
+        provider = self.credentials.access_code_provider
+        ott = self._snap.one_time_token
+        assert provider is not None and ott is not None  # guarded
+        body = UserDetails(self.credentials.userid, provider.get())
+        host = self._snap.host
+        res = self.call_with_gateway_refresh(
+            lambda: self._wire.generate_session2_fa(host, self.identity(), ott, body)
+        )
+        gen = self._next_generation()
+        now = self._clock()
+        self._pending = replace(
+            self._snap, session_token=res.session_token, generation=gen, login_time=now
+        )
+        self._save(StoredSession(host, self.credentials.userid, res.session_token, gen, now))
+
+    def _call_session_logout(self) -> None:
+        snap = self._snap
+        assert snap.session_token is not None  # Authenticated holds one
+        try:
+            self._wire.session_logout(snap.host, self.identity(), snap.session_token)
+        except SessionExpired:
+            pass  # already gone on the server: the goal of logout is met
+        except KSError as exc:
+            self._deferred = exc
+        finally:
+            self._store.delete(self.store_key())
+
+    # --- store -------------------------------------------------------------------------------
+
+    def store_key(self) -> str:
+        """The key this session is stored under (per origin host and userid)."""
+        return store_key(self.origin, self.credentials.userid)
+
+    def _next_generation(self) -> int:
+        stored = self._store.load(self.store_key())
+        return max(self._snap.generation, stored.generation if stored else 0) + 1
+
+    def _save(self, record: StoredSession) -> None:
+        self._store.save(self.store_key(), record)
+
+    def _ensure_loaded(self) -> None:
+        """On first use, resume a live session from the store (no HTTP)."""
+        if self._loaded:
+            return
+        self._loaded = True
+        record = self._store.load(self.store_key())
+        if record is not None and self._snap.state is table.INITIAL:
+            self.adopt(record, reason="store")
+
+    def adopt(self, record: StoredSession, reason: str) -> None:
+        """Take a session token made elsewhere (store, other process) via the restore edge."""
+        with self._lock:
+            self._pending = replace(
+                self._snap,
+                host=record.host,
+                session_token=record.session_token,
+                generation=record.generation,
+                login_time=record.login_time,
+            )
+            self._fire("restore", reason=reason)
+
+    def _stored_newer(self, generation: int) -> StoredSession | None:
+        record = self._store.load(self.store_key())
+        return record if record is not None and record.generation > generation else None
+
+
+def _redirect_url(host: str, port: int | None) -> str:
+    """Turn a redirect's host (full URL or bare name) into a base URL."""
+    if "://" in host:
+        return host.rstrip("/")
+    netloc = host if port in (None, 443) else f"{host}:{port}"
+    return f"https://{netloc}/apim"

@@ -1,0 +1,51 @@
+"""A faithful emulator of the KS Trade API session calls over real loopback HTTP.
+
+Start one in-process for tests::
+
+    with run_sandbox() as sb:
+        requests.get(sb.url + "/session/1.0/session/init", headers=...)
+        sb.control.fault("/session/1.0/session/login/userid", status=503, retry_after=1)
+        sb.control.advance(301)  # one-time tokens are now expired
+
+or serve one until Ctrl+C with :func:`serve` (what ``session-fsm sandbox`` runs), and drive
+it from another process with :class:`HttpSandboxControl`.
+"""
+
+from __future__ import annotations
+
+from .app import QUOTES_LTP_TEMPLATE, SandboxApp, make_app
+from .config import DEMO_ACCOUNT, Account, SandboxConfig
+from .control import (
+    CONTROL_PREFIX,
+    ControlPlane,
+    HttpSandboxControl,
+    SandboxControl,
+    SandboxControlError,
+    handle_control,
+)
+from .faults import ApiFault, FaultSpec
+from .server import Sandbox, banner, run_sandbox, serve
+from .state import SandboxState, Session
+
+__all__ = [
+    "CONTROL_PREFIX",
+    "DEMO_ACCOUNT",
+    "QUOTES_LTP_TEMPLATE",
+    "Account",
+    "ApiFault",
+    "ControlPlane",
+    "FaultSpec",
+    "HttpSandboxControl",
+    "Sandbox",
+    "SandboxApp",
+    "SandboxConfig",
+    "SandboxControl",
+    "SandboxControlError",
+    "SandboxState",
+    "Session",
+    "banner",
+    "handle_control",
+    "make_app",
+    "run_sandbox",
+    "serve",
+]

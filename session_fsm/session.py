@@ -1,0 +1,240 @@
+"""KSSession: the public session object. Connect, re-login policy, proactive refresh, requests.
+
+Built on :class:`~session_fsm.machine.SessionMachine` (the guarded engine). The HTTP side of
+re-login (the ``requests`` auth hook and the replay rule) is in :mod:`session_fsm.relogin`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+from . import table
+from .errors import (
+    GatewayAuthError,
+    InvalidTransition,
+    KSError,
+    OneTimeTokenRejected,
+    ReloginNeedsHuman,
+    SessionExpired,
+    WrongDomain,
+)
+from .logs import emit
+from .machine import SessionMachine
+from .relogin import SessionAuth, send
+from .snapshot import FAILED, Snapshot
+from .table import State
+
+
+class KSSession(SessionMachine):
+    """One trading session with the KS Trade API, as a guarded state machine.
+
+    ``KSSession(credentials, host=..., store=..., **options)``: see
+    :class:`~session_fsm.config.SessionConfig` for the options. No network I/O until a trigger
+    (``init``, ``login``, ``authenticate``, ``logout``, ``connect``) or a request is made. Use as
+    a context manager to log out (if Authenticated) and close connections on exit.
+    """
+
+    _auth: SessionAuth | None = None
+
+    def connect(self) -> Snapshot:
+        """Walk the table's shortest path from the current state to Authenticated.
+
+        A guard with a remedy (a stale one-time token) is mended on the way; a rejected one-time
+        token or a redirect to another host is recovered from once. Returns the new snapshot.
+        """
+        with self._lock:
+            self._ensure_loaded()
+            recovered: set[type[KSError]] = set()
+            for _ in range(12):  # bounds the walk whatever the server does
+                state = self._snap.state
+                if state is table.TARGET:
+                    return self._snap
+                path = table.shortest_path(state, [table.TARGET])
+                if not path:
+                    raise InvalidTransition(
+                        f"no path from {state.value} to Authenticated",
+                        state=state.value,
+                        trigger="connect",
+                    )
+                step = path[0]
+                failing = next((g for g in step.guards if not self._guard(g)), None)
+                remedy = table.GUARDS[failing].remedy if failing else None
+                if remedy and table.edge(state, remedy):
+                    self._fire(remedy)
+                    continue
+                try:
+                    self._fire(step.trigger)
+                except (OneTimeTokenRejected, WrongDomain) as exc:
+                    if type(exc) in recovered:
+                        raise
+                    recovered.add(type(exc))
+            raise InvalidTransition(
+                "connect() did not reach Authenticated", state=self.state.value, trigger="connect"
+            )
+
+    # --- re-login ------------------------------------------------------------------------------
+
+    def renew(self, seen_generation: int, reason: str) -> Snapshot:
+        """Make a new session unless one newer than ``seen_generation`` already exists.
+
+        Single flight: callers wait (up to ``relogin_timeout``) for whoever is renewing and then
+        use its result. Across processes, the store's lock and record do the same: a newer
+        session saved by another process is adopted instead of logging in again.
+        """
+        timeout = self.config.relogin_timeout
+        if not self._lock.acquire(timeout=timeout):
+            raise SessionExpired(
+                f"gave up after {timeout:g}s waiting for another thread's re-login",
+                hint="raise relogin_timeout, or retry",
+            )
+        try:
+            snap = self._snap
+            if snap.generation != seen_generation and snap.state is State.AUTHENTICATED:
+                return snap  # another thread renewed while we waited
+            with self._store.lock(self.store_key(), timeout) as got:
+                if not got:
+                    raise SessionExpired(
+                        f"gave up after {timeout:g}s waiting for another process's re-login",
+                        hint="raise relogin_timeout, or retry",
+                    )
+                newer = self._stored_newer(snap.generation)
+                if newer is not None:
+                    self.adopt(newer, reason="store")
+                    return self._snap
+                if snap.state is State.AUTHENTICATED:
+                    self._fire("session_expired", reason=reason)
+                self._require_repeatable_secrets()
+                return self.connect()
+        finally:
+            self._lock.release()
+
+    def _require_repeatable_secrets(self) -> None:
+        missing = [g for g in ("has_password", "has_access_code") if not self._guard(g)]
+        if missing:
+            exc = ReloginNeedsHuman(
+                f"automatic re-login needs {' and '.join(table.GUARDS[g].needs for g in missing)}"
+            )
+            self._record("connect", self._snap.state, FAILED, exc, reason="needs_human")
+            raise exc
+
+    def gateway_rejected(self, exc: GatewayAuthError) -> None:
+        """A trading call's Bearer token was rejected for good: take the internal edge."""
+        with self._lock:
+            self._after_failure(exc)
+
+    def deadline(self, snap: Snapshot) -> float | None:
+        """The hard proactive re-login deadline of ``snap`` (None when off)."""
+        if snap.login_time is None:
+            return None
+        return self.config.deadline(snap.login_time)
+
+    def ready(self) -> Snapshot:
+        """A snapshot good to send a trading request with, renewing first when needed.
+
+        Before the first connect() and after logout() this raises InvalidTransition; after the
+        library itself left Authenticated (expiry, rejection) it re-logs in when ``auto_relogin``.
+        """
+        if not self._loaded:
+            with self._lock:
+                self._ensure_loaded()
+        snap = self._snap
+        now = self._clock()
+        if snap.state is State.AUTHENTICATED:
+            deadline = self.deadline(snap)
+            if deadline is None or now < deadline - self.config.soft_window:
+                return snap
+            if now >= deadline:
+                return self.renew(snap.generation, "deadline")
+            return self._refresh_soft(snap)
+        carry = self._carry
+        if carry is not None:
+            return carry  # a soft refresh is under way; the old token is still good
+        if snap.generation == 0 or snap.state is State.LOGGED_OUT or not self.config.auto_relogin:
+            raise InvalidTransition(
+                f"requests need Authenticated, session is {snap.state.value}: call connect() first",
+                state=snap.state.value,
+                trigger="request",
+            )
+        return self.renew(snap.generation, "not_authenticated")
+
+    def _refresh_soft(self, snap: Snapshot) -> Snapshot:
+        if not self._lock.acquire(blocking=False):
+            return snap  # someone is renewing: carry on with the current token
+        try:
+            if self._snap.generation != snap.generation:
+                return self._snap
+            self._carry = snap
+            try:
+                self._fire("session_expired", reason="soft_deadline")
+                return self.connect()
+            except KSError as exc:
+                emit(self._log, "warning", "soft_refresh_failed", session_id=self.session_id,
+                     error=type(exc).__name__)  # fmt: skip
+                return snap
+            finally:
+                self._carry = None
+        finally:
+            self._lock.release()
+
+    # --- requests ------------------------------------------------------------------------------
+
+    @property
+    def auth(self) -> SessionAuth:
+        """A ``requests`` auth object: session headers plus the re-login-on-401 behaviour.
+
+        ``requests.get(url, auth=session.auth)`` gets the same expiry handling as
+        :meth:`request`, but non-2xx answers are returned, not raised.
+        """
+        if self._auth is None:
+            self._auth = SessionAuth(self)
+        return self._auth
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """Send an authorised trading request relative to the session's host.
+
+        Re-logs in once on an expired session and replays when safe (see
+        :func:`~session_fsm.relogin.replayable`); raises the typed error for any non-2xx answer
+        (the response is on the error as ``.response``).
+        """
+        return send(self, method, path, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        """``request("GET", path, ...)``."""
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        """``request("POST", path, ...)``."""
+        return self.request("POST", path, **kwargs)
+
+    def put(self, path: str, **kwargs: Any) -> requests.Response:
+        """``request("PUT", path, ...)``."""
+        return self.request("PUT", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> requests.Response:
+        """``request("DELETE", path, ...)``."""
+        return self.request("DELETE", path, **kwargs)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the transport's pooled connections."""
+        self._wire.close()
+
+    def __enter__(self) -> KSSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._snap.state is State.AUTHENTICATED:
+                self.logout()
+        finally:
+            self.close()
+
+    def diagram(self) -> str:
+        """Mermaid of the machine, current state highlighted, last transition marked."""
+        from .diagrams import mermaid
+
+        last = self._history[-1] if self._history else None
+        return mermaid(highlight=self._snap.state, last=last)

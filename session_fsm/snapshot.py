@@ -1,0 +1,66 @@
+"""Immutable values the session publishes: its snapshot and the record of each transition.
+
+A reader takes ``session.snapshot()`` once and gets a state, host and token that belong
+together (the botocore ``get_frozen_credentials`` idea): a new session is swapped in as one
+attribute assignment, never assembled field by field in place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .secret import Secret
+from .table import State
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The whole session state at one instant. Tokens are Secrets, so ``repr`` is safe."""
+
+    state: State
+    host: str
+    generation: int = 0
+    session_token: Secret | None = None
+    one_time_token: Secret | None = None
+    ott_time: float | None = None
+    login_time: float | None = None
+
+
+#: Outcomes of an attempted transition.
+OK, REFUSED, FAILED = "ok", "refused", "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionRecord:
+    """One attempted transition, as kept in ``session.history`` and passed to callbacks."""
+
+    time: float
+    trigger: str
+    src: State
+    dst: State
+    outcome: str
+    status: int | None = None
+    fault_code: int | None = None
+    error: str | None = None
+    duration_ms: float = 0.0
+    attempt: int = 1
+    guards: tuple[tuple[str, bool], ...] = ()
+    reason: str | None = None
+    generation: int = 0
+
+    def as_event(self) -> dict[str, object]:
+        """The record as log-event fields (no secrets: a record never holds one)."""
+        return {
+            "trigger": self.trigger,
+            "src": self.src.value,
+            "dst": self.dst.value,
+            "outcome": self.outcome,
+            "status": self.status,
+            "fault_code": self.fault_code,
+            "error": self.error,
+            "duration_ms": round(self.duration_ms, 3),
+            "attempt": self.attempt,
+            "guards": dict(self.guards),
+            "reason": self.reason,
+            "generation": self.generation,
+        }
