@@ -70,8 +70,10 @@ def mermaid(
     else:
         for a in arrows():
             label = " / ".join(a.labels) + (" (internal)" if a.internal else "")
-            if last is not None and (last.src, last.dst) == (a.src, a.dst) and any(
-                lbl.split(" ")[0] == last.trigger for lbl in a.labels
+            if (
+                last is not None
+                and (last.src, last.dst) == (a.src, a.dst)
+                and any(lbl.split(" ")[0] == last.trigger for lbl in a.labels)
             ):
                 label += f" -- last: {last.trigger} {last.outcome}"
             lines.append(f"    {_mid(a.src)} --> {_mid(a.dst)}: {label}")

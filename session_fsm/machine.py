@@ -229,9 +229,7 @@ class SessionMachine:
             src = self._snap.state
             if table.edge(src, trigger) is None:
                 self._record(trigger, src, REFUSED, reason=reason or "no edge")
-                raise InvalidTransition(
-                    table.hint(src, trigger), state=src.value, trigger=trigger
-                )
+                raise InvalidTransition(table.hint(src, trigger), state=src.value, trigger=trigger)
             if trigger in ("init", "login", "authenticate"):
                 self._check_cooldown(trigger, src)
             self._guards_seen = []
@@ -381,7 +379,9 @@ class SessionMachine:
         )
         host = self.origin
         if res.redirect is not None:
-            host = check_host(_redirect_url(res.redirect.host, res.redirect.port), self._wire.config)
+            host = check_host(
+                _redirect_url(res.redirect.host, res.redirect.port), self._wire.config
+            )
         self._pending = replace(self._snap, host=host)
 
     def _call_login_with_user_id(self) -> None:
@@ -437,8 +437,16 @@ class SessionMachine:
     def _save(self, record: StoredSession) -> None:
         self._store.save(self.store_key(), record)
 
+    def resume(self) -> bool:
+        """Resume a session saved in the store (no HTTP call); True if one was taken.
+
+        Done by itself on the first trigger or request; call it to see the stored state early.
+        """
+        with self._lock:
+            self._ensure_loaded()
+            return self._snap.state is State.AUTHENTICATED
+
     def _ensure_loaded(self) -> None:
-        """On first use, resume a live session from the store (no HTTP)."""
         if self._loaded:
             return
         self._loaded = True

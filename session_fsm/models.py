@@ -65,7 +65,9 @@ class Fault:
             code: int | None = int(raw) if raw not in (None, "") else None
         except (TypeError, ValueError):
             code = None
-        return cls(code=code, message=_str(fault, "message"), description=_str(fault, "description"))
+        return cls(
+            code=code, message=_str(fault, "message"), description=_str(fault, "description")
+        )
 
 
 @dataclass(frozen=True)

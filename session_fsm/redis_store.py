@@ -53,9 +53,7 @@ class RedisStore:
 
     @contextlib.contextmanager
     def lock(self, key: str, timeout: float) -> Iterator[bool]:
-        lock = self.client.lock(
-            key + ":relogin", timeout=self.lock_ttl, blocking_timeout=timeout
-        )
+        lock = self.client.lock(key + ":relogin", timeout=self.lock_ttl, blocking_timeout=timeout)
         got = bool(lock.acquire())
         try:
             yield got

@@ -27,7 +27,7 @@ class State(Enum):
         return self.value
 
 
-U, I, O, A, L = (
+U, I, O, A, L = (  # noqa: E741 -- one-letter names keep the table readable
     State.UNINITIALISED,
     State.INITIALISED,
     State.OTT_ISSUED,
@@ -86,9 +86,7 @@ class Edge:
     why: str = ""
 
 
-def _edges(
-    trigger: str, sources: Iterable[State], dest: State, **kw: object
-) -> tuple[Edge, ...]:
+def _edges(trigger: str, sources: Iterable[State], dest: State, **kw: object) -> tuple[Edge, ...]:
     return tuple(Edge(trigger, s, dest, **kw) for s in sources)  # type: ignore[arg-type]
 
 

@@ -248,7 +248,7 @@ class Wire:
         kwargs.setdefault("allow_redirects", False)
         try:
             return self.http.request(method, url, **kwargs)
-        except requests.Timeout as exc:
+        except requests.Timeout:
             raise RequestTimeout(f"{method} {urlsplit(url).path} timed out") from None
         except requests.RequestException as exc:
             kind = type(exc).__name__
@@ -352,4 +352,3 @@ def _json_or_none(response: requests.Response) -> Any:
         return response.json()
     except ValueError:
         return None
-

@@ -1,0 +1,138 @@
+"""Shared fixtures: a real sandbox over loopback HTTP, credentials, sessions, captured logs."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import structlog
+from hypothesis import HealthCheck, settings
+
+from session_fsm import Credentials, KSSession, RetryPolicy
+from session_fsm.sandbox import Sandbox, run_sandbox
+
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+settings.register_profile(
+    "thorough",
+    max_examples=1000,
+    stateful_step_count=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "dev", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+#: Retries without real sleeping (recorded instead), for tests.
+SLEEPS: list[float] = []
+FAST_RETRY = RetryPolicy(total=3, backoff_factor=0.0, backoff_jitter=0.0, sleeper=SLEEPS.append)
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    """One sandbox per test module, reset before each test."""
+    with run_sandbox() as sb:
+        yield sb
+
+
+@pytest.fixture
+def sb(sandbox: Sandbox) -> Sandbox:
+    """The module's sandbox, freshly reset."""
+    sandbox.control.reset()
+    SLEEPS.clear()
+    return sandbox
+
+
+def make_credentials(**over: Any) -> Credentials:
+    """The sandbox's demo account."""
+    base: dict[str, Any] = dict(
+        userid="demo-user",
+        consumer_key="demo-consumer-key",
+        access_token="demo-access-token",
+        password="demo-password",
+        access_code="1234",
+        app_id="tests",
+    )
+    base.update(over)
+    return Credentials(**base)
+
+
+class Clock:
+    """An injected clock (epoch seconds) that only moves when told."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def new_session(sb: Sandbox, clock: Clock) -> Iterator[Callable[..., KSSession]]:
+    """Factory of sessions on the sandbox (fast retries, injected clock); closed after."""
+    made: list[KSSession] = []
+
+    def make(creds: Credentials | None = None, **options: Any) -> KSSession:
+        options.setdefault("retry", FAST_RETRY)
+        options.setdefault("timeout", (2.0, 2.0))
+        options.setdefault("clock", clock)
+        s = KSSession(creds or make_credentials(), host=sb.url, **options)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close()
+
+
+class LogCapture:
+    """Captures the library's events rendered by structlog's JSON and console renderers."""
+
+    def __init__(self) -> None:
+        self.json = io.StringIO()
+        self.console = io.StringIO()
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.json.getvalue().splitlines() if line]
+
+    def text(self) -> str:
+        return self.json.getvalue() + self.console.getvalue()
+
+
+@pytest.fixture
+def logs() -> Iterator[LogCapture]:
+    """Route structlog through both renderers into memory for the test's duration."""
+    cap = LogCapture()
+
+    def tee(_: Any, __: str, event_dict: Any) -> str:
+        cap.console.write(structlog.dev.ConsoleRenderer(colors=False)(_, __, dict(event_dict)))
+        cap.console.write("\n")
+        return json.dumps(event_dict, default=repr)
+
+    structlog.configure(
+        processors=[structlog.processors.add_log_level, tee],
+        logger_factory=structlog.PrintLoggerFactory(cap.json),
+        cache_logger_on_first_use=False,
+    )
+    yield cap
+    structlog.reset_defaults()
