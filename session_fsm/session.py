@@ -6,6 +6,8 @@ re-login (the ``requests`` auth hook and the replay rule) is in :mod:`session_fs
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import requests
@@ -42,37 +44,52 @@ class KSSession(SessionMachine):
         """Walk the table's shortest path from the current state to Authenticated.
 
         A guard with a remedy (a stale one-time token) is mended on the way; a rejected one-time
-        token or a redirect to another host is recovered from once. Returns the new snapshot.
+        token or a redirect to another host is recovered from once. With a shared token store,
+        the walk happens under the store's lock and a session another process saved meanwhile
+        is adopted instead (so N processes starting together log in once). Returns the snapshot.
         """
         with self._lock:
             self._ensure_loaded()
-            recovered: set[type[KSError]] = set()
-            for _ in range(12):  # bounds the walk whatever the server does
-                state = self._snap.state
-                if state is table.TARGET:
+            if self._snap.state is State.AUTHENTICATED:
+                return self._snap
+            with self._store_lock():
+                newer = self._stored_newer(self._snap.generation)
+                if newer is not None:
+                    self.adopt(newer, reason="store")
                     return self._snap
-                path = table.shortest_path(state, [table.TARGET])
-                if not path:
-                    raise InvalidTransition(
-                        f"no path from {state.value} to Authenticated",
-                        state=state.value,
-                        trigger="connect",
-                    )
-                step = path[0]
-                failing = next((g for g in step.guards if not self._guard(g)), None)
-                remedy = table.GUARDS[failing].remedy if failing else None
-                if remedy and table.edge(state, remedy):
-                    self._fire(remedy)
-                    continue
-                try:
-                    self._fire(step.trigger)
-                except (OneTimeTokenRejected, WrongDomain) as exc:
-                    if type(exc) in recovered:
-                        raise
-                    recovered.add(type(exc))
-            raise InvalidTransition(
-                "connect() did not reach Authenticated", state=self.state.value, trigger="connect"
-            )
+                return self._walk()
+
+    def _store_lock(self) -> contextlib.AbstractContextManager[None]:
+        return _held(self._store.lock(self.store_key(), self.config.relogin_timeout), self)
+
+    def _walk(self) -> Snapshot:
+        recovered: set[type[KSError]] = set()
+        for _ in range(12):  # bounds the walk whatever the server does
+            state = self._snap.state
+            if state is table.TARGET:
+                return self._snap
+            path = table.shortest_path(state, [table.TARGET])
+            if not path:
+                raise InvalidTransition(
+                    f"no path from {state.value} to Authenticated",
+                    state=state.value,
+                    trigger="connect",
+                )
+            step = path[0]
+            failing = next((g for g in step.guards if not self._guard(g)), None)
+            remedy = table.GUARDS[failing].remedy if failing else None
+            if remedy and table.edge(state, remedy):
+                self._fire(remedy)
+                continue
+            try:
+                self._fire(step.trigger)
+            except (OneTimeTokenRejected, WrongDomain) as exc:
+                if type(exc) in recovered:
+                    raise
+                recovered.add(type(exc))
+        raise InvalidTransition(
+            "connect() did not reach Authenticated", state=self.state.value, trigger="connect"
+        )
 
     # --- re-login ------------------------------------------------------------------------------
 
@@ -93,12 +110,7 @@ class KSSession(SessionMachine):
             snap = self._snap
             if snap.generation != seen_generation and snap.state is State.AUTHENTICATED:
                 return snap  # another thread renewed while we waited
-            with self._store.lock(self.store_key(), timeout) as got:
-                if not got:
-                    raise SessionExpired(
-                        f"gave up after {timeout:g}s waiting for another process's re-login",
-                        hint="raise relogin_timeout, or retry",
-                    )
+            with self._store_lock():
                 newer = self._stored_newer(snap.generation)
                 if newer is not None:
                     self.adopt(newer, reason="store")
@@ -106,7 +118,7 @@ class KSSession(SessionMachine):
                 if snap.state is State.AUTHENTICATED:
                     self._fire("session_expired", reason=reason)
                 self._require_repeatable_secrets()
-                return self.connect()
+                return self._walk()
         finally:
             self._lock.release()
 
@@ -238,3 +250,16 @@ class KSSession(SessionMachine):
 
         last = self._history[-1] if self._history else None
         return mermaid(highlight=self._snap.state, last=last)
+
+
+@contextlib.contextmanager
+def _held(lock: contextlib.AbstractContextManager[bool], session: KSSession) -> Iterator[None]:
+    """Enter a store lock; a lock not acquired in time is a SessionExpired naming the wait."""
+    with lock as got:
+        if not got:
+            timeout = session.config.relogin_timeout
+            raise SessionExpired(
+                f"gave up after {timeout:g}s waiting for another process's login",
+                hint="raise relogin_timeout, or check the token store",
+            )
+        yield
