@@ -91,16 +91,25 @@ class SessionConfig:
             allow_loopback=self.allow_loopback,
         )
 
-    def deadline(self, login_time: float) -> float | None:
-        """The hard re-login deadline (epoch seconds) for a session made at ``login_time``."""
-        candidates: list[float] = []
+    def deadlines(self, login_time: float) -> tuple[float, float] | None:
+        """(soft, hard) proactive re-login times (epoch s) of a session made at ``login_time``.
+
+        ``max_session_age`` gives a soft window of ``soft_window`` before its deadline. The
+        daily cut-off is hard only: a session made just before the cut-off dies with it, so
+        renewing early would not help; the first request after the cut-off renews (everyone
+        waits) and the new session lives until the next day's cut-off.
+        """
+        soft: list[float] = []
+        hard: list[float] = []
         if self.max_session_age is not None:
-            candidates.append(login_time + self.max_session_age)
+            hard.append(login_time + self.max_session_age)
+            soft.append(hard[-1] - self.soft_window)
         if self.daily_cutoff is not None:
             tz = ZoneInfo(self.cutoff_tz)
             made = dt.datetime.fromtimestamp(login_time, tz)
             cut = dt.datetime.combine(made.date(), dt.time.fromisoformat(self.daily_cutoff), tz)
             if cut <= made:
                 cut += dt.timedelta(days=1)
-            candidates.append(cut.timestamp())
-        return min(candidates) if candidates else None
+            hard.append(cut.timestamp())
+            soft.append(hard[-1])
+        return (min(soft), min(hard)) if hard else None

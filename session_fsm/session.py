@@ -117,6 +117,10 @@ class KSSession(SessionMachine):
                     return self._snap
                 if snap.state is State.AUTHENTICATED:
                     self._fire("session_expired", reason=reason)
+                if not self.config.auto_relogin:
+                    raise SessionExpired(
+                        "the session expired and auto_relogin is off", hint="call connect()"
+                    )
                 self._require_repeatable_secrets()
                 return self._walk()
         finally:
@@ -136,11 +140,11 @@ class KSSession(SessionMachine):
         with self._lock:
             self._after_failure(exc)
 
-    def deadline(self, snap: Snapshot) -> float | None:
-        """The hard proactive re-login deadline of ``snap`` (None when off)."""
+    def deadlines(self, snap: Snapshot) -> tuple[float, float] | None:
+        """(soft, hard) proactive re-login times of ``snap`` (None when off)."""
         if snap.login_time is None:
             return None
-        return self.config.deadline(snap.login_time)
+        return self.config.deadlines(snap.login_time)
 
     def ready(self) -> Snapshot:
         """A snapshot good to send a trading request with, renewing first when needed.
@@ -154,10 +158,10 @@ class KSSession(SessionMachine):
         snap = self._snap
         now = self._clock()
         if snap.state is State.AUTHENTICATED:
-            deadline = self.deadline(snap)
-            if deadline is None or now < deadline - self.config.soft_window:
+            deadlines = self.deadlines(snap)
+            if deadlines is None or now < deadlines[0]:
                 return snap
-            if now >= deadline:
+            if now >= deadlines[1]:
                 return self.renew(snap.generation, "deadline")
             return self._refresh_soft(snap)
         carry = self._carry

@@ -2,19 +2,30 @@
 
 A store holds at most one :class:`StoredSession` per (host, userid) key and offers a lock under
 which one process at a time re-logs in. Chosen by object or by URL-like string:
-``memory:`` (default), ``file:PATH``, ``redis://host:port/db``.
+``memory:`` (default), ``file:PATH``, ``redis://host:port/db`` (``?lock_ttl=SECONDS``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, KSError
 from .secret import Secret
+
+
+class StoreError(KSError):
+    """The token store could not be read or written (Redis down, disk full, bad path).
+
+    Raised rather than ignored: a process that silently lost its shared store would log in on
+    its own and, with one session per user at the broker, log the other processes out.
+    """
+
+    hint = "check the token store (is Redis running? is the file's folder writable?)"
 
 
 @dataclass(frozen=True)
@@ -39,24 +50,35 @@ class StoredSession:
 
     @classmethod
     def from_json(cls, data: Any) -> StoredSession:
-        """Parse what :meth:`to_json` wrote; raises ValueError on anything else."""
+        """Parse what :meth:`to_json` wrote; ValueError (naming no value) on anything else."""
         if not isinstance(data, dict):
             raise ValueError("not an object")
-        try:
-            return cls(
-                host=str(data["host"]),
-                userid=str(data["userid"]),
-                session_token=Secret(str(data["session_token"])),
-                generation=int(data["generation"]),
-                login_time=float(data["login_time"]),
-            )
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"missing or bad field: {type(exc).__name__}") from None
+        texts = {k: data.get(k) for k in ("host", "userid", "session_token")}
+        bad = sorted(k for k, v in texts.items() if not isinstance(v, str) or not v)
+        gen, when = data.get("generation"), data.get("login_time")
+        if isinstance(gen, bool) or not isinstance(gen, int) or gen < 1:
+            bad.append("generation")
+        if isinstance(when, bool) or not isinstance(when, int | float) or not math.isfinite(when):
+            bad.append("login_time")
+        if bad:
+            # Names only: the values may be a token.
+            raise ValueError(f"missing or bad field(s): {', '.join(bad)}")
+        return cls(
+            host=str(texts["host"]),
+            userid=str(texts["userid"]),
+            session_token=Secret(str(texts["session_token"])),
+            generation=gen,
+            login_time=float(when),
+        )
 
 
 @runtime_checkable
 class TokenStore(Protocol):
-    """Where sessions are persisted and how re-login is made single-flight across processes."""
+    """Where sessions are persisted and how re-login is made single-flight across processes.
+
+    ``load``/``save``/``delete`` raise :class:`StoreError` when the medium fails; a record that
+    is there but unreadable is reported once as a warning and treated as absent.
+    """
 
     def load(self, key: str) -> StoredSession | None:
         """The stored session for ``key``, or None."""
@@ -84,16 +106,20 @@ class MemoryStore:
         self._guard = threading.Lock()
 
     def load(self, key: str) -> StoredSession | None:
+        """The stored session for ``key``, or None."""
         return self._data.get(key)
 
     def save(self, key: str, session: StoredSession) -> None:
+        """Store ``session`` under ``key``."""
         self._data[key] = session
 
     def delete(self, key: str) -> None:
+        """Forget ``key``'s session."""
         self._data.pop(key, None)
 
     @contextlib.contextmanager
     def lock(self, key: str, timeout: float) -> Iterator[bool]:
+        """A per-key thread lock; yields whether it was acquired within ``timeout``."""
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
         got = lock.acquire(timeout=timeout)
@@ -113,7 +139,12 @@ def store_key(host: str, userid: str) -> str:
 
 
 def open_store(spec: str | TokenStore | None) -> TokenStore:
-    """A store from an object or a URL-like string (``memory:``, ``file:PATH``, ``redis://``)."""
+    """A store from an object or a URL-like string (``memory:``, ``file:PATH``, ``redis://``).
+
+    ``file:PATH`` takes a plain path (``~`` expanded) or a ``file:///abs/path`` URL.
+    ``redis://[:password@]host:port/db`` may carry ``?lock_ttl=SECONDS`` (default 30): how long
+    a re-login lock outlives a process that died holding it. No I/O happens here.
+    """
     if spec is None or spec == "memory:":
         return MemoryStore()
     if isinstance(spec, TokenStore):
@@ -121,13 +152,24 @@ def open_store(spec: str | TokenStore | None) -> TokenStore:
     if isinstance(spec, str) and spec.startswith("file:"):
         from .file_store import FileStore
 
-        file_store: TokenStore = FileStore(spec[len("file:") :])
+        path = spec[len("file:") :]
+        if path.startswith("//"):  # file:///abs/path or file://localhost/abs/path
+            netloc, _, rest = path[2:].partition("/")
+            if netloc not in ("", "localhost"):
+                raise ConfigurationError(
+                    f"file store on another host ({netloc!r})", hint="use file:/local/path"
+                )
+            path = "/" + rest
+        if not path:
+            raise ConfigurationError("file: store needs a path", hint="use file:/path/tokens.json")
+        file_store: TokenStore = FileStore(path)
         return file_store
     if isinstance(spec, str) and spec.startswith(("redis://", "rediss://", "unix://")):
         from .redis_store import RedisStore
 
         redis_store: TokenStore = RedisStore.from_url(spec)
         return redis_store
+    shown = spec.split("@")[-1] if isinstance(spec, str) else type(spec).__name__
     raise ConfigurationError(
-        f"unknown store {spec!r}", hint="use memory:, file:PATH or redis://host:port/db"
+        f"unknown store {shown!r}", hint="use memory:, file:PATH or redis://host:port/db"
     )

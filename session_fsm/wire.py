@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3 import exceptions as urllib3_exceptions
 from urllib3.util.retry import Retry
 
 from . import contract as c
@@ -248,9 +249,9 @@ class Wire:
         kwargs.setdefault("allow_redirects", False)
         try:
             return self.http.request(method, url, **kwargs)
-        except requests.Timeout:
-            raise RequestTimeout(f"{method} {urlsplit(url).path} timed out") from None
         except requests.RequestException as exc:
+            if _timed_out(exc):
+                raise RequestTimeout(f"{method} {urlsplit(url).path} timed out") from None
             kind = type(exc).__name__
             raise NetworkError(f"{method} {urlsplit(url).path} failed: {kind}") from None
 
@@ -345,6 +346,14 @@ class Wire:
         if headers:
             merged.update(headers)
         return self.send(method, url, headers=merged, **kwargs)
+
+
+def _timed_out(exc: requests.RequestException) -> bool:
+    """True for a timeout, also when urllib3's retries wrapped it in a ConnectionError."""
+    if isinstance(exc, requests.Timeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, urllib3_exceptions.TimeoutError)
 
 
 def _json_or_none(response: requests.Response) -> Any:

@@ -1,0 +1,302 @@
+"""``session-fsm demo``: a trading bot's day against an embedded sandbox, shown as it happens.
+
+The demo starts the sandbox in this process and drives a real :class:`~session_fsm.KSSession`
+over loopback HTTP: connect (init, login, authenticate), a few trading calls, a session the
+server expires (the next call re-logs in by itself and is replayed), a 429 with ``Retry-After``
+that urllib3 waits out, and logout. It ends with the path taken (ASCII and mermaid, drawn from
+``session.history``) and a summary. Every line goes through structlog with the library's
+redaction: the console renderer on a terminal (colours only on a TTY), JSON lines with
+``--json``. No password, access code or token is ever printed.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from collections.abc import MutableMapping, Sequence
+from typing import Any, TextIO
+
+import structlog
+
+from .credentials import Credentials
+from .diagrams import mermaid
+from .errors import KSError
+from .logs import configure_logging
+from .sandbox import DEMO_ACCOUNT, SandboxConfig, run_sandbox
+from .session import KSSession
+from .snapshot import OK, TransitionRecord
+from .table import State
+from .wire import RetryPolicy
+
+#: The fields of a ``transition`` event worth showing on a terminal (the rest are in --json).
+_CONSOLE_KEEP = ("outcome", "reason", "generation", "status", "fault_code", "error", "guards")
+#: Instruments the demo bot watches (TCS, INFY on NSE in the KS instrument master).
+_WATCHLIST = "11536-1594"
+_ORDER = {
+    "instrumentToken": 11536,
+    "transactionType": "BUY",
+    "quantity": 1,
+    "price": 0,
+    "validity": "GFD",
+    "variety": "REGULAR",
+    "disclosedQuantity": 0,
+    "triggerPrice": 0,
+    "tag": "session-fsm-demo",
+}
+
+
+def _tidy_for_console(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: shorten library events to what a person reads on a terminal.
+
+    A ``transition`` event becomes ``init: Uninitialised -> Initialised`` plus the fields that
+    say something (an outcome other than ok, a reason, a failed guard); None values go.
+    """
+    if event_dict.get("event") == "transition":
+        src, dst, trig = event_dict.get("src"), event_dict.get("dst"), event_dict.get("trigger")
+        kept = {k: event_dict.get(k) for k in _CONSOLE_KEEP}
+        if kept["outcome"] == OK:
+            del kept["outcome"]
+        guards = kept.pop("guards") or {}
+        failed = [g for g, ok in guards.items() if not ok] if isinstance(guards, dict) else []
+        if failed:
+            kept["failed_guards"] = ",".join(failed)
+        for key in list(event_dict):
+            if key not in ("event", "level", "timestamp"):
+                del event_dict[key]
+        if dst != State.AUTHENTICATED.value:
+            del kept["generation"]  # it only changes on arriving at Authenticated
+        event_dict["event"] = f"transition  {trig}: {src} -> {dst}"
+        event_dict.update({k: v for k, v in kept.items() if v is not None})
+        return _short_time(event_dict)
+    for key in ("session_id", "userid"):
+        event_dict.pop(key, None)
+    for key in [k for k, v in event_dict.items() if v is None]:
+        del event_dict[key]
+    return _short_time(event_dict)
+
+
+def _short_time(event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Keep the time of day of an ISO timestamp (the date is noise in a few-second demo)."""
+    stamp = event_dict.get("timestamp")
+    if isinstance(stamp, str) and "T" in stamp:
+        event_dict["timestamp"] = stamp.split("T", 1)[1][:12]
+    return event_dict
+
+
+class _Show:
+    """Where the demo writes: headings and blocks as text, or everything as JSON lines."""
+
+    def __init__(self, json_lines: bool, out: TextIO) -> None:
+        self.json = json_lines
+        self.out = out
+        self.log = structlog.get_logger("session_fsm.demo")
+        self._step = 0
+
+    def heading(self, title: str) -> None:
+        """Start a numbered step of the bot's day."""
+        self._step += 1
+        if self.json:
+            self.log.info("demo_step", step=self._step, title=title)
+        else:
+            bold = ("\033[1m", "\033[0m") if self.out.isatty() else ("", "")
+            self.text(f"\n{bold[0]}== {self._step}. {title}{bold[1]}")
+
+    def text(self, text: str) -> None:
+        """Plain text (console mode only)."""
+        if not self.json:
+            self.out.write(text + "\n")
+            self.out.flush()
+
+
+class _Bot:
+    """The demo's bot: one session, its trading calls, and what it counted."""
+
+    def __init__(self, show: _Show, session_url: str) -> None:
+        self.show = show
+        self.retries = 0
+        self.calls = 0
+        self.alerts = 0
+        creds = Credentials(
+            userid=DEMO_ACCOUNT.userid,
+            consumer_key=SandboxConfig().consumer_key,
+            access_token=SandboxConfig().access_token,
+            password=DEMO_ACCOUNT.password,
+            access_code=DEMO_ACCOUNT.access_code,
+            app_id="session-fsm-demo",
+        )
+        # The sleeper is urllib3's wait between retries: wrapping it makes the wait visible.
+        policy = RetryPolicy(total=3, sleeper=self._wait)
+        self.session = KSSession(creds, host=session_url, retry=policy, timeout=(2.0, 5.0))
+        self.session.on_transition(self._alert)
+
+    def _wait(self, seconds: float) -> None:
+        self.retries += 1
+        self.show.log.info("waiting before a retry", seconds=round(seconds, 2))
+        time.sleep(seconds)
+
+    def _alert(self, session: Any, record: TransitionRecord) -> None:
+        """What a real bot hooks to its alerting (chat, pager): any transition that failed."""
+        if record.outcome != OK:
+            self.alerts += 1
+            self.show.log.warning(
+                "alert", trigger=record.trigger, outcome=record.outcome, error=record.error
+            )
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One trading call; logs its status, time and a one-line gist of the answer."""
+        t0 = time.perf_counter()
+        response = self.session.request(method, path, **kwargs)
+        self.calls += 1
+        body = response.json()
+        payload = body.get("Success", body.get("success")) if isinstance(body, dict) else body
+        # urllib3 keeps the statuses it retried on the final response (none: no retry).
+        retry = getattr(response.raw, "retries", None)
+        retried = [h.status for h in getattr(retry, "history", ()) if h.status]
+        self.show.log.info(
+            "trading_call",
+            method=method,
+            path=path,
+            status=response.status_code,
+            ms=round((time.perf_counter() - t0) * 1000, 1),
+            answer=_gist(payload),
+            retried_after=retried or None,
+        )
+        return payload
+
+
+def _gist(payload: Any) -> str:
+    """A short, secret-free summary of a trading answer."""
+    if isinstance(payload, list):
+        names = [
+            f"{p.get('instrumentName')}@{p.get('lastPrice')}"
+            if "lastPrice" in p
+            else str(p.get("orderId"))
+            for p in payload
+            if isinstance(p, dict)
+        ]
+        return f"{len(payload)} item(s): {', '.join(names)}" if names else "0 items"
+    if isinstance(payload, dict) and "orderId" in payload:
+        return f"order {payload['orderId']} {payload.get('status', '')}".strip()
+    return type(payload).__name__
+
+
+def path_taken(history: Sequence[TransitionRecord]) -> list[TransitionRecord]:
+    """The transitions that happened (outcome ok), oldest first."""
+    return [r for r in history if r.outcome == OK]
+
+
+def ascii_path(records: Sequence[TransitionRecord]) -> str:
+    """``Uninitialised --init--> Initialised ...``, one line per arrival at Authenticated."""
+    if not records:
+        return "(no transitions)"
+    lines: list[str] = []
+    line = records[0].src.value
+    for r in records:
+        line += f" --{r.trigger}--> {r.dst.value}"
+        if r.dst is State.AUTHENTICATED:
+            lines.append(line)
+            line = "   "
+    if line.strip():
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def path_mermaid(records: Sequence[TransitionRecord]) -> str:
+    """Mermaid of the arrows taken, each labelled with how often."""
+    counts = Counter((r.src, r.dst, r.trigger) for r in records)
+    return mermaid(counts=dict(counts))
+
+
+def _configure(json_lines: bool, out: TextIO) -> None:
+    configure_logging(json=json_lines, stream=out)
+    if not json_lines:
+        processors = list(structlog.get_config()["processors"])
+        processors.insert(len(processors) - 1, _tidy_for_console)  # just before the renderer
+        structlog.configure(processors=processors)
+
+
+def run_demo(json_lines: bool = False, out: TextIO | None = None) -> int:
+    """Play the demo bot's day on an embedded sandbox; return the exit code (0 on success).
+
+    ``json_lines`` prints JSON lines instead of the console rendering. ``out`` defaults to
+    standard output. structlog's configuration is restored afterwards.
+    """
+    stream = out or sys.stdout
+    saved = structlog.get_config()
+    _configure(json_lines, stream)
+    try:
+        return _play(_Show(json_lines, stream))
+    finally:
+        structlog.configure(**saved)
+
+
+def _play(show: _Show) -> int:
+    started = time.perf_counter()
+    with run_sandbox() as sb:
+        bot = _Bot(show, sb.url)
+        s = bot.session
+        if show.json:
+            show.log.info("demo_start", sandbox=sb.url, userid=s.credentials.userid)
+        show.text(f"session_fsm demo: a trading bot's day on an embedded sandbox at {sb.url}")
+        show.text("(a real KSSession over loopback HTTP; no secret is ever printed)")
+        try:
+            show.heading("connect: walk the table from Uninitialised to Authenticated")
+            s.connect()
+
+            show.heading("trading: quotes, positions, an order")
+            bot.call("GET", f"/quotes/v1.0/ltp/instruments/{_WATCHLIST}")
+            bot.call("GET", "/positions/1.0/positions/todays")
+            bot.call("POST", "/orders/1.0/order/normal", json=_ORDER)
+
+            show.heading("the server expires the session; the next call re-logs in by itself")
+            show.log.info("sandbox_expired_sessions", count=sb.control.expire())
+            bot.call("GET", "/reports/1.0/orders")
+
+            show.heading("rate limited: 429 with Retry-After: 1 is waited out, then retried")
+            sb.control.fault("/positions/1.0/positions/todays", method="GET", status=429,
+                             retry_after=1)  # fmt: skip
+            bot.call("GET", "/positions/1.0/positions/todays")
+
+            show.heading("logout: the session token is invalidated and forgotten")
+            s.logout()
+        except KSError as exc:
+            show.log.error("demo_failed", error=type(exc).__name__, message=str(exc))
+            return 1
+        finally:
+            s.close()
+        stats = sb.control.stats()
+    return _finish(show, bot, stats, time.perf_counter() - started)
+
+
+def _finish(show: _Show, bot: _Bot, stats: dict[str, Any], elapsed: float) -> int:
+    records = path_taken(bot.session.history)
+    relogins = sum(1 for r in records if r.trigger == "session_expired")
+    summary = {
+        "trading_calls": bot.calls,
+        "http_calls_served": sum(stats["calls"].values()),
+        "logins": stats["logins"],
+        "relogins": relogins,
+        "retries": bot.retries,
+        "alerts": bot.alerts,
+        "final_state": bot.session.state.value,
+        "seconds": round(elapsed, 2),
+    }
+    diagram = path_mermaid(records)
+    if show.json:
+        show.log.info(
+            "demo_summary",
+            path=[[r.src.value, r.trigger, r.dst.value] for r in records],
+            mermaid=diagram,
+            **summary,
+        )
+    else:
+        show.heading("the path taken")
+        show.text(ascii_path(records))
+        show.text("\nmermaid (paste into https://mermaid.live or a GitHub README):")
+        show.text(diagram.rstrip())
+        show.text("\nsummary: " + "  ".join(f"{k}={v}" for k, v in summary.items()))
+    ok = bot.session.state is State.LOGGED_OUT and relogins >= 1
+    return 0 if ok else 1

@@ -1,0 +1,292 @@
+"""Auto re-login on 401 against the sandbox: single flight, replay rule, retries, providers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable, Iterator
+from zoneinfo import ZoneInfo
+
+import pytest
+import requests
+
+from session_fsm import (
+    FromCallable,
+    GatewayAuthError,
+    InvalidTransition,
+    KSSession,
+    LoginRejected,
+    NotReplayable,
+    OneShot,
+    ReloginNeedsHuman,
+    ServiceUnavailable,
+    SessionExpired,
+    State,
+    contract,
+)
+from session_fsm.sandbox import Sandbox
+from tests.conftest import SLEEPS, Clock, make_credentials
+
+Factory = Callable[..., KSSession]
+ORDERS = contract.ORDERS_REPORT[1]
+ORDER = contract.ORDER_NORMAL[1]
+
+
+def stats(sb: Sandbox) -> dict[str, int]:
+    s = sb.control.stats()
+    return {"logins": s["logins"], "sessions": s["sessions"], **s["calls"]}
+
+
+@pytest.fixture
+def live(new_session: Factory, sb: Sandbox) -> KSSession:
+    s = new_session()
+    s.connect()
+    return s
+
+
+def test_expiry_then_get_succeeds_with_one_login(live: KSSession, sb: Sandbox) -> None:
+    sb.control.expire()
+    r = live.get(ORDERS)
+    assert r.status_code == 200
+    st = stats(sb)
+    assert (st["logins"], st["sessions"]) == (2, 2)  # connect + exactly one re-login
+    assert st[f"GET {ORDERS}"] == 2  # the 401 and the replay
+    assert st["GET /session/1.0/session/init"] == 1  # init again only when needed
+    assert len(r.history) == 1 and r.history[0].status_code == 401
+
+
+def test_64_threads_meet_one_expiry(live: KSSession, sb: Sandbox) -> None:
+    sb.control.expire()
+    go = threading.Barrier(64)
+    results: list[int] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        go.wait()
+        try:
+            results.append(live.get(ORDERS).status_code)
+        except BaseException as exc:  # pragma: no cover - reported by the assert
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors[:3]
+    assert results == [200] * 64
+    st = stats(sb)
+    assert (st["logins"], st["sessions"]) == (2, 2)  # one login + one 2FA for the expiry
+    assert live.generation == 2
+
+
+def test_second_consecutive_401_raises(live: KSSession, sb: Sandbox) -> None:
+    sb.control.fault(ORDERS, status=401, code=contract.FAULT_SESSION_EXPIRED, count=5)
+    with pytest.raises(SessionExpired):
+        live.get(ORDERS)
+    st = stats(sb)
+    assert st[f"GET {ORDERS}"] == 2  # no third attempt
+    assert st["logins"] == 2
+
+
+def test_gateway_rejected_is_immediate_and_logs_in_nobody(live: KSSession, sb: Sandbox) -> None:
+    sb.control.fault(ORDERS, status=401, code=contract.FAULT_GATEWAY_TOKEN)
+    with pytest.raises(GatewayAuthError):
+        live.get(ORDERS)
+    assert stats(sb)["logins"] == 1 and live.state is State.UNINITIALISED
+    with pytest.raises(GatewayAuthError):  # cool-down: fails at once, nothing sent
+        live.get(ORDERS)
+    assert stats(sb)["GET /session/1.0/session/init"] == 1
+
+
+def test_gateway_rejected_with_provider_refreshes_once(new_session: Factory, sb: Sandbox) -> None:
+    asked: list[int] = []
+
+    def provider() -> str:
+        asked.append(1)
+        return "demo-access-token"
+
+    s = new_session(make_credentials(access_token="old-token", access_token_provider=provider))
+    s.connect()  # init meets 900901 with the old token, refreshes, goes on
+    assert asked == [1]
+    sb.control.fault(ORDERS, status=401, code=contract.FAULT_GATEWAY_TOKEN)
+    assert s.get(ORDERS).status_code == 200
+    assert asked == [1, 1] and stats(sb)["logins"] == 1
+
+
+def test_429_retry_after_on_get(live: KSSession, sb: Sandbox) -> None:
+    sb.control.fault(ORDERS, status=429, retry_after=2)
+    assert live.get(ORDERS).status_code == 200
+    assert SLEEPS == [2.0]  # waited what the server asked (recorded, not slept)
+    assert stats(sb)[f"GET {ORDERS}"] == 2
+
+
+def test_503_on_post_order_not_retried(live: KSSession, sb: Sandbox) -> None:
+    sb.control.fault(ORDER, status=503)
+    with pytest.raises(ServiceUnavailable) as info:
+        live.post(ORDER, json={"instrumentToken": 1})
+    assert info.value.response is not None and info.value.response.status_code == 503
+    assert stats(sb)[f"POST {ORDER}"] == 1 and SLEEPS == []
+
+
+def test_post_json_is_replayed_after_relogin(live: KSSession, sb: Sandbox) -> None:
+    sb.control.expire()
+    r = live.post(ORDER, json={"instrumentToken": 7})
+    assert r.json()["Success"]["instrumentToken"] == 7
+    assert stats(sb)[f"POST {ORDER}"] == 2 and stats(sb)["logins"] == 2
+
+
+def test_streamed_post_is_not_replayed(live: KSSession, sb: Sandbox) -> None:
+    sb.control.expire()
+
+    def body() -> Iterator[bytes]:
+        yield b'{"instrumentToken": 1}'
+
+    with pytest.raises(NotReplayable) as info:
+        live.post(ORDER, data=body(), headers={"Content-Type": "application/json"})
+    assert "stream" in str(info.value)
+    assert isinstance(info.value, SessionExpired)
+    assert stats(sb)["logins"] == 2 and stats(sb)[f"POST {ORDER}"] == 1  # re-login, no replay
+    assert live.state is State.AUTHENTICATED
+
+
+def test_replay_posts_off(new_session: Factory, sb: Sandbox) -> None:
+    s = new_session(replay_posts=False)
+    s.connect()
+    sb.control.expire()
+    with pytest.raises(NotReplayable):
+        s.post(ORDER, json={})
+    assert s.get(ORDERS).status_code == 200  # GETs still replay
+
+
+def test_plain_requests_with_session_auth(live: KSSession, sb: Sandbox) -> None:
+    sb.control.expire()
+    r = requests.get(sb.url + ORDERS, auth=live.auth, timeout=5)
+    assert r.status_code == 200 and stats(sb)["logins"] == 2
+
+
+def test_requests_need_a_connected_session(new_session: Factory, sb: Sandbox) -> None:
+    s = new_session()
+    with pytest.raises(InvalidTransition, match=r"call connect\(\) first"):
+        s.get(ORDERS)
+    s.connect()
+    s.logout()
+    with pytest.raises(InvalidTransition):
+        s.get(ORDERS)
+    assert stats(sb).get(f"GET {ORDERS}", 0) == 0
+
+
+def test_wrong_password_cools_down_relogin(new_session: Factory, sb: Sandbox) -> None:
+    s = new_session(cooldown=300)
+    s.connect()
+    sb.control.expire()
+    sb.control.fault(contract.LOGIN_USERID[1], status=401, code=0)
+    with pytest.raises(LoginRejected):
+        s.get(ORDERS)
+    with pytest.raises(LoginRejected):
+        s.get(ORDERS)
+    assert stats(sb)[f"POST {contract.LOGIN_USERID[1]}"] == 2  # connect's + one failed re-login
+
+
+def test_one_shot_access_code_needs_a_human(new_session: Factory, sb: Sandbox) -> None:
+    seen: list[str | None] = []
+    s = new_session(make_credentials(access_code=OneShot("1234")))
+    s.on_transition(lambda _s, rec: seen.append(rec.error))
+    s.connect()
+    sb.control.expire()
+    with pytest.raises(ReloginNeedsHuman) as info:
+        s.get(ORDERS)
+    assert "access code" in str(info.value)
+    assert s.state is State.INITIALISED  # documented: expired edge taken, waiting for a human
+    assert seen[-1] == "ReloginNeedsHuman" and stats(sb)["logins"] == 1
+
+
+def test_callable_provider_asked_on_relogin(new_session: Factory, sb: Sandbox) -> None:
+    asked: list[int] = []
+
+    def ask() -> str:
+        asked.append(1)
+        return "1234"
+
+    s = new_session(make_credentials(access_code=FromCallable(ask)))
+    s.connect()
+    sb.control.expire()
+    assert s.get(ORDERS).status_code == 200 and asked == [1, 1]
+
+
+def test_proactive_soft_window_one_caller_renews(
+    new_session: Factory, sb: Sandbox, clock: Clock
+) -> None:
+    s = new_session(max_session_age=1000, soft_window=100)
+    s.connect()
+    clock.advance(950)  # inside the soft window
+    holder_in, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # another thread busy renewing
+        with s._lock:
+            holder_in.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    holder_in.wait(5)
+    assert s.get(ORDERS).status_code == 200  # carried on with the current token, no wait
+    assert s.generation == 1
+    release.set()
+    t.join(5)
+    assert s.get(ORDERS).status_code == 200  # now this caller renews
+    assert s.generation == 2 and stats(sb)["logins"] == 2
+    assert s.history[-3].reason == "soft_deadline"
+
+
+def test_proactive_hard_deadline_everyone_waits(
+    new_session: Factory, sb: Sandbox, clock: Clock
+) -> None:
+    s = new_session(max_session_age=1000, soft_window=100, relogin_timeout=0.2)
+    s.connect()
+    clock.advance(1001)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with s._lock:
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait(5)
+    with pytest.raises(SessionExpired, match="waiting"):  # past the hard deadline: it waited
+        s.get(ORDERS)
+    release.set()
+    t.join(5)
+    assert s.get(ORDERS).status_code == 200 and s.generation == 2
+
+
+def test_daily_cutoff_in_a_time_zone(new_session: Factory, sb: Sandbox, clock: Clock) -> None:
+    ist = ZoneInfo("Asia/Kolkata")
+    clock.now = dt.datetime(2026, 11, 27, 9, 0, tzinfo=ist).timestamp()
+    s = new_session(daily_cutoff="15:30", soft_window=60)
+    s.connect()
+    clock.now = dt.datetime(2026, 11, 27, 15, 29, 30, tzinfo=ist).timestamp()
+    s.get(ORDERS)
+    assert s.generation == 1  # a session made now would die at 15:30 too: no early renewal
+    clock.now = dt.datetime(2026, 11, 27, 15, 30, 5, tzinfo=ist).timestamp()
+    s.get(ORDERS)
+    assert s.generation == 2 and s.history[-3].reason == "deadline"
+    clock.now = dt.datetime(2026, 11, 28, 9, 0, tzinfo=ist).timestamp()
+    s.get(ORDERS)
+    assert s.generation == 2  # the new session's deadline is the next day's cut-off
+    clock.now = dt.datetime(2026, 11, 28, 15, 31, tzinfo=ist).timestamp()
+    s.get(ORDERS)
+    assert s.generation == 3
+
+
+def test_auto_relogin_off(new_session: Factory, sb: Sandbox) -> None:
+    s = new_session(auto_relogin=False)
+    s.connect()
+    sb.control.expire()
+    with pytest.raises(SessionExpired, match="auto_relogin"):
+        s.get(ORDERS)
+    assert s.state is State.INITIALISED and stats(sb)["logins"] == 1
+    s.connect()
+    assert s.get(ORDERS).status_code == 200
