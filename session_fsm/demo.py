@@ -71,6 +71,8 @@ def _tidy_for_console(
         event_dict["event"] = f"transition  {trig}: {src} -> {dst}"
         event_dict.update({k: v for k, v in kept.items() if v is not None})
         return _short_time(event_dict)
+    if event_dict.get("event") == "retry_wait":
+        event_dict["event"] = f"waiting {event_dict.pop('seconds', '?')} s before retrying"
     for key in ("session_id", "userid"):
         event_dict.pop(key, None)
     for key in [k for k, v in event_dict.items() if v is None]:
@@ -134,7 +136,7 @@ class _Bot:
 
     def _wait(self, seconds: float) -> None:
         self.retries += 1
-        self.show.log.info("waiting before a retry", seconds=round(seconds, 2))
+        self.show.log.info("retry_wait", seconds=round(seconds, 2))
         time.sleep(seconds)
 
     def _alert(self, session: Any, record: TransitionRecord) -> None:

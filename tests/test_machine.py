@@ -30,9 +30,15 @@ from session_fsm.sandbox import Sandbox
 from tests.conftest import Clock, LogCapture, make_credentials
 
 Factory = Callable[..., KSSession]
-INIT, LOGIN, TWOFA, LOGOUT = (f"{m} {p}" for m, p in (contract.SESSION_INIT, contract.LOGIN_USERID,
-                                                     contract.TWO_FA_ACCESSCODE,
-                                                     contract.SESSION_LOGOUT))  # fmt: skip
+INIT, LOGIN, TWOFA, LOGOUT = (
+    f"{m} {p}"
+    for m, p in (
+        contract.SESSION_INIT,
+        contract.LOGIN_USERID,
+        contract.TWO_FA_ACCESSCODE,
+        contract.SESSION_LOGOUT,
+    )
+)
 
 
 def calls(sb: Sandbox) -> dict[str, int]:
@@ -97,8 +103,11 @@ def test_connect_from_every_state(new_session: Factory, sb: Sandbox) -> None:
         assert s.snapshot().session_token is not None
 
 
-@pytest.mark.parametrize(("state", "trigger"), table.refused_pairs(),
-                         ids=[f"{s.value}-{t}" for s, t in table.refused_pairs()])  # fmt: skip
+@pytest.mark.parametrize(
+    ("state", "trigger"),
+    table.refused_pairs(),
+    ids=[f"{s.value}-{t}" for s, t in table.refused_pairs()],
+)
 def test_refused_pairs(new_session: Factory, sb: Sandbox, state: State, trigger: str) -> None:
     s = new_session()
     if state is State.LOGGED_OUT:
@@ -144,10 +153,13 @@ def test_internal_edge_ott_rejected(new_session: Factory, sb: Sandbox) -> None:
 
 
 @pytest.mark.parametrize("start", list(State))
-@pytest.mark.parametrize(("code", "error", "edge"), [
-    (contract.FAULT_GATEWAY_TOKEN, GatewayAuthError, "gateway_rejected"),
-    (contract.FAULT_WRONG_DOMAIN, WrongDomain, "redirect_changed"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("code", "error", "edge"),
+    [
+        (contract.FAULT_GATEWAY_TOKEN, GatewayAuthError, "gateway_rejected"),
+        (contract.FAULT_WRONG_DOMAIN, WrongDomain, "redirect_changed"),
+    ],
+)
 def test_internal_edges_to_uninitialised(
     new_session: Factory, sb: Sandbox, start: State, code: int, error: type[KSError], edge: str
 ) -> None:
@@ -157,13 +169,22 @@ def test_internal_edges_to_uninitialised(
         s.logout()
     else:
         drive_to(s, start)
-    trigger = {State.UNINITIALISED: "init", State.INITIALISED: "login",
-               State.OTT_ISSUED: "authenticate", State.AUTHENTICATED: "logout",
-               State.LOGGED_OUT: "init"}[start]  # fmt: skip
-    path = {"init": contract.SESSION_INIT, "login": contract.LOGIN_USERID,
-            "authenticate": contract.TWO_FA_ACCESSCODE, "logout": contract.SESSION_LOGOUT}[trigger]  # fmt: skip
-    sb.control.fault(path[1], status=401 if code == contract.FAULT_GATEWAY_TOKEN else 403,
-                     code=code)  # fmt: skip
+    trigger = {
+        State.UNINITIALISED: "init",
+        State.INITIALISED: "login",
+        State.OTT_ISSUED: "authenticate",
+        State.AUTHENTICATED: "logout",
+        State.LOGGED_OUT: "init",
+    }[start]
+    path = {
+        "init": contract.SESSION_INIT,
+        "login": contract.LOGIN_USERID,
+        "authenticate": contract.TWO_FA_ACCESSCODE,
+        "logout": contract.SESSION_LOGOUT,
+    }[trigger]
+    sb.control.fault(
+        path[1], status=401 if code == contract.FAULT_GATEWAY_TOKEN else 403, code=code
+    )
     with pytest.raises(error):
         getattr(s, trigger)()
     if trigger == "logout":  # logout always forgets the session locally, then reports
@@ -200,15 +221,22 @@ FAILURES: list[tuple[dict[str, Any], type[KSError]]] = [
 @pytest.mark.parametrize("trigger", ["init", "login", "authenticate"])
 @pytest.mark.parametrize(("fault", "error"), FAILURES, ids=[str(f) for f, _ in FAILURES])
 def test_failed_call_leaves_state_unchanged(
-    new_session: Factory, sb: Sandbox, logs: LogCapture, trigger: str,
-    fault: dict[str, Any], error: type[KSError],
-) -> None:  # fmt: skip
+    new_session: Factory,
+    sb: Sandbox,
+    logs: LogCapture,
+    trigger: str,
+    fault: dict[str, Any],
+    error: type[KSError],
+) -> None:
     s = new_session(timeout=(1.0, 0.3) if "delay" in fault else (2.0, 2.0))
     start = table.sources(trigger)[0]
     drive_to(s, start)
     snap = s.snapshot()
-    path = {"init": contract.SESSION_INIT, "login": contract.LOGIN_USERID,
-            "authenticate": contract.TWO_FA_ACCESSCODE}[trigger][1]  # fmt: skip
+    path = {
+        "init": contract.SESSION_INIT,
+        "login": contract.LOGIN_USERID,
+        "authenticate": contract.TWO_FA_ACCESSCODE,
+    }[trigger][1]
     sb.control.fault(path, **fault)
     with pytest.raises(error):
         getattr(s, trigger)()

@@ -88,8 +88,9 @@ def test_four_calls_and_a_trading_call(wire: Wire, sb: Sandbox) -> None:
     }
 
 
-@pytest.mark.parametrize("path", [contract.SESSION_INIT[1], contract.LOGIN_USERID[1],
-                                  contract.TWO_FA_ACCESSCODE[1]])  # fmt: skip
+@pytest.mark.parametrize(
+    "path", [contract.SESSION_INIT[1], contract.LOGIN_USERID[1], contract.TWO_FA_ACCESSCODE[1]]
+)
 def test_lowercase_success_envelope_accepted(wire: Wire, sb: Sandbox, path: str) -> None:
     sb.control.fault(path, envelope="success")
     wire.session_init(sb.url, who())
@@ -104,8 +105,9 @@ def test_lowercase_envelope_from_a_whole_sandbox(wire: Wire) -> None:
 
 
 def test_unknown_fields_are_kept_not_fatal() -> None:
-    init = ResSessionInit.parse({"redirect": {"host": "https://x.kotaksecurities.com/apim"},
-                                 "brandNew": {"a": 1}})  # fmt: skip
+    init = ResSessionInit.parse(
+        {"redirect": {"host": "https://x.kotaksecurities.com/apim"}, "brandNew": {"a": 1}}
+    )
     assert init.extra == {"brandNew": {"a": 1}}
     assert ResLogin.parse({"oneTimeToken": "t", "surprise": 2}).extra == {"surprise": 2}
 
@@ -161,8 +163,11 @@ def run_call(wire: Wire, sb: Sandbox, call: str, arm: Callable[[], None]) -> Any
     return r
 
 
-@pytest.mark.parametrize(("call", "fault", "error"), FAULTS,
-                         ids=[f"{c}-{'-'.join(map(str, f.values()))}" for c, f, _ in FAULTS])  # fmt: skip
+@pytest.mark.parametrize(
+    ("call", "fault", "error"),
+    FAULTS,
+    ids=[f"{c}-{'-'.join(map(str, f.values()))}" for c, f, _ in FAULTS],
+)
 def test_each_error_class(
     wire: Wire, sb: Sandbox, call: str, fault: dict[str, Any], error: type[KSError]
 ) -> None:
@@ -216,23 +221,27 @@ def test_allow_list() -> None:
     assert host_allowed("https://ctradeapi.kotaksecurities.com/apim", cfg)
     assert host_allowed("http://127.0.0.1:9/apim", cfg)
     assert host_allowed("http://localhost:9/apim", cfg)
-    for bad in ("http://ctradeapi.kotaksecurities.com/apim",  # not https
-                "https://kotaksecurities.com.evil.example/apim",  # lookalike
-                "https://evilkotaksecurities.com/apim",
-                "https://10.0.0.1/apim", "ftp://127.0.0.1/", "not a url"):  # fmt: skip
+    for bad in (
+        "http://ctradeapi.kotaksecurities.com/apim",  # not https
+        "https://kotaksecurities.com.evil.example/apim",  # lookalike
+        "https://evilkotaksecurities.com/apim",
+        "https://10.0.0.1/apim",
+        "ftp://127.0.0.1/",
+        "not a url",
+    ):
         assert not host_allowed(bad, cfg), bad
     assert not host_allowed("http://127.0.0.1/", WireConfig(allow_loopback=False))
     with pytest.raises(UnsafeRedirect):
         check_host("https://evil.example/apim", cfg)
 
 
-@pytest.mark.parametrize("target", ["https://evil.example.com/apim",
-                                    "http://ctradeapi.kotaksecurities.com/apim"])  # fmt: skip
+@pytest.mark.parametrize(
+    "target", ["https://evil.example.com/apim", "http://ctradeapi.kotaksecurities.com/apim"]
+)
 def test_unsafe_redirect_refused_before_any_password(new_session: Any, target: str) -> None:
     with run_sandbox(SandboxConfig(redirect_host=target)) as evil:
-        from tests.conftest import make_credentials
-
         from session_fsm import KSSession
+        from tests.conftest import make_credentials
 
         s = KSSession(make_credentials(), host=evil.url)
         with pytest.raises(UnsafeRedirect) as info:
@@ -245,9 +254,8 @@ def test_unsafe_redirect_refused_before_any_password(new_session: Any, target: s
 
 
 def test_allowed_redirect_is_followed() -> None:
-    from tests.conftest import make_credentials
-
     from session_fsm import KSSession
+    from tests.conftest import make_credentials
 
     with run_sandbox(SandboxConfig(redirect_host="http://localhost:{port}/apim")) as sb:
         s = KSSession(make_credentials(), host=sb.url)
@@ -266,9 +274,8 @@ def test_error_for_maps_every_documented_code() -> None:
 
 def test_no_network_in_constructors() -> None:
     # Port 9 on loopback is closed: a constructor that connected would fail or hang here.
-    from tests.conftest import make_credentials
-
     from session_fsm import KSSession
+    from tests.conftest import make_credentials
 
     w = Wire()
     s = KSSession(make_credentials(), host="http://127.0.0.1:9/apim", wire=w)
