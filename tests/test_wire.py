@@ -281,3 +281,60 @@ def test_no_network_in_constructors() -> None:
     s = KSSession(make_credentials(), host="http://127.0.0.1:9/apim", wire=w)
     assert w._http is None  # no pool was even created
     assert s.state.value == "Uninitialised"
+
+
+def test_requests_shaped_like_the_public_generated_client(sb: Sandbox) -> None:
+    """The public client (ks_api_client, OpenAPI-generated) sends these headers and reads the
+    answers as plain dicts: ``res.get("Success") or res.get("success")`` then keys by name. It
+    is not on PyPI, so this reproduces its requests and its way of reading the answers."""
+    import requests
+
+    base = {
+        "Authorization": "Bearer demo-access-token",
+        "Accept": "application/json",
+        "User-Agent": "OpenAPI-Generator/1.0.0/python",
+        "consumerKey": "demo-consumer-key",
+        "ip": "127.0.0.1",
+        "appId": "DefaultApplication",
+    }
+
+    def answer(r: requests.Response) -> Any:
+        body = r.json()
+        return body.get("Success") or body.get("success")
+
+    http = requests.Session()
+    init = answer(
+        http.get(
+            sb.url + "/session/1.0/session/init", headers={**base, "userid": "demo-user"}, timeout=5
+        )
+    )
+    host = init["redirect"]["host"]
+    login = answer(
+        http.post(
+            host + "/session/1.0/session/login/userid",
+            headers={**base, "Content-Type": "application/json"},
+            json={"userid": "demo-user", "password": "demo-password"},
+            timeout=5,
+        )
+    )
+    ott = login["oneTimeToken"]
+    fa = answer(
+        http.post(
+            host + "/session/1.0/session/2FA/accesscode",
+            headers={**base, "oneTimeToken": ott, "Content-Type": "application/json"},
+            json={"userid": "demo-user", "accessCode": "1234"},
+            timeout=5,
+        )
+    )
+    token = fa["sessionToken"]
+    orders = http.get(
+        host + "/reports/1.0/orders", headers={**base, "sessionToken": token}, timeout=5
+    )
+    assert orders.status_code == 200 and "Success" in orders.json()
+    out = http.delete(
+        host + "/session/1.0/session/logout",
+        headers={**base, "sessionToken": token, "userid": "demo-user"},
+        timeout=5,
+    )
+    assert out.status_code == 200 and answer(out)["message"]
+    http.close()
