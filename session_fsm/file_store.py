@@ -1,18 +1,22 @@
 """A token store in a JSON file: atomic replace, mode 0600, cross-process locks (filelock).
 
-The file maps store keys to sessions. Writes go to a temporary file in the same folder, are
-flushed and fsynced, then renamed over the old one, so a reader sees the old file or the new,
-never half of one. A corrupt, truncated or foreign file is reported once as a warning (without
-its contents) and treated as empty. The re-login lock is a second lock file; the OS releases it
-when a process dies, so a crashed holder never blocks the others.
+The file maps store keys to sessions. Writes go to a temporary file in the same folder (created
+0600), are flushed and fsynced, then renamed over the old one, so a reader sees the old file or
+the new, never half of one, and the mode is 0600 whatever the umask or the old file's mode.
+A corrupt, truncated or foreign file is reported once as a warning (never with its contents)
+and treated as empty; the next save replaces it. The re-login lock of each key is an OS lock
+(``flock``) on a lock file beside it: the OS releases it when a process dies, so a crashed
+holder never blocks the others.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,52 +24,82 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from .logs import emit, get_logger
-from .stores import StoredSession
+from .stores import StoredSession, StoreError
+
+#: Marks a file as ours, so a foreign JSON file is recognised and not misread.
+FORMAT = "session_fsm/1"
+#: How long a save waits for another process's save (each holds the lock for milliseconds).
+WRITE_LOCK_TIMEOUT = 10.0
 
 
 class FileStore:
-    """Store sessions in ``path`` (created with mode 0600 on first save)."""
+    """Store sessions in ``path`` (created with mode 0600 on first save, folder 0700)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path).expanduser()
-        self._write_lock = FileLock(str(self.path) + ".lock")
-        self._relogin_lock = FileLock(str(self.path) + ".relogin.lock")
+        self._write_lock = FileLock(str(self.path) + ".lock", mode=0o600)
+        self._relogin_locks: dict[str, FileLock] = {}
+        self._guard = threading.Lock()
         self._warned: set[str] = set()
 
     def __repr__(self) -> str:
         return f"FileStore({str(self.path)!r})"
 
+    # --- reading -------------------------------------------------------------------------------
+
     def _read(self) -> dict[str, Any]:
+        """The sessions in the file; {} (after one warning per kind) when it is not ours."""
         try:
-            raw = self.path.read_text(encoding="utf-8")
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return {}
         except OSError as exc:
-            self._warn("unreadable", type(exc).__name__)
+            self._warn("unreadable", f"cannot read the file ({type(exc).__name__})")
             return {}
         try:
-            data = json.loads(raw)
-        except ValueError:
-            self._warn("corrupt", "not JSON (truncated or foreign)")
+            data = json.loads(raw.decode("utf-8"))
+        except ValueError:  # also UnicodeDecodeError
+            self._warn("corrupt", "not JSON (truncated, corrupt or foreign)")
             return {}
-        if not isinstance(data, dict) or data.get("format") != "session_fsm/1":
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
             self._warn("foreign", "not a session_fsm token file")
             return {}
         sessions = data.get("sessions")
-        return sessions if isinstance(sessions, dict) else {}
+        if not isinstance(sessions, dict):
+            self._warn("foreign", "not a session_fsm token file")
+            return {}
+        return sessions
 
     def _warn(self, kind: str, why: str) -> None:
-        if kind not in self._warned:
+        # Once per kind and store: a bad file is read on every load and must not flood the log.
+        with self._guard:
+            if kind in self._warned:
+                return
             self._warned.add(kind)
-            emit(get_logger(), "warning", "token_store_ignored", path=str(self.path), why=why)
+        emit(get_logger(), "warning", "token_store_ignored", store="file", path=str(self.path),
+             why=why, action="treated as empty; the next save replaces it")  # fmt: skip
+
+    def load(self, key: str) -> StoredSession | None:
+        """The session stored under ``key``, or None (also for a bad file or entry)."""
+        entry = self._read().get(key)
+        if entry is None:
+            return None
+        try:
+            return StoredSession.from_json(entry)
+        except ValueError as exc:
+            self._warn("bad-entry", f"an entry is not a stored session ({exc})")
+            return None
+
+    # --- writing -------------------------------------------------------------------------------
 
     def _write(self, sessions: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tokens-", dir=self.path.parent)
+        folder = self.path.parent
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=folder)
         try:
-            os.fchmod(fd, 0o600)
+            os.fchmod(fd, 0o600)  # mkstemp makes 0600 already; say so in case that changes
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"format": "session_fsm/1", "sessions": sessions}, f)
+                json.dump({"format": FORMAT, "sessions": sessions}, f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
@@ -73,37 +107,68 @@ class FileStore:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+        _fsync_dir(folder)  # the rename itself survives a power cut
 
-    def load(self, key: str) -> StoredSession | None:
-        entry = self._read().get(key)
-        if entry is None:
-            return None
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[dict[str, Any]]:
+        """Read-modify-write under the write lock; the yielded dict is written back."""
         try:
-            return StoredSession.from_json(entry)
-        except ValueError:
-            self._warn("bad-entry", "an entry is not a stored session")
-            return None
+            with self._write_lock.acquire(timeout=WRITE_LOCK_TIMEOUT):
+                sessions = self._read()
+                before = dict(sessions)
+                yield sessions
+                if sessions != before:  # a delete of nothing leaves the file alone
+                    self._write(sessions)
+        except Timeout:
+            raise StoreError(f"token file {self.path} stayed locked by another process") from None
+        except OSError as exc:
+            raise StoreError(f"cannot write token file {self.path}: {type(exc).__name__}") from None
 
     def save(self, key: str, session: StoredSession) -> None:
-        with self._write_lock:
-            sessions = self._read()
+        """Store ``session`` under ``key`` (atomic replace of the whole file)."""
+        with self._writing() as sessions:
             sessions[key] = session.to_json()
-            self._write(sessions)
 
     def delete(self, key: str) -> None:
-        with self._write_lock:
-            sessions = self._read()
-            if sessions.pop(key, None) is not None:
-                self._write(sessions)
+        """Forget ``key``'s session (the file is rewritten only if it held one)."""
+        with self._writing() as sessions:
+            sessions.pop(key, None)
+
+    # --- the re-login lock -----------------------------------------------------------------------
+
+    def lock_path(self, key: str) -> Path:
+        """The file of ``key``'s re-login lock (one per key: users never wait on each other)."""
+        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+        return self.path.with_name(f"{self.path.name}.{digest}.relogin.lock")
 
     @contextlib.contextmanager
     def lock(self, key: str, timeout: float) -> Iterator[bool]:
+        """Hold ``key``'s re-login lock; yields False if not acquired within ``timeout``."""
+        with self._guard:
+            lock = self._relogin_locks.get(key)
+            if lock is None:
+                lock = self._relogin_locks[key] = FileLock(str(self.lock_path(key)), mode=0o600)
         try:
-            self._relogin_lock.acquire(timeout=timeout)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            lock.acquire(timeout=timeout)
         except Timeout:
             yield False
             return
+        except OSError as exc:
+            raise StoreError(f"cannot lock {self.path}: {type(exc).__name__}") from None
         try:
             yield True
         finally:
-            self._relogin_lock.release()
+            lock.release()
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)

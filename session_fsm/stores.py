@@ -58,8 +58,10 @@ class StoredSession:
         gen, when = data.get("generation"), data.get("login_time")
         if isinstance(gen, bool) or not isinstance(gen, int) or gen < 1:
             bad.append("generation")
+            gen = 0
         if isinstance(when, bool) or not isinstance(when, int | float) or not math.isfinite(when):
             bad.append("login_time")
+            when = 0.0
         if bad:
             # Names only: the values may be a token.
             raise ValueError(f"missing or bad field(s): {', '.join(bad)}")

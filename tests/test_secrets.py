@@ -138,9 +138,9 @@ def test_no_secret_in_logs_errors_or_reprs(
                     elif path == contract.SESSION_LOGOUT[1]:
                         run(s.logout, cap)
                     elif path == contract.ORDER_NORMAL[1]:
-                        run(lambda: s.post(path, json={"secretish": password}), cap)
+                        run(lambda p=path: s.post(p, json={"secretish": password}), cap)
                     else:
-                        run(lambda: s.get(path), cap)
+                        run(lambda p=path: s.get(p), cap)
                     cap.texts += [repr(s.snapshot()), repr(s.history[-1:])]
             run(s.connect, cap)
             remember()
