@@ -110,6 +110,12 @@ class KSSession(SessionMachine):
             snap = self._snap
             if snap.generation != seen_generation and snap.state is State.AUTHENTICATED:
                 return snap  # another thread renewed while we waited
+            if snap.state is State.LOGGED_OUT:  # logged out meanwhile: never undo a logout
+                raise InvalidTransition(
+                    "requests need Authenticated, session is LoggedOut: call connect() first",
+                    state=snap.state.value,
+                    trigger="request",
+                )
             with self._store_lock():
                 newer = self._stored_newer(snap.generation)
                 if newer is not None:

@@ -290,3 +290,11 @@ def test_auto_relogin_off(new_session: Factory, sb: Sandbox) -> None:
     assert s.state is State.INITIALISED and stats(sb)["logins"] == 1
     s.connect()
     assert s.get(ORDERS).status_code == 200
+
+
+def test_a_401_racing_a_logout_never_logs_back_in(live: KSSession, sb: Sandbox) -> None:
+    seen = live.generation
+    live.logout()  # another thread logged out while this request was in flight
+    with pytest.raises(InvalidTransition, match="LoggedOut"):
+        live.renew(seen, "expired")
+    assert live.state is State.LOGGED_OUT and stats(sb)["logins"] == 1
