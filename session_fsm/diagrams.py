@@ -34,9 +34,11 @@ Attempts = Mapping[tuple[State, str, str], int]
 
 #: Colours shared by every format: the highlighted state, the marked (last) arrow, failures.
 CURRENT_FILL = "#f9d65c"
-MARK = "#d33"
+MARK = "#dd3333"
 #: The element of an SVG that carries the DOT it was drawn from (see :func:`embedded_dot`).
 DOT_METADATA_ID = "session-fsm-dot"
+_GENERATED = "Generated from session_fsm.table.TRANSITIONS; do not edit by hand."
+_TRACED = "Replayed from a transition log; each arrow says how often it was taken."
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,7 @@ def mermaid(
     first = start or (INITIAL if not traced or INITIAL in states else None)
     lines = [
         "flowchart TD",
-        "    %% Generated from session_fsm.table.TRANSITIONS; do not edit by hand.",
+        "    %% " + (_TRACED if traced else _GENERATED),
         "    %% Solid: called by you. Dashed: internal, taken by the library on a server answer.",
     ]
     for s in states:
@@ -215,8 +217,8 @@ def dot(
     first = start or (INITIAL if not traced or INITIAL in states else None)
     lines = [
         "digraph session {",
-        "  // Generated from session_fsm.table.TRANSITIONS; dashed edges are internal.",
-        "  rankdir=TB;",
+        f"  // {_TRACED if traced else _GENERATED} Dashed edges are internal.",
+        "  rankdir=TB; nodesep=0.6; ranksep=0.8;",
         '  node [shape=box, style="rounded", fontname="Helvetica"];',
         '  edge [fontname="Helvetica", fontsize=10];',
     ]
