@@ -62,7 +62,9 @@ from .relogin import SessionAuth, replayable
 from .secret import Secret
 from .session import KSSession
 from .snapshot import Snapshot, TransitionRecord
-from .stores import MemoryStore, StoredSession, TokenStore, open_store
+from .file_store import FileStore
+from .redis_store import RedisStore
+from .stores import MemoryStore, StoredSession, StoreError, TokenStore, open_store
 from .table import TRANSITIONS, Edge, State
 from .wire import Identity, RetryPolicy, Wire, WireConfig
 
@@ -77,6 +79,7 @@ __all__ = [
     "Credentials",
     "Edge",
     "Encryption",
+    "FileStore",
     "Fault",
     "FromCallable",
     "FromEnv",
@@ -96,6 +99,7 @@ __all__ = [
     "OneShot",
     "OneTimeTokenRejected",
     "RateLimited",
+    "RedisStore",
     "Redirect",
     "ReloginNeedsHuman",
     "RequestTimeout",
@@ -112,6 +116,7 @@ __all__ = [
     "SessionExpired",
     "Snapshot",
     "State",
+    "StoreError",
     "StoredSession",
     "TokenStore",
     "Totp",

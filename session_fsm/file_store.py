@@ -94,7 +94,6 @@ class FileStore:
 
     def _write(self, sessions: dict[str, Any]) -> None:
         folder = self.path.parent
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=folder)
         try:
             os.fchmod(fd, 0o600)  # mkstemp makes 0600 already; say so in case that changes
@@ -113,6 +112,8 @@ class FileStore:
     def _writing(self) -> Iterator[dict[str, Any]]:
         """Read-modify-write under the write lock; the yielded dict is written back."""
         try:
+            # Before the lock: filelock would create a missing folder with the default mode.
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             with self._write_lock.acquire(timeout=WRITE_LOCK_TIMEOUT):
                 sessions = self._read()
                 before = dict(sessions)

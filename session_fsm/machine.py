@@ -227,12 +227,12 @@ class SessionMachine:
             if trigger != "restore":
                 self._ensure_loaded()
             src = self._snap.state
+            self._guards_seen = []  # a refusal below must not log the previous trigger's guards
             if table.edge(src, trigger) is None:
                 self._record(trigger, src, REFUSED, reason=reason or "no edge")
                 raise InvalidTransition(table.hint(src, trigger), state=src.value, trigger=trigger)
             if trigger in ("init", "login", "authenticate"):
                 self._check_cooldown(trigger, src)
-            self._guards_seen = []
             self._deferred = None
             t0 = time.perf_counter()
             try:
@@ -467,6 +467,8 @@ class SessionMachine:
             self._fire("restore", reason=reason)
 
     def _stored_newer(self, generation: int) -> StoredSession | None:
+        if table.edge(self._snap.state, "restore") is None:
+            return None  # no restore edge (LoggedOut, OTT-issued): callers log in instead
         record = self._store.load(self.store_key())
         return record if record is not None and record.generation > generation else None
 

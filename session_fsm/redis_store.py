@@ -20,8 +20,9 @@ from .errors import ConfigurationError
 from .logs import emit, get_logger
 from .stores import StoredSession, StoreError
 
-#: Default seconds after which a re-login lock held by a dead (or stuck) process expires.
-DEFAULT_LOCK_TTL = 30.0
+#: Default seconds after which a re-login lock held by a dead (or stuck) process expires: below
+#: the default ``relogin_timeout`` (30 s), so waiters outlive a dead holder's lock.
+DEFAULT_LOCK_TTL = 20.0
 
 
 def _redis_errors() -> tuple[type[BaseException], ...]:

@@ -144,7 +144,7 @@ def open_store(spec: str | TokenStore | None) -> TokenStore:
     """A store from an object or a URL-like string (``memory:``, ``file:PATH``, ``redis://``).
 
     ``file:PATH`` takes a plain path (``~`` expanded) or a ``file:///abs/path`` URL.
-    ``redis://[:password@]host:port/db`` may carry ``?lock_ttl=SECONDS`` (default 30): how long
+    ``redis://[:password@]host:port/db`` may carry ``?lock_ttl=SECONDS`` (default 20): how long
     a re-login lock outlives a process that died holding it. No I/O happens here.
     """
     if spec is None or spec == "memory:":
