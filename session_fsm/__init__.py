@@ -45,6 +45,7 @@ from .errors import (
     UnsafeRedirect,
     WrongDomain,
 )
+from .file_store import FileStore
 from .logs import configure_logging, redact
 from .models import (
     Encryption,
@@ -58,12 +59,11 @@ from .models import (
     UserDetails,
     Weblink,
 )
+from .redis_store import RedisStore
 from .relogin import SessionAuth, replayable
 from .secret import Secret
 from .session import KSSession
 from .snapshot import Snapshot, TransitionRecord
-from .file_store import FileStore
-from .redis_store import RedisStore
 from .stores import MemoryStore, StoredSession, StoreError, TokenStore, open_store
 from .table import TRANSITIONS, Edge, State
 from .wire import Identity, RetryPolicy, Wire, WireConfig
@@ -79,8 +79,8 @@ __all__ = [
     "Credentials",
     "Edge",
     "Encryption",
-    "FileStore",
     "Fault",
+    "FileStore",
     "FromCallable",
     "FromEnv",
     "GatewayAuthError",
@@ -99,8 +99,8 @@ __all__ = [
     "OneShot",
     "OneTimeTokenRejected",
     "RateLimited",
-    "RedisStore",
     "Redirect",
+    "RedisStore",
     "ReloginNeedsHuman",
     "RequestTimeout",
     "ResLogin",

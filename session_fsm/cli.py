@@ -293,13 +293,11 @@ _ACTIONS: dict[str, Callable[[KSSession, argparse.Namespace], str]] = {
 
 
 def _cmd_account(args: argparse.Namespace) -> int:
-    from .logs import configure_logging
+    from .demo import configure_output
     from .table import State
 
     quiet = args.command == "status" or args.quiet
-    configure_logging(
-        json=args.json, level=logging.WARNING if quiet else logging.INFO, stream=sys.stderr
-    )
+    configure_output(args.json, sys.stderr, logging.WARNING if quiet else logging.INFO)
     session, store = _session(args)
     try:
         outcome = _ACTIONS[args.command](session, args)

@@ -11,6 +11,7 @@ redaction: the console renderer on a terminal (colours only on a TTY), JSON line
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections import Counter
@@ -46,7 +47,7 @@ _ORDER = {
 }
 
 
-def _tidy_for_console(
+def tidy_for_console(
     logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """structlog processor: shorten library events to what a person reads on a terminal.
@@ -212,11 +213,15 @@ def path_mermaid(records: Sequence[TransitionRecord]) -> str:
     return mermaid(counts=dict(counts))
 
 
-def _configure(json_lines: bool, out: TextIO) -> None:
-    configure_logging(json=json_lines, stream=out)
+def configure_output(json_lines: bool, out: TextIO, level: int = logging.INFO) -> None:
+    """:func:`~session_fsm.configure_logging` plus :func:`tidy_for_console` on a console.
+
+    Used by the demo and by ``session-fsm login``/``logout``.
+    """
+    configure_logging(json=json_lines, stream=out, level=level)
     if not json_lines:
         processors = list(structlog.get_config()["processors"])
-        processors.insert(len(processors) - 1, _tidy_for_console)  # just before the renderer
+        processors.insert(len(processors) - 1, tidy_for_console)  # just before the renderer
         structlog.configure(processors=processors)
 
 
@@ -228,7 +233,7 @@ def run_demo(json_lines: bool = False, out: TextIO | None = None) -> int:
     """
     stream = out or sys.stdout
     saved = structlog.get_config()
-    _configure(json_lines, stream)
+    configure_output(json_lines, stream)
     try:
         return _play(_Show(json_lines, stream))
     finally:

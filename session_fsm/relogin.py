@@ -28,6 +28,7 @@ from .errors import (
     NotReplayable,
     SessionExpired,
     UnsafeRedirect,
+    WrongDomain,
     error_for,
 )
 from .logs import emit
@@ -122,7 +123,10 @@ class SessionAuth(AuthBase):
         again.request = prep
         if again.status_code == 401:
             _release(again)
-            raise error_for(Call.TRADING, 401, _fault_code(again))
+            err = error_for(Call.TRADING, 401, _fault_code(again))
+            if isinstance(err, (GatewayAuthError, WrongDomain)):
+                self.session.gateway_rejected(err)  # same edge as on a first answer
+            raise err
         return again
 
 
@@ -144,5 +148,7 @@ def send(session: KSSession, method: str, path: str, **kwargs: Any) -> requests.
         Wire.raise_for(Call.TRADING, response)
     except APIError as exc:
         exc.response = response
+        if isinstance(exc, WrongDomain):  # the user moved host: re-init on the next request
+            session.gateway_rejected(exc)
         raise
     return response

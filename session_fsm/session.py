@@ -138,11 +138,13 @@ class KSSession(SessionMachine):
             exc = ReloginNeedsHuman(
                 f"automatic re-login needs {' and '.join(table.GUARDS[g].needs for g in missing)}"
             )
+            self._guards_seen = []  # the record must not carry an earlier trigger's guards
             self._record("connect", self._snap.state, FAILED, exc, reason="needs_human")
             raise exc
 
-    def gateway_rejected(self, exc: GatewayAuthError) -> None:
-        """A trading call's Bearer token was rejected for good: take the internal edge."""
+    def gateway_rejected(self, exc: GatewayAuthError | WrongDomain) -> None:
+        """A trading call's Bearer token was rejected for good, or the user belongs to another
+        host: take the internal edge (the next request re-initialises and logs in)."""
         with self._lock:
             self._after_failure(exc)
 
