@@ -8,6 +8,7 @@ processor for applications that want it in their own chains.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -32,6 +33,7 @@ _SECRET_PARTS: Final = ("password", "token", "secret", "accesscode", "authorizat
 _BEARER: Final = re.compile(r"(?i)(bearer\s+)[^\s\"',;]+")
 
 
+@functools.lru_cache(maxsize=4096)  # events reuse a few dozen key names: decide each once
 def _is_secret_key(key: object) -> bool:
     k = str(key).lower()
     if k.startswith(("has_", "is_")):
@@ -40,15 +42,20 @@ def _is_secret_key(key: object) -> bool:
     return k in SECRET_KEYS or any(p in k for p in _SECRET_PARTS)
 
 
+_SCALARS: Final = frozenset({int, float, bool, type(None)})
+
+
 def redact_value(value: Any, _depth: int = 0) -> Any:
     """Return ``value`` with every secret masked, recursively (dicts, lists, tuples, sets)."""
     if _depth > 20:
         return MASK
+    if type(value) in _SCALARS:  # most event fields: counters, durations, flags, None
+        return value
     if isinstance(value, Secret):
         return repr(value)
     if isinstance(value, str):
         return _BEARER.sub(r"\1" + MASK, value) if "earer" in value else value
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):  # skip the ABC check for dicts
         return {
             k: (MASK if _is_secret_key(k) else redact_value(v, _depth + 1))
             for k, v in value.items()
@@ -80,8 +87,27 @@ def get_logger() -> Any:
 
 
 def emit(logger: Any, level: str, event: str, **fields: Any) -> None:
-    """Log one event after redaction, so the library's events are clean under any config."""
+    """Log one event after redaction, so the library's events are clean under any config.
+
+    An event the logger's level filters out is dropped before any work is done on it.
+    """
+    enabled = getattr(logger, "is_enabled_for", None)
+    if enabled is not None and not enabled(_LEVELS[level]):
+        return
     getattr(logger, level)(event, **redact_value(fields))
+
+
+def emit_record(logger: Any, level: str, event: str, fields: dict[str, Any]) -> None:
+    """Log an event built only from typed, non-secret values (a transition record: names,
+    states, numbers), so it needs no redaction pass: the per-transition cost stays small."""
+    enabled = getattr(logger, "is_enabled_for", None)
+    if enabled is not None and not enabled(_LEVELS[level]):
+        return
+    getattr(logger, level)(event, **fields)
+
+
+_LEVELS: Final = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+                  "error": logging.ERROR}  # fmt: skip
 
 
 def configure_logging(
@@ -109,6 +135,7 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(out),
-        cache_logger_on_first_use=False,
+        # One write per line (print() makes two): lines of processes sharing a pipe never mix.
+        logger_factory=structlog.WriteLoggerFactory(out),
+        cache_logger_on_first_use=True,
     )

@@ -38,7 +38,7 @@ from .errors import (
     SessionExpired,
     WrongDomain,
 )
-from .logs import emit, get_logger
+from .logs import emit, emit_record, get_logger
 from .models import UserCredentials, UserDetails
 from .secret import Secret
 from .snapshot import FAILED, OK, REFUSED, Snapshot, TransitionRecord
@@ -212,13 +212,14 @@ class SessionMachine:
     @_fsm_state.setter
     def _fsm_state(self, value: State) -> None:
         # Called by transitions when an edge completes: publish state and tokens at once.
-        new = replace(self._pending or self._snap, state=value)
+        changes: dict[str, Any] = {"state": value}  # one replace(): this runs on every edge
         if value is not State.AUTHENTICATED:
-            new = replace(new, session_token=None)
+            changes["session_token"] = None
         if value is not State.OTT_ISSUED:
-            new = replace(new, one_time_token=None, ott_time=None)
+            changes.update(one_time_token=None, ott_time=None)
         if value is State.UNINITIALISED:
-            new = replace(new, host=self.origin)
+            changes["host"] = self.origin
+        new = replace(self._pending or self._snap, **changes)
         self._pending = None
         self._snap = new
 
@@ -301,10 +302,9 @@ class SessionMachine:
         )
         self._history.append(rec)
         level = "info" if outcome == OK else "warning"
-        emit(
-            self._log, level, "transition", session_id=self.session_id,
-            userid=self.credentials.userid, **rec.as_event(),
-        )  # fmt: skip
+        fields = rec.as_event()
+        fields["session_id"], fields["userid"] = self.session_id, self.credentials.userid
+        emit_record(self._log, level, "transition", fields)
         self._notify(rec)
 
     def _notify(self, rec: TransitionRecord) -> None:

@@ -7,6 +7,7 @@ nothing else restates an edge.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -155,20 +156,26 @@ def shortest_path(
 
     Returns ``[]`` when ``start`` is a goal, None when no goal is reachable.
     """
-    wanted = set(goals)
-    allowed = set(triggers)
+    path = _shortest_path(start, frozenset(goals), frozenset(triggers))
+    return None if path is None else list(path)
+
+
+@functools.cache  # the table is constant, so every answer is too
+def _shortest_path(
+    start: State, wanted: frozenset[State], allowed: frozenset[str]
+) -> tuple[Edge, ...] | None:
     if start in wanted:
-        return []
+        return ()
     seen = {start}
-    queue: deque[tuple[State, list[Edge]]] = deque([(start, [])])
+    queue: deque[tuple[State, tuple[Edge, ...]]] = deque([(start, ())])
     while queue:
         state, path = queue.popleft()
         for e in TRANSITIONS:
             if e.source is state and e.trigger in allowed and e.dest not in seen:
                 if e.dest in wanted:
-                    return [*path, e]
+                    return (*path, e)
                 seen.add(e.dest)
-                queue.append((e.dest, [*path, e]))
+                queue.append((e.dest, (*path, e)))
     return None
 
 

@@ -353,7 +353,9 @@ def _timed_out(exc: requests.RequestException) -> bool:
     if isinstance(exc, requests.Timeout):
         return True
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    return isinstance(reason, urllib3_exceptions.TimeoutError)
+    # urllib3's NewConnectionError (connection refused) subclasses ConnectTimeoutError.
+    refused = isinstance(reason, urllib3_exceptions.NewConnectionError)
+    return isinstance(reason, urllib3_exceptions.TimeoutError) and not refused
 
 
 def _json_or_none(response: requests.Response) -> Any:

@@ -213,7 +213,7 @@ FAILURES: list[tuple[dict[str, Any], type[KSError]]] = [
     ({"status": 500}, ServiceUnavailable),
     ({"status": 503, "count": 10}, ServiceUnavailable),
     ({"drop": True, "count": 10}, NetworkError),
-    ({"delay": 2.5, "count": 10}, RequestTimeout),
+    ({"delay": 1.0, "drop": True, "count": 10}, RequestTimeout),
     ({"malformed": True}, KSError),
 ]
 

@@ -1,0 +1,138 @@
+"""Issue 8: what ``connect()`` adds to the three session calls it makes.
+
+A: ``connect()`` on a new session (Uninitialised -> Authenticated: session_init, login, 2FA),
+sessions sharing one ``Wire`` so their connections stay warm. B: the same three calls made by
+hand with a raw ``requests.Session``: same headers and bodies, JSON parsed, the redirect host
+followed, the one-time token and the session token taken from the answers (what any client must
+do at least). A and B alternate in one run; the figure is median(A) / median(B), target at most
+1.10. The library logs one event per transition (three per connect) through the application's
+structlog configuration, here ``configure_logging(json=True)`` into /dev/null; a third arm C,
+interleaved too, runs A with the application filtering those info events out, to show what the
+events cost.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+from common import Figure, Result, Target, cli, credentials, median, quiet_logging
+
+from session_fsm import KSSession, Wire, contract
+from session_fsm.wire import USER_AGENT
+
+TARGET_RATIO = 1.10
+
+
+def raw_connect(http: requests.Session, url: str, timeout: Any) -> str:
+    """The three session calls by hand; returns the session token."""
+    c = contract
+    creds = credentials()
+    base = {
+        c.H_AUTHORIZATION: f"Bearer {creds.bearer.reveal()}",
+        "Accept": "application/json",
+        c.H_CONSUMER_KEY: creds.consumer_key,
+        c.H_IP: creds.ip,
+        c.H_APP_ID: creds.app_id,
+    }
+    r = http.get(
+        url + c.SESSION_INIT[1],
+        headers={**base, c.H_USERID: creds.userid},
+        timeout=timeout,
+        allow_redirects=False,
+    )
+    r.raise_for_status()
+    host = r.json()["Success"]["redirect"]["host"].rstrip("/")
+    body = {"userid": creds.userid, "password": "demo-password"}
+    r = http.post(
+        host + c.LOGIN_USERID[1], headers=base, json=body, timeout=timeout, allow_redirects=False
+    )
+    r.raise_for_status()
+    ott = r.json()["Success"]["oneTimeToken"]
+    body = {"userid": creds.userid, "accessCode": "1234"}
+    r = http.post(
+        host + c.TWO_FA_ACCESSCODE[1],
+        headers={**base, c.H_ONE_TIME_TOKEN: ott},
+        json=body,
+        timeout=timeout,
+        allow_redirects=False,
+    )
+    r.raise_for_status()
+    token: str = r.json()["Success"]["sessionToken"]
+    return token
+
+
+def run(target: Target, smoke: bool = False) -> Result:
+    """Measure and return the figures."""
+    rounds = 4 if smoke else 300
+    t_start = time.perf_counter()
+    target.control.reset()
+    wire = Wire()
+    creds = credentials()
+    http = requests.Session()
+    http.headers["User-Agent"] = USER_AGENT
+    timeout = wire.config.timeout
+    calls_before = target.control.stats()["calls"]
+
+    def library() -> float:
+        session = KSSession(creds, host=target.url, wire=wire)  # not timed: no I/O
+        t0 = time.perf_counter()
+        session.connect()
+        return time.perf_counter() - t0
+
+    def by_hand() -> float:
+        t0 = time.perf_counter()
+        raw_connect(http, target.url, timeout)
+        return time.perf_counter() - t0
+
+    def filtered() -> float:
+        quiet_logging(logging.WARNING)  # the application drops the library's info events
+        try:
+            return library()
+        finally:
+            quiet_logging()
+
+    arms: list[tuple[Callable[[], float], list[float]]] = [(library, []), (by_hand, [])]
+    arms.append((filtered, []))
+    for fn, _ in arms:
+        fn()  # warm up
+    for i in range(rounds):
+        for fn, out in arms if i % 2 == 0 else arms[::-1]:
+            out.append(fn())
+    a, b, c = (out for _, out in arms)
+    http.close()
+    wire.close()
+    calls = target.control.stats()["calls"]
+    made = {k: n - calls_before.get(k, 0) for k, n in calls.items()}
+    expected = {
+        f"{m} {p}": 3 * (rounds + 1)
+        for m, p in (contract.SESSION_INIT, contract.LOGIN_USERID, contract.TWO_FA_ACCESSCODE)
+    }
+    same_calls = made == expected
+    ratio = median(a) / median(b)
+    quiet = median(c) / median(b)
+    figures = [
+        Figure(
+            "both made the same 3 calls per connect",
+            float(same_calls),
+            "bool",
+            "== 1",
+            same_calls,
+            full_only=False,
+        ),
+        Figure("connect() median", median(a) * 1e3, "ms", "", None),
+        Figure("3 raw requests calls median", median(b) * 1e3, "ms", "", None),
+        Figure(
+            "connect / raw median ratio", ratio, "x", f"<= {TARGET_RATIO}", ratio <= TARGET_RATIO
+        ),
+        Figure("  same, library info events filtered out", quiet, "x", "(information)", None),
+    ]
+    data = {"rounds": rounds, "calls": made, "ratio": ratio}
+    return Result("connect_overhead", figures, data, time.perf_counter() - t_start)
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli("connect_overhead", run))

@@ -1,0 +1,152 @@
+"""Issue 3: the cost of creating many sessions in one process (multi-account bots, platforms).
+
+Creates 1,000 and then 10,000 ``KSSession`` objects sharing one ``Wire`` (the connection pool
+is shared, so it is not counted), alternating the two sizes over several rounds, and prints per
+session: the creation time (median over rounds), the memory (tracemalloc, a separate pass so
+tracing does not slow the timed one), how the 10,000 figure compares with the 1,000 one, and
+whether the memory comes back when the sessions are dropped (every session garbage-collected,
+what tracemalloc still holds afterwards). No network: creating a session sends nothing.
+
+Each session gets its own ``Credentials`` (a distinct userid, as a multi-account process would
+have), made before the measurement: the user's data is not the session's cost.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+import tracemalloc
+import weakref
+
+from common import Figure, Result, Target, cli, credentials, median
+
+from session_fsm import Credentials, KSSession, Wire, contract
+
+TARGET_US = 200.0
+TARGET_BYTES = 16 * 1024
+TARGET_SCALING = 1.5
+#: What may stay allocated after all sessions are dropped, per session created.
+TARGET_RETAINED = 64
+
+
+def _make(creds: list[Credentials], wire: Wire) -> list[KSSession]:
+    return [KSSession(c, host=contract.PRODUCTION_HOST, wire=wire) for c in creds]
+
+
+def _time(creds: list[Credentials], wire: Wire) -> tuple[float, int]:
+    """Seconds per session, and how many sessions survived being dropped."""
+    gc.collect()
+    t0 = time.perf_counter()
+    sessions = _make(creds, wire)
+    per = (time.perf_counter() - t0) / len(creds)
+    refs = [weakref.ref(s) for s in sessions]
+    del sessions
+    gc.collect()
+    return per, sum(r() is not None for r in refs)
+
+
+def _memory(creds: list[Credentials], wire: Wire) -> tuple[float, float]:
+    """Bytes per session while alive, and bytes per session still held after dropping them."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        sessions = _make(creds, wire)
+        alive = tracemalloc.get_traced_memory()[0] - base
+        del sessions
+        gc.collect()
+        retained = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    return alive / len(creds), max(0, retained) / len(creds)
+
+
+def run(target: Target | None = None, smoke: bool = False) -> Result:
+    """Measure and return the figures (``target`` is unused: no network)."""
+    small, large, rounds = (100, 1000, 1) if smoke else (1000, 10000, 5)
+    t_start = time.perf_counter()
+    wire = Wire()
+    creds = [credentials(f"user-{i:05d}") for i in range(large)]
+    _make(creds[:100], wire)  # warm-up: imports, caches
+    times: dict[int, list[float]] = {small: [], large: []}
+    survivors = 0
+    for i in range(rounds):
+        for n in (small, large) if i % 2 == 0 else (large, small):
+            per, alive = _time(creds[:n], wire)
+            times[n].append(per)
+            survivors += alive
+    mem = {n: _memory(creds[:n], wire) for n in (small, large)}
+    t_small, t_large = median(times[small]) * 1e6, median(times[large]) * 1e6
+    m_small, m_large = mem[small][0], mem[large][0]
+    retained = max(mem[small][1], mem[large][1])
+    time_scaling = t_large / t_small
+    mem_scaling = m_large / m_small
+    figures = [
+        Figure(
+            f"create time per session, {small:,}",
+            t_small,
+            "us",
+            f"<= {TARGET_US:g}",
+            t_small <= TARGET_US,
+        ),
+        Figure(
+            f"create time per session, {large:,}",
+            t_large,
+            "us",
+            f"<= {TARGET_US:g}",
+            t_large <= TARGET_US,
+        ),
+        Figure(
+            f"time scaling {large:,} / {small:,}",
+            time_scaling,
+            "x",
+            f"<= {TARGET_SCALING}",
+            time_scaling <= TARGET_SCALING,
+        ),
+        Figure(
+            f"memory per session, {small:,}",
+            m_small,
+            "bytes",
+            f"<= {TARGET_BYTES:,}",
+            m_small <= TARGET_BYTES,
+            full_only=False,
+        ),
+        Figure(
+            f"memory per session, {large:,}",
+            m_large,
+            "bytes",
+            f"<= {TARGET_BYTES:,}",
+            m_large <= TARGET_BYTES,
+            full_only=False,
+        ),
+        Figure(
+            f"memory scaling {large:,} / {small:,}",
+            mem_scaling,
+            "x",
+            f"<= {TARGET_SCALING}",
+            mem_scaling <= TARGET_SCALING,
+            full_only=False,
+        ),
+        Figure(
+            "sessions alive after drop + gc",
+            survivors,
+            "sessions",
+            "== 0",
+            survivors == 0,
+            full_only=False,
+        ),
+        Figure(
+            "memory kept after drop, per session",
+            retained,
+            "bytes",
+            f"<= {TARGET_RETAINED}",
+            retained <= TARGET_RETAINED,
+            full_only=False,
+        ),
+    ]
+    data = {"survivors": survivors, "bytes": m_large, "retained": retained, "us": t_large}
+    return Result("sessions_create", figures, data, time.perf_counter() - t_start)
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli("sessions_create", run, needs_sandbox=False))
