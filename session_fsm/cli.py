@@ -127,8 +127,9 @@ def _parser() -> argparse.ArgumentParser:
         )
         c.add_argument("--config", type=Path, metavar="FILE", help="KEY=VALUE file of settings")
         c.add_argument("--json", action="store_true", help="print JSON (events on stderr too)")
-        if name != "status":
-            c.add_argument("-q", "--quiet", action="store_true", help="no transition events")
+        c.add_argument(
+            "-v", "--verbose", action="store_true", help="show each transition on stderr"
+        )
         if name == "login":
             c.add_argument(
                 "--fresh", action="store_true", help="log out a stored session and log in anew"
@@ -230,12 +231,12 @@ def shown_store(spec: str) -> str:
     """The store spec as it may be printed: a file path expanded, a URL without its password."""
     if spec.startswith("file:"):
         return "file:" + str(Path(spec[len("file:") :]).expanduser())
-    parts = urlsplit(spec)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        netloc = f"{host}:{parts.port}" if parts.port else host
-        return parts._replace(netloc=netloc, query="").geturl()
-    return spec
+    parts = urlsplit(spec)  # redis-py also takes ?password=: drop the query too
+    if not parts.netloc:
+        return spec.partition("?")[0]
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return parts._replace(netloc=netloc, query="").geturl()
 
 
 def _status_fields(session: KSSession, store: str) -> dict[str, Any]:
@@ -282,7 +283,9 @@ def _logout(session: KSSession, args: argparse.Namespace) -> str:
 
 
 def _status(session: KSSession, args: argparse.Namespace) -> str:
-    return "logged in" if session.resume() else "no stored session"
+    if session.resume():
+        return "session stored (not checked with the server: status makes no HTTP call)"
+    return "no stored session"
 
 
 _ACTIONS: dict[str, Callable[[KSSession, argparse.Namespace], str]] = {
@@ -296,8 +299,8 @@ def _cmd_account(args: argparse.Namespace) -> int:
     from .demo import configure_output
     from .table import State
 
-    quiet = args.command == "status" or args.quiet
-    configure_output(args.json, sys.stderr, logging.WARNING if quiet else logging.INFO)
+    # Quiet unless asked: a failure then prints exactly one line (the error).
+    configure_output(args.json, sys.stderr, logging.INFO if args.verbose else logging.CRITICAL)
     session, store = _session(args)
     try:
         outcome = _ACTIONS[args.command](session, args)

@@ -72,6 +72,9 @@ def tidy_for_console(
         event_dict["event"] = f"transition  {trig}: {src} -> {dst}"
         event_dict.update({k: v for k, v in kept.items() if v is not None})
         return _short_time(event_dict)
+    if event_dict.get("event") == "trading_call":
+        call = [event_dict.pop(k, "?") for k in ("method", "path", "status")]
+        event_dict["event"] = "{} {} -> {}".format(*call)
     if event_dict.get("event") == "retry_wait":
         event_dict["event"] = f"waiting {event_dict.pop('seconds', '?')} s before retrying"
     for key in ("session_id", "userid"):
