@@ -6,7 +6,7 @@ registered with ``add_model``, so the machine holds no reference to them (no lea
 the ten-thousandth session costs what the first did. No dynamic method is ever added to a
 session: the public triggers are ordinary typed methods.
 
-Guards are the model's ``_guard_*`` methods; the wire call of an edge runs as its ``before``
+Guards are the model's ``_guard_*`` methods; the wire call of an edge (``edge_calls``) runs as its ``before``
 callback, after the guards and before the state changes, so a failed call leaves the state as it
 was. The new state and tokens are published together as one immutable :class:`Snapshot`.
 """
@@ -27,6 +27,7 @@ from transitions import Machine
 from . import contract, table
 from .config import SessionConfig
 from .credentials import Credentials
+from .edge_calls import EdgeCalls
 from .errors import (
     GatewayAuthError,
     GuardFailed,
@@ -35,16 +36,13 @@ from .errors import (
     LoginRejected,
     NotAuthorized,
     OneTimeTokenRejected,
-    SessionExpired,
     WrongDomain,
 )
 from .logs import emit, emit_record, get_logger
-from .models import UserCredentials, UserDetails
-from .secret import Secret
 from .snapshot import FAILED, OK, REFUSED, Snapshot, TransitionRecord
-from .stores import StoredSession, TokenStore, open_store, store_key
+from .stores import StoredSession, TokenStore, open_store
 from .table import State
-from .wire import Identity, Wire, check_host
+from .wire import Wire, check_host
 
 Callback = Callable[["SessionMachine", TransitionRecord], None]
 _ids = itertools.count(1)
@@ -80,7 +78,7 @@ def shared_machine() -> Machine:
     )
 
 
-class SessionMachine:
+class SessionMachine(EdgeCalls):
     """The engine of a session: snapshot, triggers, guards, edge calls, records, store.
 
     :class:`~session_fsm.session.KSSession` adds connect, re-login and requests on top. No
@@ -154,11 +152,6 @@ class SessionMachine:
     def store(self) -> TokenStore:
         """The token store."""
         return self._store
-
-    def identity(self) -> Identity:
-        """Who the session calls as (carries the current Bearer token as a Secret)."""
-        c = self.credentials
-        return Identity(c.userid, c.consumer_key, c.ip, c.app_id, self._bearer)
 
     def on_transition(self, callback: Callback) -> Callback:
         """Register ``callback(session, record)``, called after every attempted transition.
@@ -353,90 +346,6 @@ class SessionMachine:
     def _guard_has_access_code(self) -> bool:
         return self._checked("has_access_code")
 
-    # --- the wire call of each edge (transitions' ``before`` callbacks) ---------------------------
-
-    def refresh_bearer(self) -> bool:
-        """Fetch a new gateway token from ``access_token_provider``; False if there is none."""
-        provider = self.credentials.access_token_provider
-        if provider is None:
-            return False
-        self._bearer = Secret(provider())
-        emit(self._log, "info", "gateway_token_refreshed", session_id=self.session_id)
-        return True
-
-    def call_with_gateway_refresh(self, call: Callable[[], Any]) -> Any:
-        """Run ``call``; on a rejected Bearer token refresh it once from the provider, if any."""
-        try:
-            return call()
-        except GatewayAuthError:
-            if not self.refresh_bearer():
-                raise
-            return call()
-
-    def _call_session_init(self) -> None:
-        res = self.call_with_gateway_refresh(
-            lambda: self._wire.session_init(self.origin, self.identity())
-        )
-        host = self.origin
-        if res.redirect is not None:
-            host = check_host(
-                _redirect_url(res.redirect.host, res.redirect.port), self._wire.config
-            )
-        self._pending = replace(self._snap, host=host)
-
-    def _call_login_with_user_id(self) -> None:
-        provider = self.credentials.password_provider
-        assert provider is not None  # guarded by has_password
-        body = UserCredentials(self.credentials.userid, provider.get())
-        host = self._snap.host
-        res = self.call_with_gateway_refresh(
-            lambda: self._wire.login_with_user_id(host, self.identity(), body)
-        )
-        self._pending = replace(
-            self._snap, one_time_token=res.one_time_token, ott_time=self._clock()
-        )
-
-    def _call_generate_session2_fa(self) -> None:
-        provider = self.credentials.access_code_provider
-        ott = self._snap.one_time_token
-        assert provider is not None and ott is not None  # guarded
-        body = UserDetails(self.credentials.userid, provider.get())
-        host = self._snap.host
-        res = self.call_with_gateway_refresh(
-            lambda: self._wire.generate_session2_fa(host, self.identity(), ott, body)
-        )
-        gen = self._next_generation()
-        now = self._clock()
-        self._pending = replace(
-            self._snap, session_token=res.session_token, generation=gen, login_time=now
-        )
-        self._save(StoredSession(host, self.credentials.userid, res.session_token, gen, now))
-
-    def _call_session_logout(self) -> None:
-        snap = self._snap
-        assert snap.session_token is not None  # Authenticated holds one
-        try:
-            self._wire.session_logout(snap.host, self.identity(), snap.session_token)
-        except SessionExpired:
-            pass  # already gone on the server: the goal of logout is met
-        except KSError as exc:
-            self._deferred = exc
-        finally:
-            self._store.delete(self.store_key())
-
-    # --- store -------------------------------------------------------------------------------
-
-    def store_key(self) -> str:
-        """The key this session is stored under (per origin host and userid)."""
-        return store_key(self.origin, self.credentials.userid)
-
-    def _next_generation(self) -> int:
-        stored = self._store.load(self.store_key())
-        return max(self._snap.generation, stored.generation if stored else 0) + 1
-
-    def _save(self, record: StoredSession) -> None:
-        self._store.save(self.store_key(), record)
-
     def resume(self) -> bool:
         """Resume a session saved in the store (no HTTP call); True if one was taken.
 
@@ -471,11 +380,3 @@ class SessionMachine:
             return None  # no restore edge (LoggedOut, OTT-issued): callers log in instead
         record = self._store.load(self.store_key())
         return record if record is not None and record.generation > generation else None
-
-
-def _redirect_url(host: str, port: int | None) -> str:
-    """Turn a redirect's host (full URL or bare name) into a base URL."""
-    if "://" in host:
-        return host.rstrip("/")
-    netloc = host if port in (None, 443) else f"{host}:{port}"
-    return f"https://{netloc}/apim"
