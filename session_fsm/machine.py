@@ -6,9 +6,10 @@ registered with ``add_model``, so the machine holds no reference to them (no lea
 the ten-thousandth session costs what the first did. No dynamic method is ever added to a
 session: the public triggers are ordinary typed methods.
 
-Guards are the model's ``_guard_*`` methods; the wire call of an edge (``edge_calls``) runs as its ``before``
-callback, after the guards and before the state changes, so a failed call leaves the state as it
-was. The new state and tokens are published together as one immutable :class:`Snapshot`.
+Guards are the model's ``_guard_*`` methods; the wire call of an edge (``edge_calls``) runs as
+its ``before`` callback, after the guards and before the state changes, so a failed call leaves
+the state as it was. The new state and tokens are published together as one immutable
+:class:`Snapshot`.
 """
 
 from __future__ import annotations
