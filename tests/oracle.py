@@ -1,0 +1,324 @@
+"""The reference model of KSSessions talking to the sandbox: the oracle of the property tests.
+
+Whether a trigger has an edge, its guards and the paths connect() walks come from the one table
+(:mod:`session_fsm.table`). This module adds only the expected effects, written from the wire
+contract and independently of the code under test (it never imports machine, session, relogin
+or wire): where a call's result belongs (so a wrong destination in the table shows), which
+error an answer maps to, which internal edge an error takes, what the shared token store holds.
+The server and the retries are in :mod:`tests.sandbox_model`. Together they predict every
+step's records, error, HTTP calls, sleeps and server counters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+from session_fsm import contract as c
+from session_fsm import table
+from session_fsm.table import State
+from tests.sandbox_model import (
+    IDEMPOTENT,
+    METHOD_OF_PATH,
+    TARGETS,
+    Answer,
+    Server,
+)
+
+U, I, O, A, L = (  # noqa: E741 -- the table's own one-letter names
+    State.UNINITIALISED, State.INITIALISED, State.OTT_ISSUED, State.AUTHENTICATED, State.LOGGED_OUT
+)  # fmt: skip
+OK, REFUSED, FAILED = "ok", "refused", "failed"
+_WIRE_CALL = {"session_init": "init", "login_with_user_id": "login",
+              "generate_session2_fa": "2fa", "session_logout": "logout"}  # fmt: skip
+OTT_TTL = 300.0  # the sessions' ott_ttl (the default)
+_CODE_ERRORS = {
+    c.FAULT_GATEWAY_TOKEN: "GatewayAuthError", c.FAULT_SESSION_EXPIRED: "SessionExpired",
+    c.FAULT_OTT_INVALID: "OneTimeTokenRejected", c.FAULT_WRONG_DOMAIN: "WrongDomain",
+    c.FAULT_NOT_AUTHORIZED: "NotAuthorized",
+}  # fmt: skip
+_BARE_401 = {"init": "GatewayAuthError", "login": "LoginRejected", "2fa": "LoginRejected"}
+#: Where the session must be after an edge, by what it produced (the contract, not the table,
+#: so that a wrong destination in the table is caught): init gives a host, login a one-time
+#: token, 2FA a session token, logout ends it; the internal edges by what their error means.
+_MEANS = {
+    "init": I, "login": O, "authenticate": A, "logout": L, "restore": A,
+    "session_expired": I, "ott_rejected": I, "gateway_rejected": U, "redirect_changed": U,
+}  # fmt: skip
+_COOLDOWN_ERRORS = frozenset({"LoginRejected", "NotAuthorized", "GatewayAuthError"})
+_INTERNAL_EDGE_FOR = {"GatewayAuthError": "gateway_rejected", "WrongDomain": "redirect_changed",
+                      "OneTimeTokenRejected": "ott_rejected"}  # fmt: skip
+
+
+class Store:
+    """The token store sessions share: one record (token id, generation, login time)."""
+
+    def __init__(self) -> None:
+        self.record: tuple[int, int, float] | None = None
+
+
+class Predicted(Exception):
+    """An error the model expects the session to raise, by class name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+@dataclass(frozen=True)
+class Rec:
+    """A predicted TransitionRecord (the fields the tests compare)."""
+
+    trigger: str
+    src: State
+    dst: State
+    outcome: str
+    error: str | None = None
+    guards: tuple[tuple[str, bool], ...] = ()
+    reason: str | None = None
+    generation: int = 0
+
+
+def error_of(call: str, ans: Answer) -> str | None:
+    """The error class a client must raise for ``ans`` to ``call``; None when it is a success."""
+    if ans.transport:
+        return ans.transport
+    if ans.status == 200:
+        if call != "trading" and ans.body == "malformed":
+            return "MalformedAnswer"
+        return "MalformedAnswer" if call in ("login", "2fa") and ans.body == "missing" else None
+    if ans.code in _CODE_ERRORS:
+        return _CODE_ERRORS[ans.code]
+    if ans.status == 401:
+        return _BARE_401.get(call, "SessionExpired")
+    if ans.status in (500, 502, 503, 504):
+        return "ServiceUnavailable"
+    return {400: "BadRequest", 429: "RateLimited"}.get(ans.status, "UnexpectedStatus")
+
+
+class Client:
+    """A KSSession as the model predicts it, on ``server`` with token store ``store``."""
+
+    def __init__(
+        self, name: str, server: Server, store: Store, clock: float, **options: Any
+    ) -> None:
+        """``options``: the session's ``cooldown``, ``auto_relogin`` and ``replay_posts``."""
+        self.name, self.server, self.store = name, server, store
+        self.clock = clock
+        self.cooldown_s: float = options["cooldown"]
+        self.auto_relogin: bool = options["auto_relogin"]
+        self.replay_posts: bool = options["replay_posts"]
+        self.max_age: float | None = options.get("max_session_age")
+        self.soft_window: float = options.get("soft_window", 60.0)
+        self.login_time: float | None = None
+        self.state = table.INITIAL
+        self.gen = 0
+        self.ott: int | None = None
+        self.ott_at: float | None = None
+        self.token: int | None = None
+        self.password = self.access_code = True
+        self.cooldown: tuple[str, float] | None = None
+        self.loaded = False  # the store is read on the first trigger, connect or request
+        self.records: list[Rec] = []
+        self.replays: list[tuple[str, str, int]] = []  # (method, path, generation) replayed
+        self.ghost_logins = 0  # logins the server did whose answer the client rejected
+
+    # --- the table, guards and internal edges ------------------------------------------------
+
+    def guard(self, name: str) -> bool:
+        """A guard's value now (by its name in the table)."""
+        if name == "ott_fresh":  # younger than the session's ott_ttl (default 300 s)
+            return self.ott_at is not None and self.clock - self.ott_at < OTT_TTL
+        held = {"has_password": self.password, "has_access_code": self.access_code,
+                "has_ott": self.ott is not None}  # fmt: skip
+        return held[name]
+
+    def may(self, trigger: str) -> bool:
+        """What ``session.may(trigger)`` must say."""
+        e = table.edge(self.state, trigger)
+        return e is not None and not e.internal and all(self.guard(g) for g in e.guards)
+
+    def _rec(self, trigger: str, src: State, outcome: str, error: str | None = None, **kw: Any
+             ) -> None:  # fmt: skip
+        self.records.append(
+            Rec(trigger, src, self.state, outcome, error, generation=self.gen, **kw)
+        )
+
+    def fire(self, trigger: str, reason: str | None = None) -> None:
+        """A trigger through the table: refusal, cool-down, guards, the wire call, the move."""
+        if trigger != "restore":
+            self.ensure_loaded()
+        src = self.state
+        e = table.edge(src, trigger)
+        if e is None:
+            self._rec(trigger, src, REFUSED, reason=reason or "no edge")
+            raise Predicted("InvalidTransition")
+        if trigger in ("init", "login", "authenticate") and self.cooldown is not None:
+            err, until = self.cooldown
+            if self.clock < until:
+                self._rec(trigger, src, REFUSED, err, reason="cooldown")
+                raise Predicted(err)
+            self.cooldown = None
+        seen: list[tuple[str, bool]] = []
+        for g in e.guards:
+            seen.append((g, self.guard(g)))
+            if not seen[-1][1]:
+                self._rec(trigger, src, REFUSED, guards=tuple(seen), reason=f"guard {g}")
+                raise Predicted("GuardFailed")
+        try:
+            deferred = self._wire(_WIRE_CALL[e.call]) if e.call else None
+        except Predicted as exc:
+            self._rec(trigger, src, FAILED, exc.name, guards=tuple(seen), reason=reason)
+            self.after_failure(exc.name)
+            raise
+        self.move(_MEANS[trigger])
+        self._rec(
+            trigger, src, FAILED if deferred else OK, deferred, guards=tuple(seen), reason=reason
+        )
+        if deferred:
+            raise Predicted(deferred)
+
+    def move(self, dest: State) -> None:
+        """Enter ``dest``: tokens that do not belong to it are dropped."""
+        self.state = dest
+        if dest is not A:
+            self.token = None
+        if dest is not O:
+            self.ott = self.ott_at = None
+
+    def after_failure(self, error: str) -> None:
+        """Cool-down after some errors; the internal edge an error takes, if the table has it."""
+        if error in _COOLDOWN_ERRORS and self.cooldown_s > 0:
+            self.cooldown = (error, self.clock + self.cooldown_s)
+        internal = _INTERNAL_EDGE_FOR.get(error)
+        if internal and table.edge(self.state, internal):
+            self.fire(internal, reason=error)
+
+    def _wire(self, call: str) -> str | None:
+        """The edge's call; raises its error, applies its effect, returns a deferred error."""
+        path = TARGETS[call]
+        ans = self.server.exchange(METHOD_OF_PATH[path], path, self.ott, self.token, self.name)
+        if call == "login" and ans.body == "missing":
+            self.ghost_logins += 1
+        err = error_of(call, ans)
+        if call == "logout":  # forgotten whatever the answer; never another's newer session
+            if self.store.record and self.store.record[1] <= self.gen:
+                self.store.record = None
+            return None if err == "SessionExpired" else err  # already gone counts as done
+        if err:
+            raise Predicted(err)
+        if call == "login":
+            self.ott, self.ott_at = ans.token, self.clock
+        elif call == "2fa":
+            self.gen = max(self.gen, self.store.record[1] if self.store.record else 0) + 1
+            self.token = ans.token
+            self.login_time = self.clock
+            self.store.record = (ans.token or 0, self.gen, self.clock)
+        return None
+
+    # --- connect, re-login, requests -----------------------------------------------------------
+
+    def ensure_loaded(self) -> None:
+        """Once: a session still Uninitialised takes what the store holds (restore)."""
+        if not self.loaded:
+            self.loaded = True
+            if self.store.record and self.state is table.INITIAL:
+                self._adopt()
+
+    def _adopt(self) -> None:
+        self.token, self.gen, self.login_time = self.store.record or (0, 0, 0.0)
+        self.fire("restore", reason="store")
+
+    def _adopt_newer(self) -> bool:
+        # Only a newer session, and only where the table has a restore edge (else: log in).
+        rec = self.store.record
+        if not table.edge(self.state, "restore") or not rec or rec[1] <= self.gen:
+            return False
+        self._adopt()
+        return True
+
+    def connect(self) -> None:
+        """``session.connect()``."""
+        self.ensure_loaded()
+        if self.state is A or self._adopt_newer():
+            return
+        self.walk()
+
+    def walk(self) -> None:
+        """Follow the table's shortest path to Authenticated, mending a guard with a remedy."""
+        recovered: set[str] = set()
+        for _ in range(12):
+            if self.state is table.TARGET:
+                return
+            path = table.shortest_path(self.state, [table.TARGET])
+            assert path, "every state reaches Authenticated"
+            step = path[0]
+            failing = next((g for g in step.guards if not self.guard(g)), None)
+            remedy = table.GUARDS[failing].remedy if failing else None
+            if remedy and table.edge(self.state, remedy):
+                self.fire(remedy)
+                continue
+            try:
+                self.fire(step.trigger)
+            except Predicted as exc:
+                if exc.name not in ("OneTimeTokenRejected", "WrongDomain") or exc.name in recovered:
+                    raise
+                recovered.add(exc.name)
+        raise Predicted("InvalidTransition")
+
+    def renew(self, reason: str) -> None:
+        """Re-login: session_expired, then (if allowed and the secrets are there) the walk."""
+        if self._adopt_newer():
+            return
+        if self.state is A:
+            self.fire("session_expired", reason=reason)
+        if not self.auto_relogin:
+            raise Predicted("SessionExpired")
+        if not (self.password and self.access_code):
+            self._rec("connect", self.state, FAILED, "ReloginNeedsHuman", reason="needs_human")
+            raise Predicted("ReloginNeedsHuman")
+        self.walk()
+
+    def ready(self) -> None:
+        """Before a request: Authenticated (renewed at its deadlines), or a re-login when the
+        library itself left Authenticated."""
+        self.ensure_loaded()
+        if self.state is A:
+            if self.max_age is None or self.login_time is None:
+                return
+            hard = self.login_time + self.max_age
+            if self.clock >= hard:
+                self.renew("deadline")
+            elif self.clock >= hard - self.soft_window:  # one caller renews, errors swallowed
+                self.fire("session_expired", reason="soft_deadline")
+                with contextlib.suppress(Predicted):  # the old token goes out; the next
+                    self.connect()  # ready() finds the state it was left in
+            return
+        if self.gen == 0 or self.state is L or not self.auto_relogin:
+            raise Predicted("InvalidTransition")
+        self.renew("not_authenticated")
+
+    def request(self, method: str, path: str) -> None:
+        """``session.request(method, path)``: re-login once on an expired session, replay."""
+        self.ready()  # for the URL
+        self.ready()  # again in the auth hook, which takes the token
+        ans = self.server.exchange(method, path, None, self.token, self.name)
+        err = error_of("trading", ans)
+        if ans.status == 401 and not ans.transport:
+            if err == "GatewayAuthError":
+                self.after_failure(err)
+                raise Predicted(err)
+            if err == "SessionExpired":
+                self.renew("expired")
+                if method not in IDEMPOTENT and not self.replay_posts:
+                    raise Predicted("NotReplayable")
+                self.replays.append((method, path, self.gen))
+                ans = self.server.exchange(method, path, None, self.token, self.name)
+                err = error_of("trading", ans)
+                if err == "GatewayAuthError" and ans.status == 401:
+                    self.after_failure(err)
+        if err == "WrongDomain":
+            self.after_failure(err)
+        if err:
+            raise Predicted(err)
