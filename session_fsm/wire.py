@@ -4,10 +4,13 @@ One :class:`Wire` owns (lazily) one pooled ``requests.Session``; it may be share
 :class:`~session_fsm.KSSession` objects. Nothing here does network I/O in a constructor.
 
 Retries are urllib3's :class:`~urllib3.util.retry.Retry` mounted on requests' ``HTTPAdapter``:
-idempotent methods are retried on 429/5xx/connection faults with jittered backoff and a capped
-``Retry-After``; the session calls (whose repetition is harmless) are also retried on 429/503,
-through an adapter mounted on the ``/session/`` path of each host. POSTs on trading paths are
-never retried. There is exactly one retry layer per request.
+idempotent methods are retried on 429/5xx, dropped connections and read timeouts, with jittered
+backoff and a capped ``Retry-After``. The session calls, login and 2FA POSTs included, go through
+an adapter mounted on the ``/session/`` path of each host that retries them on 429/503 and on
+dropped connections and read timeouts: repeating them is harmless (a repeated login just issues
+a fresh one-time token; a repeated 2FA whose first answer was lost meets 50001, which
+``connect()`` recovers from by logging in once more). POSTs on trading paths are never retried.
+There is exactly one retry layer per request.
 """
 
 from __future__ import annotations
