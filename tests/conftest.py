@@ -119,9 +119,9 @@ class LogCapture:
         return self.json.getvalue() + self.console.getvalue()
 
 
-@pytest.fixture
-def logs() -> Iterator[LogCapture]:
-    """Route structlog through both renderers into memory for the test's duration."""
+def capture_logs() -> LogCapture:
+    """Route structlog through the JSON and console renderers into memory (no redaction of
+    its own: the library's events must already be clean). Undo with structlog.reset_defaults()."""
     cap = LogCapture()
 
     def tee(_: Any, __: str, event_dict: Any) -> str:
@@ -134,5 +134,11 @@ def logs() -> Iterator[LogCapture]:
         logger_factory=structlog.PrintLoggerFactory(cap.json),
         cache_logger_on_first_use=False,
     )
-    yield cap
+    return cap
+
+
+@pytest.fixture
+def logs() -> Iterator[LogCapture]:
+    """Capture the library's events for the test's duration."""
+    yield capture_logs()
     structlog.reset_defaults()

@@ -37,7 +37,7 @@ from session_fsm import (
 )
 from session_fsm.sandbox import Account, Sandbox, SandboxConfig
 from tests import oracle
-from tests.conftest import FAST_RETRY, Clock, LogCapture, make_credentials
+from tests.conftest import FAST_RETRY, Clock, capture_logs, make_credentials
 from tests.model_coverage import COVERAGE, UNREACHABLE, Switch, all_journeys, replay
 from tests.sandbox_model import FAULT_KINDS, ORDER, ORDERS, TARGETS, TIMEOUT, Server
 
@@ -48,23 +48,6 @@ secret_text = st.text(alphabet="abcdefghjkmnpqrstuvwxyzACDEFGHJKLMNPQRTUVWXY3467
 ORDER_BODY = {"instrumentToken": 11536, "quantity": 1, "price": 0, "transactionType": "BUY"}
 #: Which rules and fault kinds the property test exercised (checked under the ci profile).
 KINDS: Counter[str] = Counter()
-
-
-def capture_logs() -> LogCapture:
-    """Route structlog through the JSON and console renderers into memory (the ``logs`` idea)."""
-    cap = LogCapture()
-
-    def tee(_: Any, __: str, event_dict: Any) -> str:
-        cap.console.write(structlog.dev.ConsoleRenderer(colors=False)(_, __, dict(event_dict)))
-        cap.console.write("\n")
-        return json.dumps(event_dict, default=repr)
-
-    structlog.configure(
-        processors=[structlog.processors.add_log_level, tee],
-        logger_factory=structlog.PrintLoggerFactory(cap.json),
-        cache_logger_on_first_use=False,
-    )
-    return cap
 
 
 class LineHandler(logging.Handler):
