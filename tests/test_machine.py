@@ -124,6 +124,7 @@ def test_refused_pairs(new_session: Factory, sb: Sandbox, state: State, trigger:
     assert msg.startswith(f"{trigger}() needs ") and f"session is {state.value}" in msg
     assert ("call " in msg and "first" in msg) or "already" in msg
     assert s.history[-1].outcome == "refused"
+    assert (info.value.state, info.value.trigger) == (state.value, trigger)  # public fields
 
 
 def test_hint_example_from_the_issue() -> None:
@@ -206,6 +207,18 @@ def test_internal_edge_restore_from_store(new_session: Factory, sb: Sandbox) -> 
     assert second.state is State.AUTHENTICATED and second.history[-1].trigger == "restore"
     assert calls(sb) == before  # no HTTP to resume
     assert second.get("/reports/1.0/orders").status_code == 200
+
+
+def test_first_trigger_resumes_the_stored_session(new_session: Factory, sb: Sandbox) -> None:
+    # resume() is documented as done "by itself on the first trigger": a bare logout() on a
+    # fresh session must first adopt the stored session, then log it out on the server.
+    store = MemoryStore()
+    new_session(store=store).connect()
+    second = new_session(store=store)
+    second.logout()
+    assert [(r.trigger, r.outcome) for r in second.history] == [("restore", "ok"), ("logout", "ok")]
+    assert second.state is State.LOGGED_OUT and store.load(second.store_key()) is None
+    assert sb.control.stats()["logouts"] == 1
 
 
 FAILURES: list[tuple[dict[str, Any], type[KSError]]] = [

@@ -295,6 +295,7 @@ def test_auto_relogin_off(new_session: Factory, sb: Sandbox) -> None:
 def test_a_401_racing_a_logout_never_logs_back_in(live: KSSession, sb: Sandbox) -> None:
     seen = live.generation
     live.logout()  # another thread logged out while this request was in flight
-    with pytest.raises(InvalidTransition, match="LoggedOut"):
+    with pytest.raises(InvalidTransition, match="LoggedOut") as info:
         live.renew(seen, "expired")
+    assert (info.value.state, info.value.trigger) == ("LoggedOut", "request")
     assert live.state is State.LOGGED_OUT and stats(sb)["logins"] == 1
