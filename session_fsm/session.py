@@ -64,6 +64,7 @@ class KSSession(SessionMachine):
 
     def _walk(self) -> Snapshot:
         recovered: set[type[KSError]] = set()
+        attempts: dict[str, int] = {}  # per trigger within this walk: the events' ``attempt``
         for _ in range(12):  # bounds the walk whatever the server does
             state = self._snap.state
             if state is table.TARGET:
@@ -79,10 +80,12 @@ class KSSession(SessionMachine):
             failing = next((g for g in step.guards if not self._guard(g)), None)
             remedy = table.GUARDS[failing].remedy if failing else None
             if remedy and table.edge(state, remedy):
-                self._fire(remedy)
+                attempts[remedy] = attempts.get(remedy, 0) + 1
+                self._fire(remedy, attempt=attempts[remedy])
                 continue
             try:
-                self._fire(step.trigger)
+                attempts[step.trigger] = attempts.get(step.trigger, 0) + 1
+                self._fire(step.trigger, attempt=attempts[step.trigger])
             except (OneTimeTokenRejected, WrongDomain) as exc:
                 if type(exc) in recovered:
                     raise

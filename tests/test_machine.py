@@ -389,3 +389,16 @@ def test_sessions_are_garbage_collected(sb: Sandbox) -> None:
     from session_fsm.machine import shared_machine
 
     assert shared_machine().models == []  # the shared machine never held a session
+
+
+def test_attempt_counts_repeats_within_one_connect(new_session: Factory, sb: Sandbox) -> None:
+    s = new_session()
+    sb.control.fault(contract.TWO_FA_ACCESSCODE[1], status=401, code=contract.FAULT_OTT_INVALID)
+    s.connect()  # 2FA meets 50001, ott_rejected, then login and authenticate again
+    assert [(r.trigger, r.attempt) for r in s.history if not r.trigger.endswith("rejected")] == [
+        ("init", 1),
+        ("login", 1),
+        ("authenticate", 1),
+        ("login", 2),
+        ("authenticate", 2),
+    ]
