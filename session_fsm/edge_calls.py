@@ -10,7 +10,6 @@ this in; the attributes below are the engine's.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from .credentials import Credentials
@@ -33,6 +32,7 @@ class EdgeCalls:
     _pending: Snapshot | None
     _deferred: KSError | None
     _bearer: Secret
+    _identity: Identity | None = None
     _wire: Wire
     _store: TokenStore
     _log: Any
@@ -40,8 +40,11 @@ class EdgeCalls:
 
     def identity(self) -> Identity:
         """Who the session calls as (carries the current Bearer token as a Secret)."""
-        c = self.credentials
-        return Identity(c.userid, c.consumer_key, c.ip, c.app_id, self._bearer)
+        who = self._identity
+        if who is None or who.access_token is not self._bearer:  # made once per Bearer token
+            c = self.credentials
+            who = self._identity = Identity(c.userid, c.consumer_key, c.ip, c.app_id, self._bearer)
+        return who
 
     def refresh_bearer(self) -> bool:
         """Fetch a new gateway token from ``access_token_provider``; False if there is none."""
@@ -70,7 +73,7 @@ class EdgeCalls:
             host = check_host(
                 _redirect_url(res.redirect.host, res.redirect.port), self._wire.config
             )
-        self._pending = replace(self._snap, host=host)
+        self._pending = self._snap.evolve(host=host)
 
     def _call_login_with_user_id(self) -> None:
         provider = self.credentials.password_provider
@@ -80,9 +83,7 @@ class EdgeCalls:
         res = self.call_with_gateway_refresh(
             lambda: self._wire.login_with_user_id(host, self.identity(), body)
         )
-        self._pending = replace(
-            self._snap, one_time_token=res.one_time_token, ott_time=self._clock()
-        )
+        self._pending = self._snap.evolve(one_time_token=res.one_time_token, ott_time=self._clock())
 
     def _call_generate_session2_fa(self) -> None:
         provider = self.credentials.access_code_provider
@@ -95,8 +96,8 @@ class EdgeCalls:
         )
         gen = self._next_generation()
         now = self._clock()
-        self._pending = replace(
-            self._snap, session_token=res.session_token, generation=gen, login_time=now
+        self._pending = self._snap.evolve(
+            session_token=res.session_token, generation=gen, login_time=now
         )
         self._save(StoredSession(host, self.credentials.userid, res.session_token, gen, now))
 

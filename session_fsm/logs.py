@@ -9,9 +9,12 @@ processor for applications that want it in their own chains.
 from __future__ import annotations
 
 import functools
+import json as _json
 import logging
 import re
 import sys
+import threading
+import time
 from collections.abc import Mapping, MutableMapping
 from typing import Any, Final, TextIO
 
@@ -67,11 +70,19 @@ def redact_value(value: Any, _depth: int = 0) -> Any:
     return value
 
 
+#: While :func:`emit_record` logs, the names of the fields it vouches for (typed values, no
+#: secret), so :func:`redact` skips them; every other key (the application's context) is checked.
+_vouched = threading.local()
+
+
 def redact(
     logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """structlog processor: mask secret keys and Bearer tokens anywhere in the event."""
+    clean: frozenset[str] = getattr(_vouched, "keys", _NONE)
     for key in list(event_dict):
+        if key in clean:
+            continue
         if key == "event":
             event_dict[key] = redact_value(event_dict[key])
         elif _is_secret_key(key):
@@ -97,13 +108,21 @@ def emit(logger: Any, level: str, event: str, **fields: Any) -> None:
     getattr(logger, level)(event, **redact_value(fields))
 
 
-def emit_record(logger: Any, level: str, event: str, fields: dict[str, Any]) -> None:
-    """Log an event built only from typed, non-secret values (a transition record: names,
-    states, numbers), so it needs no redaction pass: the per-transition cost stays small."""
-    enabled = getattr(logger, "is_enabled_for", None)
-    if enabled is not None and not enabled(_LEVELS[level]):
-        return
-    getattr(logger, level)(event, **fields)
+def emit_record(
+    logger: Any, level: str, event: str, fields: dict[str, Any], clean: frozenset[str]
+) -> None:
+    """Log an event whose ``clean`` fields are typed, non-secret values (a transition record:
+    names, states, numbers). They need no redaction pass here, and :func:`redact` in the
+    application's chain skips them too, checking only what the application added (its context):
+    the per-transition cost stays small."""
+    _vouched.keys = clean  # (a level the logger filters out costs a no-op call, no check)
+    try:
+        getattr(logger, level)(event, **fields)
+    finally:
+        _vouched.keys = _NONE
+
+
+_NONE: Final[frozenset[str]] = frozenset()
 
 
 _LEVELS: Final = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
@@ -115,27 +134,55 @@ def configure_logging(
 ) -> None:
     """Opt-in structlog setup for applications: console on a TTY, JSON lines otherwise.
 
-    Includes :func:`redact`, ISO timestamps and the log level. The library never calls this.
+    Includes :func:`redact`, ISO timestamps (UTC) and the log level. The library never calls
+    this. For JSON the steps after the context are one processor, :func:`json_line`: every
+    processor is a Python call on every event, and between network calls each one runs cold.
     """
     out = stream or sys.stderr
     if json is None:
         json = not out.isatty()
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if json
-        else structlog.dev.ConsoleRenderer(colors=out.isatty())
-    )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
+    processors: list[Any] = [structlog.contextvars.merge_contextvars]
+    if json:
+        processors.append(json_line)
+    else:
+        processors += [
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             redact,
             structlog.processors.format_exc_info,
-            renderer,
-        ],
+            structlog.dev.ConsoleRenderer(colors=out.isatty()),
+        ]
+    structlog.configure(
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
         # One write per line (print() makes two): lines of processes sharing a pipe never mix.
         logger_factory=structlog.WriteLoggerFactory(out),
         cache_logger_on_first_use=True,
     )
+
+
+#: One encoder for every line (``json.dumps`` with ``default=`` builds a new one per call).
+_ENCODER: Final = _json.JSONEncoder(default=repr)
+_LEVEL_ALIASES: Final = {"warn": "warning", "exception": "error"}
+#: (second, "YYYY-MM-DDTHH:MM:SS") of the last event, swapped as one tuple (thread-safe).
+_second: tuple[int, str] = (-1, "")
+
+
+def json_line(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> str:
+    """structlog processor, last in a chain: add ``level`` and a UTC ISO ``timestamp``,
+    :func:`redact`, format ``exc_info``, and render one JSON object (what structlog's
+    ``add_log_level``, ``TimeStamper``, ``format_exc_info`` and ``JSONRenderer`` do, in one
+    call)."""
+    event_dict["level"] = _LEVEL_ALIASES.get(method_name, method_name)
+    global _second
+    now = time.time()
+    whole = int(now)
+    cached, prefix = _second
+    if cached != whole:  # formatting the date is the slow part: once a second
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _second = (whole, prefix)
+    event_dict["timestamp"] = f"{prefix}.{int((now - whole) * 1e6):06d}Z"
+    redact(logger, method_name, event_dict)
+    if "exc_info" in event_dict:
+        event_dict = structlog.processors.format_exc_info(logger, method_name, event_dict)
+    return _ENCODER.encode(event_dict)

@@ -20,7 +20,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from transitions import Machine
@@ -40,7 +39,7 @@ from .errors import (
     WrongDomain,
 )
 from .logs import emit, emit_record, get_logger
-from .snapshot import FAILED, OK, REFUSED, Snapshot, TransitionRecord
+from .snapshot import EVENT_KEYS, FAILED, OK, REFUSED, Snapshot, TransitionRecord
 from .stores import StoredSession, TokenStore, open_store
 from .table import State
 from .wire import Wire, check_host
@@ -59,18 +58,22 @@ _INTERNAL_EDGE_FOR: tuple[tuple[type[KSError], str], ...] = (
 
 @functools.cache
 def shared_machine() -> Machine:
-    """The one ``transitions.Machine`` built from the table (models are passed per call)."""
+    """The one ``transitions.Machine`` built from the table (models are passed per call).
+
+    Its states are the names of :class:`State` members (``"AUTHENTICATED"``): transitions
+    handles plain strings with fewer look-ups than Enum members, on every edge.
+    """
     return Machine(
         model=None,
-        states=list(State),
-        initial=table.INITIAL,
+        states=[s.name for s in State],
+        initial=table.INITIAL.name,
         auto_transitions=False,
         model_attribute="_fsm_state",
         transitions=[
             {
                 "trigger": e.trigger,
-                "source": e.source,
-                "dest": e.dest,
+                "source": e.source.name,
+                "dest": e.dest.name,
                 "conditions": [f"_guard_{g}" for g in e.guards],
                 "before": [f"_call_{e.call}"] if e.call else [],
             }
@@ -200,21 +203,26 @@ class SessionMachine(EdgeCalls):
     # --- the engine ----------------------------------------------------------------------------
 
     @property
-    def _fsm_state(self) -> State:
-        return self._snap.state
+    def _fsm_state(self) -> str:
+        return self._snap.state.name
 
     @_fsm_state.setter
-    def _fsm_state(self, value: State) -> None:
-        # Called by transitions when an edge completes: publish state and tokens at once.
-        changes: dict[str, Any] = {"state": value}  # one replace(): this runs on every edge
-        if value is not State.AUTHENTICATED:
-            changes["session_token"] = None
-        if value is not State.OTT_ISSUED:
-            changes.update(one_time_token=None, ott_time=None)
-        if value is State.UNINITIALISED:
-            changes["host"] = self.origin
-        new = replace(self._pending or self._snap, **changes)
+    def _fsm_state(self, name: str) -> None:
+        # Called by transitions when an edge completes: publish state and tokens at once. Built
+        # directly (not dataclasses.replace): this runs on every edge. Only Authenticated keeps
+        # a session token, only OTT-issued a one-time token; Uninitialised goes back to origin.
+        value = State[name]
+        p = self._pending or self._snap
         self._pending = None
+        if value is State.AUTHENTICATED:
+            new = Snapshot(value, p.host, p.generation, p.session_token, None, None, p.login_time)
+        elif value is State.OTT_ISSUED:
+            new = Snapshot(
+                value, p.host, p.generation, None, p.one_time_token, p.ott_time, p.login_time
+            )
+        else:
+            host = self.origin if value is State.UNINITIALISED else p.host
+            new = Snapshot(value, host, p.generation, None, None, None, p.login_time)
         self._snap = new
 
     def _fire(self, trigger: str, reason: str | None = None, attempt: int = 1) -> None:
@@ -298,7 +306,7 @@ class SessionMachine(EdgeCalls):
         level = "info" if outcome == OK else "warning"
         fields = rec.as_event()
         fields["session_id"], fields["userid"] = self.session_id, self.credentials.userid
-        emit_record(self._log, level, "transition", fields)
+        emit_record(self._log, level, "transition", fields, EVENT_KEYS)
         self._notify(rec)
 
     def _notify(self, rec: TransitionRecord) -> None:
@@ -367,8 +375,7 @@ class SessionMachine(EdgeCalls):
     def adopt(self, record: StoredSession, reason: str) -> None:
         """Take a session token made elsewhere (store, other process) via the restore edge."""
         with self._lock:
-            self._pending = replace(
-                self._snap,
+            self._pending = self._snap.evolve(
                 host=record.host,
                 session_token=record.session_token,
                 generation=record.generation,

@@ -8,6 +8,7 @@ attribute assignment, never assembled field by field in place.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .secret import Secret
 from .table import State
@@ -24,6 +25,23 @@ class Snapshot:
     one_time_token: Secret | None = None
     ott_time: float | None = None
     login_time: float | None = None
+
+    def evolve(self, **changes: Any) -> Snapshot:
+        """A copy with ``changes``: ``dataclasses.replace`` without its per-call field scan
+        (a snapshot is made on every edge). An unknown field name raises TypeError."""
+        get = changes.pop
+        new = Snapshot(
+            get("state", self.state),
+            get("host", self.host),
+            get("generation", self.generation),
+            get("session_token", self.session_token),
+            get("one_time_token", self.one_time_token),
+            get("ott_time", self.ott_time),
+            get("login_time", self.login_time),
+        )
+        if changes:
+            raise TypeError(f"Snapshot has no field {next(iter(changes))!r}")
+        return new
 
 
 #: Outcomes of an attempted transition.
@@ -64,3 +82,11 @@ class TransitionRecord:
             "reason": self.reason,
             "generation": self.generation,
         }
+
+
+#: The fields of a transition event (:meth:`TransitionRecord.as_event` plus who and what):
+#: typed values only, which the redaction processor may skip.
+EVENT_KEYS: frozenset[str] = frozenset(
+    {"event", "session_id", "userid", "trigger", "src", "dst", "outcome", "status",
+     "fault_code", "error", "duration_ms", "attempt", "guards", "reason", "generation"}
+)  # fmt: skip

@@ -15,6 +15,7 @@ There is exactly one retry layer per request.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -176,15 +177,20 @@ class Identity:
 
 def host_allowed(url: str, config: WireConfig) -> bool:
     """True when ``url`` may receive our credentials under ``config``'s allow-list."""
+    return _host_allowed(url, tuple(config.allowed_domains), bool(config.allow_loopback))
+
+
+@functools.lru_cache(maxsize=256)  # a session meets the same one or two hosts on every login
+def _host_allowed(url: str, allowed_domains: tuple[str, ...], allow_loopback: bool) -> bool:
     parts = urlsplit(url)
     name = (parts.hostname or "").lower().rstrip(".")
     if not name:
         return False
     if name in LOOPBACK_HOSTS:
-        return config.allow_loopback and parts.scheme in ("http", "https")
+        return allow_loopback and parts.scheme in ("http", "https")
     if parts.scheme != "https":
         return False
-    return any(name == d or name.endswith("." + d) for d in config.allowed_domains)
+    return any(name == d or name.endswith("." + d) for d in allowed_domains)
 
 
 def check_host(url: str, config: WireConfig) -> str:
