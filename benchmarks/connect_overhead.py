@@ -67,7 +67,7 @@ def raw_connect(http: requests.Session, url: str, timeout: Any) -> str:
 
 def run(target: Target, smoke: bool = False) -> Result:
     """Measure and return the figures."""
-    rounds = 4 if smoke else 300
+    rounds = 4 if smoke else 1000
     t_start = time.perf_counter()
     target.control.reset()
     wire = Wire()

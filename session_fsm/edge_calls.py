@@ -33,6 +33,7 @@ class EdgeCalls:
     _deferred: KSError | None
     _bearer: Secret
     _identity: Identity | None = None
+    _key: str | None = None
     _wire: Wire
     _store: TokenStore
     _log: Any
@@ -119,7 +120,10 @@ class EdgeCalls:
 
     def store_key(self) -> str:
         """The key this session is stored under (per origin host and userid)."""
-        return store_key(self.origin, self.credentials.userid)
+        key = self._key
+        if key is None:  # origin and userid never change: made once
+            key = self._key = store_key(self.origin, self.credentials.userid)
+        return key
 
     def _next_generation(self) -> int:
         stored = self._store.load(self.store_key())

@@ -45,6 +45,7 @@ from .table import State
 from .wire import Wire, check_host
 
 Callback = Callable[["SessionMachine", TransitionRecord], None]
+_STATE_NAMED: dict[str, State] = {s.name: s for s in State}
 _ids = itertools.count(1)
 #: Errors after which the login endpoints are not called again until the cool-down ends.
 _COOLDOWN_ERRORS = (LoginRejected, NotAuthorized, GatewayAuthError)
@@ -204,14 +205,14 @@ class SessionMachine(EdgeCalls):
 
     @property
     def _fsm_state(self) -> str:
-        return self._snap.state.name
+        return self._snap.state._name_  # the member's name, without Enum's property call
 
     @_fsm_state.setter
     def _fsm_state(self, name: str) -> None:
         # Called by transitions when an edge completes: publish state and tokens at once. Built
         # directly (not dataclasses.replace): this runs on every edge. Only Authenticated keeps
         # a session token, only OTT-issued a one-time token; Uninitialised goes back to origin.
-        value = State[name]
+        value = _STATE_NAMED[name]
         p = self._pending or self._snap
         self._pending = None
         if value is State.AUTHENTICATED:
@@ -227,14 +228,14 @@ class SessionMachine(EdgeCalls):
 
     def _fire(self, trigger: str, reason: str | None = None, attempt: int = 1) -> None:
         with self._lock:
-            if trigger != "restore":
+            if trigger != "restore" and not self._loaded:
                 self._ensure_loaded()
             src = self._snap.state
             self._guards_seen = []  # a refusal below must not log the previous trigger's guards
             if table.edge(src, trigger) is None:
                 self._record(trigger, src, REFUSED, reason=reason or "no edge")
                 raise InvalidTransition(table.hint(src, trigger), state=src.value, trigger=trigger)
-            if trigger in ("init", "login", "authenticate"):
+            if self._cooldown is not None and trigger in ("init", "login", "authenticate"):
                 self._check_cooldown(trigger, src)
             self._deferred = None
             t0 = time.perf_counter()
@@ -310,6 +311,8 @@ class SessionMachine(EdgeCalls):
         self._notify(rec)
 
     def _notify(self, rec: TransitionRecord) -> None:
+        if not self._callbacks:
+            return
         for cb in list(self._callbacks):
             try:
                 cb(self, rec)
@@ -320,7 +323,7 @@ class SessionMachine(EdgeCalls):
     # --- guards (named in the table; called by transitions and by may()) -------------------------
 
     def _guard(self, name: str) -> bool:
-        ok: bool = getattr(self, f"_check_{name}")()
+        ok: bool = _CHECKS[name](self)
         return ok
 
     def _checked(self, name: str) -> bool:
@@ -388,3 +391,9 @@ class SessionMachine(EdgeCalls):
             return None  # no restore edge (LoggedOut, OTT-issued): callers log in instead
         record = self._store.load(self.store_key())
         return record if record is not None and record.generation > generation else None
+
+
+#: Each guard of the table -> the SessionMachine method that evaluates it.
+_CHECKS: dict[str, Callable[[SessionMachine], bool]] = {
+    name: getattr(SessionMachine, f"_check_{name}") for name in table.GUARDS
+}

@@ -69,7 +69,7 @@ class KSSession(SessionMachine):
             state = self._snap.state
             if state is table.TARGET:
                 return self._snap
-            path = table.shortest_path(state, [table.TARGET])
+            path = table.path_to_target(state)
             if not path:
                 raise InvalidTransition(
                     f"no path from {state.value} to Authenticated",

@@ -70,8 +70,8 @@ class TransitionRecord:
         """The record as log-event fields (no secrets: a record never holds one)."""
         return {
             "trigger": self.trigger,
-            "src": self.src.value,
-            "dst": self.dst.value,
+            "src": self.src._value_,  # (not .value: Enum's property is a Python call)
+            "dst": self.dst._value_,
             "outcome": self.outcome,
             "status": self.status,
             "fault_code": self.fault_code,

@@ -27,6 +27,10 @@ class State(Enum):
     def __str__(self) -> str:
         return self.value
 
+    # Members are singletons compared by identity, so the identity hash is right, and it is
+    # computed in C: Enum's own ``__hash__`` is a Python call on every table look-up.
+    __hash__ = object.__hash__
+
 
 U, I, O, A, L = (  # noqa: E741 -- one-letter names keep the table readable
     State.UNINITIALISED,
@@ -177,6 +181,17 @@ def _shortest_path(
                 seen.add(e.dest)
                 queue.append((e.dest, (*path, e)))
     return None
+
+
+def path_to_target(state: State) -> tuple[Edge, ...] | None:
+    """``shortest_path(state, [TARGET])`` over the public triggers, looked up (connect()'s
+    next step, asked once per edge)."""
+    return _TO_TARGET[state]
+
+
+_TO_TARGET: Final = {
+    s: _shortest_path(s, frozenset({TARGET}), frozenset(USER_TRIGGERS)) for s in State
+}
 
 
 def _names(states: Iterable[State]) -> str:

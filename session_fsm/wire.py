@@ -253,11 +253,10 @@ class Wire:
 
     def send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         """Send one request with the configured timeout; map transport failures to our errors."""
-        kwargs.setdefault("timeout", self.config.timeout)
-        kwargs.setdefault("verify", self.config.verify)
-        kwargs.setdefault("allow_redirects", False)
+        config = self.config
         try:
-            return self.http.request(method, url, **kwargs)
+            options = {"timeout": config.timeout, "verify": config.verify, "allow_redirects": False}
+            return (self._http or self.http).request(method, url, **{**options, **kwargs})
         except requests.RequestException as exc:
             if _timed_out(exc):
                 raise RequestTimeout(f"{method} {urlsplit(url).path} timed out") from None

@@ -74,7 +74,7 @@ def test_vouching_ends_with_the_event(json_log: Any) -> None:
 
 def test_event_keys_are_the_record_fields() -> None:
     rec = TransitionRecord(0.0, "login", State.INITIALISED, State.OTT_ISSUED, "ok")
-    assert EVENT_KEYS == set(rec.as_event()) | {"event", "session_id", "userid"}
+    assert set(rec.as_event()) | {"event", "session_id", "userid"} == EVENT_KEYS
 
 
 def test_json_line_renders_like_the_structlog_chain() -> None:
@@ -122,3 +122,19 @@ def test_allow_list_given_as_a_list() -> None:
     assert not host_allowed("https://example.com.evil.io/apim", config)
     assert not host_allowed("http://127.0.0.1:9/apim", config)
     assert host_allowed("http://127.0.0.1:9/apim", WireConfig())
+
+
+def test_per_call_options_override_the_wires_defaults(sb: Sandbox) -> None:
+    # Wire.send merges timeout/verify/allow_redirects under the caller's own keyword arguments.
+    from session_fsm import RequestTimeout, RetryPolicy, Wire, contract
+
+    wire = Wire(WireConfig(timeout=(1.0, 5.0), retry=RetryPolicy(total=0)))
+    try:
+        url = sb.url + contract.ORDERS_REPORT[1]
+        sb.control.fault(contract.ORDERS_REPORT[1], delay=0.6)
+        with pytest.raises(RequestTimeout):
+            wire.send("GET", url, timeout=(1.0, 0.2))  # the caller's read timeout wins
+        sb.control.fault(contract.ORDERS_REPORT[1], delay=0.3)
+        assert wire.send("GET", url).status_code == 401  # the Wire's 5 s: no token, but answered
+    finally:
+        wire.close()
