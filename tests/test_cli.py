@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from session_fsm.cli import main, shown_store
+from session_fsm.account import shown_store
+from session_fsm.cli import main
 from session_fsm.sandbox import Account, Sandbox, SandboxConfig, run_sandbox
 from tests import redis_server
 
