@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Mutation testing of the state machine and re-login modules with mutmut (not part of CI).
+#
+#   bash scripts/mutation.sh                                # every mutant (over an hour on 2 cores)
+#   bash scripts/mutation.sh "session_fsm.relogin*"         # a subset, by mutmut's name globs
+#   bash scripts/mutation.sh --results                      # the verdicts so far
+#
+# Runs on a copy of the committed tree (git archive HEAD) in $MUTATION_DIR (default
+# /tmp/session_fsm-mutation), which mutmut needs for its mutants/ folder and setup.cfg. The copy
+# is kept between runs so verdicts accumulate; FRESH=1 starts over. Needs mutmut 3.x in the
+# environment of $PYTHON (pip install -e '.[test,mutation]'). docs/mutation.md has the scores.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+work=${MUTATION_DIR:-/tmp/session_fsm-mutation}
+python=${PYTHON:-python}
+mutmut=("$python" -m mutmut)
+
+if [[ ${1:-} == --results ]]; then
+    cd "$work" && exec "${mutmut[@]}" results --all true
+fi
+if [[ ${FRESH:-0} == 1 || ! -f $work/setup.cfg ]]; then
+    rm -rf "$work" && mkdir -p "$work"
+    git -C "$repo" archive HEAD | tar -x -C "$work"
+    # The tests that exercise the machine and re-login (the ones present in this checkout).
+    tests=""
+    for t in test_model_paths test_properties test_machine test_relogin test_edge_calls \
+             test_wire test_secrets; do
+        [[ -f $work/tests/$t.py ]] && tests+=$'\n'"    tests/$t.py"
+    done
+    cat > "$work/setup.cfg" <<CFG
+[mutmut]
+source_paths = session_fsm
+only_mutate =
+    session_fsm/machine.py
+    session_fsm/edge_calls.py
+    session_fsm/session.py
+    session_fsm/relogin.py
+    session_fsm/table.py
+pytest_add_cli_args_test_selection =$tests
+pytest_add_cli_args =
+    -p
+    no:cacheprovider
+use_git_change_detection = false
+CFG
+fi
+cd "$work"
+# The ci profile is derandomized: a mutant's verdict is reproducible.
+HYPOTHESIS_PROFILE=ci exec "${mutmut[@]}" run --max-children "${MUTATION_CHILDREN:-2}" "$@"
