@@ -173,8 +173,8 @@ def json_line(logger: Any, method_name: str, event_dict: MutableMapping[str, Any
     :func:`redact`, format ``exc_info``, and render one JSON object (what structlog's
     ``add_log_level``, ``TimeStamper``, ``format_exc_info`` and ``JSONRenderer`` do, in one
     call)."""
-    event_dict["level"] = _LEVEL_ALIASES.get(method_name, method_name)
     global _second
+    event_dict["level"] = _LEVEL_ALIASES.get(method_name, method_name)
     now = time.time()
     whole = int(now)
     cached, prefix = _second
