@@ -25,7 +25,8 @@ class SessionConfig:
     - ``verify``: TLS verification (True, or a CA bundle path).
     - ``allowed_domains`` / ``allow_loopback``: where ``session_init`` may redirect to.
     - ``ott_ttl``: how long a one-time token is trusted locally before authenticate().
-    - ``auto_relogin``: log in again by itself when a request meets an expired session.
+    - ``auto_relogin``: log in again by itself when a request meets an expired session, and
+      renew proactively at the deadlines below (off: neither; a passed deadline raises).
     - ``relogin_timeout``: how long a request waits for another thread's (or process's)
       re-login before it gives up with ``SessionExpired``.
     - ``cooldown``: after a wrong password/access code or a rejected gateway token, calls fail
@@ -63,7 +64,9 @@ class SessionConfig:
                     f"daily_cutoff/cutoff_tz invalid: {type(exc).__name__}",
                     hint='use daily_cutoff="HH:MM" and an IANA zone like "Asia/Kolkata"',
                 ) from None
-        for name in ("ott_ttl", "relogin_timeout", "cooldown", "soft_window"):
+        if not self.ott_ttl > 0:  # 0 would make every one-time token stale: no login possible
+            raise ConfigurationError("ott_ttl must be > 0 (seconds a one-time token is usable)")
+        for name in ("relogin_timeout", "cooldown", "soft_window"):
             if getattr(self, name) < 0:
                 raise ConfigurationError(f"{name} must be >= 0")
         if self.history_size < 1:

@@ -174,6 +174,8 @@ class KSSession(SessionMachine):
                 return snap
             if now >= deadlines[1]:
                 return self.renew(snap.generation, "deadline")
+            if not self.config.auto_relogin:
+                return snap  # a proactive renewal is a re-login too: off (the hard one raises)
             return self._refresh_soft(snap)
         carry = self._carry
         if carry is not None:

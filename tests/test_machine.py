@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from session_fsm import (
+    FromCallable,
     GatewayAuthError,
     GuardFailed,
     InvalidTransition,
@@ -21,6 +22,7 @@ from session_fsm import (
     OneTimeTokenRejected,
     RequestTimeout,
     ServiceUnavailable,
+    SessionExpired,
     State,
     WrongDomain,
     contract,
@@ -402,3 +404,29 @@ def test_attempt_counts_repeats_within_one_connect(new_session: Factory, sb: San
         ("login", 2),
         ("authenticate", 2),
     ]
+
+
+def test_connect_gives_up_on_a_login_held_elsewhere(new_session: Factory, sb: Sandbox) -> None:
+    store = MemoryStore()
+    s = new_session(store=store, relogin_timeout=0.01)
+    with store.lock(s.store_key(), 1.0) as got:  # another process is logging this user in
+        assert got
+        with pytest.raises(SessionExpired, match="another process") as info:
+            s.connect()
+    assert "relogin_timeout" in info.value.hint and calls(sb) == {}
+
+
+def test_cooldown_lasts_exactly_its_length(new_session: Factory, sb: Sandbox, clock: Clock) -> None:
+    password = ["wrong"]
+    s = new_session(make_credentials(password=FromCallable(lambda: password[0])), cooldown=1)
+    s.init()
+    with pytest.raises(LoginRejected):
+        s.login()
+    with pytest.raises(LoginRejected):
+        s.login()  # even a one-second cool-down holds the next attempt back
+    assert calls(sb)[LOGIN] == 1
+    clock.advance(1)  # exactly its length: the cool-down is over
+    password[0] = "demo-password"
+    s.login()
+    s.authenticate()  # and it is forgotten: later triggers are not held back either
+    assert calls(sb)[LOGIN] == 2 and s.state is State.AUTHENTICATED

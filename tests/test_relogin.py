@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
 from collections.abc import Callable, Iterator
@@ -16,16 +17,19 @@ from session_fsm import (
     InvalidTransition,
     KSSession,
     LoginRejected,
+    MemoryStore,
     NotReplayable,
     OneShot,
     ReloginNeedsHuman,
     ServiceUnavailable,
     SessionExpired,
     State,
+    UnsafeRedirect,
     contract,
+    replayable,
 )
-from session_fsm.sandbox import Sandbox
-from tests.conftest import SLEEPS, Clock, make_credentials
+from session_fsm.sandbox import Sandbox, SandboxConfig, run_sandbox
+from tests.conftest import FAST_RETRY, SLEEPS, Clock, LogCapture, make_credentials
 
 Factory = Callable[..., KSSession]
 ORDERS = contract.ORDERS_REPORT[1]
@@ -146,6 +150,7 @@ def test_streamed_post_is_not_replayed(live: KSSession, sb: Sandbox) -> None:
         live.post(ORDER, data=body(), headers={"Content-Type": "application/json"})
     assert "stream" in str(info.value)
     assert isinstance(info.value, SessionExpired)
+    assert (info.value.status, info.value.fault_code) == (401, contract.FAULT_SESSION_EXPIRED)
     assert stats(sb)["logins"] == 2 and stats(sb)[f"POST {ORDER}"] == 1  # re-login, no replay
     assert live.state is State.AUTHENTICATED
 
@@ -159,6 +164,19 @@ def test_replay_posts_off(new_session: Factory, sb: Sandbox) -> None:
     assert s.get(ORDERS).status_code == 200  # GETs still replay
 
 
+def test_replayable_is_the_documented_rule() -> None:
+    def prep(method: str, **kwargs: object) -> requests.PreparedRequest:
+        return requests.Request(method, "http://127.0.0.1:9/apim" + ORDER, **kwargs).prepare()
+
+    post = prep("POST", json={"instrumentToken": 1})
+    assert replayable(post)  # by default a POST replays: the 401 came before the server acted
+    assert not replayable(post, replay_posts=False)
+    assert replayable(prep("GET"), replay_posts=False)
+    assert replayable(prep("DELETE", data="x"), replay_posts=False)
+    assert not replayable(prep("PUT", data=iter([b"x"])))  # a stream is never sent twice
+    assert replayable(requests.PreparedRequest(), replay_posts=False)  # no method: a GET
+
+
 def test_plain_requests_with_session_auth(live: KSSession, sb: Sandbox) -> None:
     sb.control.expire()
     r = requests.get(sb.url + ORDERS, auth=live.auth, timeout=5)
@@ -167,8 +185,9 @@ def test_plain_requests_with_session_auth(live: KSSession, sb: Sandbox) -> None:
 
 def test_requests_need_a_connected_session(new_session: Factory, sb: Sandbox) -> None:
     s = new_session()
-    with pytest.raises(InvalidTransition, match=r"call connect\(\) first"):
+    with pytest.raises(InvalidTransition, match=r"call connect\(\) first") as info:
         s.get(ORDERS)
+    assert (info.value.state, info.value.trigger) == ("Uninitialised", "request")
     s.connect()
     s.logout()
     with pytest.raises(InvalidTransition):
@@ -262,6 +281,45 @@ def test_proactive_hard_deadline_everyone_waits(
     assert s.get(ORDERS).status_code == 200 and s.generation == 2
 
 
+def test_proactive_deadlines_are_reached_on_the_second(
+    new_session: Factory, sb: Sandbox, clock: Clock
+) -> None:
+    s = new_session(max_session_age=1000, soft_window=100)
+    s.connect()
+    clock.advance(899)
+    s.get(ORDERS)
+    assert s.generation == 1
+    clock.advance(1)  # exactly the soft deadline: this request renews
+    s.get(ORDERS)
+    assert s.generation == 2 and s.history[-3].reason == "soft_deadline"
+    clock.advance(1000)  # exactly the new session's hard deadline: renews as a hard one
+    s.get(ORDERS)
+    assert s.generation == 3 and s.history[-3].reason == "deadline"
+
+
+def test_requests_during_a_soft_refresh_use_the_current_token(
+    new_session: Factory, sb: Sandbox, clock: Clock
+) -> None:
+    s = new_session(max_session_age=1000, soft_window=100)
+    s.connect()
+    clock.advance(950)
+    during: list[int] = []
+
+    def another_thread_requests(_s: KSSession, rec: object) -> None:
+        if getattr(rec, "reason", None) != "soft_deadline":
+            return
+        # the refresh is under way in this thread (it holds the lock): another thread's
+        # request must go out with the current token at once, not wait for the refresh
+        t = threading.Thread(target=lambda: during.append(s.get(ORDERS).status_code))
+        t.start()
+        t.join(10)
+        during.append(-1 if t.is_alive() else 0)
+
+    s.on_transition(another_thread_requests)
+    assert s.get(ORDERS).status_code == 200
+    assert during == [200, 0] and s.generation == 2 and stats(sb)["logins"] == 2
+
+
 def test_daily_cutoff_in_a_time_zone(new_session: Factory, sb: Sandbox, clock: Clock) -> None:
     ist = ZoneInfo("Asia/Kolkata")
     clock.now = dt.datetime(2026, 11, 27, 9, 0, tzinfo=ist).timestamp()
@@ -292,6 +350,20 @@ def test_auto_relogin_off(new_session: Factory, sb: Sandbox) -> None:
     assert s.get(ORDERS).status_code == 200
 
 
+def test_auto_relogin_off_means_no_proactive_renewal_either(
+    new_session: Factory, sb: Sandbox, clock: Clock
+) -> None:
+    s = new_session(auto_relogin=False, max_session_age=1000, soft_window=100)
+    s.connect()
+    clock.advance(950)  # inside the soft window: the token still works, nothing is renewed
+    assert s.get(ORDERS).status_code == 200
+    assert s.generation == 1 and stats(sb)["logins"] == 1
+    clock.advance(50)  # the hard deadline raises instead of logging in
+    with pytest.raises(SessionExpired, match="auto_relogin"):
+        s.get(ORDERS)
+    assert stats(sb)["logins"] == 1 and s.state is State.INITIALISED
+
+
 def test_a_401_racing_a_logout_never_logs_back_in(live: KSSession, sb: Sandbox) -> None:
     seen = live.generation
     live.logout()  # another thread logged out while this request was in flight
@@ -299,3 +371,63 @@ def test_a_401_racing_a_logout_never_logs_back_in(live: KSSession, sb: Sandbox) 
         live.renew(seen, "expired")
     assert (info.value.state, info.value.trigger) == ("LoggedOut", "request")
     assert live.state is State.LOGGED_OUT and stats(sb)["logins"] == 1
+
+
+def test_401_without_a_fault_body_is_an_expired_session(live: KSSession, sb: Sandbox) -> None:
+    sb.control.fault(ORDERS, status=401, malformed=True)  # a 401 whose body is not JSON
+    assert live.get(ORDERS).status_code == 200
+    assert stats(sb)["logins"] == 2 and live.generation == 2
+
+
+def test_absolute_urls_only_to_allowed_hosts(live: KSSession, sb: Sandbox) -> None:
+    assert live.get(sb.url + ORDERS).status_code == 200
+    with pytest.raises(UnsafeRedirect) as info:
+        live.get("https://evil.example.com/apim" + ORDERS)
+    assert info.value.host == "evil.example.com"
+    assert stats(sb)[f"GET {ORDERS}"] == 1  # the refused one was never sent
+
+
+def test_replays_are_logged_with_their_reason(
+    new_session: Factory, sb: Sandbox, logs: LogCapture
+) -> None:
+    s = new_session(make_credentials(access_token_provider=lambda: "demo-access-token"))
+    s.connect()
+    sb.control.fault(ORDERS, status=401, code=contract.FAULT_GATEWAY_TOKEN)
+    s.get(ORDERS)
+    sb.control.expire()
+    s.get(ORDERS)
+    replays = [
+        (e["reason"], e["method"], e["path"], e["generation"])
+        for e in logs.events()
+        if e["event"] == "request_replayed"
+    ]
+    assert replays == [
+        ("gateway token refreshed", "GET", "/apim" + ORDERS, 1),
+        ("session renewed", "GET", "/apim" + ORDERS, 2),
+    ]
+
+
+def test_replay_follows_the_session_to_another_host(clock: Clock) -> None:
+    # A request meets a 401 on the old host; meanwhile another process logged in again on
+    # the host the broker now redirects to. The session adopts that newer session, and the
+    # request is replayed on its host, not sent again to the old one.
+    with run_sandbox(SandboxConfig(redirect_host="http://localhost:{port}/apim")) as sb:
+        store = MemoryStore()
+        peer = KSSession(make_credentials(), host=sb.url, store=store, clock=clock)
+        peer.connect()
+        key = peer.store_key()
+        record = store.load(key)
+        assert record is not None and record.host.startswith("http://localhost:")
+        store.save(key, dataclasses.replace(record, host=sb.url))  # made on the old host
+        s = KSSession(make_credentials(), host=sb.url, store=store, clock=clock, retry=FAST_RETRY)
+        assert s.resume() and s.snapshot().host == sb.url
+        peer.logout()
+        peer.connect()  # generation 2, on the new host, saved in the store
+        r = s.get(ORDERS)
+        assert r.status_code == 200 and s.generation == 2
+        assert s.snapshot().host == peer.snapshot().host != sb.url
+        assert r.history[0].url == sb.url + ORDERS  # the 401, on the old host
+        assert r.url == s.snapshot().host + ORDERS  # the replay, on the new one
+        assert sb.control.stats()["logins"] == 2  # both by the peer: this session adopted
+        peer.close()
+        s.close()

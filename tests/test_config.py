@@ -1,0 +1,43 @@
+"""Session options are checked when the session is made: a bad one is named, with what to do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from session_fsm import ConfigurationError, KSSession, SessionConfig
+from tests.conftest import make_credentials
+
+
+def make(**options: Any) -> KSSession:
+    return KSSession(make_credentials(), host="http://127.0.0.1:9/apim", **options)
+
+
+def test_unknown_options_are_named_with_the_valid_ones() -> None:
+    with pytest.raises(ConfigurationError, match="unknown option") as info:
+        make(ott_tl=10, max_age=5)
+    assert "max_age, ott_tl" in str(info.value) and "ott_ttl" in info.value.hint
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"ott_ttl": 0}, "ott_ttl must be > 0"),
+        ({"ott_ttl": -1}, "ott_ttl must be > 0"),
+        ({"relogin_timeout": -0.1}, "relogin_timeout must be >= 0"),
+        ({"cooldown": -1}, "cooldown must be >= 0"),
+        ({"soft_window": -5}, "soft_window must be >= 0"),
+        ({"history_size": 0}, "history_size must be >= 1"),
+        ({"daily_cutoff": "25:99"}, "daily_cutoff/cutoff_tz invalid"),
+        ({"daily_cutoff": "15:30", "cutoff_tz": "Mars/Olympus"}, "daily_cutoff/cutoff_tz invalid"),
+    ],
+)
+def test_bad_values_are_refused_by_name(options: dict[str, Any], named: str) -> None:
+    with pytest.raises(ConfigurationError, match=named):
+        make(**options)
+
+
+def test_edge_values_are_accepted() -> None:
+    config = make(ott_ttl=0.001, relogin_timeout=0, cooldown=0, soft_window=0).config
+    assert isinstance(config, SessionConfig) and config.ott_ttl == 0.001 and config.cooldown == 0
