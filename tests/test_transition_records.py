@@ -12,11 +12,18 @@ from collections.abc import Callable
 
 import pytest
 
-from session_fsm import BadRequest, GuardFailed, KSSession, OneTimeTokenRejected, contract
+from session_fsm import (
+    BadRequest,
+    GuardFailed,
+    InvalidTransition,
+    KSSession,
+    OneTimeTokenRejected,
+    contract,
+)
 from session_fsm.sandbox import Sandbox
 from session_fsm.stores import MemoryStore, StoredSession
 from session_fsm.table import State, guard_hint
-from tests.conftest import Clock, make_credentials
+from tests.conftest import Clock, LogCapture, make_credentials
 
 Factory = Callable[..., KSSession]
 
@@ -102,3 +109,25 @@ def test_identity_follows_the_bearer_token(sb: Sandbox) -> None:
     assert s.refresh_bearer()
     assert s.identity() is not who and s.identity().access_token.reveal() == "fresh-token-1"
     s.close()
+
+
+def test_event_levels_and_untimed_refusals(
+    new_session: Factory, sb: Sandbox, logs: LogCapture
+) -> None:
+    # A transition event is at info when the edge was taken, at warning when it was refused
+    # or failed; a trigger the table refuses outright makes no call and takes no time.
+    s = new_session()
+    s.init()
+    with pytest.raises(InvalidTransition):
+        s.logout()
+    sb.control.fault(contract.LOGIN_USERID[1], status=400)
+    with pytest.raises(BadRequest):
+        s.login()
+    got = [(e["trigger"], e["outcome"], e["level"]) for e in logs.events()]
+    assert got == [
+        ("init", "ok", "info"),
+        ("logout", "refused", "warning"),
+        ("login", "failed", "warning"),
+    ]
+    refused = s.history[1]
+    assert refused.outcome == "refused" and refused.duration_ms == 0.0
