@@ -63,7 +63,7 @@ def _memory(creds: list[Credentials], wire: Wire) -> tuple[float, float]:
 
 def run(target: Target | None = None, smoke: bool = False) -> Result:
     """Measure and return the figures (``target`` is unused: no network)."""
-    small, large, rounds = (100, 1000, 1) if smoke else (1000, 10000, 5)
+    small, large, rounds = (100, 1000, 1) if smoke else (1000, 10000, 9)
     t_start = time.perf_counter()
     wire = Wire()
     creds = [credentials(f"user-{i:05d}") for i in range(large)]
