@@ -336,9 +336,11 @@ def test_cooldown_after_wrong_password(new_session: Factory, sb: Sandbox, clock:
     assert calls(sb)[LOGIN] == 2
 
 
-def test_history_is_bounded_and_callbacks_observe(new_session: Factory, sb: Sandbox) -> None:
-    seen: list[str] = []
-    s = new_session(history_size=3, on_transition=lambda _s, r: seen.append(r.trigger))
+def test_history_is_bounded_and_callbacks_observe(
+    new_session: Factory, sb: Sandbox, logs: LogCapture
+) -> None:
+    seen: list[tuple[Any, str]] = []
+    s = new_session(history_size=3, on_transition=lambda who, r: seen.append((who, r.trigger)))
 
     def broken(_s: Any, _r: Any) -> None:
         raise RuntimeError("observer bug")
@@ -346,8 +348,13 @@ def test_history_is_bounded_and_callbacks_observe(new_session: Factory, sb: Sand
     s.on_transition(broken)
     s.connect()
     s.logout()
-    assert seen == ["init", "login", "authenticate", "logout"]
+    assert seen == [(s, "init"), (s, "login"), (s, "authenticate"), (s, "logout")]
     assert [r.trigger for r in s.history] == ["login", "authenticate", "logout"]
+    failed = [e for e in logs.events() if e["event"] == "callback_failed"]
+    assert len(failed) == 4  # one per transition; the session went on regardless
+    assert {(e["level"], e["callback"], e["error"], e["session_id"]) for e in failed} == {
+        ("error", "broken", "RuntimeError", s.session_id)
+    }
 
 
 def test_triggers_serialised_across_threads(new_session: Factory, sb: Sandbox) -> None:
