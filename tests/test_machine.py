@@ -345,15 +345,21 @@ def test_history_is_bounded_and_callbacks_observe(
     def broken(_s: Any, _r: Any) -> None:
         raise RuntimeError("observer bug")
 
+    class Observer:  # a callable object: it has no __name__
+        def __call__(self, _s: Any, _r: Any) -> None:
+            raise ValueError("observer bug")
+
     s.on_transition(broken)
+    s.on_transition(Observer())
     s.connect()
     s.logout()
     assert seen == [(s, "init"), (s, "login"), (s, "authenticate"), (s, "logout")]
     assert [r.trigger for r in s.history] == ["login", "authenticate", "logout"]
     failed = [e for e in logs.events() if e["event"] == "callback_failed"]
-    assert len(failed) == 4  # one per transition; the session went on regardless
+    assert len(failed) == 8  # one per callback and transition; the session went on regardless
     assert {(e["level"], e["callback"], e["error"], e["session_id"]) for e in failed} == {
-        ("error", "broken", "RuntimeError", s.session_id)
+        ("error", "broken", "RuntimeError", s.session_id),
+        ("error", "?", "ValueError", s.session_id),
     }
 
 
