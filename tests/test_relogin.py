@@ -21,6 +21,7 @@ from session_fsm import (
     NotReplayable,
     OneShot,
     ReloginNeedsHuman,
+    RequestTimeout,
     ServiceUnavailable,
     SessionExpired,
     State,
@@ -431,3 +432,11 @@ def test_replay_follows_the_session_to_another_host(clock: Clock) -> None:
         assert sb.control.stats()["logins"] == 2  # both by the peer: this session adopted
         peer.close()
         s.close()
+
+
+def test_session_requests_pass_requests_options_through(live: KSSession, sb: Sandbox) -> None:
+    # get/post/put/delete hand their keyword arguments to requests: here a per-call timeout.
+    sb.control.fault(ORDERS, delay=0.5, count=4)  # every attempt of the retried GET is slow
+    with pytest.raises(RequestTimeout):
+        live.get(ORDERS, timeout=(1.0, 0.1))
+    assert live.get(ORDERS).status_code == 200
