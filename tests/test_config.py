@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from session_fsm import ConfigurationError, KSSession, SessionConfig
+from session_fsm import ConfigurationError, InvalidTransition, KSSession, SessionConfig
 from tests.conftest import make_credentials
 
 
@@ -41,3 +41,21 @@ def test_bad_values_are_refused_by_name(options: dict[str, Any], named: str) -> 
 def test_edge_values_are_accepted() -> None:
     config = make(ott_ttl=0.001, relogin_timeout=0, cooldown=0, soft_window=0).config
     assert isinstance(config, SessionConfig) and config.ott_ttl == 0.001 and config.cooldown == 0
+
+
+def test_a_new_session_starts_at_its_origin_and_logs_to_the_given_logger() -> None:
+    events: list[tuple[str, str, dict[str, Any]]] = []
+
+    class Recorder:  # any object with the level methods will do (structlog's or not)
+        def __getattr__(self, level: str) -> Any:
+            return lambda event, **fields: events.append((level, event, fields))
+
+    s = KSSession(make_credentials(), host="http://127.0.0.1:9/apim/", logger=Recorder())
+    snap = s.snapshot()
+    assert (snap.state.value, snap.host, snap.generation) == ("Uninitialised", s.origin, 0)
+    assert s.origin == "http://127.0.0.1:9/apim"  # the trailing slash is dropped
+    with pytest.raises(InvalidTransition):
+        s.logout()  # refused: no HTTP call, one event, to the given logger
+    assert [(lvl, ev, f["trigger"], f["outcome"]) for lvl, ev, f in events] == [
+        ("warning", "transition", "logout", "refused")
+    ]
