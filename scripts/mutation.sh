@@ -25,7 +25,7 @@ if [[ ${FRESH:-0} == 1 || ! -f $work/setup.cfg ]]; then
     # The tests that exercise the machine and re-login (the ones present in this checkout).
     tests=""
     for t in test_model_paths test_properties test_machine test_relogin test_edge_calls test_table \
-             test_transition_records test_logging_fast_path \
+             test_transition_records test_logging_fast_path test_config \
              test_wire test_secrets; do
         [[ -f $work/tests/$t.py ]] && tests+=$'\n'"    tests/$t.py"
     done
