@@ -59,3 +59,16 @@ def test_a_new_session_starts_at_its_origin_and_logs_to_the_given_logger() -> No
     assert [(lvl, ev, f["trigger"], f["outcome"]) for lvl, ev, f in events] == [
         ("warning", "transition", "logout", "refused")
     ]
+
+
+def test_on_transition_takes_one_callback_or_a_list() -> None:
+    seen: list[str] = []
+    one = KSSession(make_credentials(), host="http://127.0.0.1:9/apim",
+                    on_transition=lambda _s, r: seen.append("one:" + r.trigger))  # fmt: skip
+    both = KSSession(make_credentials(), host="http://127.0.0.1:9/apim", on_transition=[
+        lambda _s, r: seen.append("a:" + r.trigger), lambda _s, r: seen.append("b:" + r.trigger)
+    ])  # fmt: skip
+    for s in (one, both):
+        with pytest.raises(InvalidTransition):
+            s.logout()
+    assert seen == ["one:logout", "a:logout", "b:logout"]
