@@ -85,8 +85,8 @@ class TransitionRecord:
 
 
 #: The fields of a transition event (:meth:`TransitionRecord.as_event` plus who and what):
-#: typed values only, which the redaction processor may skip.
+#: typed values only, which the redaction processor may skip. Derived from ``as_event``, so the
+#: two cannot drift apart.
 EVENT_KEYS: frozenset[str] = frozenset(
-    {"event", "session_id", "userid", "trigger", "src", "dst", "outcome", "status",
-     "fault_code", "error", "duration_ms", "attempt", "guards", "reason", "generation"}
-)  # fmt: skip
+    TransitionRecord(0.0, "", State.UNINITIALISED, State.UNINITIALISED, OK).as_event()
+) | {"event", "session_id", "userid"}
