@@ -29,8 +29,10 @@ from urllib3 import exceptions as urllib3_exceptions
 from urllib3.util.retry import Retry
 
 from . import contract as c
+from .environment import EnvironmentSettings
 from .errors import (
     Call,
+    ConfigurationError,
     MalformedAnswer,
     NetworkError,
     RequestTimeout,
@@ -201,11 +203,18 @@ def check_host(url: str, config: WireConfig) -> str:
 
 
 class Wire:
-    """The transport for one or many sessions. Cheap to create; connects on first call."""
+    """The transport for one or many sessions. Cheap to create; connects on first call.
+
+    The ``requests.Session`` it makes has ``trust_env`` off: proxy settings (``HTTPS_PROXY``,
+    ``NO_PROXY``, ...) and ``REQUESTS_CA_BUNDLE`` are read from the environment once (see
+    :mod:`session_fsm.environment`) instead of on every request, and ``~/.netrc`` never
+    replaces the Bearer header. A session passed as ``http`` is used as it is.
+    """
 
     def __init__(self, config: WireConfig | None = None, http: requests.Session | None = None):
         self.config = config or WireConfig()
         self._http = http
+        self._env: EnvironmentSettings | None = None  # set when the Wire makes its own session
         self._mounted: set[str] = set()
         self._lock = threading.Lock()
 
@@ -222,7 +231,9 @@ class Wire:
             with self._lock:
                 if self._http is None:
                     s = requests.Session()
+                    s.trust_env = False  # the environment is read once, by self._env
                     s.headers["User-Agent"] = USER_AGENT
+                    self._env = EnvironmentSettings()
                     self._mount(s, "http://", self.config.retry.for_trading())
                     self._mount(s, "https://", self.config.retry.for_trading())
                     self._http = s
@@ -249,19 +260,38 @@ class Wire:
             if self._http is not None:
                 self._http.close()
                 self._http = None
+                self._env = None  # the next session reads the environment again
                 self._mounted.clear()
 
     def send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        """Send one request with the configured timeout; map transport failures to our errors."""
+        """Send one request with the configured timeout; map transport failures to our errors.
+
+        ``kwargs`` are requests' own and win over the Wire's defaults (``proxies`` key by key).
+        """
         config = self.config
+        http = self._http or self.http
+        options: dict[str, Any] = {"timeout": config.timeout, "allow_redirects": False}
+        env = self._env
+        if env is None:
+            options["verify"] = config.verify
+        else:
+            options["verify"] = env.verify(config.verify)
+            proxies = env.proxies(url)
+            options["proxies"] = proxies
+            if kwargs.get("proxies"):
+                kwargs["proxies"] = {**proxies, **kwargs["proxies"]}
         try:
-            options = {"timeout": config.timeout, "verify": config.verify, "allow_redirects": False}
-            return (self._http or self.http).request(method, url, **{**options, **kwargs})
+            return http.request(method, url, **{**options, **kwargs})
         except requests.RequestException as exc:
             if _timed_out(exc):
                 raise RequestTimeout(f"{method} {urlsplit(url).path} timed out") from None
             kind = type(exc).__name__
             raise NetworkError(f"{method} {urlsplit(url).path} failed: {kind}") from None
+        except OSError as exc:  # requests' own check of the CA bundle / client certificate paths
+            raise ConfigurationError(
+                f"{method} {urlsplit(url).path}: TLS files unusable: {exc}",
+                hint="fix verify=/cert= or the REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE variable",
+            ) from None
 
     # --- answers -------------------------------------------------------------------------------
 
