@@ -26,8 +26,7 @@ from typing import Any
 import requests
 from common import Figure, Result, Target, cli, credentials, median, quiet_logging
 
-from session_fsm import KSSession, Wire, contract
-from session_fsm.environment import EnvironmentSettings
+from session_fsm import EnvironmentSettings, KSSession, Wire, contract
 from session_fsm.wire import USER_AGENT
 
 TARGET_RATIO = 1.10

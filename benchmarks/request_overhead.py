@@ -17,8 +17,7 @@ import time
 import requests
 from common import ORDERS, Figure, Result, Target, cli, credentials, median
 
-from session_fsm import KSSession, Wire
-from session_fsm.environment import EnvironmentSettings
+from session_fsm import EnvironmentSettings, KSSession, Wire
 from session_fsm.wire import USER_AGENT
 
 TARGET_RATIO = 1.05

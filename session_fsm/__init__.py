@@ -20,6 +20,7 @@ from .credentials import (
     SecretProvider,
     Totp,
 )
+from .environment import EnvironmentSettings
 from .errors import (
     APIError,
     AuthError,
@@ -79,6 +80,7 @@ __all__ = [
     "Credentials",
     "Edge",
     "Encryption",
+    "EnvironmentSettings",
     "Fault",
     "FileStore",
     "FromCallable",
