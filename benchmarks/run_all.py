@@ -39,7 +39,7 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 NOTES = """\
 ## How these were measured
 
-- Every ratio is measured side by side in one run: the two arms alternate (A B, B A, ...) so
+- Every ratio is measured side by side in one run: the arms alternate (A B, B A, ...) so
   machine noise hits both alike. Medians, not means.
 - The sandbox runs in a separate process (`serve()` on a free port), so its CPU time does not
   compete with the measured client for the GIL; with 2 cores, client and server each get one.
