@@ -40,7 +40,7 @@ NOTES = """\
 ## How these were measured
 
 - Every ratio is measured side by side in one run: the arms alternate (A B, B A, ...) so
-  machine noise hits both alike. Medians, not means.
+  machine noise hits every arm alike. Medians, not means.
 - The sandbox runs in a separate process (`serve()` on a free port), so its CPU time does not
   compete with the measured client for the GIL; with 2 cores, client and server each get one.
   The library logs through `configure_logging(json=True)` into /dev/null, as an application
