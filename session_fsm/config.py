@@ -33,7 +33,8 @@ class SessionConfig:
       at once with that error for this long instead of hitting the login endpoints again.
     - ``max_session_age`` / ``daily_cutoff`` (``"HH:MM"``) in ``cutoff_tz``: proactive re-login
       deadlines (off by default). Within ``soft_window`` before a deadline one caller re-logs
-      in while the others carry on; past it everyone waits for the new session.
+      in while the others carry on; if that fails, the old token is used and the re-login
+      tried again later; past the deadline everyone waits for the new session.
     - ``replay_posts``: replay a POST once after re-login when its body is bytes or JSON.
     - ``history_size``: how many transition records ``session.history`` keeps.
     """

@@ -117,7 +117,8 @@ class SessionMachine(EdgeCalls):
         self._deferred: KSError | None = None
         self._guards_seen: list[tuple[str, bool]] = []
         self._cooldown: tuple[KSError, float] | None = None
-        self._carry: Snapshot | None = None
+        self._carry: Snapshot | None = None  # the old token during/after a soft refresh
+        self._carry_retry_at = 0.0  # when a failed soft refresh is tried again
         self._loaded = False
         self._lock = threading.RLock()
         self._history: deque[TransitionRecord] = deque(maxlen=self.config.history_size)
@@ -217,12 +218,15 @@ class SessionMachine(EdgeCalls):
         self._pending = None
         if value is State.AUTHENTICATED:
             new = Snapshot(value, p.host, p.generation, p.session_token, None, None, p.login_time)
+            self._carry = None  # a new (or restored) session replaces a carried token
         elif value is State.OTT_ISSUED:
             new = Snapshot(
                 value, p.host, p.generation, None, p.one_time_token, p.ott_time, p.login_time
             )
         else:
-            host = self.origin if value is State.UNINITIALISED else p.host
+            host = p.host
+            if value is State.UNINITIALISED:  # gateway token rejected or host moved: a carried
+                host, self._carry = self.origin, None  # session token is no use any more
             new = Snapshot(value, host, p.generation, None, None, None, p.login_time)
         self._snap = new
 

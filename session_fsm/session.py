@@ -28,6 +28,10 @@ from .relogin import SessionAuth, send
 from .snapshot import FAILED, Snapshot
 from .table import State
 
+#: The shortest wait before a failed soft refresh is tried again (the wait is a quarter of the
+#: time left to the hard deadline, at least this).
+SOFT_RETRY_MIN = 1.0
+
 
 class KSSession(SessionMachine):
     """One trading session with the KS Trade API, as a guarded state machine.
@@ -110,6 +114,9 @@ class KSSession(SessionMachine):
                 hint="raise relogin_timeout, or retry",
             )
         try:
+            carry = self._carry
+            if carry is not None and carry.generation <= seen_generation:
+                self._carry = None  # that token was refused or is past its deadline
             snap = self._snap
             if snap.generation != seen_generation and snap.state is State.AUTHENTICATED:
                 return snap  # another thread renewed while we waited
@@ -178,8 +185,8 @@ class KSSession(SessionMachine):
                 return snap  # a proactive renewal is a re-login too: off (the hard one raises)
             return self._refresh_soft(snap)
         carry = self._carry
-        if carry is not None:
-            return carry  # a soft refresh is under way; the old token is still good
+        if carry is not None:  # a soft refresh is under way, or failed: the old token is good
+            return self._carried(carry, now)
         if snap.generation == 0 or snap.state is State.LOGGED_OUT or not self.config.auto_relogin:
             raise InvalidTransition(
                 f"requests need Authenticated, session is {snap.state.value}: call connect() first",
@@ -189,23 +196,41 @@ class KSSession(SessionMachine):
         return self.renew(snap.generation, "not_authenticated")
 
     def _refresh_soft(self, snap: Snapshot) -> Snapshot:
+        """Renew ahead of the hard deadline without making anyone wait: other threads (and
+        this one, if the renewal fails) carry on with ``snap``'s token until the hard deadline,
+        the renewal being tried again now and then (:meth:`_carried`)."""
         if not self._lock.acquire(blocking=False):
             return snap  # someone is renewing: carry on with the current token
         try:
-            if self._snap.generation != snap.generation:
-                return self._snap
+            current = self._snap
+            if current.generation != snap.generation:
+                return current if current.state is State.AUTHENTICATED else snap
             self._carry = snap
             try:
-                self._fire("session_expired", reason="soft_deadline")
-                return self.connect()
+                if current.state is State.AUTHENTICATED:
+                    self._fire("session_expired", reason="soft_deadline")
+                return self.connect()  # reaching Authenticated drops the carried snapshot
             except KSError as exc:
+                now = self._clock()
+                deadlines = self.deadlines(snap)
+                hard = deadlines[1] if deadlines else now
+                wait = max(SOFT_RETRY_MIN, (hard - now) / 4)
+                self._carry_retry_at = now + wait
                 emit(self._log, "warning", "soft_refresh_failed", session_id=self.session_id,
-                     error=type(exc).__name__)  # fmt: skip
+                     error=type(exc).__name__, retry_in=round(wait, 3))  # fmt: skip
                 return snap
-            finally:
-                self._carry = None
         finally:
             self._lock.release()
+
+    def _carried(self, carry: Snapshot, now: float) -> Snapshot:
+        """The token of a session whose soft refresh is under way or failed: good until its
+        hard deadline, when everyone waits for a renewal as usual."""
+        deadlines = self.deadlines(carry)
+        if deadlines is None or now >= deadlines[1]:
+            return self.renew(carry.generation, "deadline")
+        if now >= self._carry_retry_at:
+            return self._refresh_soft(carry)
+        return carry
 
     # --- requests ------------------------------------------------------------------------------
 

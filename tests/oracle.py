@@ -11,7 +11,6 @@ step's records, error, HTTP calls, sleeps and server counters.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,6 +116,10 @@ class Client:
         self.ott: int | None = None
         self.ott_at: float | None = None
         self.token: int | None = None
+        #: (token, generation, login time) of a session whose soft refresh failed, and when the
+        #: refresh is tried again: requests carry on with it until its hard deadline.
+        self.carry: tuple[int | None, int, float] | None = None
+        self.carry_retry_at = 0.0
         self.password = self.access_code = True
         self.cooldown: tuple[str, float] | None = None
         self.loaded = False  # the store is read on the first trigger, connect or request
@@ -182,6 +185,8 @@ class Client:
     def move(self, dest: State) -> None:
         """Enter ``dest``: tokens that do not belong to it are dropped."""
         self.state = dest
+        if dest in (A, U):  # a new session replaces a carried token; back to init drops it
+            self.carry = None
         if dest is not A:
             self.token = None
         if dest is not O:
@@ -269,6 +274,7 @@ class Client:
 
     def renew(self, reason: str) -> None:
         """Re-login: session_expired, then (if allowed and the secrets are there) the walk."""
+        self.carry = None  # the carried token was refused, or is past its hard deadline
         if self._adopt_newer():
             return
         if self.state is A:
@@ -280,30 +286,53 @@ class Client:
             raise Predicted("ReloginNeedsHuman")
         self.walk()
 
-    def ready(self) -> None:
-        """Before a request: Authenticated (renewed at its deadlines), or a re-login when the
-        library itself left Authenticated."""
+    def ready(self) -> int | None:
+        """Before a request: Authenticated (renewed at its deadlines), a carried token, or a
+        re-login when the library itself left Authenticated. Returns the token to send."""
         self.ensure_loaded()
         if self.state is A:
             if self.max_age is None or self.login_time is None:
-                return
+                return self.token
             hard = self.login_time + self.max_age
             if self.clock >= hard:
                 self.renew("deadline")
-            elif self.clock >= hard - self.soft_window:  # one caller renews, errors swallowed
-                self.fire("session_expired", reason="soft_deadline")
-                with contextlib.suppress(Predicted):  # the old token goes out; the next
-                    self.connect()  # ready() finds the state it was left in
-            return
+            elif self.clock >= hard - self.soft_window and self.auto_relogin:
+                return self._refresh_soft()
+            return self.token
+        if self.carry is not None:
+            token, _, login_time = self.carry
+            assert self.max_age is not None
+            if self.clock >= login_time + self.max_age:
+                self.renew("deadline")
+                return self.token
+            return self._refresh_soft() if self.clock >= self.carry_retry_at else token
         if self.gen == 0 or self.state is L or not self.auto_relogin:
             raise Predicted("InvalidTransition")
         self.renew("not_authenticated")
+        return self.token
+
+    def _refresh_soft(self) -> int | None:
+        """One caller renews ahead of the hard deadline; if that fails, the old token goes on
+        until the hard deadline, and the renewal is tried again after a quarter of the time
+        left (at least a second)."""
+        assert self.max_age is not None and self.login_time is not None
+        carry = self.carry or (self.token, self.gen, self.login_time)
+        self.carry = carry
+        if self.state is A:
+            self.fire("session_expired", reason="soft_deadline")
+        try:
+            self.connect()
+        except Predicted:
+            hard = carry[2] + self.max_age
+            self.carry_retry_at = self.clock + max(1.0, (hard - self.clock) / 4)
+            return carry[0]
+        return self.token
 
     def request(self, method: str, path: str) -> None:
         """``session.request(method, path)``: re-login once on an expired session, replay."""
         self.ready()  # for the URL
-        self.ready()  # again in the auth hook, which takes the token
-        ans = self.server.exchange(method, path, None, self.token, self.name)
+        token = self.ready()  # again in the auth hook, which takes the token
+        ans = self.server.exchange(method, path, None, token, self.name)
         err = error_of("trading", ans)
         if ans.status == 401 and not ans.transport:
             if err == "GatewayAuthError":

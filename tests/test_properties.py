@@ -23,7 +23,7 @@ import pytest
 import structlog
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from session_fsm import (
     Credentials,
@@ -174,7 +174,7 @@ class SessionVersusModel(RuleBasedStateMachine):
                    lambda: self.sb.control.fault(path, **spec),
                    lambda: self.server.faults.append((kind, path, spec)))  # fmt: skip
 
-    @rule(sandbox=st.booleans(), seconds=st.sampled_from([100, 300, 3500, 3600]))
+    @rule(sandbox=st.booleans(), seconds=st.sampled_from([50, 100, 300, 3500, 3600]))
     def advance_clock(self, sandbox: bool, seconds: int) -> None:
         def model() -> None:
             if sandbox:
@@ -187,6 +187,24 @@ class SessionVersusModel(RuleBasedStateMachine):
         self._step(
             f"{'sandbox' if sandbox else 'client'} clock +{seconds}", lambda: act(seconds), model
         )
+
+    @precondition(
+        lambda self: (
+            self.m.max_age is not None
+            and self.m.login_time is not None
+            and self.m.clock < self.m.login_time + self.m.max_age - self.m.soft_window
+        )
+    )
+    @rule(into=st.sampled_from([10, 100]), fault=st.sampled_from([None, "503", "401-bare", "400"]))
+    def reach_soft_window(self, into: int, fault: str | None) -> None:
+        """The client clock moves ``into`` seconds into the soft window of the current session,
+        and the next login may be made to fail: a renewal ahead of the deadline, and above all
+        its failure (the old token carried on), are rare with round clock steps."""
+        m = self.m
+        assert m.max_age is not None and m.login_time is not None
+        self.advance_clock(False, int(m.login_time + m.max_age - m.soft_window + into - m.clock))
+        if fault is not None:
+            self.inject_fault(fault, "login")
 
     @rule(which=st.sampled_from(["password", "access_code"]), on=st.booleans())
     def switch_secret(self, which: str, on: bool) -> None:
@@ -259,11 +277,15 @@ class SessionVersusModel(RuleBasedStateMachine):
             self._same_tokens(s, m)
         unchanged = all(s.snapshot() == before[n][0] for n, s, _ in pairs)
         refused_request = got == "InvalidTransition" and not records
-        if (len(records) == 1 and records[0].outcome == oracle.REFUSED) or refused_request:
-            # A refused trigger (or request) sent nothing and changed nothing.
+        refused_alone = len(records) == 1 and records[0].outcome == oracle.REFUSED and got
+        if refused_alone or refused_request:
+            # A refused trigger (or request) sent nothing and changed nothing. (A request whose
+            # soft renewal was refused carries on with the old token: no error, calls made.)
             assert not calls and unchanged and stats == stats0, f"{label}: refused but acted"
         outcome = "ok" if not got else "refused" if not calls and unchanged else "failed"
         event(f"step {label.split()[0]}: {outcome}{' ' + got if got else ''}")
+        if self.m.carry is not None:
+            event("s carries an old token (its soft refresh failed)")
         for n, s, _ in pairs:
             for r in s.history[before[n][1] :]:
                 COVERAGE.add(r, "property")

@@ -321,6 +321,84 @@ def test_requests_during_a_soft_refresh_use_the_current_token(
     assert during == [200, 0] and s.generation == 2 and stats(sb)["logins"] == 2
 
 
+LOGIN = contract.LOGIN_USERID[1]
+LOGIN_FAILS_ONCE = 1 + FAST_RETRY.total  # a 503 on every attempt of one login call
+
+
+def test_a_failed_soft_refresh_keeps_the_old_token_and_tries_again_later(
+    new_session: Factory, sb: Sandbox, clock: Clock, logs: LogCapture
+) -> None:
+    s = new_session(max_session_age=1000, soft_window=100)
+    s.connect()
+    old = s.snapshot().session_token
+    clock.advance(950)  # inside the soft window; the hard deadline is 50 s away
+    sb.control.fault(LOGIN, status=503, count=LOGIN_FAILS_ONCE)
+    assert s.get(ORDERS).status_code == 200  # the renewal failed; the request went out anyway
+    assert s.generation == 1 and stats(sb)["logins"] == 1
+    assert s.state is State.INITIALISED and s.snapshot().session_token is None
+    failed = [e for e in logs.events() if e["event"] == "soft_refresh_failed"]
+    assert [(e["error"], e["retry_in"]) for e in failed] == [("ServiceUnavailable", 12.5)]
+    logins_tried = stats(sb)[f"POST {LOGIN}"]
+    clock.advance(12)  # before the retry is due: no login call, the old token again
+    assert s.get(ORDERS).status_code == 200
+    assert stats(sb)[f"POST {LOGIN}"] == logins_tried and s.generation == 1
+    clock.advance(0.5)  # the retry is due (a quarter of the 50 s that were left)
+    assert s.get(ORDERS).status_code == 200
+    assert s.generation == 2 and stats(sb)["logins"] == 2
+    assert s.state is State.AUTHENTICATED and s.snapshot().session_token != old
+    # the retry walked on from where the failed renewal left the machine: Initialised
+    assert [(r.trigger, r.outcome) for r in s.history[-2:]] == [
+        ("login", "ok"),
+        ("authenticate", "ok"),
+    ]
+
+
+def test_a_failed_soft_refresh_ends_at_the_hard_deadline(
+    new_session: Factory, sb: Sandbox, clock: Clock
+) -> None:
+    s = new_session(max_session_age=1000, soft_window=100)
+    s.connect()
+    clock.advance(990)
+    sb.control.fault(LOGIN, status=503, count=2 * LOGIN_FAILS_ONCE)
+    assert s.get(ORDERS).status_code == 200  # soft: failed, carried on
+    clock.advance(10)  # the hard deadline: everyone waits for a renewal, which fails here
+    with pytest.raises(ServiceUnavailable):
+        s.get(ORDERS)
+    assert s.generation == 1 and stats(sb)["logins"] == 1
+    assert s.get(ORDERS).status_code == 200  # the old token is not used again: a re-login
+    assert s.generation == 2 and stats(sb)["logins"] == 2
+
+
+def test_a_carried_token_the_server_refuses_is_renewed_at_once(
+    new_session: Factory, sb: Sandbox, clock: Clock
+) -> None:
+    s = new_session(max_session_age=1000, soft_window=100)
+    s.connect()
+    clock.advance(950)
+    sb.control.fault(LOGIN, status=503, count=LOGIN_FAILS_ONCE)
+    assert s.get(ORDERS).status_code == 200 and s.generation == 1
+    sb.control.expire()  # the server ends the carried session before the retry is due
+    r = s.get(ORDERS)
+    assert r.status_code == 200 and [h.status_code for h in r.history] == [401]
+    assert s.generation == 2 and stats(sb)["logins"] == 2
+
+
+def test_a_gateway_rejection_drops_the_carried_token(
+    new_session: Factory, sb: Sandbox, clock: Clock
+) -> None:
+    s = new_session(max_session_age=1000, soft_window=100, cooldown=0)
+    s.connect()
+    clock.advance(950)
+    sb.control.fault(LOGIN, status=503, count=LOGIN_FAILS_ONCE)
+    s.get(ORDERS)
+    sb.control.fault(ORDERS, status=401, code=contract.FAULT_GATEWAY_TOKEN)
+    with pytest.raises(GatewayAuthError):
+        s.get(ORDERS)
+    assert s.state is State.UNINITIALISED
+    assert s.get(ORDERS).status_code == 200  # not the carried token: init, login, 2FA first
+    assert s.generation == 2 and stats(sb)["GET /session/1.0/session/init"] == 2
+
+
 def test_daily_cutoff_in_a_time_zone(new_session: Factory, sb: Sandbox, clock: Clock) -> None:
     ist = ZoneInfo("Asia/Kolkata")
     clock.now = dt.datetime(2026, 11, 27, 9, 0, tzinfo=ist).timestamp()
