@@ -276,10 +276,8 @@ class Wire:
             options["verify"] = config.verify
         else:
             options["verify"] = env.verify(config.verify)
-            proxies = env.proxies(url)
-            options["proxies"] = proxies
-            if kwargs.get("proxies"):
-                kwargs["proxies"] = {**proxies, **kwargs["proxies"]}
+            proxies, given = env.proxies(url), kwargs.pop("proxies", None)
+            options["proxies"] = {**proxies, **given} if given else proxies
         try:
             return http.request(method, url, **{**options, **kwargs})
         except requests.RequestException as exc:

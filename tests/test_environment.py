@@ -157,6 +157,16 @@ def test_proxies_passed_by_the_caller_win_over_the_environment(
     assert proxy.seen == [sb.url + contract.ORDERS_REPORT[1]]
 
 
+def test_proxies_none_from_the_caller_keeps_the_environment_proxies(
+    env: pytest.MonkeyPatch, proxy: Proxy, sb: Sandbox, new_session: Callable[..., KSSession]
+) -> None:
+    env.setenv("HTTP_PROXY", proxy.url)  # as in requests: None means "no proxies of my own"
+    s = new_session()
+    s.connect()
+    assert s.get(contract.ORDERS_REPORT[1], proxies=None).status_code == 200
+    assert proxy.seen[-1] == sb.url + contract.ORDERS_REPORT[1]
+
+
 def test_a_missing_ca_bundle_named_by_the_environment_is_a_configuration_error(
     env: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
