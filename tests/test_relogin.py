@@ -341,15 +341,17 @@ def carrying(new_session: Factory, sb: Sandbox, clock: Clock, at: float = 950, *
 def test_a_failed_soft_refresh_keeps_the_old_token_and_tries_again_later(
     new_session: Factory, sb: Sandbox, clock: Clock, logs: LogCapture
 ) -> None:
-    s = carrying(new_session, sb, clock)  # inside the soft window, 50 s before the deadline
+    s = carrying(new_session, sb, clock, at=949.9877)  # 50.0123 s before the hard deadline
     assert s.state is State.INITIALISED and s.snapshot().session_token is None
     failed = [e for e in logs.events() if e["event"] == "soft_refresh_failed"]
-    assert [(e["error"], e["retry_in"]) for e in failed] == [("ServiceUnavailable", 12.5)]
+    assert [(e["session_id"], e["error"], e["retry_in"]) for e in failed] == [
+        (s.session_id, "ServiceUnavailable", 12.503)  # a quarter of the time left, in s
+    ]
     logins_tried = stats(sb)[f"POST {LOGIN}"]
     clock.advance(12)  # before the retry is due: no login call, the old token again
     assert s.get(ORDERS).status_code == 200
     assert stats(sb)[f"POST {LOGIN}"] == logins_tried and s.generation == 1
-    clock.advance(0.5)  # the retry is due (a quarter of the 50 s that were left)
+    clock.advance(0.6)  # the retry is due
     assert s.get(ORDERS).status_code == 200
     assert s.generation == 2 and stats(sb)["logins"] == 2
     assert s.state is State.AUTHENTICATED and stats(sb)["sessions"] == 2
@@ -358,6 +360,19 @@ def test_a_failed_soft_refresh_keeps_the_old_token_and_tries_again_later(
         ("login", "ok"),
         ("authenticate", "ok"),
     ]
+
+
+def test_a_soft_refresh_that_lost_the_race_uses_the_newer_session(
+    new_session: Factory, sb: Sandbox
+) -> None:
+    # Another thread renewed between this caller's look at the session and its refresh.
+    s = new_session(max_session_age=1000, soft_window=100)
+    s.connect()
+    stale = s.snapshot()
+    sb.control.expire()
+    s.get(ORDERS)  # renewed on the 401: generation 2
+    assert s._refresh_soft(stale) is s.snapshot() and s.generation == 2
+    assert stats(sb)["logins"] == 2  # no third login
 
 
 def test_a_failed_soft_refresh_ends_at_the_hard_deadline(
