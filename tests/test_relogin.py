@@ -275,7 +275,8 @@ def test_proactive_hard_deadline_everyone_waits(
     t = threading.Thread(target=hold)
     t.start()
     held.wait(5)
-    with pytest.raises(SessionExpired, match="waiting"):  # past the hard deadline: it waited
+    # past the hard deadline: it waited, and the error says what to do
+    with pytest.raises(SessionExpired, match="thread's re-login: raise relogin_timeout, or retry"):
         s.get(ORDERS)
     release.set()
     t.join(5)
