@@ -75,7 +75,11 @@ class SessionConfig:
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> SessionConfig:
-        """Build from keyword options, naming any unknown one."""
+        """Build from keyword options, naming any unknown one. Without options, the one
+        shared default (it is immutable; a process with 10,000 sessions keeps one, not 10,000,
+        for the garbage collector to walk)."""
+        if not options and cls is SessionConfig:
+            return _DEFAULT
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
@@ -117,3 +121,6 @@ class SessionConfig:
             hard.append(cut.timestamp())
             soft.append(hard[-1])
         return (min(soft), min(hard)) if hard else None
+
+
+_DEFAULT = SessionConfig()

@@ -108,7 +108,7 @@ class SessionMachine(EdgeCalls):
         self._wire = wire or Wire(self.config.wire_config())
         self.origin = check_host(host, self._wire.config)
         self._clock = clock
-        self._log = logger if logger is not None else get_logger()
+        self._logger = logger  # None: structlog's proxy, made at the first event (see _log)
         self._store = open_store(store)
         self.session_id = f"s{next(_ids)}"
         self._bearer = credentials.bearer
@@ -121,10 +121,11 @@ class SessionMachine(EdgeCalls):
         self._carry_retry_at = 0.0  # when a failed soft refresh is tried again
         self._loaded = False
         self._lock = threading.RLock()
-        self._history: deque[TransitionRecord] = deque(maxlen=self.config.history_size)
-        if on_transition is None:
-            self._callbacks: list[Callback] = []
-        else:
+        # Made at the first record / registration: a session is a handful of objects for the
+        # garbage collector to walk, which matters to a process holding 10,000 of them.
+        self._history: deque[TransitionRecord] | None = None
+        self._callbacks: list[Callback] | None = None
+        if on_transition is not None:
             cbs = on_transition if isinstance(on_transition, list) else [on_transition]
             self._callbacks = list(cbs)
 
@@ -147,7 +148,14 @@ class SessionMachine(EdgeCalls):
     @property
     def history(self) -> tuple[TransitionRecord, ...]:
         """Recent attempted transitions, oldest first (bounded by ``history_size``)."""
-        return tuple(self._history)
+        return tuple(self._history) if self._history is not None else ()
+
+    @property
+    def _log(self) -> Any:
+        log = self._logger
+        if log is None:
+            log = self._logger = get_logger()
+        return log
 
     @property
     def wire(self) -> Wire:
@@ -165,6 +173,8 @@ class SessionMachine(EdgeCalls):
         Callbacks run in the thread that made the transition; an exception in one is logged
         and swallowed. Returns the callback, so it can be used as a decorator.
         """
+        if self._callbacks is None:
+            self._callbacks = []
         self._callbacks.append(callback)
         return callback
 
@@ -307,7 +317,10 @@ class SessionMachine(EdgeCalls):
             reason=reason,
             generation=snap.generation,
         )
-        self._history.append(rec)
+        history = self._history
+        if history is None:
+            history = self._history = deque(maxlen=self.config.history_size)
+        history.append(rec)
         level = "info" if outcome == OK else "warning"
         fields = rec.as_event()
         fields["session_id"], fields["userid"] = self.session_id, self.credentials.userid

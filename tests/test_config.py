@@ -72,3 +72,21 @@ def test_on_transition_takes_one_callback_or_a_list() -> None:
         with pytest.raises(InvalidTransition):
             s.logout()
     assert seen == ["one:logout", "a:logout", "b:logout"]
+
+
+def test_a_new_session_has_no_history_and_takes_callbacks_later() -> None:
+    # The history and the callback list are made when first needed (see sessions_create).
+    s = make(history_size=2)
+    assert s.history == () and "(last:" not in s.diagram()  # no transition marked
+    seen: list[str] = []
+    assert s.on_transition(lambda _s, r: seen.append(r.trigger)) is not None
+    for _ in range(3):
+        with pytest.raises(InvalidTransition):
+            s.logout()
+    assert seen == ["logout"] * 3 and len(s.history) == 2  # bounded by history_size
+
+
+def test_sessions_without_options_share_the_default_config() -> None:
+    a, b = make(), make()
+    assert a.config is b.config == SessionConfig()  # one immutable default, not one per session
+    assert make(cooldown=5).config.cooldown == 5 and a.config.cooldown == 300.0
