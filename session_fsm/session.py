@@ -183,7 +183,7 @@ class KSSession(SessionMachine):
                 return self.renew(snap.generation, "deadline")
             if not self.config.auto_relogin:
                 return snap  # a proactive renewal is a re-login too: off (the hard one raises)
-            return self._refresh_soft(snap)
+            return self._refresh_soft(snap, deadlines[1])
         carry = self._carry
         if carry is not None:  # a soft refresh is under way, or failed: the old token is good
             return self._carried(carry, now)
@@ -195,9 +195,9 @@ class KSSession(SessionMachine):
             )
         return self.renew(snap.generation, "not_authenticated")
 
-    def _refresh_soft(self, snap: Snapshot) -> Snapshot:
-        """Renew ahead of the hard deadline without making anyone wait: other threads (and
-        this one, if the renewal fails) carry on with ``snap``'s token until the hard deadline,
+    def _refresh_soft(self, snap: Snapshot, hard: float) -> Snapshot:
+        """Renew ahead of the ``hard`` deadline without making anyone wait: other threads (and
+        this one, if the renewal fails) carry on with ``snap``'s token until that deadline,
         the renewal being tried again now and then (:meth:`_carried`)."""
         if not self._lock.acquire(blocking=False):
             return snap  # someone is renewing: carry on with the current token
@@ -212,8 +212,6 @@ class KSSession(SessionMachine):
                 return self.connect()  # reaching Authenticated drops the carried snapshot
             except KSError as exc:
                 now = self._clock()
-                deadlines = self.deadlines(snap)
-                hard = deadlines[1] if deadlines else now
                 wait = max(SOFT_RETRY_MIN, (hard - now) / 4)
                 self._carry_retry_at = now + wait
                 emit(self._log, "warning", "soft_refresh_failed", session_id=self.session_id,
@@ -229,7 +227,7 @@ class KSSession(SessionMachine):
         if deadlines is None or now >= deadlines[1]:
             return self.renew(carry.generation, "deadline")
         if now >= self._carry_retry_at:
-            return self._refresh_soft(carry)
+            return self._refresh_soft(carry, deadlines[1])
         return carry
 
     # --- requests ------------------------------------------------------------------------------

@@ -372,7 +372,9 @@ def test_a_soft_refresh_that_lost_the_race_uses_the_newer_session(
     stale = s.snapshot()
     sb.control.expire()
     s.get(ORDERS)  # renewed on the 401: generation 2
-    assert s._refresh_soft(stale) is s.snapshot() and s.generation == 2
+    hard = s.deadlines(stale)
+    assert hard is not None
+    assert s._refresh_soft(stale, hard[1]) is s.snapshot() and s.generation == 2
     assert stats(sb)["logins"] == 2  # no third login
 
 
