@@ -234,12 +234,18 @@ def test_callable_provider_asked_on_relogin(new_session: Factory, sb: Sandbox) -
     assert s.get(ORDERS).status_code == 200 and asked == [1, 1]
 
 
+def aged(new_session: Factory, clock: Clock, at: float, **opts: object) -> KSSession:
+    """A connected session (max age 1000 s, soft window 100 s), the client clock ``at`` s on."""
+    s = new_session(max_session_age=1000, soft_window=100, **opts)
+    s.connect()
+    clock.advance(at)
+    return s
+
+
 def test_proactive_soft_window_one_caller_renews(
     new_session: Factory, sb: Sandbox, clock: Clock
 ) -> None:
-    s = new_session(max_session_age=1000, soft_window=100)
-    s.connect()
-    clock.advance(950)  # inside the soft window
+    s = aged(new_session, clock, 950)  # inside the soft window
     holder_in, release = threading.Event(), threading.Event()
 
     def hold() -> None:  # another thread busy renewing
@@ -262,9 +268,7 @@ def test_proactive_soft_window_one_caller_renews(
 def test_proactive_hard_deadline_everyone_waits(
     new_session: Factory, sb: Sandbox, clock: Clock
 ) -> None:
-    s = new_session(max_session_age=1000, soft_window=100, relogin_timeout=0.2)
-    s.connect()
-    clock.advance(1001)
+    s = aged(new_session, clock, 1001, relogin_timeout=0.2)
     held, release = threading.Event(), threading.Event()
 
     def hold() -> None:
@@ -286,9 +290,7 @@ def test_proactive_hard_deadline_everyone_waits(
 def test_proactive_deadlines_are_reached_on_the_second(
     new_session: Factory, sb: Sandbox, clock: Clock
 ) -> None:
-    s = new_session(max_session_age=1000, soft_window=100)
-    s.connect()
-    clock.advance(899)
+    s = aged(new_session, clock, 899)
     s.get(ORDERS)
     assert s.generation == 1
     clock.advance(1)  # exactly the soft deadline: this request renews
@@ -302,9 +304,7 @@ def test_proactive_deadlines_are_reached_on_the_second(
 def test_requests_during_a_soft_refresh_use_the_current_token(
     new_session: Factory, sb: Sandbox, clock: Clock
 ) -> None:
-    s = new_session(max_session_age=1000, soft_window=100)
-    s.connect()
-    clock.advance(950)
+    s = aged(new_session, clock, 950)
     during: list[int] = []
 
     def another_thread_requests(_s: KSSession, rec: object) -> None:
@@ -330,9 +330,7 @@ def carrying(new_session: Factory, sb: Sandbox, clock: Clock, at: float = 950, *
              ) -> KSSession:  # fmt: skip
     """A session (max age 1000 s, soft window 100 s) whose soft refresh at ``at`` s failed:
     the GET that tried it went out with the old token."""
-    s = new_session(max_session_age=1000, soft_window=100, **opts)
-    s.connect()
-    clock.advance(at)
+    s = aged(new_session, clock, at, **opts)
     sb.control.fault(LOGIN, status=503, count=LOGIN_FAILS_ONCE)
     assert s.get(ORDERS).status_code == 200  # the renewal failed; the request went out anyway
     assert s.generation == 1 and stats(sb)["logins"] == 1
@@ -364,11 +362,10 @@ def test_a_failed_soft_refresh_keeps_the_old_token_and_tries_again_later(
 
 
 def test_a_soft_refresh_that_lost_the_race_uses_the_newer_session(
-    new_session: Factory, sb: Sandbox
+    new_session: Factory, sb: Sandbox, clock: Clock
 ) -> None:
     # Another thread renewed between this caller's look at the session and its refresh.
-    s = new_session(max_session_age=1000, soft_window=100)
-    s.connect()
+    s = aged(new_session, clock, 0)
     stale = s.snapshot()
     sb.control.expire()
     s.get(ORDERS)  # renewed on the 401: generation 2
