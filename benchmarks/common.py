@@ -19,11 +19,13 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from session_fsm import Credentials, configure_logging, contract
+import requests
+
+from session_fsm import Credentials, EnvironmentSettings, configure_logging, contract
 from session_fsm.sandbox import ControlPlane, HttpSandboxControl, run_sandbox
 
 #: Run in the child process: serve a sandbox on a free port and print its base URL.
@@ -202,3 +204,16 @@ def cli(name: str, run: Callable[..., Result], needs_sandbox: bool = True) -> in
         result = run(target, smoke=args.smoke)
     print(result.report(args.smoke))
     return 1 if result.failed(args.smoke) else 0
+
+
+def env_once_client(
+    url: str, verify: bool | str, headers: Mapping[str, Any]
+) -> tuple[requests.Session, dict[str, Any]]:
+    """A raw ``requests.Session`` that reads the environment once, as the ``Wire`` does:
+    ``trust_env`` off, and the per-call keyword arguments that give it the proxies and CA bundle
+    the ``Wire`` would send to ``url``."""
+    http = requests.Session()
+    http.trust_env = False
+    http.headers.update(headers)
+    env = EnvironmentSettings()
+    return http, {"proxies": env.proxies(url), "verify": env.verify(verify)}

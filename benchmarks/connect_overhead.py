@@ -24,9 +24,18 @@ from collections.abc import Callable
 from typing import Any
 
 import requests
-from common import Figure, Result, Target, cli, credentials, median, quiet_logging
+from common import (
+    Figure,
+    Result,
+    Target,
+    cli,
+    credentials,
+    env_once_client,
+    median,
+    quiet_logging,
+)
 
-from session_fsm import EnvironmentSettings, KSSession, Wire, contract
+from session_fsm import KSSession, Wire, contract
 from session_fsm.wire import USER_AGENT
 
 TARGET_RATIO = 1.10
@@ -87,11 +96,8 @@ def run(target: Target, smoke: bool = False) -> Result:
     creds = credentials()
     http = requests.Session()
     http.headers["User-Agent"] = USER_AGENT
-    lean = requests.Session()  # D: the environment read once, as the Wire does
-    lean.headers["User-Agent"] = USER_AGENT
-    lean.trust_env = False
-    env = EnvironmentSettings()
-    env_once = {"proxies": env.proxies(target.url), "verify": env.verify(wire.config.verify)}
+    # D: the environment read once, as the Wire does
+    lean, env_once = env_once_client(target.url, wire.config.verify, {"User-Agent": USER_AGENT})
     timeout = wire.config.timeout
     calls_before = target.control.stats()["calls"]
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 import time
 
 import requests
-from common import ORDERS, Figure, Result, Target, cli, credentials, median
+from common import ORDERS, Figure, Result, Target, cli, credentials, env_once_client, median
 
-from session_fsm import EnvironmentSettings, KSSession, Wire
+from session_fsm import KSSession, Wire
 from session_fsm.wire import USER_AGENT
 
 TARGET_RATIO = 1.05
@@ -38,11 +38,8 @@ def run(target: Target, smoke: bool = False) -> Result:
     raw.headers.update(Wire.trading_headers(session.identity(), snap.session_token))
     url = snap.host + ORDERS
     timeout = session.config.timeout
-    lean = requests.Session()  # C: the environment read once, as the Wire does
-    lean.trust_env = False
-    lean.headers.update(raw.headers)
-    env = EnvironmentSettings()
-    env_once = {"proxies": env.proxies(url), "verify": env.verify(session.config.verify)}
+    # C: the environment read once, as the Wire does
+    lean, env_once = env_once_client(url, session.config.verify, raw.headers)
 
     def through_session() -> float:
         t0 = time.perf_counter()
