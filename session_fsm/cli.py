@@ -9,13 +9,14 @@ and exits 2 (a setting or usage to fix) or 1 (the call failed), with no tracebac
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .account import ACCOUNT_HELP, STORE_ENV
+from .account import ACCOUNT_HELP, DEFAULT_STORE, STORE_ENV
 from .errors import ConfigurationError, KSError
 
 #: Exit codes: the operation failed (API, network, store); a usage or settings mistake.
@@ -26,10 +27,32 @@ class UserError(Exception):
     """A mistake the user can fix; printed as one line."""
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Help text as written (epilogs keep their lines), each option's default value shown (an
+    on/off flag or an option that is unset by default says so in its own words)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _port(text: str) -> int:
+    """argparse type of ``--port``: a TCP port number, 0 for any free one."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range (0-65535; 0: any free)")
+    return port
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="session-fsm",
         description="Keep a trading bot logged in to the Kotak Securities KS Trade API.",
+        formatter_class=_Help,
     )
     p.add_argument("--version", action="version", version=f"session-fsm {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -37,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser(
         "demo",
+        formatter_class=_Help,
         help="play a bot's day against an embedded sandbox",
         description="Start a sandbox in this process and play a trading bot's day on it with a "
         "real session: connect, trading calls, an expiry the session recovers from by itself, "
@@ -46,22 +70,27 @@ def _parser() -> argparse.ArgumentParser:
 
     sb = sub.add_parser(
         "sandbox",
+        formatter_class=_Help,
         help="serve the KS session API twin until interrupted",
         description="Serve the sandbox on loopback and print its URL and demo credentials; "
         "Ctrl+C or SIGTERM stops it.",
     )
-    sb.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    sb.add_argument("--port", type=int, default=8765, help="0 picks a free port")
-    sb.add_argument("--userid", default="demo-user")
-    sb.add_argument("--password", default="demo-password")
-    sb.add_argument("--access-code", default="1234")
-    sb.add_argument("--consumer-key", default="demo-consumer-key")
-    sb.add_argument("--access-token", default="demo-access-token")
-    sb.add_argument("--ott-ttl", type=float, default=300.0, metavar="SECONDS")
-    sb.add_argument("--session-ttl", type=float, default=28800.0, metavar="SECONDS")
+    sb.add_argument("--host", default="127.0.0.1", help="address to bind")
+    sb.add_argument("--port", type=_port, default=8765, help="TCP port; 0 picks a free one")
+    sb.add_argument("--userid", default="demo-user", help="the one account's user id")
+    sb.add_argument("--password", default="demo-password", help="the account's password")
+    sb.add_argument("--access-code", default="1234", help="the account's 2FA access code")
+    sb.add_argument("--consumer-key", default="demo-consumer-key", help="the app's consumer key")
+    sb.add_argument(
+        "--access-token", default="demo-access-token", help="the gateway (Bearer) token"
+    )
+    sb.add_argument("--ott-ttl", type=float, default=300.0, metavar="SECONDS",
+                    help="how long a one-time token lives")  # fmt: skip
+    sb.add_argument("--session-ttl", type=float, default=28800.0, metavar="SECONDS",
+                    help="how long a session token lives")  # fmt: skip
 
     for name, text in (
-        ("login", "log in (or resume the stored session) and save it in the token store"),
+        ("login", "log in (or resume and check the stored session) and save it in the store"),
         ("status", "show the stored session: state, host, userid, age (never a secret)"),
         ("logout", "log out the stored session and delete it from the store"),
     ):
@@ -70,10 +99,12 @@ def _parser() -> argparse.ArgumentParser:
             help=text,
             description=text[0].upper() + text[1:] + ".",
             epilog=ACCOUNT_HELP,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            formatter_class=_Help,
         )
         c.add_argument(
-            "--store", default=None, help=f"file:PATH or redis://host:port/db ({STORE_ENV})"
+            "--store",
+            default=None,
+            help=f"file:PATH or redis://host:port/db (else {STORE_ENV}, else {DEFAULT_STORE})",
         )
         c.add_argument("--config", type=Path, metavar="FILE", help="KEY=VALUE file of settings")
         c.add_argument("--json", action="store_true", help="print JSON (events on stderr too)")
@@ -84,16 +115,44 @@ def _parser() -> argparse.ArgumentParser:
             c.add_argument(
                 "--fresh", action="store_true", help="log out a stored session and log in anew"
             )
+            c.add_argument(
+                "--no-check",
+                dest="check",
+                action="store_false",
+                help="trust a stored session without checking it with the server",
+            )
+            c.add_argument(
+                "--reset-cooldown",
+                action="store_true",
+                help="forget a stored wrong-password cool-down (after fixing KS_PASSWORD)",
+            )
+        if name == "status":
+            c.add_argument(
+                "--check",
+                action="store_true",
+                help="check a stored session with one authenticated call (needs "
+                "KS_CONSUMER_KEY and KS_ACCESS_TOKEN; never logs in)",
+            )
 
-    g = sub.add_parser("diagram", help="render the state machine from the transition table")
-    g.add_argument("--format", choices=("mermaid", "svg", "png", "dot"), default="mermaid")
+    formats = ("mermaid", "svg", "png", "dot")
+    g = sub.add_parser(
+        "diagram", formatter_class=_Help, help="render the state machine from the transition table"
+    )
+    g.add_argument("--format", choices=formats, default="mermaid", help="output format")
     g.add_argument("--highlight", metavar="STATE", help="state to highlight")
     g.add_argument("-o", "--output", type=Path, help="write to FILE instead of stdout")
 
-    t = sub.add_parser("trace", help="replay a JSON transition log as a diagram and timeline")
-    t.add_argument("logfile", type=Path)
-    t.add_argument("--format", choices=("mermaid", "svg", "png", "dot"), default="mermaid")
+    t = sub.add_parser(
+        "trace",
+        formatter_class=_Help,
+        help="replay a JSON transition log as a diagram and timeline",
+        description="Read JSON lines logged with configure_logging(json=True) and print the "
+        "timeline of every attempted transition (one block per session) and a diagram.",
+    )
+    t.add_argument("logfile", type=Path, help="the JSON log file, or - for standard input")
+    t.add_argument("--format", choices=formats, default="mermaid", help="diagram format")
     t.add_argument("-o", "--output", type=Path, help="write the diagram to FILE")
+    t.add_argument("--session", metavar="ID", help="only the session with this session_id")
 
     for command in sub.choices.values():  # --debug also after the command name
         command.add_argument(
@@ -102,7 +161,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _write(data: bytes, output: Path | None) -> None:
+def _write(data: bytes, output: Path | None, fmt: str = "") -> None:
+    if output is None and fmt == "png" and sys.stdout.isatty():
+        raise UserError(
+            "png is binary and standard output is a terminal: add -o FILE (or redirect)"
+        )
     if output is None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
@@ -129,14 +192,14 @@ def _cmd_diagram(args: argparse.Namespace) -> int:
             raise UserError(
                 f"unknown state {args.highlight!r}; one of: {', '.join(s.value for s in State)}"
             )
-    _write(render(args.format, highlight=highlight), args.output)
+    _write(render(args.format, highlight=highlight), args.output, args.format)
     return 0
 
 
 def _cmd_trace(args: argparse.Namespace) -> int:
     from .trace import run_trace
 
-    return run_trace(args.logfile, args.format, args.output)
+    return run_trace(args.logfile, args.format, args.output, session=args.session)
 
 
 def _cmd_sandbox(args: argparse.Namespace) -> int:
@@ -152,7 +215,19 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    serve(config, args.host, args.port)
+    try:
+        serve(config, args.host, args.port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise UserError(
+                f"port {args.port} on {args.host} is in use (another sandbox?): pick another "
+                "with --port, or --port 0 for a free one"
+            ) from None
+        if exc.errno in (errno.EACCES, errno.EADDRNOTAVAIL):
+            raise UserError(
+                f"cannot listen on {args.host} port {args.port}: {exc.strerror}"
+            ) from None
+        raise
     return 0
 
 

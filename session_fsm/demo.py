@@ -15,11 +15,13 @@ import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 import structlog
 
+from .console_log import tidy_for_console as tidy_for_console  # (its former home)
+from .console_log import use_colour
 from .credentials import Credentials
 from .diagrams import mermaid
 from .errors import KSError
@@ -30,8 +32,6 @@ from .snapshot import OK, TransitionRecord
 from .table import State
 from .wire import RetryPolicy
 
-#: The fields of a ``transition`` event worth showing on a terminal (the rest are in --json).
-_CONSOLE_KEEP = ("outcome", "reason", "generation", "status", "fault_code", "error", "guards")
 #: Instruments the demo bot watches (TCS, INFY on NSE in the KS instrument master).
 _WATCHLIST = "11536-1594"
 _ORDER = {
@@ -45,51 +45,6 @@ _ORDER = {
     "triggerPrice": 0,
     "tag": "session-fsm-demo",
 }
-
-
-def tidy_for_console(
-    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
-    """structlog processor: shorten library events to what a person reads on a terminal.
-
-    A ``transition`` event becomes ``init: Uninitialised -> Initialised`` plus the fields that
-    say something (an outcome other than ok, a reason, a failed guard); None values go.
-    """
-    if event_dict.get("event") == "transition":
-        src, dst, trig = event_dict.get("src"), event_dict.get("dst"), event_dict.get("trigger")
-        kept = {k: event_dict.get(k) for k in _CONSOLE_KEEP}
-        if kept["outcome"] == OK:
-            del kept["outcome"]
-        guards = kept.pop("guards") or {}
-        failed = [g for g, ok in guards.items() if not ok] if isinstance(guards, dict) else []
-        if failed:
-            kept["failed_guards"] = ",".join(failed)
-        for key in list(event_dict):
-            if key not in ("event", "level", "timestamp"):
-                del event_dict[key]
-        if dst != State.AUTHENTICATED.value:
-            del kept["generation"]  # it only changes on arriving at Authenticated
-        event_dict["event"] = f"transition  {trig}: {src} -> {dst}"
-        event_dict.update({k: v for k, v in kept.items() if v is not None})
-        return _short_time(event_dict)
-    if event_dict.get("event") == "trading_call":
-        call = [event_dict.pop(k, "?") for k in ("method", "path", "status")]
-        event_dict["event"] = "{} {} -> {}".format(*call)
-    if event_dict.get("event") == "retry_wait":
-        event_dict["event"] = f"waiting {event_dict.pop('seconds', '?')} s before retrying"
-    for key in ("session_id", "userid"):
-        event_dict.pop(key, None)
-    for key in [k for k, v in event_dict.items() if v is None]:
-        del event_dict[key]
-    return _short_time(event_dict)
-
-
-def _short_time(event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """Keep the time of day of an ISO timestamp (the date is noise in a few-second demo)."""
-    stamp = event_dict.get("timestamp")
-    if isinstance(stamp, str) and "T" in stamp:
-        event_dict["timestamp"] = stamp.split("T", 1)[1][:12]
-    return event_dict
 
 
 class _Show:
@@ -107,7 +62,7 @@ class _Show:
         if self.json:
             self.log.info("demo_step", step=self._step, title=title)
         else:
-            bold = ("\033[1m", "\033[0m") if self.out.isatty() else ("", "")
+            bold = ("\033[1m", "\033[0m") if use_colour(self.out) else ("", "")
             self.text(f"\n{bold[0]}== {self._step}. {title}{bold[1]}")
 
     def text(self, text: str) -> None:
@@ -217,15 +172,9 @@ def path_mermaid(records: Sequence[TransitionRecord]) -> str:
 
 
 def configure_output(json_lines: bool, out: TextIO, level: int = logging.INFO) -> None:
-    """:func:`~session_fsm.configure_logging` plus :func:`tidy_for_console` on a console.
-
-    Used by the demo and by ``session-fsm login``/``logout``.
-    """
+    """:func:`~session_fsm.configure_logging` (whose console lines are already tidied by
+    :func:`~session_fsm.console_log.tidy_for_console`). Used by the demo and the CLI."""
     configure_logging(json=json_lines, stream=out, level=level)
-    if not json_lines:
-        processors = list(structlog.get_config()["processors"])
-        processors.insert(len(processors) - 1, tidy_for_console)  # just before the renderer
-        structlog.configure(processors=processors)
 
 
 def run_demo(json_lines: bool = False, out: TextIO | None = None) -> int:

@@ -1,9 +1,18 @@
-"""structlog processors and the one opt-in configuration helper.
+"""Where the library's events go, structlog processors, and the one opt-in configuration helper.
 
-The library logs key-value events through ``structlog.get_logger("session_fsm")`` and never
-configures structlog itself. Every event it emits has already passed :func:`redact_value`, so it
-is clean whatever processors the application chose; :func:`redact` is the same as a structlog
-processor for applications that want it in their own chains.
+Like requests or boto3, the library is silent until the application configures logging, and it
+never configures logging itself. Its events go:
+
+- through the application's structlog chain, when the application has called
+  ``structlog.configure()`` (or :func:`configure_logging`);
+- otherwise to the standard library logger ``session_fsm`` (which has a ``NullHandler``): with
+  ``logging.basicConfig(level=logging.INFO)`` they appear as ``transition trigger=init ...``
+  lines, and the event's fields are on the record as ``record.session_fsm`` (a dict);
+- with neither, nowhere.
+
+Every event the library emits has already passed :func:`redact_value`, so it is clean whatever
+processors the application chose; :func:`redact` is the same as a structlog processor for
+applications that want it in their own chains.
 """
 
 from __future__ import annotations
@@ -20,7 +29,12 @@ from typing import Any, Final, TextIO
 
 import structlog
 
+from .console_log import tidy_for_console, use_colour
 from .secret import Secret
+
+#: The standard library logger the events go to when structlog is not configured.
+STDLIB_LOGGER: Final = logging.getLogger("session_fsm")
+STDLIB_LOGGER.addHandler(logging.NullHandler())  # silent until the application says otherwise
 
 MASK: Final = "[redacted]"
 
@@ -92,9 +106,70 @@ def redact(
     return event_dict
 
 
+class LibraryLogger:
+    """The library's logger: the application's structlog chain if structlog is configured,
+    else the stdlib logger ``session_fsm``. Decided per event, so configuring logging after
+    sessions were made still takes effect."""
+
+    __slots__ = ("_proxy",)
+
+    def __init__(self) -> None:
+        self._proxy: Any = None
+
+    def _structlog(self) -> Any:
+        proxy = self._proxy
+        if proxy is None:
+            proxy = self._proxy = structlog.get_logger("session_fsm")
+        return proxy
+
+    def is_enabled_for(self, level: int) -> bool:
+        """Whether an event at ``level`` would be logged (so it is worth building)."""
+        if structlog.is_configured():
+            enabled = getattr(self._structlog(), "is_enabled_for", None)
+            return True if enabled is None else bool(enabled(level))
+        return STDLIB_LOGGER.isEnabledFor(level)
+
+    def _log(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        if structlog.is_configured():
+            getattr(self._structlog(), level)(event, **fields)
+            return
+        number = _LEVELS[level]
+        if not STDLIB_LOGGER.isEnabledFor(number):
+            return
+        text = " ".join(f"{k}={_plain(v)}" for k, v in fields.items() if v is not None)
+        STDLIB_LOGGER.log(
+            number, "%s %s", event, text, extra={"session_fsm": {"event": event, **fields}}
+        )
+
+    def debug(self, event: str, **fields: Any) -> None:
+        """Log ``event`` at DEBUG."""
+        self._log("debug", event, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        """Log ``event`` at INFO."""
+        self._log("info", event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        """Log ``event`` at WARNING."""
+        self._log("warning", event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        """Log ``event`` at ERROR."""
+        self._log("error", event, fields)
+
+    def __repr__(self) -> str:
+        return "LibraryLogger('session_fsm')"
+
+
+def _plain(value: Any) -> str:
+    """A field as ``key=value`` text shows it: bare when it has no space, else quoted."""
+    text = value if isinstance(value, str) else _COMPACT.encode(value)
+    return text if text and " " not in text else _ENCODER.encode(text)
+
+
 def get_logger() -> Any:
-    """The library's logger (structlog's lazy proxy; configuration is the application's)."""
-    return structlog.get_logger("session_fsm")
+    """The library's logger (see :class:`LibraryLogger`; configuration is the application's)."""
+    return LibraryLogger()
 
 
 def emit(logger: Any, level: str, event: str, **fields: Any) -> None:
@@ -134,9 +209,12 @@ def configure_logging(
 ) -> None:
     """Opt-in structlog setup for applications: console on a TTY, JSON lines otherwise.
 
-    Includes :func:`redact`, ISO timestamps (UTC) and the log level. The library never calls
-    this. For JSON the steps after the context are one processor, :func:`json_line`: every
-    processor is a Python call on every event, and between network calls each one runs cold.
+    Includes :func:`redact`, ISO timestamps (UTC) and the log level. On the console a transition
+    reads ``transition  init: Uninitialised -> Initialised`` (see
+    :func:`~session_fsm.console_log.tidy_for_console`), coloured on a terminal unless
+    ``NO_COLOR`` is set or ``TERM=dumb``. The library never calls this. For JSON the steps
+    after the context are one processor, :func:`json_line`: every processor is a Python call on
+    every event, and between network calls each one runs cold.
     """
     out = stream or sys.stderr
     if json is None:
@@ -150,7 +228,8 @@ def configure_logging(
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             redact,
             structlog.processors.format_exc_info,
-            structlog.dev.ConsoleRenderer(colors=out.isatty()),
+            tidy_for_console,
+            structlog.dev.ConsoleRenderer(colors=use_colour(out)),
         ]
     structlog.configure(
         processors=processors,
@@ -163,6 +242,7 @@ def configure_logging(
 
 #: One encoder for every line (``json.dumps`` with ``default=`` builds a new one per call).
 _ENCODER: Final = _json.JSONEncoder(default=repr)
+_COMPACT: Final = _json.JSONEncoder(default=repr, separators=(",", ":"))
 _LEVEL_ALIASES: Final = {"warn": "warning", "exception": "error"}
 #: (second, "YYYY-MM-DDTHH:MM:SS") of the last event, swapped as one tuple (thread-safe).
 _second: tuple[int, str] = (-1, "")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 import threading
 import time
 from collections import deque
@@ -46,7 +47,18 @@ from .wire import Wire, check_host
 
 Callback = Callable[["SessionMachine", TransitionRecord], None]
 _STATE_NAMED: dict[str, State] = {s.name: s for s in State}
-_ids = itertools.count(1)
+
+
+def _new_id_prefix() -> None:
+    """A random prefix per process (made again in a forked child): with the counter, session
+    ids are unique across processes and restarts, so one log of several runs stays apart."""
+    global _id_prefix, _ids
+    _id_prefix, _ids = os.urandom(4).hex(), itertools.count(1)
+
+
+_id_prefix, _ids = "", itertools.count(1)
+_new_id_prefix()
+os.register_at_fork(after_in_child=_new_id_prefix)
 #: Errors after which the login endpoints are not called again until the cool-down ends.
 _COOLDOWN_ERRORS = (LoginRejected, NotAuthorized, GatewayAuthError)
 #: Errors that move the session along an internal edge, by trigger.
@@ -110,7 +122,8 @@ class SessionMachine(EdgeCalls):
         self._clock = clock
         self._logger = logger  # None: structlog's proxy, made at the first event (see _log)
         self._store = open_store(store)
-        self.session_id = f"s{next(_ids)}"
+        #: Unique across processes and restarts: ``<8 random hex digits>-<n>``.
+        self.session_id = f"{_id_prefix}-{next(_ids)}"
         self._bearer = credentials.bearer
         self._snap = Snapshot(state=table.INITIAL, host=self.origin)
         self._pending: Snapshot | None = None
@@ -240,7 +253,18 @@ class SessionMachine(EdgeCalls):
             new = Snapshot(value, host, p.generation, None, None, None, p.login_time)
         self._snap = new
 
-    def _fire(self, trigger: str, reason: str | None = None, attempt: int = 1) -> None:
+    def _fire(
+        self,
+        trigger: str,
+        reason: str | None = None,
+        attempt: int = 1,
+        *,
+        cause: KSError | None = None,
+        call: str | None = None,
+    ) -> None:
+        """Attempt ``trigger``. ``cause``/``call``: the server answer (and the request that met
+        it) that made the library take an internal edge, kept on the record (its status, fault
+        code and error name)."""
         with self._lock:
             if trigger != "restore" and not self._loaded:
                 self._ensure_loaded()
@@ -268,7 +292,8 @@ class SessionMachine(EdgeCalls):
                 )
             deferred, self._deferred = self._deferred, None
             outcome = FAILED if deferred else OK
-            self._record(trigger, src, outcome, deferred, t0, reason=reason, attempt=attempt)
+            self._record(trigger, src, outcome, deferred or cause, t0, reason=reason,
+                         attempt=attempt, call=call)  # fmt: skip
             if deferred is not None:
                 raise deferred
 
@@ -300,6 +325,7 @@ class SessionMachine(EdgeCalls):
         *,
         reason: str | None = None,
         attempt: int = 1,
+        call: str | None = None,
     ) -> None:
         snap = self._snap
         rec = TransitionRecord(
@@ -316,6 +342,7 @@ class SessionMachine(EdgeCalls):
             guards=tuple(self._guards_seen),
             reason=reason,
             generation=snap.generation,
+            call=call,
         )
         history = self._history
         if history is None:

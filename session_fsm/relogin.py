@@ -92,7 +92,9 @@ class SessionAuth(AuthBase):
         if not isinstance(err, SessionExpired):
             return response
         _release(response)
-        fresh = session.renew(sent_with.generation, "expired")
+        fresh = session.renew(
+            sent_with.generation, "expired", cause=err, call=_call_name(response, sent_with)
+        )
         if not replayable(response.request, session.config.replay_posts):
             raise NotReplayable(
                 f"session renewed, but the {response.request.method} body is a stream and was "
@@ -128,6 +130,15 @@ class SessionAuth(AuthBase):
                 self.session.gateway_rejected(err)  # same edge as on a first answer
             raise err
         return again
+
+
+def _call_name(response: requests.Response, sent_with: Snapshot) -> str:
+    """``"GET /reports/1.0/orders"``: the request's method and path below the session's host
+    (no query string: it may carry anything)."""
+    request = response.request
+    url = request.url or ""
+    path = url[len(sent_with.host) :] if url.startswith(sent_with.host) else urlsplit(url).path
+    return f"{request.method} {path.partition('?')[0]}"
 
 
 def _release(response: requests.Response) -> None:

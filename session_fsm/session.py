@@ -100,8 +100,19 @@ class KSSession(SessionMachine):
 
     # --- re-login ------------------------------------------------------------------------------
 
-    def renew(self, seen_generation: int, reason: str) -> Snapshot:
+    def renew(
+        self,
+        seen_generation: int,
+        reason: str,
+        *,
+        cause: KSError | None = None,
+        call: str | None = None,
+    ) -> Snapshot:
         """Make a new session unless one newer than ``seen_generation`` already exists.
+
+        ``cause`` (the server's answer, e.g. a ``SessionExpired`` with its status and fault code)
+        and ``call`` (the request that met it, ``"GET /reports/1.0/orders"``) go on the
+        ``session_expired`` record, so the expiry says what caused it.
 
         Single flight: callers wait (up to ``relogin_timeout``) for whoever is renewing and then
         use its result. Across processes, the store's lock and record do the same: a newer
@@ -132,7 +143,7 @@ class KSSession(SessionMachine):
                     self.adopt(newer, reason="store")
                     return self._snap
                 if snap.state is State.AUTHENTICATED:
-                    self._fire("session_expired", reason=reason)
+                    self._fire("session_expired", reason=reason, cause=cause, call=call)
                 if not self.config.auto_relogin:
                     raise SessionExpired(
                         "the session expired and auto_relogin is off", hint="call connect()"

@@ -65,6 +65,9 @@ class TransitionRecord:
     guards: tuple[tuple[str, bool], ...] = ()
     reason: str | None = None
     generation: int = 0
+    #: The request that met the cause of this transition (``"GET /reports/1.0/orders"``), when
+    #: a server answer to a trading call caused it (an expiry); else None.
+    call: str | None = None
 
     def as_event(self) -> dict[str, object]:
         """The record as log-event fields (no secrets: a record never holds one)."""
@@ -81,6 +84,7 @@ class TransitionRecord:
             "guards": dict(self.guards),
             "reason": self.reason,
             "generation": self.generation,
+            "call": self.call,
         }
 
 

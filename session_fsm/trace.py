@@ -33,6 +33,7 @@ _STATES = {s.value: s for s in State}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _REASON = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_ .:-]{0,79}")
 _SESSION = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_CALL = re.compile(r"[A-Z]{3,7} /[A-Za-z0-9_./{}-]{0,120}")
 #: At most this many line ranges are listed per skip reason.
 MAX_RANGES = 12
 
@@ -52,6 +53,7 @@ class Step:
     error: str | None = None
     reason: str | None = None
     session: str | None = None
+    call: str | None = None
 
     @property
     def moved(self) -> bool:
@@ -65,6 +67,17 @@ class Trace:
 
     steps: tuple[Step, ...]
     skipped: tuple[tuple[int, str], ...] = field(default=())
+    #: Lines that were not JSON but read like a console rendering of a transition event.
+    console_lines: int = 0
+
+    def sessions(self) -> list[str | None]:
+        """The session ids in the log, in order of first appearance (None: no id)."""
+        return list(dict.fromkeys(s.session for s in self.steps))
+
+    def of_session(self, session: str) -> Trace:
+        """Only the steps of ``session``."""
+        return Trace(tuple(s for s in self.steps if s.session == session), self.skipped,
+                     self.console_lines)  # fmt: skip
 
     def counts(self) -> Counts:
         """How often each edge was taken: (src, dst, trigger) -> n, in first-seen order."""
@@ -115,6 +128,7 @@ def parse_line(line: str, number: int) -> Step | None:
         error=_safe(obj.get("error"), _NAME),
         reason=_safe(obj.get("reason"), _REASON),
         session=_safe(obj.get("session_id"), _SESSION),
+        call=_safe(obj.get("call"), _CALL),
     )
 
 
@@ -148,19 +162,30 @@ def parse(lines: Iterable[str]) -> Trace:
     """Read every line; keep the transition events, note the others with their reason."""
     steps: list[Step] = []
     skipped: list[tuple[int, str]] = []
+    console = 0
     for number, line in enumerate(lines, 1):
         try:
             step = parse_line(line, number)
         except Skip as why:
             skipped.append((number, str(why)))
+            if str(why) == "not JSON" and _CONSOLE_LINE.search(line):
+                console += 1
             continue
         if step is not None:
             steps.append(step)
-    return Trace(tuple(steps), tuple(skipped))
+    return Trace(tuple(steps), tuple(skipped), console)
 
 
-def read_trace(path: Path) -> Trace:
-    """:func:`parse` a log file (UTF-8; undecodable bytes only spoil their own line)."""
+#: A transition as ``configure_logging()`` renders it on a console (``transition  init: ...``).
+_CONSOLE_LINE = re.compile(r"\btransition\b.*(->|trigger=)")
+
+
+def read_trace(path: Path, stdin: TextIO | None = None) -> Trace:
+    """:func:`parse` a log file, or standard input for ``-`` (UTF-8; undecodable bytes only
+    spoil their own line)."""
+    if str(path) == "-":
+        stream = stdin or sys.stdin
+        return parse(stream)
     with path.open(encoding="utf-8", errors="replace") as f:
         return parse(f)
 
@@ -199,25 +224,36 @@ def _clock(t: datetime | None) -> str:
 
 
 def timeline(trace: Trace) -> str:
-    """The numbered timeline: time, trigger, from -> to, outcome, status (and why)."""
-    sessions = {s.session for s in trace.steps}
+    """The numbered timeline: time, trigger, from -> to, outcome, status (and why).
+
+    A log of several sessions (several processes, or restarts) gets one block per session, in
+    order of first appearance, each headed ``session ID: N transitions``."""
+    sessions = trace.sessions()
+    if len(sessions) <= 1:
+        return _table(trace.steps)
+    blocks = []
+    for sid in sessions:
+        steps = [s for s in trace.steps if s.session == sid]
+        plural = "transition" if len(steps) == 1 else "transitions"
+        blocks.append(f"session {sid or '?'}: {len(steps)} {plural}\n" + _table(steps))
+    return "\n".join(blocks)
+
+
+def _table(steps: Iterable[Step]) -> str:
     rows = []
-    for i, s in enumerate(trace.steps, 1):
+    for i, s in enumerate(steps, 1):
         fault = f"fault {s.fault_code}" if s.fault_code is not None else None
-        why = ", ".join(x for x in (s.error, fault, s.reason) if x)
-        row = [
+        why = ", ".join(x for x in (s.error, fault, s.call, s.reason) if x)
+        rows.append([
             f"{i}.",
             _clock(s.time),
-            *([s.session or "?"] if len(sessions) > 1 else []),
             s.trigger,
             f"{s.src.value} -> {s.dst.value}",
             s.outcome,
             "-" if s.status is None else str(s.status),
             why,
-        ]
-        rows.append(row)
-    head = ["#", "time (UTC)", *(["session"] if len(sessions) > 1 else [])]
-    head += ["trigger", "from -> to", "outcome", "status", "why"]
+        ])  # fmt: skip
+    head = ["#", "time (UTC)", "trigger", "from -> to", "outcome", "status", "why"]
     widths = [max(len(r[c]) for r in [head, *rows]) for c in range(len(head))]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
@@ -243,24 +279,42 @@ def run_trace(
     fmt: str,
     output: Path | None,
     *,
+    session: str | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
+    stdin: TextIO | None = None,
 ) -> int:
     """``session-fsm trace``: timeline to stdout, diagram to ``output`` (or stdout, fenced).
 
-    Skipped lines are reported on stderr. Returns 0, or 1 when the log held no transition event.
-    SVG and PNG need ``-o FILE`` (ConfigurationError otherwise); an unreadable file is OSError.
+    ``logfile`` ``-`` reads standard input; ``session`` keeps one session's steps. Skipped lines
+    are reported on stderr. Returns 0, or 1 when the log held no transition event (of
+    ``session``); a console log (not JSON) is named as such, with what to do. SVG and PNG need
+    ``-o FILE`` (ConfigurationError otherwise); an unreadable file is OSError.
     """
     out = out or sys.stdout
     err = err or sys.stderr
     if output is None and fmt in ("svg", "png"):
         raise ConfigurationError(f"{fmt} output needs -o FILE", hint=f"add -o trace.{fmt}")
-    trace = read_trace(logfile)
-    for line in skipped_report(trace, str(logfile)):
+    name = "standard input" if str(logfile) == "-" else str(logfile)
+    trace = read_trace(logfile, stdin)
+    for line in skipped_report(trace, name):
         err.write(line + "\n")
     if not trace.steps:
-        err.write(f"session-fsm trace: error: no transition events in {logfile}\n")
+        if trace.console_lines:
+            err.write(f"session-fsm trace: error: {name} is a console log, not JSON lines: "
+                      "log JSON with configure_logging(json=True) and trace that\n")  # fmt: skip
+        else:
+            err.write(f"session-fsm trace: error: no transition events in {name}\n")
         return 1
+    if session is not None:
+        known = [s for s in trace.sessions() if s]
+        trace = trace.of_session(session)
+        if not trace.steps:
+            listed = ", ".join(known[:10]) or "none"
+            err.write(f"session-fsm trace: error: no transition events of session "
+                      f"{_safe(session, _SESSION) or '(bad id)'} in {name}; sessions in it: "
+                      f"{listed}\n")  # fmt: skip
+            return 1
     picture = diagram(trace, fmt)
     out.write(timeline(trace))
     if output is None:

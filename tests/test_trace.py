@@ -261,14 +261,17 @@ def test_steps_without_timestamp_still_replay(tmp_path: Path) -> None:
     assert rows(out) == [["1.", "-", "init", "Uninitialised -> Initialised", "ok", "-"]]
 
 
-def test_a_log_of_several_sessions_gets_a_session_column(tmp_path: Path) -> None:
+def test_a_log_of_several_sessions_gets_a_block_per_session(tmp_path: Path) -> None:
     log = tmp_path / "two.log"
     base = {"event": "transition", "trigger": "init", "src": "Uninitialised",
             "dst": "Initialised", "outcome": "ok"}  # fmt: skip
-    lines = [{**base, "session_id": "s1"}, {**base, "session_id": "s2"}]
+    lines = [{**base, "session_id": "s1"}, {**base, "session_id": "s2"},
+             {**base, "session_id": "s1", "reason": "again"}]  # fmt: skip
     log.write_text("".join(json.dumps(e) + "\n" for e in lines), encoding="utf-8")
     code, out, _ = run(log)
     assert code == 0
-    assert out.splitlines()[0].split()[:4] == ["#", "time", "(UTC)", "session"]
-    assert [r[2] for r in rows(out)] == ["s1", "s2"]
-    assert 'UNINITIALISED -->|"init x2"| INITIALISED' in out
+    heads = [ln for ln in out.splitlines() if ln.startswith("session ")]
+    assert heads == ["session s1: 2 transitions", "session s2: 1 transition"]
+    assert [r[0] for r in rows(out)] == ["1.", "2.", "1."]
+    assert rows(out)[1][-1] == "again"  # s1's second step, in s1's block
+    assert 'UNINITIALISED -->|"init x3"| INITIALISED' in out
