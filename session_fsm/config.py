@@ -37,6 +37,8 @@ class SessionConfig:
       tried again later; past the deadline everyone waits for the new session.
     - ``replay_posts``: replay a POST once after re-login when its body is bytes or JSON.
     - ``history_size``: how many transition records ``session.history`` keeps.
+    - ``logout_on_exit``: leaving ``with KSSession(...)`` also logs out (off: it only closes
+      connections, like ``requests.Session``, and a session shared through a store lives on).
     """
 
     timeout: tuple[float, float] = (3.05, 10.0)
@@ -54,6 +56,7 @@ class SessionConfig:
     soft_window: float = 60.0
     replay_posts: bool = True
     history_size: int = 64
+    logout_on_exit: bool = False
 
     def __post_init__(self) -> None:
         if self.daily_cutoff is not None:

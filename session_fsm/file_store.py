@@ -24,7 +24,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from .logs import emit, get_logger
-from .stores import StoredSession, StoreError
+from .stores import StoredCooldown, StoredSession, StoreError, cooldown_key
 
 #: Marks a file as ours, so a foreign JSON file is recognised and not misread.
 FORMAT = "session_fsm/1"
@@ -134,6 +134,29 @@ class FileStore:
         """Forget ``key``'s session (the file is rewritten only if it held one)."""
         with self._writing() as sessions:
             sessions.pop(key, None)
+
+    # --- the login cool-down (a separate entry, ``<key>:cooldown``, beside the session) ----------
+
+    def load_cooldown(self, key: str) -> StoredCooldown | None:
+        """The login cool-down kept for ``key``, or None (also for a bad entry)."""
+        entry = self._read().get(cooldown_key(key))
+        if entry is None:
+            return None
+        try:
+            return StoredCooldown.from_json(entry)
+        except ValueError as exc:
+            self._warn("bad-cooldown", f"a cool-down entry is not readable ({exc})")
+            return None
+
+    def save_cooldown(self, key: str, cooldown: StoredCooldown) -> None:
+        """Keep a login cool-down for ``key`` (atomic replace of the whole file)."""
+        with self._writing() as sessions:
+            sessions[cooldown_key(key)] = cooldown.to_json()
+
+    def clear_cooldown(self, key: str) -> None:
+        """Forget ``key``'s login cool-down."""
+        with self._writing() as sessions:
+            sessions.pop(cooldown_key(key), None)
 
     # --- the re-login lock -----------------------------------------------------------------------
 

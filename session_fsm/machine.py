@@ -41,7 +41,16 @@ from .errors import (
 )
 from .logs import emit, emit_record, get_logger
 from .snapshot import EVENT_KEYS, FAILED, OK, REFUSED, Snapshot, TransitionRecord
-from .stores import StoredSession, TokenStore, open_store
+from .stores import (
+    StoredCooldown,
+    StoredSession,
+    StoreError,
+    TokenStore,
+    clear_cooldown,
+    load_cooldown,
+    open_store,
+    save_cooldown,
+)
 from .table import State
 from .wire import Wire, check_host
 
@@ -61,6 +70,11 @@ _new_id_prefix()
 os.register_at_fork(after_in_child=_new_id_prefix)
 #: Errors after which the login endpoints are not called again until the cool-down ends.
 _COOLDOWN_ERRORS = (LoginRejected, NotAuthorized, GatewayAuthError)
+_COOLDOWN_BY_NAME: dict[str, type[KSError]] = {c.__name__: c for c in _COOLDOWN_ERRORS}
+#: The triggers that call the login endpoints (refused during a cool-down).
+_LOGIN_TRIGGERS = frozenset({"init", "login", "authenticate"})
+#: The reason recorded for a logout() of a session that is not logged in.
+NOT_LOGGED_IN = "not logged in"
 #: Errors that move the session along an internal edge, by trigger.
 _INTERNAL_EDGE_FOR: tuple[tuple[type[KSError], str], ...] = (
     (GatewayAuthError, "gateway_rejected"),
@@ -218,12 +232,27 @@ class SessionMachine(EdgeCalls):
         self._fire("authenticate")
 
     def logout(self) -> None:
-        """Authenticated -> LoggedOut: session_logout. Tokens are forgotten even if it fails."""
-        self._fire("logout")
+        """Authenticated -> LoggedOut: session_logout. Tokens are forgotten even if it fails.
+
+        Logging out a session that is not logged in (a second ``logout()``, or one before any
+        login) changes nothing and does not raise: the attempt is recorded (outcome
+        ``refused``, reason ``not logged in``) and no call is made.
+        """
+        with self._lock:
+            if not self._loaded:
+                self._ensure_loaded()
+            src = self._snap.state
+            if src is not State.AUTHENTICATED:
+                self._guards_seen = []
+                self._record("logout", src, REFUSED, reason=NOT_LOGGED_IN)
+                return
+            self._fire("logout")
 
     def reset_cooldown(self) -> None:
-        """Forget a remembered login failure so the next call hits the server again."""
+        """Forget a remembered login failure so the next call hits the server again; also the
+        one kept in the token store (that other processes honour too)."""
         self._cooldown = None
+        clear_cooldown(self._store, self.store_key())
 
     # --- the engine ----------------------------------------------------------------------------
 
@@ -273,8 +302,11 @@ class SessionMachine(EdgeCalls):
             if table.edge(src, trigger) is None:
                 self._record(trigger, src, REFUSED, reason=reason or "no edge")
                 raise InvalidTransition(table.hint(src, trigger), state=src.value, trigger=trigger)
-            if self._cooldown is not None and trigger in ("init", "login", "authenticate"):
-                self._check_cooldown(trigger, src)
+            if trigger in _LOGIN_TRIGGERS:
+                if self._cooldown is None:
+                    self._cooldown = self._stored_cooldown()
+                if self._cooldown is not None:
+                    self._check_cooldown(trigger, src)
             self._deferred = None
             t0 = time.perf_counter()
             try:
@@ -299,11 +331,38 @@ class SessionMachine(EdgeCalls):
 
     def _after_failure(self, exc: KSError) -> None:
         if isinstance(exc, _COOLDOWN_ERRORS) and self.config.cooldown > 0:
-            self._cooldown = (exc, self._clock() + self.config.cooldown)
+            until = self._clock() + self.config.cooldown
+            self._cooldown = (exc, until)
+            kept = StoredCooldown(until, type(exc).__name__, exc.status, exc.fault_code)
+            try:
+                save_cooldown(self._store, self.store_key(), kept)
+            except StoreError as store_exc:  # the login error is the one to raise
+                emit(self._log, "warning", "cooldown_not_stored", session_id=self.session_id,
+                     error=type(store_exc).__name__)  # fmt: skip
         for kind, internal in _INTERNAL_EDGE_FOR:
             if isinstance(exc, kind) and table.edge(self._snap.state, internal):
                 self._fire(internal, reason=type(exc).__name__)
                 return
+
+    def _stored_cooldown(self) -> tuple[KSError, float] | None:
+        """A cool-down another process (or an earlier run) kept in the store, as an error."""
+        try:
+            kept = load_cooldown(self._store, self.store_key())
+        except StoreError:
+            return None  # the login itself will meet (and report) the store's failure
+        if kept is None or self._clock() >= kept.until:
+            return None
+        cls = _COOLDOWN_BY_NAME[kept.error]
+        when = time.strftime("%H:%M:%S UTC", time.gmtime(kept.until))
+        err = cls(
+            f"not sent: an earlier login was rejected ({kept.error}) and the cool-down kept in "
+            f"the token store lasts until {when}",
+            status=kept.status,
+            fault_code=kept.fault_code,
+            hint="fix the password or access code (KS_PASSWORD, KS_ACCESS_CODE), then run "
+            "`session-fsm login --reset-cooldown` or call reset_cooldown()",
+        )
+        return err, kept.until
 
     def _check_cooldown(self, trigger: str, src: State) -> None:
         if self._cooldown is None:

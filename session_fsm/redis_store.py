@@ -12,13 +12,14 @@ import contextlib
 import json
 import math
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .errors import ConfigurationError
 from .logs import emit, get_logger
-from .stores import StoredSession, StoreError
+from .stores import StoredCooldown, StoredSession, StoreError, cooldown_key
 
 #: Default seconds after which a re-login lock held by a dead (or stuck) process expires: below
 #: the default ``relogin_timeout`` (30 s), so waiters outlive a dead holder's lock.
@@ -133,6 +134,32 @@ class RedisStore:
         """Forget ``key``'s session."""
         with self._talking("delete"):
             self.client.delete(key)
+
+    # The login cool-down: its own key (``<key>:cooldown``), which Redis expires when it ends.
+
+    def load_cooldown(self, key: str) -> StoredCooldown | None:
+        """The login cool-down kept for ``key``, or None (also for a value that is not one)."""
+        with self._talking("load"):
+            raw = self.client.get(cooldown_key(key))
+        if raw is None:
+            return None
+        try:
+            return StoredCooldown.from_json(json.loads(raw))
+        except ValueError as exc:  # JSON, UTF-8 or field errors: no value is shown
+            self._warn("bad-cooldown", key=cooldown_key(key), why=type(exc).__name__,
+                       action="treated as absent")  # fmt: skip
+            return None
+
+    def save_cooldown(self, key: str, cooldown: StoredCooldown) -> None:
+        """Keep a login cool-down for ``key``; Redis deletes it when it ends."""
+        ttl_ms = max(1, math.ceil((cooldown.until - time.time()) * 1000))
+        with self._talking("save"):
+            self.client.set(cooldown_key(key), json.dumps(cooldown.to_json()), px=ttl_ms)
+
+    def clear_cooldown(self, key: str) -> None:
+        """Forget ``key``'s login cool-down."""
+        with self._talking("delete"):
+            self.client.delete(cooldown_key(key))
 
     @contextlib.contextmanager
     def lock(self, key: str, timeout: float) -> Iterator[bool]:

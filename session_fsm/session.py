@@ -38,8 +38,10 @@ class KSSession(SessionMachine):
 
     ``KSSession(credentials, host=..., store=..., **options)``: see
     :class:`~session_fsm.config.SessionConfig` for the options. No network I/O until a trigger
-    (``init``, ``login``, ``authenticate``, ``logout``, ``connect``) or a request is made. Use as
-    a context manager to log out (if Authenticated) and close connections on exit.
+    (``init``, ``login``, ``authenticate``, ``logout``, ``connect``) or a request is made. As a
+    context manager it closes connections on exit and does not log out (like
+    ``requests.Session``): a session kept in a store stays usable by other processes and the
+    next run. Call :meth:`logout` first, or pass ``logout_on_exit=True``, to end it.
     """
 
     _auth: SessionAuth | None = None
@@ -290,7 +292,7 @@ class KSSession(SessionMachine):
 
     def __exit__(self, *exc: object) -> None:
         try:
-            if self._snap.state is State.AUTHENTICATED:
+            if self.config.logout_on_exit and self._snap.state is State.AUTHENTICATED:
                 self.logout()
         finally:
             self.close()

@@ -74,12 +74,89 @@ class StoredSession:
         )
 
 
+@dataclass(frozen=True)
+class StoredCooldown:
+    """A login failure the store remembers until ``until`` (epoch seconds): the wrong-password
+    (or rejected gateway token) cool-down, kept beside the session so that other processes,
+    restarts and cron runs of ``session-fsm login`` do not send a rejected secret again.
+
+    Only names and numbers are kept (the error's class name, status and fault code), never a
+    message or a secret: the error raised from it is rebuilt from these.
+    """
+
+    until: float
+    error: str
+    status: int | None = None
+    fault_code: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON for the store's medium."""
+        return {"until": self.until, "error": self.error, "status": self.status,
+                "fault_code": self.fault_code}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: Any) -> StoredCooldown:
+        """Parse what :meth:`to_json` wrote; ValueError (naming no value) on anything else."""
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+        until, error = data.get("until"), data.get("error")
+        status, fault = data.get("status"), data.get("fault_code")
+        bad = []
+        if isinstance(until, bool) or not isinstance(until, int | float) or not math.isfinite(
+            until
+        ):
+            bad.append("until")
+        if error not in COOLDOWN_ERRORS:
+            bad.append("error")
+        for name, value in (("status", status), ("fault_code", fault)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                bad.append(name)
+        if bad:
+            raise ValueError(f"missing or bad field(s): {', '.join(bad)}")
+        return cls(float(until), str(error), status, fault)  # type: ignore[arg-type]
+
+
+#: The errors a cool-down may remember, by class name (what :class:`StoredCooldown` keeps).
+COOLDOWN_ERRORS = ("LoginRejected", "NotAuthorized", "GatewayAuthError")
+
+
+def cooldown_key(key: str) -> str:
+    """Where a store keeps the cool-down of the session stored under ``key``."""
+    return key + ":cooldown"
+
+
+def load_cooldown(store: TokenStore, key: str) -> StoredCooldown | None:
+    """The cool-down ``store`` keeps for ``key`` (None: none, or a store without cool-downs:
+    they are optional for a :class:`TokenStore`)."""
+    load = getattr(store, "load_cooldown", None)
+    return None if load is None else load(key)
+
+
+def save_cooldown(store: TokenStore, key: str, cooldown: StoredCooldown) -> None:
+    """Keep ``cooldown`` for ``key`` in ``store``, if it keeps cool-downs."""
+    save = getattr(store, "save_cooldown", None)
+    if save is not None:
+        save(key, cooldown)
+
+
+def clear_cooldown(store: TokenStore, key: str) -> None:
+    """Forget ``key``'s cool-down in ``store``, if it keeps cool-downs."""
+    clear = getattr(store, "clear_cooldown", None)
+    if clear is not None:
+        clear(key)
+
+
 @runtime_checkable
 class TokenStore(Protocol):
     """Where sessions are persisted and how re-login is made single-flight across processes.
 
     ``load``/``save``/``delete`` raise :class:`StoreError` when the medium fails; a record that
     is there but unreadable is reported once as a warning and treated as absent.
+
+    A store may also keep the login cool-down (:class:`StoredCooldown`) with the optional
+    methods ``load_cooldown(key)``, ``save_cooldown(key, cooldown)`` and
+    ``clear_cooldown(key)``; the library's stores all do. One without them still works: the
+    cool-down is then kept by each session in memory only.
     """
 
     def load(self, key: str) -> StoredSession | None:
@@ -104,8 +181,21 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._data: dict[str, StoredSession] = {}
+        self._cooldowns: dict[str, StoredCooldown] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+
+    def load_cooldown(self, key: str) -> StoredCooldown | None:
+        """The login cool-down kept for ``key``, or None."""
+        return self._cooldowns.get(key)
+
+    def save_cooldown(self, key: str, cooldown: StoredCooldown) -> None:
+        """Keep a login cool-down for ``key``."""
+        self._cooldowns[key] = cooldown
+
+    def clear_cooldown(self, key: str) -> None:
+        """Forget ``key``'s login cool-down."""
+        self._cooldowns.pop(key, None)
 
     def load(self, key: str) -> StoredSession | None:
         """The stored session for ``key``, or None."""

@@ -154,6 +154,9 @@ class Client:
             self.ensure_loaded()
         src = self.state
         e = table.edge(src, trigger)
+        if trigger == "logout" and e is None:  # not logged in: nothing to do, recorded, no error
+            self._rec(trigger, src, REFUSED, reason="not logged in")
+            return
         if e is None:
             self._rec(trigger, src, REFUSED, reason=reason or "no edge")
             raise Predicted("InvalidTransition")

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from session_fsm import ConfigurationError, InvalidTransition, KSSession, SessionConfig
+from session_fsm import ConfigurationError, KSSession, SessionConfig
 from tests.conftest import make_credentials
 
 
@@ -54,8 +54,7 @@ def test_a_new_session_starts_at_its_origin_and_logs_to_the_given_logger() -> No
     snap = s.snapshot()
     assert (snap.state.value, snap.host, snap.generation) == ("Uninitialised", s.origin, 0)
     assert s.origin == "http://127.0.0.1:9/apim"  # the trailing slash is dropped
-    with pytest.raises(InvalidTransition):
-        s.logout()  # refused: no HTTP call, one event, to the given logger
+    s.logout()  # not logged in: no HTTP call, no error, one event, to the given logger
     assert [(lvl, ev, f["trigger"], f["outcome"]) for lvl, ev, f in events] == [
         ("warning", "transition", "logout", "refused")
     ]
@@ -69,8 +68,7 @@ def test_on_transition_takes_one_callback_or_a_list() -> None:
         lambda _s, r: seen.append("a:" + r.trigger), lambda _s, r: seen.append("b:" + r.trigger)
     ])  # fmt: skip
     for s in (one, both):
-        with pytest.raises(InvalidTransition):
-            s.logout()
+        s.logout()
     assert seen == ["one:logout", "a:logout", "b:logout"]
 
 
@@ -81,8 +79,7 @@ def test_a_new_session_has_no_history_and_takes_callbacks_later() -> None:
     seen: list[str] = []
     assert s.on_transition(lambda _s, r: seen.append(r.trigger)) is not None
     for _ in range(3):
-        with pytest.raises(InvalidTransition):
-            s.logout()
+        s.logout()
     assert seen == ["logout"] * 3 and len(s.history) == 2  # bounded by history_size
 
 

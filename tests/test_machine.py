@@ -118,6 +118,11 @@ def test_refused_pairs(new_session: Factory, sb: Sandbox, state: State, trigger:
     else:
         drive_to(s, state)
     before, snap = calls(sb), s.snapshot()
+    if trigger == "logout":  # not logged in: nothing to do, recorded, no error (issue 17)
+        s.logout()
+        assert s.snapshot() == snap and calls(sb) == before
+        assert (s.history[-1].outcome, s.history[-1].reason) == ("refused", "not logged in")
+        return
     with pytest.raises(InvalidTransition) as info:
         getattr(s, trigger)()
     assert s.snapshot() == snap  # nothing changed, tokens included
@@ -384,8 +389,8 @@ def test_triggers_serialised_across_threads(new_session: Factory, sb: Sandbox) -
     assert sb.control.stats()["logins"] == 1 and sb.control.stats()["sessions"] == 1
 
 
-def test_context_manager_logs_out(new_session: Factory, sb: Sandbox) -> None:
-    with new_session() as s:
+def test_context_manager_logs_out_when_asked(new_session: Factory, sb: Sandbox) -> None:
+    with new_session(logout_on_exit=True) as s:
         s.connect()
     assert s.state is State.LOGGED_OUT and sb.control.stats()["logouts"] == 1
 

@@ -119,14 +119,14 @@ def test_event_levels_and_untimed_refusals(
     s = new_session()
     s.init()
     with pytest.raises(InvalidTransition):
-        s.logout()
+        s.authenticate()
     sb.control.fault(contract.LOGIN_USERID[1], status=400)
     with pytest.raises(BadRequest):
         s.login()
     got = [(e["trigger"], e["outcome"], e["level"]) for e in logs.events()]
     assert got == [
         ("init", "ok", "info"),
-        ("logout", "refused", "warning"),
+        ("authenticate", "refused", "warning"),
         ("login", "failed", "warning"),
     ]
     refused = s.history[1]
