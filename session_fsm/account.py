@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from . import contract
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -41,9 +42,13 @@ ENV = {
 #: The token store (``file:PATH`` or ``redis://...``) when ``--store`` is not given.
 STORE_ENV = "KS_STORE"
 DEFAULT_STORE = "file:~/.session_fsm/tokens.json"
-#: What each account command needs (a tuple: any one of them). status makes no HTTP call.
+#: The one cheap authenticated call that checks a stored session is alive.
+CHECK_CALL = contract.ORDERS_REPORT
+#: What each account command needs (a tuple: any one of them). status makes no HTTP call;
+#: ``status --check`` makes one trading call, so it needs the gateway credentials too.
 _NEEDS: dict[str, tuple[str | tuple[str, ...], ...]] = {
     "status": ("host", "userid"),
+    "status --check": ("host", "userid", "consumer_key", "access_token"),
     "logout": ("host", "userid", "consumer_key", "access_token"),
     "login": (
         "host", "userid", "consumer_key", "access_token", "password",
@@ -63,9 +68,18 @@ settings come from the environment, or from a KEY=VALUE --config file (the envir
   KS_ACCESS_CODE   the 2FA access code (login), or KS_TOTP_SECRET to compute it
   KS_IP, KS_APP_ID optional (default 127.0.0.1, session_fsm)
   KS_STORE         token store when --store is not given (default {DEFAULT_STORE})
-status needs only KS_HOST and KS_USERID and makes no HTTP call; it exits 0 when a session is
-stored, 1 when none is. Errors print one line and exit 1 (the call failed) or 2 (fix a
-setting); --debug shows the traceback. No secret is ever printed.
+login resumes a stored session and checks it with one authenticated call (GET
+/reports/1.0/orders), logging in again if it is dead; --no-check trusts it unchecked (and says
+so). A rejected password starts a cool-down kept in the store: later runs do not send it again
+until it ends (or --reset-cooldown). status needs only KS_HOST and KS_USERID and makes no HTTP
+call; status --check makes the same one call (it never logs in). The store must outlive the
+command: memory: is refused.
+exit codes: 0 done (status: a live session is stored; without --check, one is stored);
+  1 the call failed, or (status) no session is stored or the check found it dead;
+  2 a setting or argument to fix.
+--json prints one object: result, state, host, userid, generation, logged_in_at,
+  session_age_s, store, live (true/false after a check, null when not checked).
+Errors print one line; --debug shows the traceback. No secret is ever printed.
 """
 
 
@@ -122,7 +136,9 @@ def account_session(args: argparse.Namespace) -> tuple[KSSession, str]:
     from .credentials import Credentials
     from .session import KSSession
 
-    v = settings(args.config, args.command)
+    store_spec = getattr(args, "store", None)
+    check = args.command == "status" and getattr(args, "check", False)
+    v = settings(args.config, "status --check" if check else args.command)
 
     def get(field: str) -> str | None:
         return v.get(ENV[field]) or None
@@ -137,8 +153,15 @@ def account_session(args: argparse.Namespace) -> tuple[KSSession, str]:
         ip=get("ip") or "127.0.0.1",
         app_id=get("app_id") or "session_fsm",
     )
-    store = args.store or v.get(STORE_ENV) or DEFAULT_STORE
-    return KSSession(creds, host=v[ENV["host"]], store=store), store
+    store = store_spec or v.get(STORE_ENV) or DEFAULT_STORE
+    if store.strip() == "memory:":
+        raise ConfigurationError(
+            "the memory: store keeps nothing after the command ends: a login would log the "
+            "user's other sessions out at the broker and then throw the session away",
+            hint="use --store file:PATH or redis://host:port/db (or leave the default)",
+        )
+    # status --check only looks: it never logs in (auto_relogin off).
+    return KSSession(creds, host=v[ENV["host"]], store=store, auto_relogin=not check), store
 
 
 def _print(text: str) -> None:
@@ -185,11 +208,35 @@ def human_age(seconds: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
+def check_session(session: KSSession) -> bool:
+    """Make :data:`CHECK_CALL` with the session; True if it went through.
+
+    With ``auto_relogin`` on, a dead session is logged in again by the call itself (and the
+    call replayed); with it off, a dead session is False. Other errors propagate.
+    """
+    from .errors import SessionExpired
+
+    try:
+        session.request(*CHECK_CALL)
+    except SessionExpired:
+        return False
+    return True
+
+
 def _login(session: KSSession, args: argparse.Namespace) -> str:
+    if args.reset_cooldown:
+        session.reset_cooldown()
     if session.resume():
-        if not args.fresh:
-            return "already logged in (session resumed from the store, no HTTP call)"
-        session.logout()
+        if args.fresh:
+            session.logout()
+        elif not args.check:
+            return "stored session resumed, NOT checked with the server (--no-check)"
+        else:
+            generation = session.generation
+            check_session(session)
+            if session.generation != generation:
+                return "the stored session was dead: logged in again"
+            return "already logged in (the stored session was checked: it is live)"
     session.connect()
     return "logged in"
 
@@ -202,9 +249,13 @@ def _logout(session: KSSession, args: argparse.Namespace) -> str:
 
 
 def _status(session: KSSession, args: argparse.Namespace) -> str:
-    if session.resume():
-        return "session stored (not checked with the server: status makes no HTTP call)"
-    return "no stored session"
+    if not session.resume():
+        return "no stored session"
+    if not args.check:
+        return "session stored (not checked with the server: add --check to check it)"
+    if check_session(session):
+        return "session stored and live (checked with one authenticated call)"
+    return "session stored but dead (the server rejected it): run session-fsm login"
 
 
 _ACTIONS: dict[str, Callable[[KSSession, argparse.Namespace], str]] = {
@@ -227,6 +278,10 @@ def run_account(args: argparse.Namespace) -> int:
         fields = status_fields(session, store)
     finally:
         session.close()
+    # live: known after a login (it just logged in, or checked) or status --check; else null.
+    unchecked = (args.command == "status" and not args.check) or "NOT checked" in outcome
+    live = session.state is State.AUTHENTICATED
+    fields["live"] = None if unchecked and live else live
     if args.json:
         _print(json.dumps({"result": outcome, **fields}))
     else:
@@ -234,6 +289,8 @@ def run_account(args: argparse.Namespace) -> int:
         for key, value in fields.items():
             if key == "session_age_s":
                 key, value = "session_age", None if value is None else human_age(value)
+            if key == "live":
+                value = "not checked" if value is None else "yes" if value else "no"
             lines.append(f"  {key.replace('_', ' '):<13} {'-' if value is None else value}")
         _print("\n".join(lines))
     if args.command == "status" and session.state is not State.AUTHENTICATED:

@@ -8,6 +8,7 @@ pure (it never asks anyone); ``get()`` produces the value. A provider that canno
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
 import time
@@ -123,6 +124,19 @@ class FromCallable:
         return f"FromCallable(repeatable={self.repeatable})"
 
 
+#: The shortest TOTP secret accepted, in bits after base32 decoding (pyotp's own floor).
+MIN_TOTP_BITS = 112
+
+
+def _base32_bits(text: str) -> int | None:
+    """How many bits ``text`` decodes to as base32 (padding optional, any case); None if it is
+    not base32. Nothing about the text itself is ever reported."""
+    try:
+        return len(base64.b32decode(text + "=" * (-len(text) % 8), casefold=True)) * 8
+    except (ValueError, TypeError):  # binascii.Error is a ValueError
+        return None
+
+
 class Totp:
     """An access code computed from a TOTP secret (pyotp), at the time of asking."""
 
@@ -132,11 +146,20 @@ class Totp:
         self, secret: str | Secret, *, clock: Callable[[], float] = time.time, digits: int = 6
     ) -> None:
         raw = secret.reveal() if isinstance(secret, Secret) else secret
+        bits = _base32_bits(raw)
+        if bits is None:
+            raise ConfigurationError("totp_secret is not valid base32") from None
+        if bits < MIN_TOTP_BITS:
+            raise ConfigurationError(
+                f"totp_secret is too short: {bits} bits, a TOTP secret needs at least "
+                f"{MIN_TOTP_BITS} (usually 32 base32 characters)",
+                hint="copy the whole secret from the broker's TOTP set-up page",
+            )
         try:
             self._totp = pyotp.TOTP(raw, digits=digits)
             self._totp.at(0)
         except Exception:
-            raise ConfigurationError("totp_secret is not valid base32") from None
+            raise ConfigurationError("totp_secret is not a usable TOTP secret") from None
         self._clock = clock
 
     def available(self) -> bool:

@@ -181,8 +181,8 @@ def test_login_resumes_the_stored_session_and_fresh_logs_in_anew(
     assert cli("login", env=env, home=home).rc == 0
     calls = sum(sb.control.stats()["calls"].values())
     r = cli("login", env=env, home=home)
-    assert r.rc == 0 and "already logged in" in r.out
-    assert sum(sb.control.stats()["calls"].values()) == calls
+    assert r.rc == 0 and "already logged in" in r.out and "checked" in r.out
+    assert sum(sb.control.stats()["calls"].values()) == calls + 1  # the one check call
     f = cli("login", "--fresh", env=env, home=home)
     assert f.rc == 0 and re.search(r"^  generation\s+2$", f.out, re.M)
     stats = sb.control.stats()
@@ -204,7 +204,7 @@ def test_json_mode(sb: Sandbox, env: dict[str, str], home: Path) -> None:
     s = json.loads(cli("status", "--json", env=env, home=home).out)
     assert s["state"] == "Authenticated" and s["session_age_s"] >= 0
     assert set(s) == {"result", "state", "host", "userid", "generation", "logged_in_at",
-                      "session_age_s", "store"}  # fmt: skip
+                      "session_age_s", "store", "live"}  # fmt: skip
     o = cli("logout", "--json", env=env, home=home)
     assert json.loads(o.out)["state"] == "LoggedOut"
 
