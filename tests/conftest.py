@@ -35,6 +35,13 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
+def tables_wanted(config: pytest.Config) -> bool:
+    """Whether to print the report tables (model coverage, fault matrix) on a green run: only
+    on request, ``-v`` or ``SESSION_FSM_TABLES=1``; a failing run prints them anyway."""
+    verbose = int(config.getoption("verbose") or 0)
+    return os.environ.get("SESSION_FSM_TABLES", "") not in ("", "0") or verbose > 0
+
+
 #: Retries without real sleeping (recorded instead), for tests.
 SLEEPS: list[float] = []
 FAST_RETRY = RetryPolicy(total=3, backoff_factor=0.0, backoff_jitter=0.0, sleeper=SLEEPS.append)

@@ -44,7 +44,7 @@ from session_fsm import (
     table,
 )
 from session_fsm.sandbox import Account, Sandbox, SandboxConfig, run_sandbox
-from tests.conftest import FAST_RETRY, SLEEPS, LogCapture
+from tests.conftest import FAST_RETRY, SLEEPS, LogCapture, tables_wanted
 
 # --- the cells --------------------------------------------------------------------------------
 
@@ -219,11 +219,14 @@ def sandbox() -> Iterator[Sandbox]:
 
 @pytest.fixture(scope="module", autouse=True)
 def _print_table(request: pytest.FixtureRequest) -> Iterator[None]:
-    """After the module, print one line per cell (expected vs observed)."""
+    """After the module, print one line per cell (expected vs observed): when a cell failed,
+    or on request (``-v`` or ``SESSION_FSM_TABLES=1``); a green run stays quiet."""
     yield
     reporter = request.config.pluginmanager.getplugin("terminalreporter")
     capture = request.config.pluginmanager.getplugin("capturemanager")
     if reporter is None or not ROWS:
+        return
+    if not tables_wanted(request.config) and not any(r.endswith("FAIL") for r in ROWS):
         return
     with capture.global_and_fixture_disabled():
         reporter.write_line("")

@@ -37,7 +37,7 @@ from session_fsm import (
 )
 from session_fsm.sandbox import Account, Sandbox, SandboxConfig
 from tests import oracle
-from tests.conftest import FAST_RETRY, Clock, capture_logs, make_credentials
+from tests.conftest import FAST_RETRY, Clock, capture_logs, make_credentials, tables_wanted
 from tests.model_coverage import COVERAGE, UNREACHABLE, Switch, all_journeys, replay
 from tests.sandbox_model import FAULT_KINDS, ORDER, ORDERS, TARGETS, TIMEOUT, Server
 
@@ -416,8 +416,11 @@ def test_concurrent_requests_log_in_once_per_expiry(
 # --- model coverage ----------------------------------------------------------------------------
 
 
-def test_model_coverage_is_complete(sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
-    """Every edge, refused pair and guard outcome was exercised in this run; prints the table.
+def test_model_coverage_is_complete(
+    sandbox: Sandbox, capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest
+) -> None:
+    """Every edge, refused pair and guard outcome was exercised in this run. The table is
+    printed when something is missing, or on request (``-v`` or ``SESSION_FSM_TABLES=1``).
 
     Whatever the property test's random exploration (or an earlier test_model_paths run) left
     out is topped up by the deterministic journeys, so the check does not depend on luck.
@@ -425,8 +428,9 @@ def test_model_coverage_is_complete(sandbox: Sandbox, capsys: pytest.CaptureFixt
     if COVERAGE.missing():
         for journey in all_journeys():
             replay(journey, sandbox, source="top-up")
-    with capsys.disabled():
-        print("\nmodel coverage\n" + COVERAGE.table())
+    if COVERAGE.missing() or tables_wanted(request.config):
+        with capsys.disabled():
+            print("\nmodel coverage\n" + COVERAGE.table())
     assert not COVERAGE.missing(), f"never exercised: {COVERAGE.missing()}"
     for item, why in UNREACHABLE.items():
         assert not COVERAGE.count(item), f"{item} happened, so it is not unreachable: {why}"
