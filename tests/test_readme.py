@@ -102,8 +102,10 @@ def test_there_are_python_blocks() -> None:
 def test_python_block_runs(code: str, tmp_path: Path) -> None:
     script = tmp_path / "block.py"
     script.write_text(code, encoding="utf-8")
+    home = tmp_path / "home"
+    home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KS_")}
-    env["HOME"] = str(tmp_path)
+    env["HOME"] = str(home)
     p = subprocess.run(
         [sys.executable, str(script)],
         cwd=tmp_path,
@@ -116,3 +118,6 @@ def test_python_block_runs(code: str, tmp_path: Path) -> None:
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
     for secret in ("demo-password", "demo-access-token", "hunter2"):
         assert secret not in p.stdout + p.stderr
+    # An example leaves nothing behind in the user's home folder (no stale records, no locks).
+    left = sorted(str(f.relative_to(home)) for f in home.rglob("*"))
+    assert not left, f"the example left files in the home folder: {left}"
