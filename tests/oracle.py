@@ -148,7 +148,7 @@ class Client:
             Rec(trigger, src, self.state, outcome, error, generation=self.gen, **kw)
         )
 
-    def fire(self, trigger: str, reason: str | None = None) -> None:
+    def fire(self, trigger: str, reason: str | None = None, cause: str | None = None) -> None:
         """A trigger through the table: refusal, cool-down, guards, the wire call, the move."""
         if trigger != "restore":
             self.ensure_loaded()
@@ -179,9 +179,8 @@ class Client:
             self.after_failure(exc.name)
             raise
         self.move(_MEANS[trigger])
-        self._rec(
-            trigger, src, FAILED if deferred else OK, deferred, guards=tuple(seen), reason=reason
-        )
+        self._rec(trigger, src, FAILED if deferred else OK, deferred or cause, guards=tuple(seen),
+                  reason=reason)  # fmt: skip
         if deferred:
             raise Predicted(deferred)
 
@@ -275,13 +274,14 @@ class Client:
                 recovered.add(exc.name)
         raise Predicted("InvalidTransition")
 
-    def renew(self, reason: str) -> None:
-        """Re-login: session_expired, then (if allowed and the secrets are there) the walk."""
+    def renew(self, reason: str, cause: str | None = None) -> None:
+        """Re-login: session_expired (with the error that caused it, if a server answer did),
+        then (if allowed and the secrets are there) the walk."""
         self.carry = None  # the carried token was refused, or is past its hard deadline
         if self._adopt_newer():
             return
         if self.state is A:
-            self.fire("session_expired", reason=reason)
+            self.fire("session_expired", reason=reason, cause=cause)
         if not self.auto_relogin:
             raise Predicted("SessionExpired")
         if not (self.password and self.access_code):
@@ -342,7 +342,7 @@ class Client:
                 self.after_failure(err)
                 raise Predicted(err)
             if err == "SessionExpired":
-                self.renew("expired")
+                self.renew("expired", cause=err)
                 if method not in IDEMPOTENT and not self.replay_posts:
                     raise Predicted("NotReplayable")
                 self.replays.append((method, path, self.gen))

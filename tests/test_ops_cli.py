@@ -23,7 +23,6 @@ import pytest
 from session_fsm import ConfigurationError, Credentials, FileStore, KSSession, LoginRejected, State
 from session_fsm.cli import _parser
 from session_fsm.sandbox import Account, Sandbox, SandboxConfig, run_sandbox
-from session_fsm.stores import load_cooldown, store_key
 from tests import redis_server
 from tests.conftest import make_credentials
 
@@ -114,6 +113,8 @@ def test_two_login_runs_with_a_wrong_password_reach_the_server_once(
 
 
 def test_the_cooldown_is_shared_through_redis(sb: Sandbox, tmp_path: Path) -> None:
+    from session_fsm.stores import store_key
+
     with redis_server.running() as server:
         wrong = env_for(sb, KS_PASSWORD="wrong-" + PASSWORD, KS_STORE=server.url)
         assert cli("login", env=wrong, home=tmp_path).rc == 1
@@ -128,6 +129,8 @@ def test_the_cooldown_is_shared_through_redis(sb: Sandbox, tmp_path: Path) -> No
 def test_a_cooldown_record_in_a_file_store_stops_a_new_process(
     sb: Sandbox, tmp_path: Path
 ) -> None:
+    from session_fsm.stores import load_cooldown
+
     store = FileStore(tmp_path / "t.json")
     bad = make_credentials(userid=USERID, password="bad", access_code=ACCESS_CODE,
                            consumer_key=CONSUMER_KEY, access_token=BEARER)  # fmt: skip
