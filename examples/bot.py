@@ -130,7 +130,10 @@ def run(args: argparse.Namespace) -> int:
             sandbox = stack.enter_context(run_sandbox())
             host, creds = sandbox.url, demo_credentials()
         store = args.store or os.environ.get("KS_STORE") or "memory:"
-        session = stack.enter_context(KSSession(creds, host=host, store=store))
+        # Leaving a KSSession only closes connections; this bot ends its session on the way out.
+        session = stack.enter_context(
+            KSSession(creds, host=host, store=store, logout_on_exit=True)
+        )
         bot = Bot(session)
         log.info("bot_start", host=host, userid=creds.userid, store=store.split("@")[-1])
         try:
