@@ -38,6 +38,13 @@ with KSSession(creds, host=sys.argv[1]) as s:
     requests.post(sys.argv[1].rsplit("/apim", 1)[0] + "/_sandbox/expire", json={}, timeout=5)
     s.get("/reports/1.0/orders")
     s.logout()
+from session_fsm import LoginRejected
+wrong = Credentials(userid="demo-user", consumer_key="demo-consumer-key",
+                    access_token="demo-access-token", password="wrong", access_code="1234")
+try:  # a failed transition: a warning-level event (stdlib's last resort would print it)
+    KSSession(wrong, host=sys.argv[1]).connect()
+except LoginRejected:
+    pass
 """
 SECRETS = ("demo-password", "demo-access-token", "demo-consumer-key")
 
@@ -189,7 +196,8 @@ def test_session_ids_differ_across_processes(sb: Sandbox, tmp_path: Path) -> Non
         for line in log.read_text().splitlines()
         if '"transition"' in line
     }
-    assert len(ids) == 3
+    assert len(ids) == 6  # two sessions per run (the bot's and the wrong-password one)
+    assert len({sid.split("-")[0] for sid in ids}) == 3  # one prefix per process
     out, err = io.StringIO(), io.StringIO()
     assert run_trace(log, "mermaid", None, out=out, err=err) == 0
     text = out.getvalue()
