@@ -134,7 +134,7 @@ class SessionMachine(EdgeCalls):
         self._wire = wire or Wire(self.config.wire_config())
         self.origin = check_host(host, self._wire.config)
         self._clock = clock
-        self._logger = logger  # None: structlog's proxy, made at the first event (see _log)
+        self._logger = logger  # None: the library's logger, made at the first event (_log)
         self._store = open_store(store)
         #: Unique across processes and restarts: ``<8 random hex digits>-<n>``.
         self.session_id = f"{_id_prefix}-{next(_ids)}"
