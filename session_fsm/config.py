@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from . import contract
 from .errors import ConfigurationError
-from .wire import RetryPolicy, WireConfig
+from .wire import RetryPolicy, WireConfig, check_deadline
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,8 @@ class SessionConfig:
     """Settings of a session. Times are in seconds.
 
     - ``timeout``: (connect, read) timeout of every HTTP call.
+    - ``deadline``: the most one HTTP call may take in all (connect, the whole answer, retries
+      and their waits); past it the call raises ``RequestTimeout``. Finite, > 0.
     - ``retry``: urllib3 retry policy below the session (429/5xx/connection faults).
     - ``verify``: TLS verification (True, or a CA bundle path).
     - ``allowed_domains`` / ``allow_loopback``: where ``session_init`` may redirect to.
@@ -54,8 +56,10 @@ class SessionConfig:
     soft_window: float = 60.0
     replay_posts: bool = True
     history_size: int = 64
+    deadline: float = 60.0
 
     def __post_init__(self) -> None:
+        check_deadline(self.deadline)
         if self.daily_cutoff is not None:
             try:
                 dt.time.fromisoformat(self.daily_cutoff)
@@ -97,6 +101,7 @@ class SessionConfig:
             verify=self.verify,
             allowed_domains=self.allowed_domains,
             allow_loopback=self.allow_loopback,
+            deadline=self.deadline,
         )
 
     def deadlines(self, login_time: float) -> tuple[float, float] | None:

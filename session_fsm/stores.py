@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from .errors import ConfigurationError, KSError
+from .locks import ForkSafeLock
 from .secret import Secret
 
 
@@ -104,8 +104,9 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._data: dict[str, StoredSession] = {}
-        self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
+        # Made afresh in a forked child (a parent thread may hold one at the fork): see locks.
+        self._locks: dict[str, ForkSafeLock] = {}
+        self._guard = ForkSafeLock()
 
     def load(self, key: str) -> StoredSession | None:
         """The stored session for ``key``, or None."""
@@ -123,7 +124,7 @@ class MemoryStore:
     def lock(self, key: str, timeout: float) -> Iterator[bool]:
         """A per-key thread lock; yields whether it was acquired within ``timeout``."""
         with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
+            lock = self._locks.setdefault(key, ForkSafeLock())
         got = lock.acquire(timeout=timeout)
         try:
             yield got
