@@ -30,7 +30,8 @@ class SessionConfig:
     - ``auto_relogin``: log in again by itself when a request meets an expired session, and
       renew proactively at the deadlines below (off: neither; a passed deadline raises).
     - ``relogin_timeout``: how long a request waits for another thread's (or process's)
-      re-login before it gives up with ``SessionExpired``.
+      re-login before it gives up with ``SessionExpired``; also the longest any call waits for
+      the session's lock (connect, triggers).
     - ``cooldown``: after a wrong password/access code or a rejected gateway token, calls fail
       at once with that error for this long instead of hitting the login endpoints again.
     - ``max_session_age`` / ``daily_cutoff`` (``"HH:MM"``) in ``cutoff_tz``: proactive re-login

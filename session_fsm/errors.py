@@ -95,10 +95,12 @@ class UnsafeRedirect(KSError):
 
     hint = "check the host, or add it to allowed_domains if you trust it"
 
-    def __init__(self, host: str, reason: str = "not on the allow-list") -> None:
+    def __init__(
+        self, host: str, reason: str = "not on the allow-list", hint: str | None = None
+    ) -> None:
         self.host = host
         self.reason = reason
-        super().__init__(f"refusing to send credentials to {host!r}: {reason}")
+        super().__init__(f"refusing to send credentials to {host!r}: {reason}", hint=hint)
 
 
 class ReloginNeedsHuman(KSError):

@@ -121,4 +121,11 @@ def check_url(url: str, allowed_domains: tuple[str, ...], allow_loopback: bool) 
     credentials."""
     why = refusal(url, allowed_domains, allow_loopback)
     if why is not None:
-        raise UnsafeRedirect(shown_host(url), why)
+        raise UnsafeRedirect(shown_host(url), why, hint=hint_for(why))
+
+
+def hint_for(reason: str) -> str | None:
+    """The hint of a refusal: the allow-list's own, or how to write a plain URL."""
+    if reason.startswith(("not on the allow-list", "not https", "loopback")):
+        return None
+    return "give a plain https://host[:port]/path URL (no user info; IDNs as xn--)"

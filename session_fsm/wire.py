@@ -42,11 +42,11 @@ from .errors import (
     MalformedAnswer,
     NetworkError,
     RequestTimeout,
-    UnsafeRedirect,
     error_for,
 )
 from .hosts import LOOPBACK_HOSTS as LOOPBACK_HOSTS  # where it was first defined
-from .hosts import refusal, shown_host
+from .hosts import check_url as check
+from .hosts import refusal
 from .locks import ForkSafeLock
 from .models import (
     Fault,
@@ -237,9 +237,7 @@ def host_allowed(url: str, config: WireConfig) -> bool:
 def check_url(url: str, config: WireConfig) -> None:
     """Raise UnsafeRedirect (naming the host, never user info) unless ``url`` may receive
     our credentials under ``config``'s allow-list."""
-    why = refusal(url, tuple(config.allowed_domains), bool(config.allow_loopback))
-    if why is not None:
-        raise UnsafeRedirect(shown_host(url), why)
+    check(url, tuple(config.allowed_domains), bool(config.allow_loopback))
 
 
 def check_host(url: str, config: WireConfig) -> str:
