@@ -34,7 +34,7 @@ class Listener:
                     self.received += conn.recv(65536)
 
     def close(self) -> None:
-        self.sock.close()
+        _stop_listening(self.sock)
         self._thread.join(5)
 
 
@@ -102,7 +102,7 @@ class Drip:
 
     def close(self) -> None:
         self._stop.set()
-        self.sock.close()
+        _stop_listening(self.sock)
         self._accepter.join(5)
         for t in self._threads:
             t.join(5)
@@ -115,6 +115,13 @@ def dripping(what: str, every: float = 0.05) -> Iterator[Drip]:
         yield drip
     finally:
         drip.close()
+
+
+def _stop_listening(sock: socket.socket) -> None:
+    """Wake a thread blocked in accept() (closing alone does not, on Linux), then close."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
 
 
 def wait_until(predicate: object, timeout: float = 10.0) -> bool:

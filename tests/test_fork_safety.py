@@ -84,7 +84,7 @@ def collect(pid: int, r: int, timeout: float) -> Any:
 def test_forked_processes_never_read_each_others_answers(
     new_session: Callable[..., KSSession], sb: Sandbox
 ) -> None:
-    s = new_session(timeout=(1.0, 1.0))
+    s = new_session()
     s.connect()
     assert s.get(f"{QUOTES_LTP_PREFIX}1").status_code == 200  # a pooled keep-alive connection
     opened = sb.connections_opened
