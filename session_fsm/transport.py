@@ -95,6 +95,7 @@ class _Watchdog:
     def finish(self, call: Call) -> None:
         with self._cond:  # after this, the watchdog never touches the call's socket
             call.done = True
+            call.conn = None  # the heap keeps the call until its deadline: not the connection
 
     def _run(self) -> None:
         cond, heap = self._cond, self._heap
