@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from . import contract
 from .errors import ConfigurationError
-from .wire import RetryPolicy, WireConfig
+from .wire import RetryPolicy, WireConfig, check_deadline
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,8 @@ class SessionConfig:
     """Settings of a session. Times are in seconds.
 
     - ``timeout``: (connect, read) timeout of every HTTP call.
+    - ``deadline``: the most one HTTP call may take in all (connect, the whole answer, retries
+      and their waits); past it the call raises ``RequestTimeout``. Finite, > 0.
     - ``retry``: urllib3 retry policy below the session (429/5xx/connection faults).
     - ``verify``: TLS verification (True, or a CA bundle path).
     - ``allowed_domains`` / ``allow_loopback``: where ``session_init`` may redirect to.
@@ -28,7 +30,8 @@ class SessionConfig:
     - ``auto_relogin``: log in again by itself when a request meets an expired session, and
       renew proactively at the deadlines below (off: neither; a passed deadline raises).
     - ``relogin_timeout``: how long a request waits for another thread's (or process's)
-      re-login before it gives up with ``SessionExpired``.
+      re-login before it gives up with ``SessionExpired``; also the longest any call waits for
+      the session's lock (connect, triggers).
     - ``cooldown``: after a wrong password/access code or a rejected gateway token, calls fail
       at once with that error for this long instead of hitting the login endpoints again.
     - ``max_session_age`` / ``daily_cutoff`` (``"HH:MM"``) in ``cutoff_tz``: proactive re-login
@@ -57,8 +60,10 @@ class SessionConfig:
     replay_posts: bool = True
     history_size: int = 64
     logout_on_exit: bool = False
+    deadline: float = 60.0
 
     def __post_init__(self) -> None:
+        check_deadline(self.deadline)
         if self.daily_cutoff is not None:
             try:
                 dt.time.fromisoformat(self.daily_cutoff)
@@ -100,6 +105,7 @@ class SessionConfig:
             verify=self.verify,
             allowed_domains=self.allowed_domains,
             allow_loopback=self.allow_loopback,
+            deadline=self.deadline,
         )
 
     def deadlines(self, login_time: float) -> tuple[float, float] | None:

@@ -90,13 +90,17 @@ class ConfigurationError(KSError):
 
 
 class UnsafeRedirect(KSError):
-    """session_init redirected to a host outside the allow-list; no password was sent."""
+    """A URL (a session_init redirect, the configured host, an absolute request URL) is not
+    one credentials may go to; nothing was sent to it. ``host`` never holds user info."""
 
-    hint = "check the host, or add it to allowed_hosts if you trust it"
+    hint = "check the host, or add it to allowed_domains if you trust it"
 
-    def __init__(self, host: str) -> None:
+    def __init__(
+        self, host: str, reason: str = "not on the allow-list", hint: str | None = None
+    ) -> None:
         self.host = host
-        super().__init__(f"refusing redirect to {host!r}, not on the allow-list")
+        self.reason = reason
+        super().__init__(f"refusing to send credentials to {host!r}: {reason}", hint=hint)
 
 
 class ReloginNeedsHuman(KSError):

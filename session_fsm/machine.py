@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import itertools
 import os
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -37,8 +36,10 @@ from .errors import (
     LoginRejected,
     NotAuthorized,
     OneTimeTokenRejected,
+    SessionExpired,
     WrongDomain,
 )
+from .locks import ForkSafeLock
 from .logs import emit, emit_record, get_logger
 from .snapshot import EVENT_KEYS, FAILED, OK, REFUSED, Snapshot, TransitionRecord
 from .stores import (
@@ -81,6 +82,15 @@ _INTERNAL_EDGE_FOR: tuple[tuple[type[KSError], str], ...] = (
     (WrongDomain, "redirect_changed"),
     (OneTimeTokenRejected, "ott_rejected"),
 )
+
+
+def _lock_wait_expired(timeout: float) -> SessionExpired:
+    """The error of a call that waited ``relogin_timeout`` for the session's lock."""
+    return SessionExpired(
+        f"gave up after {timeout:g}s waiting for another thread's call on this session "
+        "(connect, re-login or logout)",
+        hint="raise relogin_timeout, or retry",
+    )
 
 
 @functools.cache
@@ -147,7 +157,8 @@ class SessionMachine(EdgeCalls):
         self._carry: Snapshot | None = None  # the old token during/after a soft refresh
         self._carry_retry_at = 0.0  # when a failed soft refresh is tried again
         self._loaded = False
-        self._lock = threading.RLock()
+        # Bounded (relogin_timeout) and made afresh in a forked child: see session_fsm.locks.
+        self._lock = ForkSafeLock(self.config.relogin_timeout, _lock_wait_expired, reentrant=True)
         # Made at the first record / registration: a session is a handful of objects for the
         # garbage collector to walk, which matters to a process holding 10,000 of them.
         self._history: deque[TransitionRecord] | None = None

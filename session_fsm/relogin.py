@@ -27,14 +27,13 @@ from .errors import (
     GatewayAuthError,
     NotReplayable,
     SessionExpired,
-    UnsafeRedirect,
     WrongDomain,
     error_for,
 )
 from .logs import emit
 from .models import Fault
 from .snapshot import Snapshot
-from .wire import IDEMPOTENT_METHODS, Wire, host_allowed
+from .wire import IDEMPOTENT_METHODS, Wire, check_url
 
 if TYPE_CHECKING:
     from .session import KSSession
@@ -74,6 +73,7 @@ class SessionAuth(AuthBase):
 
     def _apply(self, r: requests.PreparedRequest, snap: Snapshot) -> None:
         assert snap.session_token is not None  # ready() returns Authenticated snapshots
+        check_url(r.url or "", self.session.wire.config)  # the prepared URL: what is sent
         r.headers.update(Wire.trading_headers(self.session.identity(), snap.session_token))
 
     def _on_response(
@@ -149,8 +149,7 @@ def _release(response: requests.Response) -> None:
 def send(session: KSSession, method: str, path: str, **kwargs: Any) -> requests.Response:
     """``session.request``: send through the session's auth; typed error on non-2xx."""
     if "://" in path:
-        if not host_allowed(path, session.wire.config):
-            raise UnsafeRedirect(urlsplit(path).netloc)
+        check_url(path, session.wire.config)  # the host urllib3 would connect to
         url = path
     else:
         url = session.ready().host + path

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from .errors import ConfigurationError, KSError
+from .locks import ForkSafeLock
 from .secret import Secret
 
 
@@ -181,9 +181,10 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._data: dict[str, StoredSession] = {}
+        # Made afresh in a forked child (a parent thread may hold one at the fork): see locks.
+        self._locks: dict[str, ForkSafeLock] = {}
+        self._guard = ForkSafeLock()
         self._cooldowns: dict[str, StoredCooldown] = {}
-        self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
 
     def load_cooldown(self, key: str) -> StoredCooldown | None:
         """The login cool-down kept for ``key``, or None."""
@@ -213,7 +214,7 @@ class MemoryStore:
     def lock(self, key: str, timeout: float) -> Iterator[bool]:
         """A per-key thread lock; yields whether it was acquired within ``timeout``."""
         with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
+            lock = self._locks.setdefault(key, ForkSafeLock())
         got = lock.acquire(timeout=timeout)
         try:
             yield got

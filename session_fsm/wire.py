@@ -11,12 +11,18 @@ dropped connections and read timeouts: repeating them is harmless (a repeated lo
 a fresh one-time token; a repeated 2FA whose first answer was lost meets 50001, which
 ``connect()`` recovers from by logging in once more). POSTs on trading paths are never retried.
 There is exactly one retry layer per request.
+
+Below the retries, every request the Wire's own ``requests.Session`` sends goes through a
+:class:`~session_fsm.transport.GuardedAdapter`: the host is checked against the allow-list
+(:mod:`session_fsm.hosts`) at the last moment, and the call (connect, whole body, retries and
+their waits) is bounded by ``WireConfig.deadline``. The pooled connections belong to the
+process that made them: a forked child makes its own on its first request.
 """
 
 from __future__ import annotations
 
-import functools
-import threading
+import math
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,8 +30,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 from urllib3 import exceptions as urllib3_exceptions
+from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 
 from . import contract as c
@@ -36,9 +42,12 @@ from .errors import (
     MalformedAnswer,
     NetworkError,
     RequestTimeout,
-    UnsafeRedirect,
     error_for,
 )
+from .hosts import LOOPBACK_HOSTS as LOOPBACK_HOSTS  # where it was first defined
+from .hosts import check_url as check
+from .hosts import refusal
+from .locks import ForkSafeLock
 from .models import (
     Fault,
     ResLogin,
@@ -50,6 +59,7 @@ from .models import (
     unwrap,
 )
 from .secret import Secret
+from .transport import DeadlineExceeded, GuardedAdapter, current_call
 
 #: Methods safe to retry on 429/5xx/timeouts (and to replay after a re-login).
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
@@ -57,8 +67,9 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: Statuses retried for the session calls (login and 2FA included).
 SESSION_RETRY_STATUSES = frozenset({429, 503})
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 USER_AGENT = "session_fsm/0.1"
+#: Pooled sessions a forked child inherited: kept, untouched, for the child's lifetime.
+_PARENTS_POOLS: list[requests.Session | None] = []
 
 
 class CappedRetry(Retry):
@@ -86,14 +97,38 @@ class CappedRetry(Retry):
         value = super().get_retry_after(response)
         return None if value is None else min(value, self.retry_after_cap)
 
-    def sleep(self, response: Any = None) -> None:
+    def _delay(self, response: Any) -> float:
         delay = None
         if response is not None and self.respect_retry_after_header:
             delay = self.get_retry_after(response)
-        if delay is None:
-            delay = self.get_backoff_time()
+        return self.get_backoff_time() if delay is None else delay
+
+    def sleep(self, response: Any = None) -> None:
+        delay = self._delay(response)
         if delay > 0:
             self.sleeper(delay)
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: Any = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        _stacktrace: Any = None,
+    ) -> CappedRetry:
+        """urllib3's increment, and no retry whose wait would end past the call's deadline
+        (an answer is then returned as it is; an error ends the call as timed out)."""
+        new = super().increment(method, url, response, error, _pool, _stacktrace)
+        assert isinstance(new, CappedRetry)
+        call = current_call()
+        if call is not None and (
+            call.expired or time.monotonic() + new._delay(response) >= call.deadline
+        ):
+            call.expired = True
+            reason = error or ResponseError("a retry would pass the deadline")
+            raise MaxRetryError(_pool, url or "", reason)
+        return new
 
 
 @dataclass(frozen=True)
@@ -144,8 +179,11 @@ class WireConfig:
     """Transport settings: timeouts in seconds (connect, read), retries, TLS, allowed hosts.
 
     ``allowed_domains``: a redirect host must be ``https`` and equal to or under one of these;
-    loopback hosts (``127.0.0.1``, ``localhost``, ``::1``) are allowed on any scheme when
-    ``allow_loopback`` is true, for the sandbox.
+    loopback hosts (``127.0.0.1``, ``localhost``, ``::1``) are allowed on http or https when
+    ``allow_loopback`` is true, for the sandbox (see :mod:`session_fsm.hosts`).
+
+    ``deadline``: the most one call may take in all (connect, the whole answer, retries and
+    their waits), in seconds; past it the call raises ``RequestTimeout``.
     """
 
     timeout: tuple[float, float] = (3.05, 10.0)
@@ -154,6 +192,19 @@ class WireConfig:
     allowed_domains: tuple[str, ...] = (c.KS_DOMAIN,)
     allow_loopback: bool = True
     pool_maxsize: int = 32
+    deadline: float = 60.0
+
+    def __post_init__(self) -> None:
+        check_deadline(self.deadline)
+
+
+def check_deadline(value: object) -> None:
+    """Raise ConfigurationError unless ``value`` is a finite number of seconds > 0."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and value > 0):  # type: ignore[arg-type,operator]
+        raise ConfigurationError(
+            "deadline must be a finite number of seconds > 0", hint="e.g. deadline=60"
+        )
 
 
 @dataclass(frozen=True)
@@ -178,27 +229,20 @@ class Identity:
 
 
 def host_allowed(url: str, config: WireConfig) -> bool:
-    """True when ``url`` may receive our credentials under ``config``'s allow-list."""
-    return _host_allowed(url, tuple(config.allowed_domains), bool(config.allow_loopback))
+    """True when ``url`` may receive our credentials under ``config``'s allow-list (the host
+    decided as urllib3 connects; see :mod:`session_fsm.hosts`)."""
+    return refusal(url, tuple(config.allowed_domains), bool(config.allow_loopback)) is None
 
 
-@functools.lru_cache(maxsize=256)  # a session meets the same one or two hosts on every login
-def _host_allowed(url: str, allowed_domains: tuple[str, ...], allow_loopback: bool) -> bool:
-    parts = urlsplit(url)
-    name = (parts.hostname or "").lower().rstrip(".")
-    if not name:
-        return False
-    if name in LOOPBACK_HOSTS:
-        return allow_loopback and parts.scheme in ("http", "https")
-    if parts.scheme != "https":
-        return False
-    return any(name == d or name.endswith("." + d) for d in allowed_domains)
+def check_url(url: str, config: WireConfig) -> None:
+    """Raise UnsafeRedirect (naming the host, never user info) unless ``url`` may receive
+    our credentials under ``config``'s allow-list."""
+    check(url, tuple(config.allowed_domains), bool(config.allow_loopback))
 
 
 def check_host(url: str, config: WireConfig) -> str:
     """Return ``url`` without a trailing slash, or raise UnsafeRedirect."""
-    if not host_allowed(url, config):
-        raise UnsafeRedirect(urlsplit(url).netloc or url)
+    check_url(url, config)
     return url.rstrip("/")
 
 
@@ -208,15 +252,22 @@ class Wire:
     The ``requests.Session`` it makes has ``trust_env`` off: proxy settings (``HTTPS_PROXY``,
     ``NO_PROXY``, ...) and ``REQUESTS_CA_BUNDLE`` are read from the environment once (see
     :mod:`session_fsm.environment`) instead of on every request, and ``~/.netrc`` never
-    replaces the Bearer header. A session passed as ``http`` is used as it is.
+    replaces the Bearer header. A session passed as ``http`` is used as it is (no deadline;
+    the host is still checked before each request), also after a fork: give a child its own.
+
+    Fork-safe: the pooled session the Wire makes belongs to the process that made it, and a
+    forked child makes its own at its first request (the parent's keep-alive sockets are left
+    to the parent).
     """
 
     def __init__(self, config: WireConfig | None = None, http: requests.Session | None = None):
         self.config = config or WireConfig()
         self._http = http
+        self._pid = os.getpid() if http is not None else 0  # whose pool self._http is
+        self._given = http is not None  # a caller's session is used as it is, even after fork
         self._env: EnvironmentSettings | None = None  # set when the Wire makes its own session
         self._mounted: set[str] = set()
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock(self.config.deadline, _lock_wait_expired)
 
     def __repr__(self) -> str:
         return f"Wire(timeout={self.config.timeout})"
@@ -225,10 +276,12 @@ class Wire:
 
     @property
     def http(self) -> requests.Session:
-        """The pooled ``requests.Session`` (created on first use)."""
+        """The pooled ``requests.Session`` of this process (created on first use)."""
         http = self._http
-        if http is None:
+        if http is None or not self._mine():
             with self._lock:
+                if not self._mine():
+                    self._forget_parents_pool()
                 if self._http is None:
                     s = requests.Session()
                     s.trust_env = False  # the environment is read once, by self._env
@@ -236,18 +289,41 @@ class Wire:
                     self._env = EnvironmentSettings()
                     self._mount(s, "http://", self.config.retry.for_trading())
                     self._mount(s, "https://", self.config.retry.for_trading())
-                    self._http = s
+                    self._http, self._pid = s, os.getpid()
                 http = self._http
         return http
 
+    def _forget_parents_pool(self) -> None:
+        """In a forked child: leave the parent's pooled session alone, never closed and never
+        collected (its sockets and locks are the parent's; a lock a parent thread held at the
+        fork would hang the child's clean-up), and start afresh."""
+        _PARENTS_POOLS.append(self._http)
+        self._http = None
+        self._env = None
+        self._mounted = set()
+
+    def _mine(self) -> bool:
+        """True when the pooled session was made in this process (or given by the caller)."""
+        return self._given or self._pid == os.getpid()
+
+    def _check(self, url: str) -> None:
+        check_url(url, self.config)
+
     def _mount(self, s: requests.Session, prefix: str, retry: Retry) -> None:
         size = self.config.pool_maxsize
-        s.mount(prefix, HTTPAdapter(max_retries=retry, pool_connections=size, pool_maxsize=size))
+        adapter = GuardedAdapter(
+            self._check,
+            self.config.deadline,
+            max_retries=retry,
+            pool_connections=size,
+            pool_maxsize=size,
+        )
+        s.mount(prefix, adapter)
 
     def _session_url(self, host: str, path: str) -> str:
         prefix = f"{host}/session/"
+        http = self.http  # first: a forked child's Wire forgets the parent's mounts here
         if prefix not in self._mounted:
-            http = self.http
             with self._lock:
                 if prefix not in self._mounted:
                     self._mount(http, prefix, self.config.retry.for_session_calls())
@@ -258,8 +334,12 @@ class Wire:
         """Close pooled connections (the Wire may be used again afterwards)."""
         with self._lock:
             if self._http is not None:
-                self._http.close()
+                if self._mine():
+                    self._http.close()
+                else:  # a parent's pool is the parent's to close
+                    self._forget_parents_pool()
                 self._http = None
+                self._given = False
                 self._env = None  # the next session reads the environment again
                 self._mounted.clear()
 
@@ -269,7 +349,10 @@ class Wire:
         ``kwargs`` are requests' own and win over the Wire's defaults (``proxies`` key by key).
         """
         config = self.config
-        http = self._http or self.http
+        check_url(url, config)  # the adapter checks again, last, on the prepared request
+        http = self._http
+        if http is None or not self._mine():
+            http = self.http
         options: dict[str, Any] = {"timeout": config.timeout, "allow_redirects": False}
         env = self._env
         if env is None:
@@ -280,6 +363,11 @@ class Wire:
             options["proxies"] = {**proxies, **given} if given else proxies
         try:
             return http.request(method, url, **{**options, **kwargs})
+        except DeadlineExceeded:
+            raise RequestTimeout(
+                f"{method} {urlsplit(url).path} passed its deadline of {config.deadline:g}s",
+                hint="raise deadline= if the API is slow, or retry later",
+            ) from None
         except requests.RequestException as exc:
             if _timed_out(exc):
                 raise RequestTimeout(f"{method} {urlsplit(url).path} timed out") from None
@@ -382,6 +470,10 @@ class Wire:
         if headers:
             merged.update(headers)
         return self.send(method, url, headers=merged, **kwargs)
+
+
+def _lock_wait_expired(timeout: float) -> RequestTimeout:
+    return RequestTimeout(f"gave up after {timeout:g}s waiting for the transport's lock")
 
 
 def _timed_out(exc: requests.RequestException) -> bool:

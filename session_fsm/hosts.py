@@ -1,0 +1,131 @@
+"""The host allow-list: which URLs may receive the session's credentials.
+
+The check decides on the host the transport will connect to, not on what some other parser
+reads. A URL passes only when its authority (RFC 3986: what follows ``scheme://`` up to the
+first ``/``, ``?`` or ``#``) is a plain host and port with nothing a parser could read two ways:
+
+- no user info (``user:pw@``), which no KS URL has;
+- the host is an IP literal (``[v6]``) or a DNS name of ASCII labels (letters, digits, ``-``,
+  ``_``), at most one trailing dot: no backslash, whitespace, control character, ``%``, or
+  non-ASCII character (an international name is given in its IDNA ``xn--`` form);
+- the port, if any, is 1-65535 in digits;
+- urllib3's ``parse_url`` (what requests and urllib3 connect to) and the standard library's
+  ``urlsplit`` both read exactly that host.
+
+Then the host must be loopback (``127.0.0.1``, ``localhost``, ``::1``; with ``allow_loopback``,
+on http or https) or, on https, equal to or under one of ``allowed_domains``. An IPv4 address
+other than loopback passes only when listed exactly.
+
+Messages show the host without any user info, escaped and shortened.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+from urllib.parse import urlsplit
+
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
+
+from .errors import UnsafeRedirect
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+#: ``scheme://authority`` at the start of a URL, the authority read as RFC 3986 reads it.
+_ORIGIN = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)")
+_LABEL = re.compile(r"[a-z0-9_-]{1,63}")
+_IP_LITERAL = re.compile(r"\[[0-9a-f:.]+\]")
+_PORT = re.compile(r"[0-9]{1,5}")
+_NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")  # an inet_aton() part: the name is an address
+_SHOWN_MAX = 80
+
+
+def refusal(url: str, allowed_domains: tuple[str, ...], allow_loopback: bool) -> str | None:
+    """Why ``url`` may not receive credentials under the allow-list, or None when it may."""
+    found = _ORIGIN.match(url)
+    if found is None:
+        return "not an absolute http(s) URL"
+    return _refusal(found.group(0), tuple(allowed_domains), bool(allow_loopback))
+
+
+@functools.lru_cache(maxsize=256)  # keyed by origin: a session meets one or two hosts
+def _refusal(origin: str, allowed_domains: tuple[str, ...], allow_loopback: bool) -> str | None:
+    found = _ORIGIN.fullmatch(origin)
+    assert found is not None
+    scheme, authority = found.group(1).lower(), found.group(2)
+    if scheme not in ("http", "https"):
+        return "not an http(s) URL"
+    if "@" in authority:
+        return "the URL carries user info"
+    host, port = _split_authority(authority)
+    if host is None:
+        return "the host is not a DNS name or IP literal (RFC 3986)"
+    if port is not None and not (_PORT.fullmatch(port) and 0 < int(port) <= 65535):
+        return "the port is not a number from 1 to 65535"
+    try:  # the parsers that send must read this very host (they do, for a host this plain)
+        sent_host = parse_url(origin).host
+        split_host = urlsplit(origin).hostname
+    except (LocationParseError, ValueError):
+        return "the URL does not parse"
+    if sent_host != host or split_host != host.strip("[]"):
+        return "the URL parsers disagree about its host"
+    name = host.strip("[]").removesuffix(".")
+    if name in LOOPBACK_HOSTS:
+        return None if allow_loopback else "loopback hosts are not allowed (allow_loopback)"
+    if scheme != "https":
+        return "not https"
+    domains = {d.lower().removesuffix(".") for d in allowed_domains}
+    if name in domains:
+        return None
+    address = host.startswith("[") or _NUMERIC_LABEL.fullmatch(name.rpartition(".")[2])
+    if not address and any(d and name.endswith("." + d) for d in domains):
+        return None
+    return "not on the allow-list (allowed_domains)"
+
+
+def _split_authority(authority: str) -> tuple[str | None, str | None]:
+    """(lower-case host, port or None); the host is None when it is not plain syntax."""
+    if authority.startswith("["):
+        end = authority.find("]") + 1
+        host, rest = authority[:end].lower(), authority[end:]
+        if not end or not _IP_LITERAL.fullmatch(host) or (rest and not rest.startswith(":")):
+            return None, None
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return None, None
+        return host, rest[1:] if rest else None
+    host, colon, port = authority.partition(":")
+    host = host.lower()
+    labels = host.removesuffix(".").split(".")
+    if len(host) > 254 or not all(_LABEL.fullmatch(label) for label in labels):
+        return None, None
+    return host, port if colon else None
+
+
+def shown_host(url: str) -> str:
+    """The host part of ``url`` fit for a message: never user info, escaped, shortened."""
+    found = _ORIGIN.match(url)
+    authority = found.group(2) if found else re.split(r"[/?#]", url, maxsplit=1)[0]
+    _, at, host = authority.rpartition("@")
+    shown = "".join(c if " " < c < "\x7f" else ascii(c)[1:-1] for c in host)
+    if at:
+        shown = "…@" + shown  # user info present, not shown
+    return shown if len(shown) <= _SHOWN_MAX else shown[: _SHOWN_MAX - 1] + "…"
+
+
+def check_url(url: str, allowed_domains: tuple[str, ...], allow_loopback: bool) -> None:
+    """Raise UnsafeRedirect (naming the host, never user info) unless ``url`` may receive
+    credentials."""
+    why = refusal(url, allowed_domains, allow_loopback)
+    if why is not None:
+        raise UnsafeRedirect(shown_host(url), why, hint=hint_for(why))
+
+
+def hint_for(reason: str) -> str | None:
+    """The hint of a refusal: the allow-list's own, or how to write a plain URL."""
+    if reason.startswith(("not on the allow-list", "not https", "loopback")):
+        return None
+    return "give a plain https://host[:port]/path URL (no user info; IDNs as xn--)"
