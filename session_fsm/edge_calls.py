@@ -130,7 +130,11 @@ class EdgeCalls:
         return max(self._snap.generation, stored.generation if stored else 0) + 1
 
     def _save(self, record: StoredSession) -> None:
-        self._store.save(self.store_key(), record)
+        if self._store.save(self.store_key(), record) is False:
+            # Fenced: another process saved a session as new or newer while our lock had
+            # lapsed. Ours stays in use; on its next 401 the stored one is adopted.
+            emit(self._log, "warning", "session_save_refused", session_id=self.session_id,
+                 generation=record.generation)  # fmt: skip
 
 
 def _redirect_url(host: str, port: int | None) -> str:

@@ -86,8 +86,12 @@ class TokenStore(Protocol):
         """The stored session for ``key``, or None."""
         ...
 
-    def save(self, key: str, session: StoredSession) -> None:
-        """Store ``session`` under ``key`` (replacing any)."""
+    def save(self, key: str, session: StoredSession) -> bool | None:
+        """Store ``session`` under ``key`` (replacing any).
+
+        A store that fences by generation returns False, storing nothing, when the record under
+        ``key`` is as new or newer (see :class:`~session_fsm.redis_store.RedisStore`).
+        """
         ...
 
     def delete(self, key: str) -> None:
