@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 
 import pyotp
 
+from . import validation as v
 from .errors import ConfigurationError
 from .secret import Secret
 
@@ -106,18 +107,21 @@ class FromCallable:
     automatic re-login must not call it.
     """
 
-    def __init__(self, fn: Callable[[], str | Secret], *, repeatable: bool = True) -> None:
-        self._fn = fn
-        self.repeatable = repeatable
+    def __init__(
+        self, fn: Callable[[], str | Secret], *, repeatable: bool = True, what: str = "secret"
+    ) -> None:
+        self._fn = v.callable_(what, fn)
+        self.repeatable = v.flag("repeatable", repeatable)
+        self.what = what
         self._used = False
 
     def available(self) -> bool:
         return self.repeatable or not self._used
 
     def get(self) -> Secret:
+        """The function's answer; ConfigurationError if it is not a non-empty string."""
         self._used = True
-        value = self._fn()
-        return value if isinstance(value, Secret) else Secret(str(value))
+        return as_secret(self._fn(), f"the {self.what} callable")
 
     def __repr__(self) -> str:
         return f"FromCallable(repeatable={self.repeatable})"
@@ -148,8 +152,31 @@ class Totp:
     def __repr__(self) -> str:
         return "Totp(secret=<hidden>)"
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Like Secret: the seed would be in the pickle, and every code for ever follows from it.
+        raise TypeError("Totp values are not picklable (they hold a TOTP seed)")
+
 
 ProviderLike = str | Secret | SecretProvider | Callable[[], str]
+
+
+def as_secret(value: object, source: str) -> Secret:
+    """``value`` (what ``source`` produced) as a non-empty Secret; ConfigurationError if it is
+    anything else (None, a number, an empty or blank string), so nothing such is ever sent."""
+    if isinstance(value, str):
+        value = Secret(value)
+    if not isinstance(value, Secret):
+        got = "no value" if value is None else f"type {type(value).__name__}"
+        raise ConfigurationError(f"{source} must give a non-empty string; it gave {got}")
+    if not value.reveal().strip():
+        raise ConfigurationError(f"{source} must give a non-empty string; it gave a blank one")
+    return value
+
+
+def produce(provider: SecretProvider, what: str) -> Secret:
+    """Ask ``provider`` for ``what`` (``password``, ``access_code``): a non-empty Secret, or
+    ConfigurationError naming ``what`` before anything is sent (never the value)."""
+    return as_secret(provider.get(), f"the {what} provider")
 
 
 def as_provider(value: ProviderLike | None, what: str) -> SecretProvider | None:
@@ -161,8 +188,9 @@ def as_provider(value: ProviderLike | None, what: str) -> SecretProvider | None:
     if isinstance(value, SecretProvider):
         return value
     if callable(value):
-        return FromCallable(value)
-    raise ConfigurationError(f"{what} must be a str, a provider or a callable")
+        return FromCallable(value, what=what)
+    got = f"type {type(value).__name__}"
+    raise ConfigurationError(f"{what} must be a str, a provider or a callable; got {got}")
 
 
 @dataclass(frozen=True, repr=False)
@@ -186,14 +214,35 @@ class Credentials:
     access_token_provider: Callable[[], str] | None = None
 
     def __post_init__(self) -> None:
+        # Every field is checked here: header values are visible ASCII (a pasted zero-width
+        # space or CR/LF fails now, naming the field, not at the first request with the value
+        # in a UnicodeEncodeError). Secrets are wrapped before they are checked.
         missing = [
             name
             for name in ("userid", "consumer_key", "access_token", "ip", "app_id")
-            if not getattr(self, name)
+            if getattr(self, name) is None or getattr(self, name) == ""
         ]
         if missing:
             raise ConfigurationError(f"Credentials needs {', '.join(missing)}")
-        object.__setattr__(self, "access_token", Secret(self.access_token))
+        token = self.access_token
+        if not isinstance(token, str | Secret):
+            raise ConfigurationError(
+                f"Credentials.access_token must be a str or Secret; got type {type(token).__name__}"
+            )
+        object.__setattr__(self, "access_token", Secret(token))
+        del token
+        v.secret_header("Credentials.access_token", self.bearer)
+        v.header_text("Credentials.userid", self.userid)
+        v.header_text("Credentials.consumer_key", self.consumer_key)
+        v.ip_address("Credentials.ip", self.ip)
+        v.header_text("Credentials.app_id", self.app_id, spaces=True)
+        if self.totp_secret is not None and not isinstance(self.totp_secret, str | Secret):
+            raise ConfigurationError(
+                "Credentials.totp_secret must be a base32 str or Secret; "
+                f"got type {type(self.totp_secret).__name__}"
+            )
+        if self.access_token_provider is not None:
+            v.callable_("Credentials.access_token_provider", self.access_token_provider)
         object.__setattr__(self, "password", as_provider(self.password, "password"))
         code = as_provider(self.access_code, "access_code")
         if code is None and self.totp_secret:

@@ -24,7 +24,7 @@ from typing import Any
 
 from transitions import Machine
 
-from . import contract, table
+from . import contract, table, validation
 from .config import SessionConfig
 from .credentials import Credentials
 from .edge_calls import EdgeCalls
@@ -103,6 +103,8 @@ class SessionMachine(EdgeCalls):
         on_transition: Callback | list[Callback] | None = None,
         **options: Any,
     ) -> None:
+        validation.instance("credentials", credentials, Credentials)
+        validation.callable_("clock", clock)
         self.credentials = credentials
         self.config = SessionConfig.from_options(options)
         self._wire = wire or Wire(self.config.wire_config())
@@ -126,8 +128,7 @@ class SessionMachine(EdgeCalls):
         self._history: deque[TransitionRecord] | None = None
         self._callbacks: list[Callback] | None = None
         if on_transition is not None:
-            cbs = on_transition if isinstance(on_transition, list) else [on_transition]
-            self._callbacks = list(cbs)
+            self._callbacks = validation.each_callable("on_transition", on_transition)
 
     # --- introspection -------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from urllib3 import exceptions as urllib3_exceptions
 from urllib3.util.retry import Retry
 
 from . import contract as c
+from . import validation
 from .environment import EnvironmentSettings
 from .errors import (
     Call,
@@ -59,6 +60,9 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 SESSION_RETRY_STATUSES = frozenset({429, 503})
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 USER_AGENT = "session_fsm/0.1"
+#: Upper bounds of RetryPolicy.total and WireConfig.pool_maxsize (larger is a typo).
+MAX_RETRIES = 100
+MAX_POOL_SIZE = 10_000
 
 
 class CappedRetry(Retry):
@@ -112,6 +116,14 @@ class RetryPolicy:
     retry_after_cap: float = 30.0
     sleeper: Callable[[float], None] = field(default=time.sleep, compare=False, repr=False)
 
+    def __post_init__(self) -> None:
+        validation.count("RetryPolicy.total", self.total, minimum=0, maximum=MAX_RETRIES)
+        for name in ("backoff_factor", "backoff_jitter", "backoff_max", "retry_after_cap"):
+            object.__setattr__(
+                self, name, validation.seconds(f"RetryPolicy.{name}", getattr(self, name))
+            )
+        validation.callable_("RetryPolicy.sleeper", self.sleeper)
+
     def _retry(self, methods: frozenset[str], statuses: frozenset[int]) -> CappedRetry:
         return CappedRetry(
             total=self.total,
@@ -154,6 +166,15 @@ class WireConfig:
     allowed_domains: tuple[str, ...] = (c.KS_DOMAIN,)
     allow_loopback: bool = True
     pool_maxsize: int = 32
+
+    def __post_init__(self) -> None:
+        put = functools.partial(object.__setattr__, self)  # canonical forms (frozen dataclass)
+        put("timeout", validation.timeout("timeout", self.timeout))
+        validation.instance("retry", self.retry, RetryPolicy, hint="use RetryPolicy(total=...)")
+        put("verify", validation.verify("verify", self.verify))
+        put("allowed_domains", validation.domains("allowed_domains", self.allowed_domains))
+        validation.flag("allow_loopback", self.allow_loopback)
+        validation.count("pool_maxsize", self.pool_maxsize, minimum=1, maximum=MAX_POOL_SIZE)
 
 
 @dataclass(frozen=True)
