@@ -92,11 +92,13 @@ class ConfigurationError(KSError):
 class UnsafeRedirect(KSError):
     """session_init redirected to a host outside the allow-list; no password was sent."""
 
-    hint = "check the host, or add it to allowed_hosts if you trust it"
+    hint = "check the host, or add its domain to allowed_domains if you trust it"
 
     def __init__(self, host: str) -> None:
-        self.host = host
-        super().__init__(f"refusing redirect to {host!r}, not on the allow-list")
+        from .masking import mask_url
+
+        self.host = mask_url(host)  # a host may carry userinfo (``u:pw@h``): never shown
+        super().__init__(f"refusing redirect to {self.host!r}, not on the allow-list")
 
 
 class ReloginNeedsHuman(KSError):
