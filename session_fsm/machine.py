@@ -104,7 +104,10 @@ class SessionMachine(EdgeCalls):
         **options: Any,
     ) -> None:
         validation.instance("credentials", credentials, Credentials)
+        validation.instance("host", host, str)
         validation.callable_("clock", clock)
+        if wire is not None:
+            validation.instance("wire", wire, Wire)
         self.credentials = credentials
         self.config = SessionConfig.from_options(options)
         self._wire = wire or Wire(self.config.wire_config())

@@ -24,13 +24,6 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
 _PARAM = re.compile(r"([?&;#])([^=&;#?]*)=([^&;#]*)")
 
 
-def _mask_param(match: re.Match[str]) -> str:
-    sep, name, value = match.group(1), match.group(2), match.group(3)
-    if value and _SECRET_NAME.search(unquote(name)):
-        return f"{sep}{name}={MASK}"
-    return match.group(0)
-
-
 def mask_url(url: object) -> str:
     """``url`` as text with its userinfo and credential-like query values masked.
 
@@ -45,16 +38,28 @@ def mask_url(url: object) -> str:
         start = 0  # no ``scheme:/``: ``user:pw@host`` is all userinfo
     while start < len(url) and url[start] in "/\\":
         start += 1  # past the slashes (also a misspelled ``:/`` or ``:\\``)
+    hidden = bytearray(len(url))  # 1 where a character is masked
     # The userinfo ends at the last "@" anywhere: a password may hold "/", "?" or "#", and a
     # parser that stops at those would show the rest. When unsure, mask more.
     at = url.rfind("@")
-    rest = 0
     if at >= start:
-        url = url[:start] + MASK + url[at:]
-        rest = start + len(MASK)
-    cuts = [i for i in (url.find("?", rest), url.find("#", rest)) if i >= 0]
-    cut = min(cuts, default=len(url))
-    head, tail = url[:cut], url[cut:]
-    if tail:
-        tail = _PARAM.sub(_mask_param, tail)
-    return head + tail
+        hidden[start:at] = b"\x01" * (at - start)
+    # Credential-like parameters, searched from the first "?" or "#" anywhere (also inside
+    # what was taken for userinfo: the two masks are joined, so neither can undo the other).
+    first = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=-1)
+    if first >= 0:
+        for i in range(first, len(url)):  # at every separator: matches may overlap
+            m = _PARAM.match(url, i) if url[i] in "?&;#" else None
+            if m and m.group(3) and _SECRET_NAME.search(unquote(m.group(2))):
+                hidden[m.start(3) : m.end(3)] = b"\x01" * (m.end(3) - m.start(3))
+    out: list[str] = []
+    i = 0
+    while i < len(url):
+        if hidden[i]:
+            while i < len(url) and hidden[i]:
+                i += 1
+            out.append(MASK)
+        else:
+            out.append(url[i])
+            i += 1
+    return "".join(out)

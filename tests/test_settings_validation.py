@@ -124,6 +124,8 @@ def test_a_bad_credential_field_is_refused_at_construction(field: str, value: An
         (lambda x: WireConfig(retry=x), "retry", 3),
         (lambda x: KSSession(x, host=HOST), "credentials", {"userid": "u"}),
         (lambda x: KSSession(make_credentials(), host=HOST, clock=x), "clock", 17.25),
+        (lambda x: KSSession(make_credentials(), host=x), "host", 8080),
+        (lambda x: KSSession(make_credentials(), host=HOST, wire=x), "wire", "wire-xyz"),
         (lambda x: KSSession(make_credentials(), host=HOST, on_transition=x), "on_transition", 7),
     ],
 )
@@ -188,6 +190,25 @@ def test_junk_options_are_refused_with_a_configuration_error_or_taken(
     if option == "verify" and isinstance(value, str) and value:
         value = "/no/such/" + value  # an existing path would be a good value
     refused_cleanly(lambda: SessionConfig(**{option: value}), option, value)
+
+
+BUILDERS: list[tuple[str, Callable[[Any], Any]]] = [
+    ("total", lambda x: RetryPolicy(total=x)),
+    ("backoff_factor", lambda x: RetryPolicy(backoff_factor=x)),
+    ("backoff_max", lambda x: RetryPolicy(backoff_max=x)),
+    ("retry_after_cap", lambda x: RetryPolicy(retry_after_cap=x)),
+    ("timeout", lambda x: WireConfig(timeout=x)),
+    ("pool_maxsize", lambda x: WireConfig(pool_maxsize=x)),
+    ("allowed_domains", lambda x: WireConfig(allowed_domains=x)),
+]
+
+
+@given(builder=st.sampled_from(BUILDERS), value=JUNK)
+def test_junk_retry_and_wire_settings_are_refused_or_taken(
+    builder: tuple[str, Callable[[Any], Any]], value: Any
+) -> None:
+    field, build = builder
+    refused_cleanly(lambda: build(value), field, value)
 
 
 @given(field=st.sampled_from(FIELDS), value=JUNK)
