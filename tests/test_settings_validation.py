@@ -189,26 +189,50 @@ def test_junk_options_are_refused_with_a_configuration_error_or_taken(
 ) -> None:
     if option == "verify" and isinstance(value, str) and value:
         value = "/no/such/" + value  # an existing path would be a good value
-    refused_cleanly(lambda: SessionConfig(**{option: value}), option, value)
+    if refused_cleanly(lambda: SessionConfig(**{option: value}), option, value):
+        return
+    taken = getattr(SessionConfig(**{option: value}), option)
+    if option in ("relogin_timeout", "cooldown", "ott_ttl", "soft_window"):
+        assert finite(taken)
+    elif option == "timeout":
+        assert type(taken) is tuple and all(finite(t) and t > 0 for t in taken)
+    elif option in ("allow_loopback", "auto_relogin", "replay_posts"):
+        assert type(taken) is bool
+    elif option == "history_size":
+        assert type(taken) is int and taken >= 1
+    elif option == "retry":
+        assert isinstance(taken, RetryPolicy)
 
 
-BUILDERS: list[tuple[str, Callable[[Any], Any]]] = [
-    ("total", lambda x: RetryPolicy(total=x)),
-    ("backoff_factor", lambda x: RetryPolicy(backoff_factor=x)),
-    ("backoff_max", lambda x: RetryPolicy(backoff_max=x)),
-    ("retry_after_cap", lambda x: RetryPolicy(retry_after_cap=x)),
-    ("timeout", lambda x: WireConfig(timeout=x)),
-    ("pool_maxsize", lambda x: WireConfig(pool_maxsize=x)),
-    ("allowed_domains", lambda x: WireConfig(allowed_domains=x)),
-]
+def finite(x: Any, low: float = 0.0) -> bool:
+    return type(x) is float and math.isfinite(x) and x >= low
+
+
+#: (field, builder, what a taken value must look like on the built object).
+BUILDERS: list[tuple[str, Callable[[Any], Any], Callable[[Any], bool]]] = [
+    ("total", lambda x: RetryPolicy(total=x), lambda r: type(r.total) is int and r.total >= 0),
+    ("backoff_factor", lambda x: RetryPolicy(backoff_factor=x), lambda r: finite(r.backoff_factor)),
+    ("backoff_max", lambda x: RetryPolicy(backoff_max=x), lambda r: finite(r.backoff_max)),
+    ("retry_after_cap", lambda x: RetryPolicy(retry_after_cap=x),
+     lambda r: finite(r.retry_after_cap)),
+    ("timeout", lambda x: WireConfig(timeout=x),
+     lambda w: type(w.timeout) is tuple and len(w.timeout) == 2
+     and all(finite(t) and t > 0 for t in w.timeout)),
+    ("pool_maxsize", lambda x: WireConfig(pool_maxsize=x),
+     lambda w: type(w.pool_maxsize) is int and w.pool_maxsize >= 1),
+    ("allowed_domains", lambda x: WireConfig(allowed_domains=x),
+     lambda w: type(w.allowed_domains) is tuple
+     and all(isinstance(d, str) and d and d.isascii() for d in w.allowed_domains)),
+]  # fmt: skip
 
 
 @given(builder=st.sampled_from(BUILDERS), value=JUNK)
-def test_junk_retry_and_wire_settings_are_refused_or_taken(
-    builder: tuple[str, Callable[[Any], Any]], value: Any
+def test_junk_retry_and_wire_settings_are_refused_or_taken_sane(
+    builder: tuple[str, Callable[[Any], Any], Callable[[Any], bool]], value: Any
 ) -> None:
-    field, build = builder
-    refused_cleanly(lambda: build(value), field, value)
+    field, build, sane = builder
+    if not refused_cleanly(lambda: build(value), field, value):
+        assert sane(build(value)), f"{field} took a value it cannot use"
 
 
 @given(field=st.sampled_from(FIELDS), value=JUNK)
