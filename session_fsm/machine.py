@@ -39,6 +39,7 @@ from .errors import (
     WrongDomain,
 )
 from .logs import emit, emit_record, get_logger
+from .masking import mask_url
 from .snapshot import EVENT_KEYS, FAILED, OK, REFUSED, Snapshot, TransitionRecord
 from .stores import StoredSession, TokenStore, open_store
 from .table import State
@@ -191,7 +192,7 @@ class SessionMachine(EdgeCalls):
         s = self._snap
         return (
             f"{type(self).__name__}(id={self.session_id}, userid={self.credentials.userid!r}, "
-            f"state={s.state.value}, host={s.host!r}, generation={s.generation})"
+            f"state={s.state.value}, host={mask_url(s.host)!r}, generation={s.generation})"
         )
 
     # --- public triggers -----------------------------------------------------------------------

@@ -127,3 +127,18 @@ def test_cli_never_prints_a_store_or_host_password(tmp_path: Path) -> None:
     assert bad_host.rc != 0 and "evil.example.com" in bad_host.err
     for run in (bad_store, bad_host):
         assert SECRET not in run.all
+
+
+def test_a_session_repr_never_shows_a_host_userinfo() -> None:
+    from session_fsm import KSSession
+    from tests.conftest import make_credentials
+
+    # allowed_domains under test is the hostname; whether userinfo is refused outright is the
+    # allow-list's business (issue 14 item 1): whatever it lets through, a repr never shows it.
+    host = f"http://u:{SECRET}@127.0.0.1:1/apim"
+    try:
+        session = KSSession(make_credentials(), host=host)
+    except UnsafeRedirect as exc:
+        assert SECRET not in f"{exc} {exc!r}"
+        return
+    assert SECRET not in repr(session) and SECRET not in str(session)
