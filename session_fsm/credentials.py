@@ -135,13 +135,13 @@ class Totp:
     def __init__(
         self, secret: str | Secret, *, clock: Callable[[], float] = time.time, digits: int = 6
     ) -> None:
-        raw = secret.reveal() if isinstance(secret, Secret) else secret
-        try:
-            self._totp = pyotp.TOTP(raw, digits=digits)
-            self._totp.at(0)
-        except Exception:
-            raise ConfigurationError("totp_secret is not valid base32") from None
-        self._clock = clock
+        v.count("Totp digits", digits, minimum=6, maximum=10)
+        totp = _totp_or_none(secret, digits)
+        del secret  # no raising frame keeps the seed in a local
+        if totp is None:
+            raise ConfigurationError("totp_secret is not valid base32")
+        self._totp = totp
+        self._clock = v.callable_("Totp clock", clock)
 
     def available(self) -> bool:
         return True
@@ -155,6 +155,16 @@ class Totp:
     def __reduce__(self) -> tuple[object, ...]:
         # Like Secret: the seed would be in the pickle, and every code for ever follows from it.
         raise TypeError("Totp values are not picklable (they hold a TOTP seed)")
+
+
+def _totp_or_none(secret: str | Secret, digits: int) -> pyotp.TOTP | None:
+    """A working pyotp TOTP for ``secret``, or None (the error, and this frame, are dropped)."""
+    try:
+        totp = pyotp.TOTP(secret.reveal() if isinstance(secret, Secret) else secret, digits=digits)
+        totp.at(0)
+    except Exception:
+        return None
+    return totp
 
 
 ProviderLike = str | Secret | SecretProvider | Callable[[], str]
@@ -193,7 +203,7 @@ def as_provider(value: ProviderLike | None, what: str) -> SecretProvider | None:
     raise ConfigurationError(f"{what} must be a str, a provider or a callable; got {got}")
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, init=False)
 class Credentials:
     """Everything needed to log in. No field's value ever appears in a repr.
 
@@ -213,6 +223,33 @@ class Credentials:
     totp_secret: str | Secret | None = field(default=None)
     access_token_provider: Callable[[], str] | None = None
 
+    def __init__(
+        self,
+        userid: str,
+        consumer_key: str,
+        access_token: str | Secret,
+        password: ProviderLike | None = None,
+        access_code: ProviderLike | None = None,
+        ip: str = "127.0.0.1",
+        app_id: str = "session_fsm",
+        totp_secret: str | Secret | None = None,
+        access_token_provider: Callable[[], str] | None = None,
+    ) -> None:
+        # Written out (not dataclass-generated) so the plain secrets leave this frame's locals
+        # before any check can raise: a traceback rendered with its locals shows none of them.
+        put = object.__setattr__
+        put(self, "userid", userid)
+        put(self, "consumer_key", consumer_key)
+        put(self, "access_token", access_token)
+        put(self, "password", password)
+        put(self, "access_code", access_code)
+        put(self, "ip", ip)
+        put(self, "app_id", app_id)
+        put(self, "totp_secret", totp_secret)
+        put(self, "access_token_provider", access_token_provider)
+        del access_token, password, access_code, totp_secret
+        self.__post_init__()
+
     def __post_init__(self) -> None:
         # Every field is checked here: header values are visible ASCII (a pasted zero-width
         # space or CR/LF fails now, naming the field, not at the first request with the value
@@ -231,25 +268,27 @@ class Credentials:
             )
         object.__setattr__(self, "access_token", Secret(token))
         del token
-        v.secret_header("Credentials.access_token", self.bearer)
-        v.header_text("Credentials.userid", self.userid)
-        v.header_text("Credentials.consumer_key", self.consumer_key)
-        v.ip_address("Credentials.ip", self.ip)
-        v.header_text("Credentials.app_id", self.app_id, spaces=True)
         if self.totp_secret is not None and not isinstance(self.totp_secret, str | Secret):
             raise ConfigurationError(
                 "Credentials.totp_secret must be a base32 str or Secret; "
                 f"got type {type(self.totp_secret).__name__}"
             )
-        if self.access_token_provider is not None:
-            v.callable_("Credentials.access_token_provider", self.access_token_provider)
+        # Every secret is wrapped before anything else can raise: a failing check below must
+        # not leave a plain password in ``self``, reachable from the traceback's frames.
+        if self.totp_secret is not None:
+            object.__setattr__(self, "totp_secret", Secret(self.totp_secret))
         object.__setattr__(self, "password", as_provider(self.password, "password"))
         code = as_provider(self.access_code, "access_code")
         if code is None and self.totp_secret:
             code = Totp(self.totp_secret)
         object.__setattr__(self, "access_code", code)
-        if self.totp_secret is not None:
-            object.__setattr__(self, "totp_secret", Secret(self.totp_secret))
+        v.secret_header("Credentials.access_token", self.bearer)
+        v.header_text("Credentials.userid", self.userid)
+        v.header_text("Credentials.consumer_key", self.consumer_key)
+        v.ip_address("Credentials.ip", self.ip)
+        v.header_text("Credentials.app_id", self.app_id, spaces=True)
+        if self.access_token_provider is not None:
+            v.callable_("Credentials.access_token_provider", self.access_token_provider)
 
     @property
     def password_provider(self) -> SecretProvider | None:

@@ -5,6 +5,7 @@ field and never its value; a secret provider that yields nothing fails before an
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -308,3 +309,38 @@ def test_a_refreshed_bearer_with_a_pasted_invisible_character_is_never_sent(
     assert "access_token_provider" in str(info.value)
     assert BEARER[8:] not in repr(info.value)
     assert sb.control.stats()["calls"].get(INIT, 0) == 1  # not sent again with the bad token
+
+
+def _frames_text(err: BaseException) -> str:
+    """The locals of the library's frames in the error's traceback (the caller's own frames
+    hold what the caller passed), as repr shows them, plus those objects' fields."""
+    parts = []
+    tb = err.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if "session_fsm" + os.sep in name and (os.sep + "tests" + os.sep) not in name:
+            for value in tb.tb_frame.f_locals.values():
+                parts.append(repr(value))
+                fields = getattr(value, "__dict__", {})
+                parts.extend(repr(x) for x in fields.values())
+                parts.extend(str(x) for x in fields.values() if isinstance(x, str))
+        tb = tb.tb_next
+    assert parts, "no library frame in the traceback"
+    return "\n".join(parts)
+
+
+def test_a_refused_credential_leaves_no_plain_secret_in_the_traceback_frames() -> None:
+    password, seed = "pw-Frame-Hunt-7731", "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+    with pytest.raises(ConfigurationError) as info:
+        Credentials(userid="bad\u200buser", consumer_key="ck", access_token=BEARER,
+                    password=password, totp_secret=seed)  # fmt: skip
+    shown = _frames_text(info.value)
+    for secret in (password, seed, BEARER):
+        assert secret not in shown
+
+
+def test_a_bad_totp_seed_leaves_no_seed_in_the_traceback_frames() -> None:
+    seed = "NOT-BASE32-seed-0189!"
+    with pytest.raises(ConfigurationError, match="totp_secret") as info:
+        make_credentials(access_code=None, totp_secret=seed)
+    assert seed not in _frames_text(info.value)
