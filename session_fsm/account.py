@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from . import contract
 from .errors import ConfigurationError
+from .masking import mask_url
 
 if TYPE_CHECKING:
     from .session import KSSession
@@ -173,12 +174,17 @@ def shown_store(spec: str) -> str:
     """The store spec as it may be printed: a file path expanded, a URL without its password."""
     if spec.startswith("file:"):
         return "file:" + str(Path(spec[len("file:") :]).expanduser())
-    parts = urlsplit(spec)  # redis-py also takes ?password=: drop the query too
-    if not parts.netloc:
-        return spec.partition("?")[0]
+    masked = mask_url(spec)  # first: whatever follows may fail on a malformed URL
+    try:
+        parts = urlsplit(masked)  # redis-py also takes ?password=: drop the query too
+        port = parts.port
+    except ValueError:  # a bad port or bracket: show the masked text without its query
+        port, parts = None, None
+    if parts is None or not parts.netloc:
+        return masked.partition("?")[0].partition("#")[0]
     host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return parts._replace(netloc=netloc, query="").geturl()
+    netloc = f"{host}:{port}" if port else host
+    return parts._replace(netloc=netloc, query="", fragment="").geturl()
 
 
 def status_fields(session: KSSession, store: str) -> dict[str, Any]:
@@ -187,7 +193,7 @@ def status_fields(session: KSSession, store: str) -> dict[str, Any]:
     when = snap.login_time
     return {
         "state": snap.state.value,
-        "host": snap.host,
+        "host": mask_url(snap.host),
         "userid": session.credentials.userid,
         "generation": snap.generation,
         "logged_in_at": None

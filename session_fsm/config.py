@@ -12,6 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from . import contract
+from . import validation as v
 from .errors import ConfigurationError
 from .wire import RetryPolicy, WireConfig, check_deadline
 
@@ -64,22 +65,9 @@ class SessionConfig:
 
     def __post_init__(self) -> None:
         check_deadline(self.deadline)
-        if self.daily_cutoff is not None:
-            try:
-                dt.time.fromisoformat(self.daily_cutoff)
-                ZoneInfo(self.cutoff_tz)
-            except (ValueError, KeyError) as exc:
-                raise ConfigurationError(
-                    f"daily_cutoff/cutoff_tz invalid: {type(exc).__name__}",
-                    hint='use daily_cutoff="HH:MM" and an IANA zone like "Asia/Kolkata"',
-                ) from None
-        if not self.ott_ttl > 0:  # 0 would make every one-time token stale: no login possible
-            raise ConfigurationError("ott_ttl must be > 0 (seconds a one-time token is usable)")
-        for name in ("relogin_timeout", "cooldown", "soft_window"):
-            if getattr(self, name) < 0:
-                raise ConfigurationError(f"{name} must be >= 0")
-        if self.history_size < 1:
-            raise ConfigurationError("history_size must be >= 1")
+        # Every option is checked here, at construction (type, range, finiteness), so a bad
+        # one fails at once naming the option, never later inside a request with a raw error.
+        _check_session_config(self)
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> SessionConfig:
@@ -131,5 +119,33 @@ class SessionConfig:
             soft.append(hard[-1])
         return (min(soft), min(hard)) if hard else None
 
+
+def _check_session_config(config: SessionConfig) -> None:
+    def put(name: str, value: Any) -> None:
+        object.__setattr__(config, name, value)  # the canonical form (frozen dataclass)
+
+    put("timeout", v.timeout("timeout", config.timeout))
+    v.instance("retry", config.retry, RetryPolicy, hint="use retry=RetryPolicy(total=...)")
+    put("verify", v.verify("verify", config.verify))
+    put("allowed_domains", v.domains("allowed_domains", config.allowed_domains))
+    for name in ("allow_loopback", "auto_relogin", "replay_posts", "logout_on_exit"):
+        v.flag(name, getattr(config, name))
+    put("ott_ttl", v.seconds("ott_ttl", config.ott_ttl, positive=True))
+    for name in ("relogin_timeout", "cooldown", "soft_window"):
+        put(name, v.seconds(name, getattr(config, name)))
+    put(
+        "max_session_age",
+        v.optional_seconds("max_session_age", config.max_session_age, positive=True),
+    )
+    if not isinstance(config.cutoff_tz, str):
+        v.zone("cutoff_tz", config.cutoff_tz)  # raises, naming the type
+    if config.daily_cutoff is not None:  # the zone is loaded only when a cut-off uses it
+        v.time_of_day("daily_cutoff", config.daily_cutoff)
+        v.zone("cutoff_tz", config.cutoff_tz)
+    v.count("history_size", config.history_size, minimum=1, maximum=MAX_HISTORY)
+
+
+#: The most transition records a session may keep.
+MAX_HISTORY = 1_000_000
 
 _DEFAULT = SessionConfig()

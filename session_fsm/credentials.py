@@ -18,6 +18,7 @@ from typing import Protocol, runtime_checkable
 
 import pyotp
 
+from . import validation as v
 from .errors import ConfigurationError
 from .secret import Secret
 
@@ -107,18 +108,21 @@ class FromCallable:
     automatic re-login must not call it.
     """
 
-    def __init__(self, fn: Callable[[], str | Secret], *, repeatable: bool = True) -> None:
-        self._fn = fn
-        self.repeatable = repeatable
+    def __init__(
+        self, fn: Callable[[], str | Secret], *, repeatable: bool = True, what: str = "secret"
+    ) -> None:
+        self._fn = v.callable_(what, fn)
+        self.repeatable = v.flag("repeatable", repeatable)
+        self.what = what
         self._used = False
 
     def available(self) -> bool:
         return self.repeatable or not self._used
 
     def get(self) -> Secret:
+        """The function's answer; ConfigurationError if it is not a non-empty string."""
         self._used = True
-        value = self._fn()
-        return value if isinstance(value, Secret) else Secret(str(value))
+        return as_secret(self._fn(), f"the {self.what} callable")
 
     def __repr__(self) -> str:
         return f"FromCallable(repeatable={self.repeatable})"
@@ -145,22 +149,20 @@ class Totp:
     def __init__(
         self, secret: str | Secret, *, clock: Callable[[], float] = time.time, digits: int = 6
     ) -> None:
-        raw = secret.reveal() if isinstance(secret, Secret) else secret
-        bits = _base32_bits(raw)
-        if bits is None:
-            raise ConfigurationError("totp_secret is not valid base32") from None
+        v.count("Totp digits", digits, minimum=6, maximum=10)
+        bits = _base32_bits(secret.reveal() if isinstance(secret, Secret) else secret)
+        totp = _totp_or_none(secret, digits) if bits is not None else None
+        del secret  # no raising frame keeps the seed in a local
+        if bits is None or totp is None:
+            raise ConfigurationError("totp_secret is not valid base32")
         if bits < MIN_TOTP_BITS:
             raise ConfigurationError(
                 f"totp_secret is too short: {bits} bits, a TOTP secret needs at least "
                 f"{MIN_TOTP_BITS} (usually 32 base32 characters)",
                 hint="copy the whole secret from the broker's TOTP set-up page",
             )
-        try:
-            self._totp = pyotp.TOTP(raw, digits=digits)
-            self._totp.at(0)
-        except Exception:
-            raise ConfigurationError("totp_secret is not a usable TOTP secret") from None
-        self._clock = clock
+        self._totp = totp
+        self._clock = v.callable_("Totp clock", clock)
 
     def available(self) -> bool:
         return True
@@ -171,8 +173,41 @@ class Totp:
     def __repr__(self) -> str:
         return "Totp(secret=<hidden>)"
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Like Secret: the seed would be in the pickle, and every code for ever follows from it.
+        raise TypeError("Totp values are not picklable (they hold a TOTP seed)")
+
+
+def _totp_or_none(secret: str | Secret, digits: int) -> pyotp.TOTP | None:
+    """A working pyotp TOTP for ``secret``, or None (the error, and this frame, are dropped)."""
+    try:
+        totp = pyotp.TOTP(secret.reveal() if isinstance(secret, Secret) else secret, digits=digits)
+        totp.at(0)
+    except Exception:
+        return None
+    return totp
+
 
 ProviderLike = str | Secret | SecretProvider | Callable[[], str]
+
+
+def as_secret(value: object, source: str) -> Secret:
+    """``value`` (what ``source`` produced) as a non-empty Secret; ConfigurationError if it is
+    anything else (None, a number, an empty or blank string), so nothing such is ever sent."""
+    if isinstance(value, str):
+        value = Secret(value)
+    if not isinstance(value, Secret):
+        got = "no value" if value is None else f"type {type(value).__name__}"
+        raise ConfigurationError(f"{source} must give a non-empty string; it gave {got}")
+    if not value.reveal().strip():
+        raise ConfigurationError(f"{source} must give a non-empty string; it gave a blank one")
+    return value
+
+
+def produce(provider: SecretProvider, what: str) -> Secret:
+    """Ask ``provider`` for ``what`` (``password``, ``access_code``): a non-empty Secret, or
+    ConfigurationError naming ``what`` before anything is sent (never the value)."""
+    return as_secret(provider.get(), f"the {what} provider")
 
 
 def as_provider(value: ProviderLike | None, what: str) -> SecretProvider | None:
@@ -184,11 +219,12 @@ def as_provider(value: ProviderLike | None, what: str) -> SecretProvider | None:
     if isinstance(value, SecretProvider):
         return value
     if callable(value):
-        return FromCallable(value)
-    raise ConfigurationError(f"{what} must be a str, a provider or a callable")
+        return FromCallable(value, what=what)
+    got = f"type {type(value).__name__}"
+    raise ConfigurationError(f"{what} must be a str, a provider or a callable; got {got}")
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, init=False)
 class Credentials:
     """Everything needed to log in. No field's value ever appears in a repr.
 
@@ -208,22 +244,72 @@ class Credentials:
     totp_secret: str | Secret | None = field(default=None)
     access_token_provider: Callable[[], str] | None = None
 
+    def __init__(
+        self,
+        userid: str,
+        consumer_key: str,
+        access_token: str | Secret,
+        password: ProviderLike | None = None,
+        access_code: ProviderLike | None = None,
+        ip: str = "127.0.0.1",
+        app_id: str = "session_fsm",
+        totp_secret: str | Secret | None = None,
+        access_token_provider: Callable[[], str] | None = None,
+    ) -> None:
+        # Written out (not dataclass-generated) so the plain secrets leave this frame's locals
+        # before any check can raise: a traceback rendered with its locals shows none of them.
+        put = object.__setattr__
+        put(self, "userid", userid)
+        put(self, "consumer_key", consumer_key)
+        put(self, "access_token", access_token)
+        put(self, "password", password)
+        put(self, "access_code", access_code)
+        put(self, "ip", ip)
+        put(self, "app_id", app_id)
+        put(self, "totp_secret", totp_secret)
+        put(self, "access_token_provider", access_token_provider)
+        del access_token, password, access_code, totp_secret
+        self.__post_init__()
+
     def __post_init__(self) -> None:
+        # Every field is checked here: header values are visible ASCII (a pasted zero-width
+        # space or CR/LF fails now, naming the field, not at the first request with the value
+        # in a UnicodeEncodeError). Secrets are wrapped before they are checked.
         missing = [
             name
             for name in ("userid", "consumer_key", "access_token", "ip", "app_id")
-            if not getattr(self, name)
+            if getattr(self, name) is None or getattr(self, name) == ""
         ]
         if missing:
             raise ConfigurationError(f"Credentials needs {', '.join(missing)}")
-        object.__setattr__(self, "access_token", Secret(self.access_token))
+        token = self.access_token
+        if not isinstance(token, str | Secret):
+            raise ConfigurationError(
+                f"Credentials.access_token must be a str or Secret; got type {type(token).__name__}"
+            )
+        object.__setattr__(self, "access_token", Secret(token))
+        del token
+        if self.totp_secret is not None and not isinstance(self.totp_secret, str | Secret):
+            raise ConfigurationError(
+                "Credentials.totp_secret must be a base32 str or Secret; "
+                f"got type {type(self.totp_secret).__name__}"
+            )
+        # Every secret is wrapped before anything else can raise: a failing check below must
+        # not leave a plain password in ``self``, reachable from the traceback's frames.
+        if self.totp_secret is not None:
+            object.__setattr__(self, "totp_secret", Secret(self.totp_secret))
         object.__setattr__(self, "password", as_provider(self.password, "password"))
         code = as_provider(self.access_code, "access_code")
         if code is None and self.totp_secret:
             code = Totp(self.totp_secret)
         object.__setattr__(self, "access_code", code)
-        if self.totp_secret is not None:
-            object.__setattr__(self, "totp_secret", Secret(self.totp_secret))
+        v.secret_header("Credentials.access_token", self.bearer)
+        v.header_text("Credentials.userid", self.userid)
+        v.header_text("Credentials.consumer_key", self.consumer_key)
+        v.ip_address("Credentials.ip", self.ip)
+        v.header_text("Credentials.app_id", self.app_id, spaces=True)
+        if self.access_token_provider is not None:
+            v.callable_("Credentials.access_token_provider", self.access_token_provider)
 
     @property
     def password_provider(self) -> SecretProvider | None:

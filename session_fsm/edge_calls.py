@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .credentials import Credentials
+from .credentials import Credentials, as_secret, produce
 from .errors import GatewayAuthError, KSError, SessionExpired
 from .logs import emit
 from .models import UserCredentials, UserDetails
 from .secret import Secret
 from .snapshot import Snapshot
 from .stores import StoredSession, TokenStore, store_key
+from .validation import secret_header
 from .wire import Identity, Wire, check_host
 
 
@@ -52,7 +53,11 @@ class EdgeCalls:
         provider = self.credentials.access_token_provider
         if provider is None:
             return False
-        self._bearer = Secret(provider())
+        # Checked like Credentials.access_token: a non-empty header-safe string, or an error
+        # naming the provider before the bad token is sent.
+        self._bearer = secret_header(
+            "access_token_provider's token", as_secret(provider(), "access_token_provider")
+        )
         emit(self._log, "info", "gateway_token_refreshed", session_id=self.session_id)
         return True
 
@@ -79,7 +84,7 @@ class EdgeCalls:
     def _call_login_with_user_id(self) -> None:
         provider = self.credentials.password_provider
         assert provider is not None  # guarded by has_password
-        body = UserCredentials(self.credentials.userid, provider.get())
+        body = UserCredentials(self.credentials.userid, produce(provider, "password"))
         host = self._snap.host
         res = self.call_with_gateway_refresh(
             lambda: self._wire.login_with_user_id(host, self.identity(), body)
@@ -90,7 +95,7 @@ class EdgeCalls:
         provider = self.credentials.access_code_provider
         ott = self._snap.one_time_token
         assert provider is not None and ott is not None  # guarded
-        body = UserDetails(self.credentials.userid, provider.get())
+        body = UserDetails(self.credentials.userid, produce(provider, "access_code"))
         host = self._snap.host
         res = self.call_with_gateway_refresh(
             lambda: self._wire.generate_session2_fa(host, self.identity(), ott, body)
@@ -130,7 +135,11 @@ class EdgeCalls:
         return max(self._snap.generation, stored.generation if stored else 0) + 1
 
     def _save(self, record: StoredSession) -> None:
-        self._store.save(self.store_key(), record)
+        if self._store.save(self.store_key(), record) is False:
+            # Fenced: another process saved a session as new or newer while our lock had
+            # lapsed. Ours stays in use; on its next 401 the stored one is adopted.
+            emit(self._log, "warning", "session_save_refused", session_id=self.session_id,
+                 generation=record.generation)  # fmt: skip
 
 
 def _redirect_url(host: str, port: int | None) -> str:

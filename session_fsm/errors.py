@@ -93,14 +93,16 @@ class UnsafeRedirect(KSError):
     """A URL (a session_init redirect, the configured host, an absolute request URL) is not
     one credentials may go to; nothing was sent to it. ``host`` never holds user info."""
 
-    hint = "check the host, or add it to allowed_domains if you trust it"
+    hint = "check the host, or add its domain to allowed_domains if you trust it"
 
     def __init__(
         self, host: str, reason: str = "not on the allow-list", hint: str | None = None
     ) -> None:
-        self.host = host
+        from .masking import mask_url
+
+        self.host = mask_url(host)  # a host may carry userinfo (``u:pw@h``): never shown
         self.reason = reason
-        super().__init__(f"refusing to send credentials to {host!r}: {reason}", hint=hint)
+        super().__init__(f"refusing to send credentials to {self.host!r}: {reason}", hint=hint)
 
 
 class ReloginNeedsHuman(KSError):

@@ -12,9 +12,11 @@ holder never blocks the others.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import stat
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -48,14 +50,45 @@ class FileStore:
     # --- reading -------------------------------------------------------------------------------
 
     def _read(self) -> dict[str, Any]:
-        """The sessions in the file; {} (after one warning per kind) when it is not ours."""
+        """The sessions in the file; {} (after one warning per kind) when it is not ours.
+
+        StoreError when the path is not a regular file (a FIFO, a device, a folder, a symlink).
+        """
         try:
-            raw = self.path.read_bytes()
+            raw = self._read_bytes()
         except FileNotFoundError:
             return {}
         except OSError as exc:
             self._warn("unreadable", f"cannot read the file ({type(exc).__name__})")
             return {}
+        return self._parse(raw)
+
+    def _read_bytes(self) -> bytes:
+        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, for ever,
+        # with the session's lock held. O_NOFOLLOW: a symlink planted at the path is not read.
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(self.path, flags)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink
+                raise self._not_a_file("a symbolic link") from None
+            raise
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise self._not_a_file(_kind(mode))
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                return f.read()
+        finally:
+            os.close(fd)
+
+    def _not_a_file(self, kind: str) -> StoreError:
+        return StoreError(
+            f"token file {self.path} is {kind}, not a regular file; refusing to read it",
+            hint="remove it, or point the file store at a regular file",
+        )
+
+    def _parse(self, raw: bytes) -> dict[str, Any]:
         try:
             data = json.loads(raw.decode("utf-8"))
         except ValueError:  # also UnicodeDecodeError
@@ -184,6 +217,16 @@ class FileStore:
             yield True
         finally:
             lock.release()
+
+
+def _kind(mode: int) -> str:
+    """What a non-regular file is, for the message."""
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a folder"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):  # fmt: skip
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 def _fsync_dir(folder: Path) -> None:

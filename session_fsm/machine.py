@@ -24,7 +24,7 @@ from typing import Any
 
 from transitions import Machine
 
-from . import contract, table
+from . import contract, table, validation
 from .config import SessionConfig
 from .credentials import Credentials
 from .edge_calls import EdgeCalls
@@ -41,6 +41,7 @@ from .errors import (
 )
 from .locks import ForkSafeLock
 from .logs import emit, emit_record, get_logger
+from .masking import mask_url
 from .snapshot import EVENT_KEYS, FAILED, OK, REFUSED, Snapshot, TransitionRecord
 from .stores import (
     StoredCooldown,
@@ -139,6 +140,11 @@ class SessionMachine(EdgeCalls):
         on_transition: Callback | list[Callback] | None = None,
         **options: Any,
     ) -> None:
+        validation.instance("credentials", credentials, Credentials)
+        validation.instance("host", host, str)
+        validation.callable_("clock", clock)
+        if wire is not None:
+            validation.instance("wire", wire, Wire)
         self.credentials = credentials
         self.config = SessionConfig.from_options(options)
         self._wire = wire or Wire(self.config.wire_config())
@@ -164,8 +170,7 @@ class SessionMachine(EdgeCalls):
         self._history: deque[TransitionRecord] | None = None
         self._callbacks: list[Callback] | None = None
         if on_transition is not None:
-            cbs = on_transition if isinstance(on_transition, list) else [on_transition]
-            self._callbacks = list(cbs)
+            self._callbacks = validation.each_callable("on_transition", on_transition)
 
     # --- introspection -------------------------------------------------------------------------
 
@@ -225,7 +230,7 @@ class SessionMachine(EdgeCalls):
         s = self._snap
         return (
             f"{type(self).__name__}(id={self.session_id}, userid={self.credentials.userid!r}, "
-            f"state={s.state.value}, host={s.host!r}, generation={s.generation})"
+            f"state={s.state.value}, host={mask_url(s.host)!r}, generation={s.generation})"
         )
 
     # --- public triggers -----------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from .errors import ConfigurationError, KSError
 from .locks import ForkSafeLock
+from .masking import mask_url
 from .secret import Secret
 
 
@@ -163,8 +164,12 @@ class TokenStore(Protocol):
         """The stored session for ``key``, or None."""
         ...
 
-    def save(self, key: str, session: StoredSession) -> None:
-        """Store ``session`` under ``key`` (replacing any)."""
+    def save(self, key: str, session: StoredSession) -> bool | None:
+        """Store ``session`` under ``key`` (replacing any).
+
+        A store that fences by generation returns False, storing nothing, when the record under
+        ``key`` is as new or newer (see :class:`~session_fsm.redis_store.RedisStore`).
+        """
         ...
 
     def delete(self, key: str) -> None:
@@ -250,7 +255,8 @@ def open_store(spec: str | TokenStore | None) -> TokenStore:
             netloc, _, rest = path[2:].partition("/")
             if netloc not in ("", "localhost"):
                 raise ConfigurationError(
-                    f"file store on another host ({netloc!r})", hint="use file:/local/path"
+                    f"file store on another host ({mask_url(netloc)!r})",
+                    hint="use file:/local/path",
                 )
             path = "/" + rest
         if not path:
@@ -262,7 +268,7 @@ def open_store(spec: str | TokenStore | None) -> TokenStore:
 
         redis_store: TokenStore = RedisStore.from_url(spec)
         return redis_store
-    shown = spec.split("@")[-1] if isinstance(spec, str) else type(spec).__name__
+    shown = mask_url(spec)  # a misspelled redis URL may carry a password anywhere
     raise ConfigurationError(
         f"unknown store {shown!r}", hint="use memory:, file:PATH or redis://host:port/db"
     )

@@ -21,6 +21,7 @@ process that made them: a forked child makes its own on its first request.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -35,6 +36,7 @@ from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 
 from . import contract as c
+from . import validation
 from .environment import EnvironmentSettings
 from .errors import (
     Call,
@@ -70,6 +72,9 @@ SESSION_RETRY_STATUSES = frozenset({429, 503})
 USER_AGENT = "session_fsm/0.1"
 #: Pooled sessions a forked child inherited: kept, untouched, for the child's lifetime.
 _PARENTS_POOLS: list[requests.Session | None] = []
+#: Upper bounds of RetryPolicy.total and WireConfig.pool_maxsize (larger is a typo).
+MAX_RETRIES = 100
+MAX_POOL_SIZE = 10_000
 
 
 class CappedRetry(Retry):
@@ -147,6 +152,14 @@ class RetryPolicy:
     retry_after_cap: float = 30.0
     sleeper: Callable[[float], None] = field(default=time.sleep, compare=False, repr=False)
 
+    def __post_init__(self) -> None:
+        validation.count("RetryPolicy.total", self.total, minimum=0, maximum=MAX_RETRIES)
+        for name in ("backoff_factor", "backoff_jitter", "backoff_max", "retry_after_cap"):
+            object.__setattr__(
+                self, name, validation.seconds(f"RetryPolicy.{name}", getattr(self, name))
+            )
+        validation.callable_("RetryPolicy.sleeper", self.sleeper)
+
     def _retry(self, methods: frozenset[str], statuses: frozenset[int]) -> CappedRetry:
         return CappedRetry(
             total=self.total,
@@ -195,6 +208,13 @@ class WireConfig:
     deadline: float = 60.0
 
     def __post_init__(self) -> None:
+        put = functools.partial(object.__setattr__, self)  # canonical forms (frozen dataclass)
+        put("timeout", validation.timeout("timeout", self.timeout))
+        validation.instance("retry", self.retry, RetryPolicy, hint="use RetryPolicy(total=...)")
+        put("verify", validation.verify("verify", self.verify))
+        put("allowed_domains", validation.domains("allowed_domains", self.allowed_domains))
+        validation.flag("allow_loopback", self.allow_loopback)
+        validation.count("pool_maxsize", self.pool_maxsize, minimum=1, maximum=MAX_POOL_SIZE)
         check_deadline(self.deadline)
 
 

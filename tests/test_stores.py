@@ -260,15 +260,17 @@ def _try_lock(store: FileStore, key: str) -> bool:
 def test_redis_lock_times_out_for_waiters_and_expires_after_its_ttl(
     redis_url: str, redis_db: redis.Redis, logs: LogCapture
 ) -> None:
-    holder = RedisStore.from_url(redis_url + "?lock_ttl=0.5")
+    # A live holder's lock is extended for max_hold seconds, then expires lock_ttl later.
+    holder = RedisStore.from_url(redis_url + "?lock_ttl=0.5&max_hold=0.5")
     waiter = RedisStore.from_url(redis_url)
     with holder.lock(KEY, 1.0) as got:
         assert got
         with waiter.lock(KEY, 0.1) as early:
             assert not early  # held, and not yet expired
         with waiter.lock(KEY, 5.0) as late:
-            assert late  # the holder's lock expired after 0.5 s although it never released
-    assert [e["event"] for e in logs.events()] == ["relogin_lock_expired"]
+            assert late  # the holder's lock expired after 1 s although it never released
+    events = [e["event"] for e in logs.events()]
+    assert events == ["relogin_lock_hold_limit", "relogin_lock_expired"]
 
 
 def test_redis_bad_value_warns_once_and_reads_absent(
