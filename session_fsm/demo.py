@@ -4,10 +4,10 @@ The demo starts the sandbox in this process and drives a real :class:`~session_f
 over loopback HTTP: connect (init, login, authenticate), a few trading calls and a limit order
 resting on the book, a session the server expires (the next call, a modify of that order,
 re-logs in by itself and is replayed), a 429 with ``Retry-After`` that urllib3 waits out, a
-cancel of the order and the report that shows it cancelled, and logout. It ends with the path taken (ASCII and mermaid, drawn from
-``session.history``) and a summary. Every line goes through structlog with the library's
-redaction: the console renderer on a terminal (colours only on a TTY), JSON lines with
-``--json``. No password, access code or token is ever printed.
+cancel of the order and the report that shows it cancelled, and logout. It ends with the path
+taken (ASCII and mermaid, drawn from ``session.history``) and a summary. Every line goes
+through structlog with the library's redaction: the console renderer on a terminal (colours
+only on a TTY), JSON lines with ``--json``. No password, access code or token is ever printed.
 """
 
 from __future__ import annotations
@@ -274,8 +274,8 @@ def _play(show: _Show) -> int:
             show.heading("the server expires the session; the next call (a modify of the order) "
                          "re-logs in by itself and is replayed")  # fmt: skip
             show.log.info("sandbox_expired_sessions", count=sb.control.expire())
-            bot.call("PUT", "/orders/1.0/orders",
-                     json={"orderId": str(order_id), "price": 3110.0, "validity": "GFD"})  # fmt: skip
+            modify = {"orderId": str(order_id), "price": 3110.0, "validity": "GFD"}
+            bot.call("PUT", "/orders/1.0/orders", json=modify)
 
             show.heading("rate limited: 429 with Retry-After: 1 is waited out, then retried")
             sb.control.fault("/positions/1.0/positions/todays", method="GET", status=429,
