@@ -70,7 +70,8 @@ def path_param(value: object) -> str:
 def place_body(order_type: str, instrument_token: int, transaction_type: str, quantity: int,
                price: float, *, disclosed_quantity: int = 0, trigger_price: float = 0,
                tag: str = "string", validity: str = "GFD", variety: str = "REGULAR",
-               product: str | None = None, smart_order_routing: str | None = None) -> bytes:  # fmt: skip
+               product: str | None = None, smart_order_routing: str | None = None,
+               ) -> bytes:  # fmt: skip
     """``KSTradeApi.place_order``'s body, with its defaults (``tag`` is the word "string")."""
     generic = order_type == "O"
     return body(

@@ -33,7 +33,8 @@ from tests.public_client import (
 )
 
 Factory = Callable[..., KSSession]
-KINDS = {"normal": "N", "mis": "MIS", "mtf": "MTF", "sor": "SOR", "supermultiple": "SM"}
+#: The per-kind endpoints' codes (the wrapper never calls their modify and cancel).
+KIND_CODES = ("N", "MIS", "MTF", "SOR", "SM")
 HISTORY_EXAMPLES = {
     "historicalprices": {"exchange": "bse", "cocode": "476", "fromdate": "01-jan-2014",
                          "todate": "08-jan-2014"},
@@ -72,7 +73,7 @@ def test_every_trading_endpoint_answers_what_the_client_parses(sb: Sandbox, bot:
     assert len(set(ids.values())) == len(PLACE_PATHS) and all(i.isdigit() for i in ids.values())
     sb.control.settings(fill="never")
     # Per-kind modify and cancel (the API modules' own endpoints), then the wrapper's generic.
-    for kind, code in KINDS.items():
+    for code in KIND_CODES:
         oid = bot.place(code, price=3000.0)
         path = PLACE_PATHS[code]
         changed = bot("PUT", path, modify_body(oid, 3010.0, 3, 0, 0, "GFD"))
@@ -84,7 +85,7 @@ def test_every_trading_endpoint_answers_what_the_client_parses(sb: Sandbox, bot:
     assert get_order_id(bot("DELETE", f"{PLACE_PATHS['O']}/{path_param(oid)}")) == oid
     # Reports: all orders; one order's versions (lowercase success, current status last).
     rows = bot("GET", "/reports/1.0/orders")["Success"]
-    assert len(rows) == len(PLACE_PATHS) + len(KINDS) + 1
+    assert len(rows) == len(PLACE_PATHS) + len(KIND_CODES) + 1
     history = bot("GET", f"/reports/1.0/orders/{path_param(oid)}")["success"]
     assert [v["status"] for v in history] == ["OPN", "OPN", "CAN"]
     trades = bot("GET", "/reports/1.0/trades")["Success"]
