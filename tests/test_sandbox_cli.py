@@ -16,6 +16,8 @@ import pyotp
 import pytest
 import requests
 
+from session_fsm.sandbox import run_sandbox
+
 SCRIPT = Path(sys.executable).with_name("session-fsm")
 SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 
@@ -77,6 +79,11 @@ def test_totp_secret_without_a_value_is_generated_and_printed() -> None:
         assert found and len(found.group(1)) >= 16
         settings = requests.get(url.replace("/apim", "/_sandbox/settings"), timeout=5).json()
         assert settings == {"single_session": True, "invalid_session": 403, "fill": "manual"}
+        # The same world as run_sandbox(): the same endpoints and control-plane operations.
+        served_plane = requests.get(url.replace("/apim", "/_sandbox/"), timeout=5).json()
+        with run_sandbox() as local:
+            assert served_plane["endpoints"] == local.control.describe()["endpoints"]
+            assert served_plane["operations"] == local.control.describe()["operations"]
 
 
 @pytest.mark.parametrize("bad", ["not base32!", "0189"])
