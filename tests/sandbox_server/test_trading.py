@@ -201,6 +201,10 @@ def test_books_are_per_user() -> None:
             FAULT_ORDER_UNKNOWN
         )
         assert set(sandbox.control.orders()) == {"ann"}
+        remote = HttpSandboxControl(sandbox.root)
+        assert remote.orders("bob") == {} and [r["orderId"] for r in remote.orders("ann")["ann"]
+                                               ] == [oid]  # fmt: skip
+        remote.close()
         ann.http.close()
         bob.http.close()
 
