@@ -69,8 +69,11 @@ class Endpoint:
     handler: str
     kind: str = ""
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    #: The template up to its first parameter (a cheap test before the pattern).
+    prefix: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "prefix", self.template.split("{", 1)[0])
         parts = re.split(r"(\{[^}]+\})", self.template)
         regex = "".join(
             f"(?P<{p[1:-1]}>[^/]*)" if p.startswith("{") else re.escape(p) for p in parts
@@ -125,6 +128,10 @@ def _endpoints() -> tuple[Endpoint, ...]:
 ENDPOINTS: tuple[Endpoint, ...] = _endpoints()
 
 _EXACT = {(e.method, e.template): e for e in ENDPOINTS if "{" not in e.template}
+_EXACT_METHODS: dict[str, list[str]] = {}
+for _ep in _EXACT.values():
+    _EXACT_METHODS.setdefault(_ep.template, []).append(_ep.method)
+_PARAMETRISED = [e for e in ENDPOINTS if "{" in e.template]
 
 
 def resolve(method: str, path: str) -> tuple[Endpoint | None, dict[str, str], list[str]]:
@@ -133,9 +140,11 @@ def resolve(method: str, path: str) -> tuple[Endpoint | None, dict[str, str], li
     exact = _EXACT.get((method, path))
     if exact is not None:
         return exact, {}, []
-    allowed: list[str] = []
-    for ep in ENDPOINTS:
-        params = {} if ep.template == path else ep.match(path) if "{" in ep.template else None
+    allowed = list(_EXACT_METHODS.get(path, ()))
+    for ep in _PARAMETRISED:
+        if not path.startswith(ep.prefix):
+            continue
+        params = ep.match(path)
         if params is None:
             continue
         if ep.method == method:
