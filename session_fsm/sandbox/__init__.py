@@ -14,7 +14,7 @@ it from another process with :class:`HttpSandboxControl`.
 
 from __future__ import annotations
 
-from .app import QUOTES_LTP_TEMPLATE, SandboxApp, make_app
+from .app import INVALID_SESSION_403, QUOTES_LTP_TEMPLATE, SandboxApp, make_app
 from .config import DEMO_ACCOUNT, Account, SandboxConfig, Settings
 from .control import (
     CONTROL_PREFIX,
@@ -31,6 +31,7 @@ from .state import SandboxState, Session
 __all__ = [
     "CONTROL_PREFIX",
     "DEMO_ACCOUNT",
+    "INVALID_SESSION_403",
     "QUOTES_LTP_TEMPLATE",
     "Account",
     "ApiFault",

@@ -11,7 +11,14 @@ import pytest
 import requests
 
 from session_fsm.contract import FAULT_BAD_REQUEST, FAULT_GATEWAY_TOKEN, FAULT_SESSION_EXPIRED
-from session_fsm.sandbox import Account, HttpSandboxControl, Sandbox, SandboxConfig, run_sandbox
+from session_fsm.sandbox import (
+    INVALID_SESSION_403,
+    Account,
+    HttpSandboxControl,
+    Sandbox,
+    SandboxConfig,
+    run_sandbox,
+)
 from session_fsm.sandbox.orders import FAULT_ORDER_NOT_OPEN, FAULT_ORDER_UNKNOWN
 from session_fsm.sandbox.plane import OPERATIONS
 from session_fsm.sandbox.routes import ENDPOINTS, GROUPS
@@ -121,7 +128,9 @@ def test_403_mode_answers_invalid_session_on_trading_calls(
                          ("POST", "/margin/1.0/margin/required")):  # fmt: skip
         resp = client.trade((method, path), token, json={})
         assert resp.status_code == 403
-        assert fault_of(resp)["message"] == "Invalid session, please re-login to continue"
+        assert fault_of(resp)["message"] == INVALID_SESSION_403 == (
+            "Invalid session, please re-login to continue"
+        )
     # The session calls keep their own answer: logout of a dead token is 401 99999.
     assert fault_of(client.logout(token))["code"] == FAULT_SESSION_EXPIRED
     ctl.reset()  # back to the configuration's 401
