@@ -79,7 +79,18 @@ def _parser() -> argparse.ArgumentParser:
     sb.add_argument("--port", type=_port, default=8765, help="TCP port; 0 picks a free one")
     sb.add_argument("--userid", default="demo-user", help="the one account's user id")
     sb.add_argument("--password", default="demo-password", help="the account's password")
-    sb.add_argument("--access-code", default="1234", help="the account's 2FA access code")
+    sb.add_argument(
+        "--access-code", default=None, help="static 2FA code (1234 unless a TOTP secret is given)"
+    )
+    sb.add_argument(
+        "--totp-secret",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="BASE32",
+        help="accept the account's current TOTP as the 2FA code (no value: a random secret); "
+        "printed in the banner",
+    )
     sb.add_argument("--consumer-key", default="demo-consumer-key", help="the app's consumer key")
     sb.add_argument(
         "--access-token", default="demo-access-token", help="the gateway (Bearer) token"
@@ -88,6 +99,24 @@ def _parser() -> argparse.ArgumentParser:
                     help="how long a one-time token lives")  # fmt: skip
     sb.add_argument("--session-ttl", type=float, default=28800.0, metavar="SECONDS",
                     help="how long a session token lives")  # fmt: skip
+    sb.add_argument(
+        "--many-sessions",
+        action="store_true",
+        help="a new 2FA keeps the user's earlier sessions live (default: it ends them)",
+    )
+    sb.add_argument(
+        "--invalid-session",
+        type=int,
+        choices=(401, 403),
+        default=401,
+        help="how trading calls answer a dead session: 401 fault 99999 or 403",
+    )
+    sb.add_argument(
+        "--fill",
+        choices=("immediate", "never", "manual"),
+        default="immediate",
+        help="when orders fill (manual: on POST /_sandbox/fill)",
+    )
 
     for name, text in (
         ("login", "log in (or resume and check the stored session) and save it in the store"),
@@ -203,15 +232,26 @@ def _cmd_trace(args: argparse.Namespace) -> int:
 
 
 def _cmd_sandbox(args: argparse.Namespace) -> int:
+    import pyotp
+
     from .sandbox import Account, SandboxConfig, serve
 
+    totp = args.totp_secret
+    if totp == "":
+        totp = pyotp.random_base32()
+    code = args.access_code
+    if code is None:
+        code = "" if totp else "1234"
     try:
         config = SandboxConfig(
-            accounts=(Account(args.userid, args.password, args.access_code),),
+            accounts=(Account(args.userid, args.password, code, totp),),
             consumer_key=args.consumer_key,
             access_token=args.access_token,
             ott_ttl=args.ott_ttl,
             session_ttl=args.session_ttl,
+            single_session=not args.many_sessions,
+            invalid_session=args.invalid_session,
+            fill=args.fill,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None

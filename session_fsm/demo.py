@@ -1,12 +1,13 @@
 """``session-fsm demo``: a trading bot's day against an embedded sandbox, shown as it happens.
 
 The demo starts the sandbox in this process and drives a real :class:`~session_fsm.KSSession`
-over loopback HTTP: connect (init, login, authenticate), a few trading calls, a session the
-server expires (the next call re-logs in by itself and is replayed), a 429 with ``Retry-After``
-that urllib3 waits out, and logout. It ends with the path taken (ASCII and mermaid, drawn from
-``session.history``) and a summary. Every line goes through structlog with the library's
-redaction: the console renderer on a terminal (colours only on a TTY), JSON lines with
-``--json``. No password, access code or token is ever printed.
+over loopback HTTP: connect (init, login, authenticate), a few trading calls and a limit order
+resting on the book, a session the server expires (the next call, a modify of that order,
+re-logs in by itself and is replayed), a 429 with ``Retry-After`` that urllib3 waits out, a
+cancel of the order and the report that shows it cancelled, and logout. It ends with the path
+taken (ASCII and mermaid, drawn from ``session.history``) and a summary. Every line goes
+through structlog with the library's redaction: the console renderer on a terminal (colours
+only on a TTY), JSON lines with ``--json``. No password, access code or token is ever printed.
 """
 
 from __future__ import annotations
@@ -34,11 +35,12 @@ from .wire import RetryPolicy
 
 #: Instruments the demo bot watches (TCS, INFY on NSE in the KS instrument master).
 _WATCHLIST = "11536-1594"
+#: A limit order below the last price (3130): it rests on the book until modified or cancelled.
 _ORDER = {
     "instrumentToken": 11536,
     "transactionType": "BUY",
     "quantity": 1,
-    "price": 0,
+    "price": 3100.0,
     "validity": "GFD",
     "variety": "REGULAR",
     "disclosedQuantity": 0,
@@ -134,14 +136,22 @@ def _gist(payload: Any) -> str:
         names = [
             f"{p.get('instrumentName')}@{p.get('lastPrice')}"
             if "lastPrice" in p
-            else str(p.get("orderId"))
+            else f"{p.get('orderId')} {p.get('status', '')}".strip()
             for p in payload
             if isinstance(p, dict)
         ]
         return f"{len(payload)} item(s): {', '.join(names)}" if names else "0 items"
-    if isinstance(payload, dict) and "orderId" in payload:
-        return f"order {payload['orderId']} {payload.get('status', '')}".strip()
+    if isinstance(payload, dict) and len(payload) == 1:  # {"NSE": {"orderId", "message"...}}
+        inner = next(iter(payload.values()))
+        if isinstance(inner, dict) and "orderId" in inner:
+            return str(inner.get("message", f"order {inner['orderId']}"))
     return type(payload).__name__
+
+
+def _order_id(payload: Any) -> Any:
+    """The order id of a place answer, as the public client's ``get_order_id`` reads it."""
+    inner = next(iter(payload.values()))
+    return inner["orderId"]
 
 
 def path_taken(history: Sequence[TransitionRecord]) -> list[TransitionRecord]:
@@ -194,7 +204,7 @@ def run_demo(json_lines: bool = False, out: TextIO | None = None) -> int:
 
 def _play(show: _Show) -> int:
     started = time.perf_counter()
-    with run_sandbox() as sb:
+    with run_sandbox(SandboxConfig(fill="never")) as sb:  # limit orders rest on the book
         bot = _Bot(show, sb.url)
         s = bot.session
         if show.json:
@@ -205,19 +215,25 @@ def _play(show: _Show) -> int:
             show.heading("connect: walk the table from Uninitialised to Authenticated")
             s.connect()
 
-            show.heading("trading: quotes, positions, an order")
+            show.heading("trading: quotes, positions, a limit order resting on the book")
             bot.call("GET", f"/quotes/v1.0/ltp/instruments/{_WATCHLIST}")
             bot.call("GET", "/positions/1.0/positions/todays")
-            bot.call("POST", "/orders/1.0/order/normal", json=_ORDER)
+            order_id = _order_id(bot.call("POST", "/orders/1.0/order/normal", json=_ORDER))
 
-            show.heading("the server expires the session; the next call re-logs in by itself")
+            show.heading("the server expires the session; the next call (a modify of the order) "
+                         "re-logs in by itself and is replayed")  # fmt: skip
             show.log.info("sandbox_expired_sessions", count=sb.control.expire())
-            bot.call("GET", "/reports/1.0/orders")
+            modify = {"orderId": str(order_id), "price": 3110.0, "validity": "GFD"}
+            bot.call("PUT", "/orders/1.0/orders", json=modify)
 
             show.heading("rate limited: 429 with Retry-After: 1 is waited out, then retried")
             sb.control.fault("/positions/1.0/positions/todays", method="GET", status=429,
                              retry_after=1)  # fmt: skip
             bot.call("GET", "/positions/1.0/positions/todays")
+
+            show.heading("the bot changes its mind: cancel the order; the report shows it")
+            bot.call("DELETE", f"/orders/1.0/orders/{order_id}")
+            bot.call("GET", "/reports/1.0/orders")
 
             show.heading("logout: the session token is invalidated and forgotten")
             s.logout()

@@ -136,8 +136,9 @@ def test_503_on_post_order_not_retried(live: KSSession, sb: Sandbox) -> None:
 
 def test_post_json_is_replayed_after_relogin(live: KSSession, sb: Sandbox) -> None:
     sb.control.expire()
-    r = live.post(ORDER, json={"instrumentToken": 7})
-    assert r.json()["Success"]["instrumentToken"] == 7
+    order = {"instrumentToken": 11536, "transactionType": "BUY", "quantity": 7, "price": 0}
+    r = live.post(ORDER, json=order)
+    assert r.json()["Success"]["NSE"]["quantity"] == 7
     assert stats(sb)[f"POST {ORDER}"] == 2 and stats(sb)["logins"] == 2
 
 

@@ -1,4 +1,5 @@
-"""A faithful emulator of the KS Trade API session calls over real loopback HTTP.
+"""A faithful emulator of the KS Trade API over real loopback HTTP: the session calls and every
+trading endpoint of the public client, behind a small world (see docs/sandbox.md).
 
 Start one in-process for tests::
 
@@ -13,8 +14,8 @@ it from another process with :class:`HttpSandboxControl`.
 
 from __future__ import annotations
 
-from .app import QUOTES_LTP_TEMPLATE, SandboxApp, make_app
-from .config import DEMO_ACCOUNT, Account, SandboxConfig
+from .app import INVALID_SESSION_403, QUOTES_LTP_TEMPLATE, SandboxApp, make_app
+from .config import DEMO_ACCOUNT, Account, SandboxConfig, Settings
 from .control import (
     CONTROL_PREFIX,
     ControlPlane,
@@ -30,6 +31,7 @@ from .state import SandboxState, Session
 __all__ = [
     "CONTROL_PREFIX",
     "DEMO_ACCOUNT",
+    "INVALID_SESSION_403",
     "QUOTES_LTP_TEMPLATE",
     "Account",
     "ApiFault",
@@ -43,6 +45,7 @@ __all__ = [
     "SandboxControlError",
     "SandboxState",
     "Session",
+    "Settings",
     "banner",
     "handle_control",
     "make_app",

@@ -1,4 +1,5 @@
-"""The sandbox WSGI application: routing, request validation and the API handlers.
+"""The sandbox WSGI application: routing, request validation and the session calls' handlers
+(the trading endpoints' handlers are in :mod:`~session_fsm.sandbox.trading`).
 
 API paths live under ``/apim`` (the base URL is ``http://HOST:PORT/apim``); the control plane
 lives under ``/_sandbox/`` (see :mod:`session_fsm.sandbox.control`).
@@ -7,9 +8,7 @@ lives under ``/_sandbox/`` (see :mod:`session_fsm.sandbox.control`).
 from __future__ import annotations
 
 import json
-import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -18,6 +17,7 @@ from werkzeug.wrappers import Request, Response
 from session_fsm.contract import (
     FAULT_BAD_REQUEST,
     FAULT_GATEWAY_TOKEN,
+    FAULT_SESSION_EXPIRED,
     H_APP_ID,
     H_AUTHORIZATION,
     H_CONSUMER_KEY,
@@ -25,61 +25,51 @@ from session_fsm.contract import (
     H_ONE_TIME_TOKEN,
     H_SESSION_TOKEN,
     H_USERID,
-    LOGIN_USERID,
-    ORDER_NORMAL,
-    ORDERS_REPORT,
-    POSITIONS_TODAY,
     QUOTES_LTP_PREFIX,
-    SESSION_INIT,
-    SESSION_LOGOUT,
-    TWO_FA_ACCESSCODE,
 )
 
 from .config import SandboxConfig
 from .control import CONTROL_PREFIX, handle_control
 from .faults import API_BASE, ApiFault, FaultSpec, status_message
 from .responses import drop_connection, fault_response, json_response, malformed_response
+from .routes import Endpoint, resolve
 from .state import SandboxState, Session
+from .trading import HANDLERS, Enveloped, TradingCall
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 #: The quotes route as it is keyed in the statistics and may be named in a fault path.
 QUOTES_LTP_TEMPLATE = QUOTES_LTP_PREFIX + "{tokens}"
+#: The message of the 403 "session invalid" answer (``invalid_session=403``).
+INVALID_SESSION_403 = "Invalid session, please re-login to continue"
+#: Its fault code: the API's docs give none, so none is recognised (0).
+FAULT_INVALID_SESSION_403 = 0
 
 _BAD_REQUEST = "Invalid or missing input parameters"
 _INVALID_CREDENTIALS = "Invalid Credentials"
-
-_Handler = Callable[[Request, str], Any]
-
-
-@dataclass(frozen=True)
-class _Route:
-    handler: _Handler
-    #: The answer field a ``missing_field`` fault leaves out (``None``: send an empty payload).
-    required_field: str | None
-    template: str | None = None
+#: The answer field a ``missing_field`` fault leaves out of each session call's answer.
+_REQUIRED_FIELDS = {
+    "session_init": "redirect",
+    "login": "oneTimeToken",
+    "two_fa": "sessionToken",
+    "logout": "message",
+}
 
 
 class SandboxApp:
-    """WSGI application emulating the KS Trade API session calls and a few trading calls."""
+    """WSGI application emulating the KS Trade API: the session calls and every trading
+    endpoint of the public client (see :mod:`session_fsm.sandbox.routes`)."""
 
     def __init__(self, state: SandboxState) -> None:
         self.state = state
         self.config: SandboxConfig = state.config
-        self._routes: dict[tuple[str, str], _Route] = {
-            SESSION_INIT: _Route(self._session_init, "redirect"),
-            LOGIN_USERID: _Route(self._login, "oneTimeToken"),
-            TWO_FA_ACCESSCODE: _Route(self._two_fa, "sessionToken"),
-            SESSION_LOGOUT: _Route(self._logout, "message"),
-            ORDERS_REPORT: _Route(self._orders, None),
-            POSITIONS_TODAY: _Route(self._positions, None),
-            ORDER_NORMAL: _Route(self._place_order, None),
+        self._session_handlers: dict[str, Callable[[Request], dict[str, Any]]] = {
+            "session_init": self._session_init,
+            "login": self._login,
+            "two_fa": self._two_fa,
+            "logout": self._logout,
         }
-        self._quotes = _Route(self._quotes_ltp, None, QUOTES_LTP_TEMPLATE)
-        self._methods: dict[str, list[str]] = {}
-        for method, path in self._routes:
-            self._methods.setdefault(path, []).append(method)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """Serve one request."""
@@ -87,7 +77,7 @@ class SandboxApp:
         path = request.path
         if path == API_BASE or path.startswith(API_BASE + "/"):
             response = self._api(request, path[len(API_BASE) :] or "/")
-        elif path.startswith(CONTROL_PREFIX):
+        elif path.startswith(CONTROL_PREFIX) or path == CONTROL_PREFIX.rstrip("/"):
             response = handle_control(self.state, request)
         else:
             response = fault_response(_not_found(path))
@@ -95,19 +85,11 @@ class SandboxApp:
 
     # -- dispatch ------------------------------------------------------------------------------
 
-    def _resolve(self, method: str, path: str) -> tuple[_Route | None, str | None]:
-        route = self._routes.get((method, path))
-        if route is not None:
-            return route, None
-        if path.startswith(QUOTES_LTP_PREFIX):
-            return (self._quotes if method == "GET" else None), QUOTES_LTP_TEMPLATE
-        return None, None
-
     def _api(self, request: Request, path: str) -> Response:
         method = request.method
-        route, template = self._resolve(method, path)
-        fault = self.state.begin_call(method, path, template)
-        response = self._answer(request, path, route, fault)
+        endpoint, params, allowed = resolve(method, path)
+        fault = self.state.begin_call(method, path, endpoint)
+        response = self._answer(request, path, endpoint, params, allowed, fault)
         if fault is not None:
             retry_after = fault.retry_after_header()
             if retry_after is not None:
@@ -115,7 +97,13 @@ class SandboxApp:
         return response
 
     def _answer(
-        self, request: Request, path: str, route: _Route | None, fault: FaultSpec | None
+        self,
+        request: Request,
+        path: str,
+        endpoint: Endpoint | None,
+        params: dict[str, str],
+        allowed: list[str],
+        fault: FaultSpec | None,
     ) -> Response:
         if fault is not None:
             if fault.delay > 0:
@@ -133,26 +121,40 @@ class SandboxApp:
                         f"Injected fault for {request.method} {path}",
                     )
                 )
-        if route is None:
-            if path in self._methods or path.startswith(QUOTES_LTP_PREFIX):
-                allowed = ", ".join(self._methods.get(path, ["GET"]))
+        if endpoint is None:
+            if allowed:
                 response = fault_response(
-                    ApiFault(405, 0, "Method not allowed", f"{path} allows {allowed}")
+                    ApiFault(405, 0, "Method not allowed", f"{path} allows {', '.join(allowed)}")
                 )
-                response.headers["Allow"] = allowed
+                response.headers["Allow"] = ", ".join(allowed)
                 return response
             return fault_response(_not_found(API_BASE + path))
         try:
-            payload = route.handler(request, path)
+            payload = self._handle(request, endpoint, params)
         except ApiFault as exc:
             return fault_response(exc)
+        envelope = self.config.envelope
+        if isinstance(payload, Enveloped):
+            payload, envelope = payload.payload, payload.envelope
         if fault is not None and fault.missing_field:
-            if route.required_field is not None and isinstance(payload, dict):
-                payload = {k: v for k, v in payload.items() if k != route.required_field}
+            required = _REQUIRED_FIELDS.get(endpoint.handler)
+            if required is not None and isinstance(payload, dict):
+                payload = {k: v for k, v in payload.items() if k != required}
             else:
                 payload = {}
-        envelope = (fault.envelope if fault is not None else None) or self.config.envelope
+        envelope = (fault.envelope if fault is not None else None) or envelope
         return json_response({envelope: payload})
+
+    def _handle(self, request: Request, endpoint: Endpoint, params: dict[str, str]) -> Any:
+        if endpoint.session_call:
+            return self._session_handlers[endpoint.handler](request)
+        if endpoint.group == "historical":  # the client sends only the Bearer token here
+            self._check(request)
+            userid = ""
+        else:
+            userid = self._session(request).userid
+        call = TradingCall(self.state, request, endpoint, params, userid)
+        return HANDLERS[endpoint.handler](call)
 
     # -- validation ----------------------------------------------------------------------------
 
@@ -203,12 +205,21 @@ class SandboxApp:
         return body
 
     def _session(self, request: Request) -> Session:
+        """The live session of a trading call; a dead one answers as ``invalid_session`` says:
+        401 with fault 99999, or 403 "Invalid session, please re-login to continue"."""
         headers = self._check(request, H_CONSUMER_KEY, H_SESSION_TOKEN)
-        return self.state.session(headers[H_SESSION_TOKEN])
+        try:
+            return self.state.session(headers[H_SESSION_TOKEN])
+        except ApiFault as exc:
+            if exc.code != FAULT_SESSION_EXPIRED or self.state.settings.invalid_session != 403:
+                raise
+            raise ApiFault(
+                403, FAULT_INVALID_SESSION_403, INVALID_SESSION_403, exc.description
+            ) from None
 
     # -- session calls -------------------------------------------------------------------------
 
-    def _session_init(self, request: Request, path: str) -> dict[str, Any]:
+    def _session_init(self, request: Request) -> dict[str, Any]:
         headers = self._check(request, H_USERID, H_CONSUMER_KEY, H_IP, H_APP_ID)
         root = self._root_url(request)
         host, port = self._redirect(root)
@@ -224,7 +235,7 @@ class SandboxApp:
             "weblink": {"url": root + "/weblink"},
         }
 
-    def _login(self, request: Request, path: str) -> dict[str, Any]:
+    def _login(self, request: Request) -> dict[str, Any]:
         self._check(request, H_CONSUMER_KEY, H_IP, H_APP_ID)
         body = self._body(request, "userid", "password")
         ott = self.state.login(body["userid"], body["password"])
@@ -235,7 +246,7 @@ class SandboxApp:
             "message": "Your login is successful. Please use the one time token for 2FA",
         }
 
-    def _two_fa(self, request: Request, path: str) -> dict[str, Any]:
+    def _two_fa(self, request: Request) -> dict[str, Any]:
         headers = self._check(request, H_ONE_TIME_TOKEN, H_CONSUMER_KEY, H_IP, H_APP_ID)
         body = self._body(request, "userid", "accessCode")
         userid: str = body["userid"]
@@ -253,57 +264,10 @@ class SandboxApp:
             "loginTime": session.login_time,
         }
 
-    def _logout(self, request: Request, path: str) -> dict[str, Any]:
+    def _logout(self, request: Request) -> dict[str, Any]:
         headers = self._check(request, H_SESSION_TOKEN, H_CONSUMER_KEY, H_IP, H_APP_ID, H_USERID)
         self.state.logout(headers[H_SESSION_TOKEN], headers[H_USERID])
         return {"message": "Your session has been logged out successfully"}
-
-    # -- trading calls -------------------------------------------------------------------------
-
-    def _orders(self, request: Request, path: str) -> list[dict[str, Any]]:
-        return self.state.orders(self._session(request))
-
-    def _positions(self, request: Request, path: str) -> list[dict[str, Any]]:
-        self._session(request)
-        return [
-            {
-                "instrumentToken": 11536,
-                "instrumentName": "TCS",
-                "exchange": "NSE",
-                "buyTradedQtyLot": 10,
-                "buyTradedVal": 31250.0,
-                "sellTradedQtyLot": 10,
-                "sellTradedVal": 31300.0,
-                "netTrdQtyLot": 0,
-                "lastPrice": 3130.0,
-                "realizedPL": 50.0,
-            }
-        ]
-
-    def _place_order(self, request: Request, path: str) -> dict[str, Any]:
-        session = self._session(request)
-        record = self.state.place_order(session, self._body(request))
-        return {
-            **record,
-            "message": f"Your Order has been Placed and Forwarded to the Exchange: "
-            f"{record['orderId']}",
-        }
-
-    def _quotes_ltp(self, request: Request, path: str) -> list[dict[str, Any]]:
-        self._session(request)
-        tokens = path[len(QUOTES_LTP_PREFIX) :].split("-")
-        if not all(t.isdigit() for t in tokens):
-            raise ApiFault(
-                400, FAULT_BAD_REQUEST, _BAD_REQUEST, "Instrument tokens must be digits joined by -"
-            )
-        return [
-            {
-                "instrumentToken": int(t),
-                "instrumentName": f"INSTRUMENT-{t}",
-                "lastPrice": round(10 + zlib.crc32(t.encode()) % 500000 / 100, 2),
-            }
-            for t in tokens
-        ]
 
     # -- URLs ----------------------------------------------------------------------------------
 

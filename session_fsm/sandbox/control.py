@@ -1,26 +1,33 @@
 """The sandbox control plane: inject faults, expire tokens, move the clock, read counters.
 
-Three faces of the same operations:
+Three faces of the same operations (faults, expiry, clock, settings, fills, order book,
+counters):
 
-* :func:`handle_control` serves them as JSON under ``/_sandbox/`` (not under ``/apim``);
+* :func:`~session_fsm.sandbox.plane.handle_control` serves them as JSON under ``/_sandbox/``
+  (not under ``/apim``), described by ``GET /_sandbox/``;
 * :class:`SandboxControl` calls a :class:`SandboxState` in the same process;
 * :class:`HttpSandboxControl` speaks the JSON control plane to a sandbox anywhere.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import requests
-from werkzeug.wrappers import Request, Response
 
 from .faults import FaultSpec
-from .responses import json_response
+from .plane import CONTROL_PREFIX, describe_plane, handle_control
 from .state import SandboxState
 
-#: Path prefix of the control plane.
-CONTROL_PREFIX = "/_sandbox/"
+__all__ = [
+    "CONTROL_PREFIX",
+    "ControlPlane",
+    "HttpSandboxControl",
+    "SandboxControl",
+    "SandboxControlError",
+    "handle_control",
+]
 
 
 class SandboxControlError(RuntimeError):
@@ -32,8 +39,9 @@ class ControlPlane(Protocol):
 
     def fault(
         self,
-        path: str,
+        path: str | None = None,
         *,
+        group: str | None = None,
         method: str | None = None,
         status: int | None = None,
         code: int | None = None,
@@ -45,7 +53,7 @@ class ControlPlane(Protocol):
         envelope: str | None = None,
         count: int = 1,
     ) -> int:
-        """Queue a fault for the next ``count`` calls to ``path``; return ``count``."""
+        """Queue a fault for the next ``count`` calls to ``path`` (or ``group``)."""
         ...
 
     def expire(self, userid: str | None = None) -> int:
@@ -65,7 +73,29 @@ class ControlPlane(Protocol):
         ...
 
     def reset(self) -> None:
-        """Clear faults, sessions, one-time tokens, the clock offset and counters."""
+        """Clear faults, sessions, one-time tokens, orders, the clock offset and counters."""
+        ...
+
+    def settings(
+        self,
+        *,
+        single_session: bool | None = None,
+        invalid_session: int | None = None,
+        fill: str | None = None,
+    ) -> dict[str, Any]:
+        """Switch the given run-time settings; return all of them."""
+        ...
+
+    def fill(self, userid: str | None = None, order_id: int | None = None) -> int:
+        """Fill open orders (all, ``userid``'s, or ``order_id``); return how many."""
+        ...
+
+    def orders(self, userid: str | None = None) -> dict[str, list[dict[str, Any]]]:
+        """Every user's (or ``userid``'s) order report rows."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """The control plane's own description (``GET /_sandbox/``)."""
         ...
 
 
@@ -77,8 +107,9 @@ class SandboxControl:
 
     def fault(
         self,
-        path: str,
+        path: str | None = None,
         *,
+        group: str | None = None,
         method: str | None = None,
         status: int | None = None,
         code: int | None = None,
@@ -93,6 +124,7 @@ class SandboxControl:
         """Queue a fault (see :class:`FaultSpec`) for the next ``count`` matching calls."""
         spec = FaultSpec(
             path=path,
+            group=group,
             method=method,
             status=status,
             code=code,
@@ -123,8 +155,32 @@ class SandboxControl:
         return self.state.stats()
 
     def reset(self) -> None:
-        """Clear faults, sessions, one-time tokens, the clock offset and counters."""
+        """Clear faults, sessions, one-time tokens, orders, the clock offset and counters."""
         self.state.reset()
+
+    def settings(
+        self,
+        *,
+        single_session: bool | None = None,
+        invalid_session: int | None = None,
+        fill: str | None = None,
+    ) -> dict[str, Any]:
+        """Switch the given run-time settings; return all of them."""
+        changes = _given(single_session=single_session, invalid_session=invalid_session,
+                         fill=fill)  # fmt: skip
+        return self.state.change_settings(**changes).to_json()
+
+    def fill(self, userid: str | None = None, order_id: int | None = None) -> int:
+        """Fill open orders (all, ``userid``'s, or ``order_id``); return how many."""
+        return self.state.book.fill(userid, order_id)
+
+    def orders(self, userid: str | None = None) -> dict[str, list[dict[str, Any]]]:
+        """Every user's (or ``userid``'s) order report rows."""
+        return self.state.book.dump(userid)
+
+    def describe(self) -> dict[str, Any]:
+        """The control plane's own description (``GET /_sandbox/``)."""
+        return describe_plane(self.state)
 
 
 class HttpSandboxControl:
@@ -157,8 +213,9 @@ class HttpSandboxControl:
 
     def fault(
         self,
-        path: str,
+        path: str | None = None,
         *,
+        group: str | None = None,
         method: str | None = None,
         status: int | None = None,
         code: int | None = None,
@@ -173,6 +230,7 @@ class HttpSandboxControl:
         """Queue a fault (see :class:`FaultSpec`) for the next ``count`` matching calls."""
         body = {
             "path": path,
+            "group": group,
             "method": method,
             "status": status,
             "code": code,
@@ -208,53 +266,38 @@ class HttpSandboxControl:
         return result
 
     def reset(self) -> None:
-        """Clear faults, sessions, one-time tokens, the clock offset and counters."""
+        """Clear faults, sessions, one-time tokens, orders, the clock offset and counters."""
         self._call("POST", "reset", {})
 
+    def settings(
+        self,
+        *,
+        single_session: bool | None = None,
+        invalid_session: int | None = None,
+        fill: str | None = None,
+    ) -> dict[str, Any]:
+        """Switch the given run-time settings; return all of them."""
+        changes = _given(single_session=single_session, invalid_session=invalid_session,
+                         fill=fill)  # fmt: skip
+        result: dict[str, Any] = self._call("POST", "settings", changes)
+        return result
 
-# -- server side -------------------------------------------------------------------------------
+    def fill(self, userid: str | None = None, order_id: int | None = None) -> int:
+        """Fill open orders (all, ``userid``'s, or ``order_id``); return how many."""
+        body = _given(userid=userid, order_id=order_id)
+        return int(self._call("POST", "fill", body)["filled"])
 
+    def orders(self, userid: str | None = None) -> dict[str, list[dict[str, Any]]]:
+        """Every user's (or ``userid``'s) order report rows."""
+        name = "orders" if userid is None else f"orders?userid={quote(userid)}"
+        result: dict[str, list[dict[str, Any]]] = self._call("GET", name)["orders"]
+        return result
 
-def handle_control(state: SandboxState, request: Request) -> Response:
-    """Serve one control-plane request (``request.path`` starts with ``/_sandbox/``)."""
-    name = request.path[len(CONTROL_PREFIX) :].strip("/")
-    method = request.method
-    try:
-        if (method, name) == ("GET", "stats"):
-            return json_response(state.stats())
-        if method != "POST" or name not in ("faults", "expire", "advance", "reset"):
-            return json_response({"error": f"no control operation {method} {request.path}"}, 404)
-        body = _json_object(request)
-        if name == "faults":
-            return json_response({"queued": state.queue_fault(FaultSpec.from_json(body))})
-        if name == "expire":
-            userid = body.get("userid")
-            if userid is not None and not isinstance(userid, str):
-                raise ValueError("'userid' must be a string")
-            ott = body.get("ott", False)
-            if not isinstance(ott, bool):
-                raise ValueError("'ott' must be true or false")
-            n = state.expire_otts(userid) if ott else state.expire_sessions(userid)
-            return json_response({"expired": n})
-        if name == "advance":
-            seconds = body.get("seconds")
-            if not isinstance(seconds, int | float) or isinstance(seconds, bool):
-                raise ValueError("'seconds' must be a number")
-            return json_response({"offset": state.advance(float(seconds))})
-        state.reset()
-        return json_response({"reset": True})
-    except ValueError as exc:
-        return json_response({"error": str(exc)}, 400)
+    def describe(self) -> dict[str, Any]:
+        """The control plane's own description (``GET /_sandbox/``)."""
+        result: dict[str, Any] = self._call("GET", "")
+        return result
 
 
-def _json_object(request: Request) -> dict[str, Any]:
-    data = request.get_data()
-    if not data.strip():
-        return {}
-    try:
-        body = json.loads(data)
-    except ValueError:
-        raise ValueError("control-plane body must be JSON") from None
-    if not isinstance(body, dict):
-        raise ValueError("control-plane body must be a JSON object")
-    return body
+def _given(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}

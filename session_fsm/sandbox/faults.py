@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from fnmatch import fnmatchcase
 
 from session_fsm.contract import FAULT_BAD_REQUEST, FAULT_INTERNAL, FAULT_RATE_LIMITED
 
 from .config import ENVELOPE_KEYS
+from .routes import GROUPS
 
 #: Prefix of every API path; fault paths given with it are accepted and stripped.
 API_BASE = "/apim"
@@ -59,10 +61,15 @@ def status_message(status: int) -> str:
 
 @dataclass(frozen=True)
 class FaultSpec:
-    """One injected fault, applied to the next ``count`` calls matching ``method`` + ``path``.
+    """One injected fault, applied to the next ``count`` calls matching ``method`` and the target.
 
-    ``path`` is the API path without ``/apim`` (a leading ``/apim`` is stripped); a trailing
-    ``*`` makes it a prefix. ``method=None`` matches any method. Effects, in order: sleep
+    The target is ``path`` or ``group`` (exactly one). ``path`` is the API path without
+    ``/apim`` (a leading ``/apim`` is stripped): one path (``/orders/1.0/orders/123``), an
+    endpoint's template (``/orders/1.0/orders/{orderId}``), or a pattern where ``*`` matches
+    any run of characters, ``/`` included (``/orders/*``, ``/orders/1.0/order/*/{orderId}``).
+    ``group`` names an endpoint group (``orders``, ``reports``, ``positions``, ``quotes``,
+    ``margin``, ``historical``, ``session``, or ``trading`` for every non-session endpoint;
+    see ``routes.GROUPS``). ``method=None`` matches any method. Effects, in order: sleep
     ``delay`` seconds; then ``drop`` the connection, or answer a non-JSON body (``malformed``,
     status ``status`` or 200), or a fault envelope with ``status`` (code ``code`` or the default
     per status); otherwise answer normally, minus the call's required field (``missing_field``)
@@ -71,7 +78,7 @@ class FaultSpec:
     ``Retry-After`` header to whatever is answered.
     """
 
-    path: str
+    path: str | None = None
     method: str | None = None
     status: int | None = None
     code: int | None = None
@@ -82,12 +89,17 @@ class FaultSpec:
     missing_field: bool = False
     envelope: str | None = None
     count: int = 1
+    group: str | None = None
 
     def __post_init__(self) -> None:
         path = self.path
-        if not isinstance(path, str) or not path.startswith("/"):
+        if (path is None) == (self.group is None):
+            raise ValueError("a fault needs exactly one of 'path' and 'group'")
+        if self.group is not None and self.group not in GROUPS:
+            raise ValueError(f"fault group must be one of {', '.join(GROUPS)}")
+        if path is not None and (not isinstance(path, str) or not path.startswith("/")):
             raise ValueError(f"fault path must be a string starting with '/', got {path!r}")
-        if path == API_BASE or path.startswith(API_BASE + "/"):
+        if path is not None and (path == API_BASE or path.startswith(API_BASE + "/")):
             object.__setattr__(self, "path", path[len(API_BASE) :] or "/")
         if self.method is not None:
             if not isinstance(self.method, str) or not self.method:
@@ -112,9 +124,10 @@ class FaultSpec:
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown fault field(s): {', '.join(sorted(unknown))}")
-        path = data.get("path")
-        if not isinstance(path, str):
-            raise ValueError("fault needs a string 'path'")
+        path = _opt_str(data, "path")
+        group = _opt_str(data, "group")
+        if path is None and group is None:
+            raise ValueError("fault needs a string 'path' or 'group'")
         count = _opt_int(data, "count")
         retry_after = data.get("retry_after")
         if retry_after is not None and not isinstance(retry_after, str):
@@ -131,19 +144,29 @@ class FaultSpec:
             missing_field=_bool(data, "missing_field"),
             envelope=_opt_str(data, "envelope"),
             count=1 if count is None else count,
+            group=group,
         )
 
     def to_json(self) -> dict[str, object]:
         """The control-plane JSON form of this spec."""
         return asdict(self)
 
-    def matches(self, method: str, path: str, template: str | None) -> bool:
-        """Whether a call ``method path`` (route template ``template``) is hit by this fault."""
+    def matches(
+        self, method: str, path: str, template: str | None, group: str | None = None
+    ) -> bool:
+        """Whether a call ``method path`` (endpoint ``template`` in ``group``) is hit."""
         if self.method is not None and self.method != method:
             return False
-        if self.path.endswith("*"):
-            return path.startswith(self.path[:-1])
-        return self.path in (path, template)
+        if self.group is not None:
+            if self.group == "trading":
+                return group not in (None, "session")
+            return self.group == group
+        pattern = self.path or ""
+        if "*" in pattern:
+            return fnmatchcase(path, pattern) or (
+                template is not None and fnmatchcase(template, pattern)
+            )
+        return pattern in (path, template)
 
     def fault_code(self) -> int:
         """The fault code of the injected status answer."""

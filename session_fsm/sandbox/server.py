@@ -293,8 +293,9 @@ def banner(url: str, config: SandboxConfig) -> str:
     """The start-up text: where the sandbox listens and the demo credentials to log in with."""
     root = url[: -len("/apim")] if url.endswith("/apim") else url
     lines = [
-        f"KS Trade API session sandbox listening on {url}",
-        f"  control plane:          {root}{CONTROL_PREFIX}  (faults, expire, advance, stats)",
+        f"KS Trade API sandbox listening on {url}",
+        "  serves:                 the session calls and every trading endpoint",
+        f"  control plane:          {root}{CONTROL_PREFIX}  (GET it for its operations)",
         f"  consumer key:           {config.consumer_key}",
         f"  access token (Bearer):  {config.access_token}",
         "  app id, ip:             any non-empty value",
@@ -307,6 +308,10 @@ def banner(url: str, config: SandboxConfig) -> str:
         lines.append(f"                          {code}")
         if acc.totp_secret:
             lines.append(f"                          TOTP secret {acc.totp_secret}")
+    sessions = "one per user" if config.single_session else "many per user"
+    dead = f"a dead one answers {config.invalid_session}"
+    lines.append(f"  sessions:               {sessions}; {dead}")
+    lines.append(f"  orders fill:            {config.fill}")
     if config.redirect_host:
         lines.append(f"  session/init redirects: {config.redirect_host}")
     lines.append("Press Ctrl+C to stop.")

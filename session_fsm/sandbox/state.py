@@ -11,8 +11,7 @@ import math
 import secrets
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyotp
@@ -24,11 +23,10 @@ from session_fsm.contract import (
     FAULT_WRONG_PASSWORD,
 )
 
-from .config import Account, SandboxConfig
+from .config import Account, SandboxConfig, Settings
 from .faults import ApiFault, FaultSpec
-
-#: How many placed orders the sandbox remembers per user for the orders report.
-MAX_ORDERS_PER_USER = 100
+from .orders import OrderBook
+from .routes import Endpoint
 
 _LOGGED_OUT = "You have been logged out. Login again"
 
@@ -61,7 +59,7 @@ def _same(a: str, b: str) -> bool:
 
 
 class SandboxState:
-    """The sandbox's accounts, tokens, clock, fault queue and statistics."""
+    """The sandbox's accounts, tokens, clock, fault queue, settings, order book and statistics."""
 
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
@@ -70,19 +68,22 @@ class SandboxState:
         self.port: int | None = None
         self._lock = threading.Lock()
         self._closing = threading.Event()
+        #: Every user's orders, trades and positions.
+        self.book = OrderBook(self.wall)
         self._clear()
 
     def _clear(self) -> None:
         self._offset = 0.0
+        self._settings = self.config.settings()
+        self.book.clear()
         self._faults: list[_Pending] = []
         self._otts: dict[str, _Ott] = {}
         self._user_ott: dict[str, str] = {}
         self._sessions: dict[str, Session] = {}
         self._user_session: dict[str, str] = {}
         self._logged_out: set[str] = set()
-        self._orders: dict[str, deque[dict[str, Any]]] = {}
-        self._next_order = 250101000001
         self._calls: dict[str, int] = {}
+        self._control_calls: dict[str, int] = {}
         self._logins = 0
         self._session_count = 0
         self._logouts = 0
@@ -94,6 +95,10 @@ class SandboxState:
     def now(self) -> float:
         """The sandbox clock: ``config.clock()`` plus the offset the control plane advanced."""
         return self.config.clock() + self._offset
+
+    def wall(self) -> float:
+        """Epoch seconds on the sandbox clock (wall clock plus the advanced offset)."""
+        return time.time() + self._offset
 
     def advance(self, seconds: float) -> float:
         """Move the sandbox clock forward by ``seconds``; return the total offset."""
@@ -113,19 +118,41 @@ class SandboxState:
 
     # -- calls and faults ---------------------------------------------------------------------
 
-    def begin_call(self, method: str, path: str, template: str | None) -> FaultSpec | None:
+    def begin_call(self, method: str, path: str, endpoint: Endpoint | None) -> FaultSpec | None:
         """Count an API call and pop the first queued fault it matches (FIFO), if any."""
+        template = endpoint.template if endpoint is not None else None
+        group = endpoint.group if endpoint is not None else None
         key = f"{method} {template or path}"
         with self._lock:
             self._calls[key] = self._calls.get(key, 0) + 1
             for i, pending in enumerate(self._faults):
-                if pending.spec.matches(method, path, template):
+                if pending.spec.matches(method, path, template, group):
                     pending.remaining -= 1
                     if pending.remaining <= 0:
                         del self._faults[i]
                     self._faults_served += 1
                     return pending.spec
         return None
+
+    def count_control(self, method: str, name: str) -> None:
+        """Count a control-plane call (kept apart from the API calls)."""
+        key = f"{method} {name}"
+        with self._lock:
+            self._control_calls[key] = self._control_calls.get(key, 0) + 1
+
+    @property
+    def settings(self) -> Settings:
+        """The current run-time settings."""
+        return self._settings
+
+    def change_settings(self, **changes: Any) -> Settings:
+        """Switch some settings (see :class:`Settings`); return all of them."""
+        unknown = set(changes) - set(Settings.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        with self._lock:
+            self._settings = replace(self._settings, **changes).check()
+            return self._settings
 
     def queue_fault(self, spec: FaultSpec) -> int:
         """Queue ``spec`` for its next ``count`` matching calls; return ``count``."""
@@ -151,7 +178,8 @@ class SandboxState:
         return ott
 
     def two_fa(self, ott: str, userid: str, access_code: str) -> Session:
-        """Redeem a one-time token with the access code; the user's previous session dies."""
+        """Redeem a one-time token with the access code; the user's previous session dies
+        (unless the ``single_session`` setting is off)."""
         with self._lock:
             rec = self._otts.get(ott)
             now = self.now()
@@ -170,7 +198,7 @@ class SandboxState:
                 raise ApiFault(401, FAULT_WRONG_ACCESS_CODE, "Invalid access code", "2FA failed")
             self._drop_ott(ott, userid)
             old = self._user_session.pop(userid, None)
-            if old is not None:
+            if old is not None and self._settings.single_session:
                 self._sessions.pop(old, None)
             session = Session(
                 token=secrets.token_urlsafe(32),
@@ -201,20 +229,6 @@ class SandboxState:
             self._logged_out.add(token)
             self._logouts += 1
 
-    def place_order(self, session: Session, order: dict[str, Any]) -> dict[str, Any]:
-        """Record an order for the orders report; return it with its ``orderId``."""
-        with self._lock:
-            record = {**order, "orderId": str(self._next_order), "status": "OPEN"}
-            self._next_order += 1
-            orders = self._orders.setdefault(session.userid, deque(maxlen=MAX_ORDERS_PER_USER))
-            orders.append(record)
-            return dict(record)
-
-    def orders(self, session: Session) -> list[dict[str, Any]]:
-        """The orders ``session``'s user placed (most recent last)."""
-        with self._lock:
-            return [dict(o) for o in self._orders.get(session.userid, ())]
-
     # -- control plane -----------------------------------------------------------------------
 
     def expire_sessions(self, userid: str | None = None) -> int:
@@ -238,6 +252,7 @@ class SandboxState:
         with self._lock:
             return {
                 "calls": dict(self._calls),
+                "control_calls": dict(self._control_calls),
                 "logins": self._logins,
                 "sessions": self._session_count,
                 "logouts": self._logouts,
@@ -246,7 +261,8 @@ class SandboxState:
             }
 
     def reset(self) -> None:
-        """Forget faults, sessions, one-time tokens, orders, the clock offset and counters."""
+        """Forget faults, sessions, one-time tokens, orders, the clock offset and counters, and
+        put the settings back to the configuration's."""
         with self._lock:
             self._clear()
 

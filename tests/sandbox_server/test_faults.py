@@ -165,6 +165,7 @@ def test_stats_and_reset(sb: Sandbox, client: Client, ctl: HttpSandboxControl) -
     ctl.reset()
     assert ctl.stats() == {
         "calls": {},
+        "control_calls": {"GET stats": 1},  # this read, apart from the API calls
         "logins": 0,
         "sessions": 0,
         "logouts": 0,
