@@ -151,9 +151,10 @@ class Totp:
     ) -> None:
         v.count("Totp digits", digits, minimum=6, maximum=10)
         bits = _base32_bits(secret.reveal() if isinstance(secret, Secret) else secret)
-        totp = _totp_or_none(secret, digits) if bits is not None else None
+        usable = bits is not None and bits >= MIN_TOTP_BITS
+        totp = _totp_or_none(secret, digits) if usable else None
         del secret  # no raising frame keeps the seed in a local
-        if bits is None or totp is None:
+        if bits is None:
             raise ConfigurationError("totp_secret is not valid base32")
         if bits < MIN_TOTP_BITS:
             raise ConfigurationError(
@@ -161,6 +162,8 @@ class Totp:
                 f"{MIN_TOTP_BITS} (usually 32 base32 characters)",
                 hint="copy the whole secret from the broker's TOTP set-up page",
             )
+        if totp is None:
+            raise ConfigurationError("totp_secret is not a usable TOTP secret")
         self._totp = totp
         self._clock = v.callable_("Totp clock", clock)
 

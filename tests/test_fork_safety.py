@@ -20,6 +20,7 @@ import pytest
 from session_fsm import KSSession
 from session_fsm.contract import QUOTES_LTP_PREFIX
 from session_fsm.sandbox import Sandbox
+from session_fsm.sandbox.market import INSTRUMENTS
 from tests.loopback_listeners import wait_until
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -29,11 +30,17 @@ ORDERS = "/reports/1.0/orders"
 LOGIN = "/session/1.0/session/login/userid"
 
 
-def ask(s: KSSession, base: int, rounds: int) -> dict[str, Any]:
-    """``rounds`` quotes for tokens ``base + i``: how many came back for another request."""
+#: The sandbox's instruments, split between the two processes: an answer for the other process,
+#: or for another of this process's requests, names a token this request did not ask for.
+TOKENS = sorted(INSTRUMENTS)
+PARENT_TOKENS, CHILD_TOKENS = TOKENS[: len(TOKENS) // 2], TOKENS[len(TOKENS) // 2 :]
+
+
+def ask(s: KSSession, tokens: list[int], rounds: int) -> dict[str, Any]:
+    """``rounds`` quotes, cycling over ``tokens``: how many came back for another request."""
     crossed, errors = 0, []
     for i in range(rounds):
-        token = base + i
+        token = tokens[i % len(tokens)]
         try:
             answer = s.get(f"{QUOTES_LTP_PREFIX}{token}").json()["Success"]
             crossed += [q["instrumentToken"] for q in answer] != [token]
@@ -86,10 +93,10 @@ def test_forked_processes_never_read_each_others_answers(
 ) -> None:
     s = new_session()
     s.connect()
-    assert s.get(f"{QUOTES_LTP_PREFIX}1").status_code == 200  # a pooled keep-alive connection
+    assert s.get(f"{QUOTES_LTP_PREFIX}{TOKENS[0]}").status_code == 200  # a pooled connection
     opened = sb.connections_opened
-    pid, r = in_child(lambda: ask(s, 2_000_000, ROUNDS))
-    parent = ask(s, 1_000_000, ROUNDS)  # at the same time as the child
+    pid, r = in_child(lambda: ask(s, CHILD_TOKENS, ROUNDS))
+    parent = ask(s, PARENT_TOKENS, ROUNDS)  # at the same time as the child
     child = collect(pid, r, timeout=60)
     assert child is not None, "the child did not finish"
     assert parent == {"crossed": 0, "errors": []}

@@ -114,7 +114,10 @@ def test_an_unsafe_redirect_never_shows_userinfo_and_names_allowed_domains() -> 
         check_host(f"https://trader:{SECRET}@evil.example.com/apim", WireConfig())
     shown = f"{info.value} {info.value!r} {info.value.host}"
     assert SECRET not in shown and "evil.example.com" in shown
-    assert "allowed_domains" in str(info.value) and "allowed_hosts" not in str(info.value)
+    assert "allowed_hosts" not in str(info.value)
+    with pytest.raises(UnsafeRedirect) as other:  # a host off the list: the hint names the option
+        check_host("https://evil.example.com/apim", WireConfig())
+    assert "allowed_domains" in str(other.value) and "allowed_hosts" not in str(other.value)
 
 
 def test_cli_never_prints_a_store_or_host_password(tmp_path: Path) -> None:
