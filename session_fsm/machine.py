@@ -25,7 +25,7 @@ from typing import Any
 from transitions import Machine
 
 from . import contract, table
-from .config import SessionConfig
+from .config import SessionConfig, check_wire_options
 from .credentials import Credentials
 from .edge_calls import EdgeCalls
 from .errors import (
@@ -42,13 +42,15 @@ from .logs import emit, emit_record, get_logger
 from .snapshot import EVENT_KEYS, FAILED, OK, REFUSED, Snapshot, TransitionRecord
 from .stores import StoredSession, TokenStore, open_store
 from .table import State
-from .wire import Wire, check_host
+from .wire import Identity, Wire, check_host
 
 Callback = Callable[["SessionMachine", TransitionRecord], None]
 _STATE_NAMED: dict[str, State] = {s.name: s for s in State}
 _ids = itertools.count(1)
 #: Errors after which the login endpoints are not called again until the cool-down ends.
 _COOLDOWN_ERRORS = (LoginRejected, NotAuthorized, GatewayAuthError)
+#: Triggers that call the login endpoints: refused during a cool-down.
+_LOGIN_TRIGGERS = frozenset({"init", "login", "authenticate", "refresh"})
 #: Errors that move the session along an internal edge, by trigger.
 _INTERNAL_EDGE_FOR: tuple[tuple[type[KSError], str], ...] = (
     (GatewayAuthError, "gateway_rejected"),
@@ -105,20 +107,21 @@ class SessionMachine(EdgeCalls):
     ) -> None:
         self.credentials = credentials
         self.config = SessionConfig.from_options(options)
+        if wire is not None and options:
+            check_wire_options(options, wire.config)
         self._wire = wire or Wire(self.config.wire_config())
         self.origin = check_host(host, self._wire.config)
         self._clock = clock
         self._logger = logger  # None: structlog's proxy, made at the first event (see _log)
         self._store = open_store(store)
         self.session_id = f"s{next(_ids)}"
-        self._bearer = credentials.bearer
+        c = credentials
+        self._who = (0, Identity(c.userid, c.consumer_key, c.ip, c.app_id, c.bearer))
         self._snap = Snapshot(state=table.INITIAL, host=self.origin)
         self._pending: Snapshot | None = None
         self._deferred: KSError | None = None
         self._guards_seen: list[tuple[str, bool]] = []
         self._cooldown: tuple[KSError, float] | None = None
-        self._carry: Snapshot | None = None  # the old token during/after a soft refresh
-        self._carry_retry_at = 0.0  # when a failed soft refresh is tried again
         self._loaded = False
         self._lock = threading.RLock()
         # Made at the first record / registration: a session is a handful of objects for the
@@ -228,15 +231,12 @@ class SessionMachine(EdgeCalls):
         self._pending = None
         if value is State.AUTHENTICATED:
             new = Snapshot(value, p.host, p.generation, p.session_token, None, None, p.login_time)
-            self._carry = None  # a new (or restored) session replaces a carried token
         elif value is State.OTT_ISSUED:
             new = Snapshot(
                 value, p.host, p.generation, None, p.one_time_token, p.ott_time, p.login_time
             )
         else:
-            host = p.host
-            if value is State.UNINITIALISED:  # gateway token rejected or host moved: a carried
-                host, self._carry = self.origin, None  # session token is no use any more
+            host = self.origin if value is State.UNINITIALISED else p.host
             new = Snapshot(value, host, p.generation, None, None, None, p.login_time)
         self._snap = new
 
@@ -249,7 +249,7 @@ class SessionMachine(EdgeCalls):
             if table.edge(src, trigger) is None:
                 self._record(trigger, src, REFUSED, reason=reason or "no edge")
                 raise InvalidTransition(table.hint(src, trigger), state=src.value, trigger=trigger)
-            if self._cooldown is not None and trigger in ("init", "login", "authenticate"):
+            if self._cooldown is not None and trigger in _LOGIN_TRIGGERS:
                 self._check_cooldown(trigger, src)
             self._deferred = None
             t0 = time.perf_counter()
