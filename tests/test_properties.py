@@ -277,15 +277,20 @@ class SessionVersusModel(RuleBasedStateMachine):
             self._same_tokens(s, m)
         unchanged = all(s.snapshot() == before[n][0] for n, s, _ in pairs)
         refused_request = got == "InvalidTransition" and not records
-        refused_alone = len(records) == 1 and records[0].outcome == oracle.REFUSED and got
+        refused_alone = (
+            len(records) == 1
+            and records[0].outcome == oracle.REFUSED
+            and records[0].trigger != "refresh"
+            and got
+        )
         if refused_alone or refused_request:
             # A refused trigger (or request) sent nothing and changed nothing. (A request whose
-            # soft renewal was refused carries on with the old token: no error, calls made.)
+            # soft refresh was refused goes out with the old token: calls made, its own error.)
             assert not calls and unchanged and stats == stats0, f"{label}: refused but acted"
         outcome = "ok" if not got else "refused" if not calls and unchanged else "failed"
         event(f"step {label.split()[0]}: {outcome}{' ' + got if got else ''}")
-        if self.m.carry is not None:
-            event("s carries an old token (its soft refresh failed)")
+        if self.m.refresh_retry is not None and self.m.refresh_retry[0] == self.m.gen:
+            event("s carries on with its token (its soft refresh failed)")
         for n, s, _ in pairs:
             for r in s.history[before[n][1] :]:
                 COVERAGE.add(r, "property")
