@@ -46,7 +46,7 @@ class EdgeCalls:
         """Who the session calls as (carries the current Bearer token as a Secret)."""
         return self._who[1]
 
-    def gateway(self) -> tuple[int, Identity]:
+    def _gateway(self) -> tuple[int, Identity]:
         """The current Bearer generation (0: the configured token) and the identity carrying
         that token, read together: a request keeps both, so a rejection names its generation."""
         return self._who

@@ -41,6 +41,7 @@ from .table import State
 from .wire import IDEMPOTENT_METHODS, Identity, Wire, host_allowed, transport_error
 
 if TYPE_CHECKING:
+    from .config import SessionConfig
     from .session import KSSession
 
 
@@ -74,18 +75,18 @@ class SessionAuth(AuthBase):
     def __init__(self, session: KSSession, snap: Snapshot | None = None) -> None:
         self.session = session
         self._snap = snap  # bound by session.request: the one snapshot of that request
-        self.exchange: _Exchange | None = None  # a bound auth's exchange, once sent
+        self._exchange: _Exchange | None = None  # a bound auth's exchange, once sent
 
     def __repr__(self) -> str:
         return f"SessionAuth(session={self.session.session_id})"
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         snap = self._snap or self.session.ready()
-        bearer, who = self.session.gateway()
+        bearer, who = self.session._gateway()
         ex = _Exchange(snap, bearer)
         _apply(r, who, snap)
         if self._snap is not None:
-            self.exchange = ex
+            self._exchange = ex
         r.register_hook(  # type: ignore[no-untyped-call]
             "response", functools.partial(self._on_response, ex)
         )
@@ -123,17 +124,12 @@ class SessionAuth(AuthBase):
             if not refreshed:
                 session.gateway_rejected(err, ex.snap)
                 raise err
+            _check_replayable(response, err, "gateway token refreshed", session.config)
             now = session.snapshot()  # a newer session, if another thread renewed meanwhile
             snap = now if now.state is State.AUTHENTICATED else ex.snap
             return self._replay(response, snap, kwargs, "gateway token refreshed", ex.snap)
         fresh = session.renew(ex.snap.generation, "expired")
-        if not replayable(response.request, session.config.replay_posts):
-            raise NotReplayable(
-                f"session renewed, but the {response.request.method} body is a stream and was "
-                "not sent again",
-                status=response.status_code,
-                fault_code=err.fault_code,
-            )
+        _check_replayable(response, err, "session renewed", session.config)
         return self._replay(response, fresh, kwargs, "session renewed", ex.snap)
 
     def _replay(
@@ -148,7 +144,7 @@ class SessionAuth(AuthBase):
         prep = first.request.copy()
         if prep.url and sent_with.host != snap.host:
             prep.url = snap.host + prep.url[len(sent_with.host) :]
-        bearer, who = session.gateway()
+        bearer, who = session._gateway()
         _apply(prep, who, snap)
         emit(session._log, "info", "request_replayed", session_id=session.session_id,
              method=prep.method, path=urlsplit(prep.url or "").path, reason=why,
@@ -164,9 +160,24 @@ class SessionAuth(AuthBase):
         if again.status_code == 401:
             err = Wire.error_of(Call.TRADING, again)
             # Same edge as on a first answer, unless another thread replaced the token since.
-            if isinstance(err, GatewayAuthError) and bearer == session.gateway()[0]:
+            if isinstance(err, GatewayAuthError) and bearer == session._gateway()[0]:
                 session.gateway_rejected(err, snap)
         return again
+
+
+def _check_replayable(
+    response: requests.Response, err: APIError, done: str, config: SessionConfig
+) -> None:
+    request = response.request
+    if replayable(request, config.replay_posts):
+        return
+    streamed = not (request.body is None or isinstance(request.body, (bytes, str)))
+    why = "its body is a stream" if streamed else "replay_posts is off"
+    raise NotReplayable(
+        f"{done}, but the {request.method} was not sent again ({why})",
+        status=response.status_code,
+        fault_code=err.fault_code,
+    )
 
 
 def _apply(r: requests.PreparedRequest, who: Identity, snap: Snapshot) -> None:
@@ -198,7 +209,7 @@ def send(session: KSSession, method: str, path: str, **kwargs: Any) -> requests.
         url = snap.host + path
     auth = SessionAuth(session, snap)
     response = session.wire.send(method, url, auth=auth, **kwargs)
-    ex = auth.exchange
+    ex = auth._exchange
     err: KSError | None = ex.error if ex is not None and ex.error is not None else None
     if err is None:
         err = Wire.error_of(Call.TRADING, response)

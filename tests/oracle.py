@@ -112,6 +112,10 @@ class Client:
         self.cooldown_s: float = options["cooldown"]
         self.auto_relogin: bool = options["auto_relogin"]
         self.replay_posts: bool = options["replay_posts"]
+        #: With an access_token_provider, a rejected Bearer token (900901) is replaced once
+        #: (the provider is asked) and the call made again, instead of failing.
+        self.provider: bool = options.get("provider", False)
+        self.provider_calls = 0
         self.max_age: float | None = options.get("max_session_age")
         self.soft_window: float = options.get("soft_window", 60.0)
         self.login_time: float | None = None
@@ -210,10 +214,14 @@ class Client:
     def _wire(self, call: str) -> str | None:
         """The edge's call; raises its error, applies its effect, returns a deferred error."""
         path = TARGETS[call]
-        ans = self.server.exchange(METHOD_OF_PATH[path], path, self.ott, self.token, self.name)
-        if call == "login" and ans.body == "missing":
-            self.ghost_logins += 1
-        err = error_of(call, ans)
+        for _ in range(2):  # a second time only after a new Bearer token from the provider
+            ans = self.server.exchange(METHOD_OF_PATH[path], path, self.ott, self.token, self.name)
+            if call == "login" and ans.body == "missing":
+                self.ghost_logins += 1
+            err = error_of(call, ans)
+            if err != "GatewayAuthError" or call == "logout" or not self.provider:
+                break
+            self.provider_calls += 1
         if call == "logout":  # forgotten whatever the answer; never another's newer session
             if self.store.record and self.store.record[1] <= self.gen:
                 self.store.record = None
@@ -345,19 +353,22 @@ class Client:
         token = self.ready()  # one snapshot: the host and the token the request goes with
         ans = self.server.exchange(method, path, None, token, self.name)
         err = error_of("trading", ans)
-        if ans.status == 401 and not ans.transport:
-            if err == "GatewayAuthError":
-                self.after_failure(err)
-                raise Predicted(err)
+        if ans.status == 401 and err in ("GatewayAuthError", "SessionExpired"):
             if err == "SessionExpired":
                 self.renew("expired")
-                if method not in IDEMPOTENT and not self.replay_posts:
-                    raise Predicted("NotReplayable")
+            elif self.provider:  # one provider call per rejected Bearer token
+                self.provider_calls += 1
+            else:
+                self.after_failure(err)
+                raise Predicted(err)
+            if method not in IDEMPOTENT and not self.replay_posts:
+                raise Predicted("NotReplayable")
+            if err == "SessionExpired":
                 self.replays.append((method, path, self.gen))
-                ans = self.server.exchange(method, path, None, self.token, self.name)
-                err = error_of("trading", ans)
-                if err == "GatewayAuthError" and ans.status == 401:
-                    self.after_failure(err)
+            ans = self.server.exchange(method, path, None, self.token, self.name)
+            err = error_of("trading", ans)
+            if err == "GatewayAuthError" and ans.status == 401:
+                self.after_failure(err)
         if err == "WrongDomain":
             self.after_failure(err)
         if err:
