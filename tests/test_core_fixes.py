@@ -12,6 +12,7 @@ Plus: a trading 403 "Invalid session, please re-login to continue" is an expired
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -25,6 +26,8 @@ from werkzeug.wrappers import Request, Response
 from session_fsm import (
     ConfigurationError,
     GatewayAuthError,
+    InvalidTransition,
+    KSError,
     KSSession,
     LoginRejected,
     NotReplayable,
@@ -147,6 +150,24 @@ def aged(new_session: Factory, clock: Clock, at: float, **opts: Any) -> KSSessio
     return s
 
 
+def refreshing(s: KSSession, sb: Sandbox) -> threading.Thread:
+    """Start a request that takes the refresh edge, its 2FA held 1 s by the sandbox; return
+    once that 2FA reached the sandbox (the refresh is under way, the lock held)."""
+    sb.control.fault(TWO_FA, delay=1.0)
+
+    def request() -> None:
+        with contextlib.suppress(KSError):  # (its GET may meet a logout made meanwhile)
+            s.get(ORDERS)
+
+    t = threading.Thread(target=request)
+    t.start()
+    for _ in range(500):
+        if stats(sb).get(f"POST {TWO_FA}", 0) == 2:
+            break
+        threading.Event().wait(0.01)
+    return t
+
+
 def test_a_soft_refresh_never_leaves_authenticated(
     new_session: Factory, sb: Sandbox, clock: Clock
 ) -> None:
@@ -164,25 +185,11 @@ def test_the_old_token_serves_while_the_refresh_is_under_way(
     new_session: Factory, sb: Sandbox, clock: Clock
 ) -> None:
     s = aged(new_session, clock, 950, timeout=(5.0, 5.0))
-    sb.control.fault(TWO_FA, delay=1.0)  # the refresh's 2FA takes a second
-    started = threading.Event()
-    during: list[tuple[int, State, int]] = []
-
-    def refresher() -> None:
-        started.set()
-        s.get(ORDERS)
-
-    t = threading.Thread(target=refresher)
-    t.start()
-    started.wait(5)
-    for _ in range(500):  # until the refresh's 2FA reached the sandbox (answered in 1 s)
-        if stats(sb).get(f"POST {TWO_FA}", 0) == 2:
-            break
-        threading.Event().wait(0.01)
+    t = refreshing(s, sb)
     r = s.get(ORDERS)  # another thread, meanwhile: no wait, the old token, still Authenticated
-    during.append((r.status_code, s.state, s.generation))
+    during = (r.status_code, s.state, s.generation, t.is_alive())
     t.join(10)
-    assert during == [(200, A, 1)]
+    assert during == (200, A, 1, True)
     assert s.generation == 2 and s.state is A
 
 
@@ -201,6 +208,33 @@ def test_a_failed_soft_refresh_is_a_failed_refresh_not_an_expiry(
     assert s.get(ORDERS).status_code == 200
     assert trail(s)[-1] == ("refresh", "Authenticated", "Authenticated", "ok")
     assert s.generation == 2 and stats(sb)["logins"] == 2
+
+
+def test_an_expiry_during_a_refresh_waits_for_it_instead_of_logging_in_again(
+    new_session: Factory, sb: Sandbox, clock: Clock
+) -> None:
+    s = aged(new_session, clock, 950, timeout=(5.0, 5.0))
+    t = refreshing(s, sb)
+    sb.control.expire()  # the server ends the old session while the refresh is under way
+    r = s.get(ORDERS)  # 401 with the old token: waits for the refresh, replays on its session
+    t.join(10)
+    assert r.status_code == 200 and [h.status_code for h in r.history] == [401]
+    assert s.generation == 2 and stats(sb)["logins"] == 2  # no second login for the expiry
+    assert "session_expired" not in [rec.trigger for rec in s.history]
+
+
+def test_a_logout_during_a_refresh_is_not_undone(
+    new_session: Factory, sb: Sandbox, clock: Clock
+) -> None:
+    s = aged(new_session, clock, 950, timeout=(5.0, 5.0))
+    t = refreshing(s, sb)
+    s.logout()  # waits for the refresh, then ends the new session
+    t.join(10)
+    assert s.state is State.LOGGED_OUT and sb.control.stats()["logouts"] == 1
+    assert [r.trigger for r in s.history][-2:] == ["refresh", "logout"]
+    with pytest.raises(InvalidTransition):
+        s.get(ORDERS)
+    assert stats(sb)["logins"] == 2
 
 
 # --- 3. one snapshot per request -----------------------------------------------------------
