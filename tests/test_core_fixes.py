@@ -101,17 +101,17 @@ def in_threads(n: int, work: Callable[[], Any]) -> tuple[list[Any], list[BaseExc
 
 def test_a_900901_storm_asks_the_provider_once(new_session: Factory, sb: Sandbox) -> None:
     provider = Provider()
-    s = new_session(make_credentials(access_token_provider=provider), timeout=(5.0, 5.0))
+    s = new_session(make_credentials(access_token_provider=provider), timeout=(5.0, 10.0))
     s.connect()
-    # All 16 requests reach the sandbox (and take a fault each) before the first answer.
-    sb.control.fault(ORDERS, status=401, code=contract.FAULT_GATEWAY_TOKEN, count=16, delay=1.0)
+    # All 16 requests reach the sandbox (and take a fault each) before the first answer (2 s).
+    sb.control.fault(ORDERS, status=401, code=contract.FAULT_GATEWAY_TOKEN, count=16, delay=2.0)
     results, errors = in_threads(16, lambda: s.get(ORDERS).status_code)
     assert not errors, [f"{type(e).__name__}: {e}" for e in errors[:3]]
     assert results == [200] * 16
     assert provider.asked == 1  # one rejected Bearer generation: one provider call
     assert s.state is A and stats(sb)["logins"] == 1
     # A later rejection is of the next Bearer generation: the provider is asked once more.
-    sb.control.fault(ORDERS, status=401, code=contract.FAULT_GATEWAY_TOKEN, count=16, delay=1.0)
+    sb.control.fault(ORDERS, status=401, code=contract.FAULT_GATEWAY_TOKEN, count=16, delay=2.0)
     results, errors = in_threads(16, lambda: s.get(ORDERS).status_code)
     assert not errors and results == [200] * 16 and provider.asked == 2
 
