@@ -149,3 +149,26 @@ def _check_session_config(config: SessionConfig) -> None:
 MAX_HISTORY = 1_000_000
 
 _DEFAULT = SessionConfig()
+#: The options that configure the transport: with ``wire=``, the wire's own settings rule.
+WIRE_OPTIONS: tuple[str, ...] = tuple(f.name for f in fields(WireConfig) if f.name in
+                                      {f.name for f in fields(SessionConfig)})  # fmt: skip
+
+
+def check_wire_options(options: dict[str, Any], wire: WireConfig) -> None:
+    """Refuse transport options that differ from those of a given wire (they would be dropped
+    silently otherwise). Names the options, never their values."""
+    conflicting = [
+        name
+        for name in WIRE_OPTIONS
+        if name in options and _as_tuple(options[name]) != _as_tuple(getattr(wire, name))
+    ]
+    if conflicting:
+        raise ConfigurationError(
+            f"option(s) {', '.join(conflicting)} conflict with the given wire= "
+            "(the wire's own settings are used)",
+            hint="leave them out, or set them on the Wire's WireConfig",
+        )
+
+
+def _as_tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value

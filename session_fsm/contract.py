@@ -41,6 +41,9 @@ FAULT_SESSION_EXPIRED: Final = 99999  # "You have been logged out. Login again"
 FAULT_OTT_INVALID: Final = 50001  # one-time token expired or wrong
 FAULT_WRONG_DOMAIN: Final = 999024  # user belongs to another API host
 FAULT_NOT_AUTHORIZED: Final = 999003  # user may not use this platform
+#: What a trading call's 403 says when the session is gone ("Invalid session, please re-login
+#: to continue", per the generated API docs): matched case-insensitively in its fault text.
+INVALID_SESSION_TEXT: Final = "invalid session"
 #: Codes the sandbox uses where the real service's code is unknown.
 FAULT_BAD_REQUEST: Final = 400001  # missing or invalid header/body
 FAULT_WRONG_PASSWORD: Final = 401001  # wrong userid or password

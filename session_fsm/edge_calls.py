@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .config import SessionConfig
 from .credentials import Credentials, as_secret, produce
 from .errors import GatewayAuthError, KSError, SessionExpired
 from .logs import emit
 from .models import UserCredentials, UserDetails
-from .secret import Secret
 from .snapshot import Snapshot
 from .stores import StoredSession, TokenStore, store_key
 from .validation import secret_header
@@ -29,11 +29,13 @@ class EdgeCalls:
     credentials: Credentials
     origin: str
     session_id: str
+    config: SessionConfig
+    _lock: Any
     _snap: Snapshot
     _pending: Snapshot | None
     _deferred: KSError | None
-    _bearer: Secret
-    _identity: Identity | None = None
+    #: (Bearer generation, the identity carrying that Bearer token), swapped as one value.
+    _who: tuple[int, Identity]
     _key: str | None = None
     _wire: Wire
     _store: TokenStore
@@ -42,31 +44,58 @@ class EdgeCalls:
 
     def identity(self) -> Identity:
         """Who the session calls as (carries the current Bearer token as a Secret)."""
-        who = self._identity
-        if who is None or who.access_token is not self._bearer:  # made once per Bearer token
-            c = self.credentials
-            who = self._identity = Identity(c.userid, c.consumer_key, c.ip, c.app_id, self._bearer)
-        return who
+        return self._who[1]
 
-    def refresh_bearer(self) -> bool:
-        """Fetch a new gateway token from ``access_token_provider``; False if there is none."""
-        provider = self.credentials.access_token_provider
-        if provider is None:
-            return False
-        # Checked like Credentials.access_token: a non-empty header-safe string, or an error
-        # naming the provider before the bad token is sent.
-        self._bearer = secret_header(
-            "access_token_provider's token", as_secret(provider(), "access_token_provider")
-        )
-        emit(self._log, "info", "gateway_token_refreshed", session_id=self.session_id)
-        return True
+    def _gateway(self) -> tuple[int, Identity]:
+        """The current Bearer generation (0: the configured token) and the identity carrying
+        that token, read together: a request keeps both, so a rejection names its generation."""
+        return self._who
+
+    def refresh_bearer(self, rejected: int | None = None) -> bool:
+        """Replace the gateway token from ``access_token_provider``; False if there is none.
+
+        Single flight: the provider is asked once per rejected Bearer generation, however many
+        threads met the rejection; a caller whose generation ``rejected`` was already replaced
+        gets True at once (``None``: the current one is rejected).
+        """
+        timeout = self.config.relogin_timeout
+        if not self._lock.acquire(timeout=timeout):
+            raise GatewayAuthError(
+                f"gave up after {timeout:g}s waiting for another thread's gateway token refresh",
+                hint="raise relogin_timeout, or retry",
+            )
+        try:
+            gen = self._who[0]
+            if rejected is not None and rejected != gen:
+                return True  # another thread replaced that token meanwhile
+            provider = self.credentials.access_token_provider
+            if provider is None:
+                return False
+            try:
+                produced = provider()
+            except Exception as exc:  # the provider's text may hold a token: name its type only
+                raise GatewayAuthError(
+                    f"access_token_provider failed: {type(exc).__name__}"
+                ) from None
+            # Checked like Credentials.access_token: a non-empty header-safe string, or an
+            # error naming the provider before the bad token is sent.
+            token = as_secret(produced, "access_token_provider")
+            del produced  # no raising frame below keeps the plain token in a local
+            token = secret_header("access_token_provider's token", token)
+            c = self.credentials
+            self._who = (gen + 1, Identity(c.userid, c.consumer_key, c.ip, c.app_id, token))
+            emit(self._log, "info", "gateway_token_refreshed", session_id=self.session_id)
+            return True
+        finally:
+            self._lock.release()
 
     def call_with_gateway_refresh(self, call: Callable[[], Any]) -> Any:
         """Run ``call``; on a rejected Bearer token refresh it once from the provider, if any."""
+        gen = self._who[0]
         try:
             return call()
         except GatewayAuthError:
-            if not self.refresh_bearer():
+            if not self.refresh_bearer(gen):
                 raise
             return call()
 
@@ -106,6 +135,27 @@ class EdgeCalls:
             session_token=res.session_token, generation=gen, login_time=now
         )
         self._save(StoredSession(host, self.credentials.userid, res.session_token, gen, now))
+
+    def _call_refresh_session(self) -> None:
+        # login + 2FA from Authenticated: the one-time token stays local (the snapshot keeps
+        # the old session token until the new one is published with the state change).
+        password, code = self.credentials.password_provider, self.credentials.access_code_provider
+        assert password is not None and code is not None  # guarded
+        userid, host = self.credentials.userid, self._snap.host
+        login = UserCredentials(userid, password.get())
+        ott = self.call_with_gateway_refresh(
+            lambda: self._wire.login_with_user_id(host, self.identity(), login)
+        ).one_time_token
+        details = UserDetails(userid, code.get())
+        res = self.call_with_gateway_refresh(
+            lambda: self._wire.generate_session2_fa(host, self.identity(), ott, details)
+        )
+        gen = self._next_generation()
+        now = self._clock()
+        self._pending = self._snap.evolve(
+            session_token=res.session_token, generation=gen, login_time=now
+        )
+        self._save(StoredSession(host, userid, res.session_token, gen, now))
 
     def _call_session_logout(self) -> None:
         snap = self._snap

@@ -236,14 +236,23 @@ class UnexpectedStatus(APIError):
 _STATUS_NAMES = {400: "bad request", 401: "unauthorised", 429: "rate limited"}
 
 
+def _says_invalid_session(*texts: str) -> bool:
+    return any(contract.INVALID_SESSION_TEXT in t.lower() for t in texts)
+
+
 def error_for(
     call: Call,
     status: int,
     fault_code: int | None,
     description: str = "",
     retry_after: float | None = None,
+    message: str = "",
 ) -> APIError:
-    """Map one non-2xx answer of ``call`` to its typed error (no I/O, no secrets)."""
+    """Map one non-2xx answer of ``call`` to its typed error (no I/O, no secrets).
+
+    ``message`` and ``description`` are the fault's texts: a trading call's 403 that says
+    "Invalid session" is an expired session, like a 401 with fault 99999.
+    """
     cls: type[APIError]
     if fault_code == contract.FAULT_GATEWAY_TOKEN:
         cls = GatewayAuthError
@@ -261,6 +270,8 @@ def error_for(
             Call.TWO_FA: LoginRejected,
             Call.INIT: GatewayAuthError,
         }.get(call, SessionExpired)
+    elif status == 403 and call is Call.TRADING and _says_invalid_session(message, description):
+        cls = SessionExpired
     elif status == 400:
         cls = BadRequest
     elif status == 429:

@@ -25,7 +25,7 @@ from typing import Any
 from transitions import Machine
 
 from . import contract, table, validation
-from .config import SessionConfig
+from .config import SessionConfig, check_wire_options
 from .credentials import Credentials
 from .edge_calls import EdgeCalls
 from .errors import (
@@ -54,7 +54,7 @@ from .stores import (
     save_cooldown,
 )
 from .table import State
-from .wire import Wire, check_host
+from .wire import Identity, Wire, check_host
 
 Callback = Callable[["SessionMachine", TransitionRecord], None]
 _STATE_NAMED: dict[str, State] = {s.name: s for s in State}
@@ -74,7 +74,7 @@ os.register_at_fork(after_in_child=_new_id_prefix)
 _COOLDOWN_ERRORS = (LoginRejected, NotAuthorized, GatewayAuthError)
 _COOLDOWN_BY_NAME: dict[str, type[KSError]] = {c.__name__: c for c in _COOLDOWN_ERRORS}
 #: The triggers that call the login endpoints (refused during a cool-down).
-_LOGIN_TRIGGERS = frozenset({"init", "login", "authenticate"})
+_LOGIN_TRIGGERS = frozenset({"init", "login", "authenticate", "refresh"})
 #: The reason recorded for a logout() of a session that is not logged in.
 NOT_LOGGED_IN = "not logged in"
 #: Errors that move the session along an internal edge, by trigger.
@@ -147,6 +147,8 @@ class SessionMachine(EdgeCalls):
             validation.instance("wire", wire, Wire)
         self.credentials = credentials
         self.config = SessionConfig.from_options(options)
+        if wire is not None and options:
+            check_wire_options(options, wire.config)
         self._wire = wire or Wire(self.config.wire_config())
         self.origin = check_host(host, self._wire.config)
         self._clock = clock
@@ -154,14 +156,13 @@ class SessionMachine(EdgeCalls):
         self._store = open_store(store)
         #: Unique across processes and restarts: ``<8 random hex digits>-<n>``.
         self.session_id = f"{_id_prefix}-{next(_ids)}"
-        self._bearer = credentials.bearer
+        c = credentials
+        self._who = (0, Identity(c.userid, c.consumer_key, c.ip, c.app_id, c.bearer))
         self._snap = Snapshot(state=table.INITIAL, host=self.origin)
         self._pending: Snapshot | None = None
         self._deferred: KSError | None = None
         self._guards_seen: list[tuple[str, bool]] = []
         self._cooldown: tuple[KSError, float] | None = None
-        self._carry: Snapshot | None = None  # the old token during/after a soft refresh
-        self._carry_retry_at = 0.0  # when a failed soft refresh is tried again
         self._loaded = False
         # Bounded (relogin_timeout) and made afresh in a forked child: see session_fsm.locks.
         self._lock = ForkSafeLock(self.config.relogin_timeout, _lock_wait_expired, reentrant=True)
@@ -286,15 +287,12 @@ class SessionMachine(EdgeCalls):
         self._pending = None
         if value is State.AUTHENTICATED:
             new = Snapshot(value, p.host, p.generation, p.session_token, None, None, p.login_time)
-            self._carry = None  # a new (or restored) session replaces a carried token
         elif value is State.OTT_ISSUED:
             new = Snapshot(
                 value, p.host, p.generation, None, p.one_time_token, p.ott_time, p.login_time
             )
         else:
-            host = p.host
-            if value is State.UNINITIALISED:  # gateway token rejected or host moved: a carried
-                host, self._carry = self.origin, None  # session token is no use any more
+            host = self.origin if value is State.UNINITIALISED else p.host
             new = Snapshot(value, host, p.generation, None, None, None, p.login_time)
         self._snap = new
 

@@ -45,6 +45,8 @@ class KSSession(SessionMachine):
     """
 
     _auth: SessionAuth | None = None
+    #: (generation, when) a failed soft refresh of that session is tried again.
+    _refresh_retry: tuple[int, float] | None = None
 
     def connect(self) -> Snapshot:
         """Walk the table's shortest path from the current state to Authenticated.
@@ -127,9 +129,6 @@ class KSSession(SessionMachine):
                 hint="raise relogin_timeout, or retry",
             )
         try:
-            carry = self._carry
-            if carry is not None and carry.generation <= seen_generation:
-                self._carry = None  # that token was refused or is past its deadline
             snap = self._snap
             if snap.generation != seen_generation and snap.state is State.AUTHENTICATED:
                 return snap  # another thread renewed while we waited
@@ -165,11 +164,18 @@ class KSSession(SessionMachine):
             self._record("connect", self._snap.state, FAILED, exc, reason="needs_human")
             raise exc
 
-    def gateway_rejected(self, exc: GatewayAuthError | WrongDomain) -> None:
+    def gateway_rejected(
+        self, exc: GatewayAuthError | WrongDomain, sent_with: Snapshot | None = None
+    ) -> None:
         """A trading call's Bearer token was rejected for good, or the user belongs to another
-        host: take the internal edge (the next request re-initialises and logs in)."""
+        host: take the internal edge (the next request re-initialises and logs in).
+
+        ``sent_with``: the snapshot the rejected request went out with; when the session has
+        moved on since (another thread met the same answer first), nothing more is done.
+        """
         with self._lock:
-            self._after_failure(exc)
+            if sent_with is None or self._snap is sent_with:
+                self._after_failure(exc)
 
     def deadlines(self, snap: Snapshot) -> tuple[float, float] | None:
         """(soft, hard) proactive re-login times of ``snap`` (None when off)."""
@@ -178,28 +184,32 @@ class KSSession(SessionMachine):
         return self.config.deadlines(snap.login_time)
 
     def ready(self) -> Snapshot:
-        """A snapshot good to send a trading request with, renewing first when needed.
+        """The one snapshot a trading request is sent with, renewing first when needed.
 
         Before the first connect() and after logout() this raises InvalidTransition; after the
         library itself left Authenticated (expiry, rejection) it re-logs in when ``auto_relogin``.
+        In the soft window before ``max_session_age`` one caller takes the ``refresh`` edge while
+        the others carry on with the current (still Authenticated) snapshot.
         """
         if not self._loaded:
             with self._lock:
                 self._ensure_loaded()
         snap = self._snap
-        now = self._clock()
         if snap.state is State.AUTHENTICATED:
             deadlines = self.deadlines(snap)
-            if deadlines is None or now < deadlines[0]:
+            if deadlines is None:
+                return snap
+            now = self._clock()
+            if now < deadlines[0]:
                 return snap
             if now >= deadlines[1]:
                 return self.renew(snap.generation, "deadline")
             if not self.config.auto_relogin:
                 return snap  # a proactive renewal is a re-login too: off (the hard one raises)
-            return self._refresh_soft(snap, deadlines[1])
-        carry = self._carry
-        if carry is not None:  # a soft refresh is under way, or failed: the old token is good
-            return self._carried(carry, now)
+            retry = self._refresh_retry
+            if retry is not None and retry[0] == snap.generation and now < retry[1]:
+                return snap  # a failed refresh of this session is tried again later
+            return self._refresh_soft(snap)
         if snap.generation == 0 or snap.state is State.LOGGED_OUT or not self.config.auto_relogin:
             raise InvalidTransition(
                 f"requests need Authenticated, session is {snap.state.value}: call connect() first",
@@ -208,40 +218,40 @@ class KSSession(SessionMachine):
             )
         return self.renew(snap.generation, "not_authenticated")
 
-    def _refresh_soft(self, snap: Snapshot, hard: float) -> Snapshot:
-        """Renew ahead of the ``hard`` deadline without making anyone wait: other threads (and
-        this one, if the renewal fails) carry on with ``snap``'s token until that deadline,
-        the renewal being tried again now and then (:meth:`_carried`)."""
+    def _refresh_soft(self, snap: Snapshot) -> Snapshot:
+        """Renew ``snap`` ahead of its hard deadline without making anyone wait: the
+        ``refresh`` edge (Authenticated -> Authenticated) is taken by whoever gets the lock; the
+        others, and this caller if the refresh fails, carry on with ``snap``."""
         if not self._lock.acquire(blocking=False):
-            return snap  # someone is renewing: carry on with the current token
+            return snap  # someone is renewing (or logging out): carry on with the current token
         try:
-            current = self._snap
-            if current.generation != snap.generation:
-                return current if current.state is State.AUTHENTICATED else snap
-            self._carry = snap
-            try:
-                if current.state is State.AUTHENTICATED:
-                    self._fire("session_expired", reason="soft_deadline")
-                return self.connect()  # reaching Authenticated drops the carried snapshot
-            except KSError as exc:
-                now = self._clock()
-                wait = max(SOFT_RETRY_MIN, (hard - now) / 4)
-                self._carry_retry_at = now + wait
-                emit(self._log, "warning", "soft_refresh_failed", session_id=self.session_id,
-                     error=type(exc).__name__, retry_in=round(wait, 3))  # fmt: skip
-                return snap
+            if self._snap is snap:
+                return self._refresh_locked(snap)
         finally:
             self._lock.release()
+        return self.ready()  # the session moved meanwhile: decide again on its new snapshot
 
-    def _carried(self, carry: Snapshot, now: float) -> Snapshot:
-        """The token of a session whose soft refresh is under way or failed: good until its
-        hard deadline, when everyone waits for a renewal as usual."""
-        deadlines = self.deadlines(carry)
-        if deadlines is None or now >= deadlines[1]:
-            return self.renew(carry.generation, "deadline")
-        if now >= self._carry_retry_at:
-            return self._refresh_soft(carry, deadlines[1])
-        return carry
+    def _refresh_locked(self, snap: Snapshot) -> Snapshot:
+        try:
+            with self._store_lock():
+                newer = self._stored_newer(snap.generation)
+                if newer is not None:
+                    self.adopt(newer, reason="store")
+                else:
+                    self._fire("refresh", reason="soft_deadline")
+            return self._snap
+        except KSError as exc:
+            current = self._snap
+            if current is not snap:  # the failure left Authenticated (gateway token rejected,
+                raise  # user on another host): the old token is no use any more
+            deadlines = self.deadlines(snap)
+            assert deadlines is not None  # a soft window implies deadlines
+            now = self._clock()
+            wait = max(SOFT_RETRY_MIN, (deadlines[1] - now) / 4)
+            self._refresh_retry = (snap.generation, now + wait)
+            emit(self._log, "warning", "soft_refresh_failed", session_id=self.session_id,
+                 error=type(exc).__name__, retry_in=round(wait, 3))  # fmt: skip
+            return snap
 
     # --- requests ------------------------------------------------------------------------------
 
@@ -250,7 +260,9 @@ class KSSession(SessionMachine):
         """A ``requests`` auth object: session headers plus the re-login-on-401 behaviour.
 
         ``requests.get(url, auth=session.auth)`` gets the same expiry handling as
-        :meth:`request`, but non-2xx answers are returned, not raised.
+        :meth:`request`, but, as with every ``requests`` auth, answers are returned, never
+        raised: the replay's, or the original 401/403 when the session could not be renewed
+        (what happened is in :attr:`history` and the log).
         """
         if self._auth is None:
             self._auth = SessionAuth(self)

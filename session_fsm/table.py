@@ -127,6 +127,11 @@ TRANSITIONS: Final[tuple[Edge, ...]] = (
         "restore", (U, I, A), A, internal=True,
         why="a live session token was taken from the token store (restart, other process)",
     ),
+    *_edges(
+        "refresh", (A,), A, guards=("has_password", "has_access_code"), call="refresh_session",
+        internal=True,
+        why="renewed ahead of max_session_age (login + 2FA); the old token serves until then",
+    ),
 )  # fmt: skip
 
 INITIAL: Final = U

@@ -39,11 +39,13 @@ from . import contract as c
 from . import validation
 from .environment import EnvironmentSettings
 from .errors import (
+    APIError,
     Call,
     ConfigurationError,
     MalformedAnswer,
     NetworkError,
     RequestTimeout,
+    TransportError,
     error_for,
 )
 from .hosts import LOOPBACK_HOSTS as LOOPBACK_HOSTS  # where it was first defined
@@ -389,10 +391,7 @@ class Wire:
                 hint="raise deadline= if the API is slow, or retry later",
             ) from None
         except requests.RequestException as exc:
-            if _timed_out(exc):
-                raise RequestTimeout(f"{method} {urlsplit(url).path} timed out") from None
-            kind = type(exc).__name__
-            raise NetworkError(f"{method} {urlsplit(url).path} failed: {kind}") from None
+            raise transport_error(method, url, exc) from None
         except OSError as exc:  # requests' own check of the CA bundle / client certificate paths
             raise ConfigurationError(
                 f"{method} {urlsplit(url).path}: TLS files unusable: {exc}",
@@ -404,9 +403,18 @@ class Wire:
     @staticmethod
     def raise_for(call: Call, response: requests.Response) -> None:
         """Raise the typed error for a non-2xx ``response`` of ``call``; return on 2xx."""
+        err = Wire.error_of(call, response)
+        if err is not None:
+            raise err
+
+    @staticmethod
+    def error_of(call: Call, response: requests.Response) -> APIError | None:
+        """The typed error for a non-2xx ``response`` of ``call`` (None on 2xx); the one place
+        an answer is read for its mapping (:func:`~session_fsm.errors.error_for`)."""
         if 200 <= response.status_code < 300:
-            return
-        fault = Fault.parse(_json_or_none(response))
+            return None
+        body = _json_or_none(response)
+        fault = Fault.parse(body)
         retry_after = None
         header = response.headers.get("Retry-After")
         if header:
@@ -414,12 +422,16 @@ class Wire:
                 retry_after = Retry.parse_retry_after(Retry(), header)
             except Exception:  # an unparsable header is not worth failing over
                 retry_after = None
-        raise error_for(
+        message = fault.message if fault else ""
+        if fault is None and isinstance(body, dict) and isinstance(body.get("message"), str):
+            message = body["message"]  # a gateway's bare {"message": ...}
+        return error_for(
             call,
             response.status_code,
             fault.code if fault else None,
             fault.description if fault else "",
             retry_after,
+            message,
         )
 
     @classmethod
@@ -494,6 +506,13 @@ class Wire:
 
 def _lock_wait_expired(timeout: float) -> RequestTimeout:
     return RequestTimeout(f"gave up after {timeout:g}s waiting for the transport's lock")
+
+
+def transport_error(method: str, url: str, exc: requests.RequestException) -> TransportError:
+    """The typed error of a request that got no usable answer (names the path, not the URL)."""
+    if _timed_out(exc):
+        return RequestTimeout(f"{method} {urlsplit(url).path} timed out")
+    return NetworkError(f"{method} {urlsplit(url).path} failed: {type(exc).__name__}")
 
 
 def _timed_out(exc: requests.RequestException) -> bool:

@@ -240,6 +240,13 @@ def edge_journey(e: table.Edge) -> Journey:
             return w.s.authenticate()
 
         error = "OneTimeTokenRejected"
+    elif e.trigger == "refresh":  # the first request in the soft window before max age
+
+        def act(w: World) -> object:
+            w.clock.advance(950)
+            return w.s.get(ORDERS)
+
+        options = (("max_session_age", 1000.0), ("soft_window", 100.0))
     else:
         assert e.trigger == "restore", f"no action known for {e.trigger}"
         act = _restore(e.source)

@@ -30,7 +30,10 @@ U, I, O, A, L = (  # noqa: E741 -- the table's own one-letter names
 )  # fmt: skip
 OK, REFUSED, FAILED = "ok", "refused", "failed"
 _WIRE_CALL = {"session_init": "init", "login_with_user_id": "login",
-              "generate_session2_fa": "2fa", "session_logout": "logout"}  # fmt: skip
+              "generate_session2_fa": "2fa", "session_logout": "logout",
+              "refresh_session": "refresh"}  # fmt: skip
+#: Triggers that call the login endpoints, refused during a cool-down.
+_LOGIN_TRIGGERS = ("init", "login", "authenticate", "refresh")
 OTT_TTL = 300.0  # the sessions' ott_ttl (the default)
 _CODE_ERRORS = {
     c.FAULT_GATEWAY_TOKEN: "GatewayAuthError", c.FAULT_SESSION_EXPIRED: "SessionExpired",
@@ -43,6 +46,7 @@ _BARE_401 = {"init": "GatewayAuthError", "login": "LoginRejected", "2fa": "Login
 #: token, 2FA a session token, logout ends it; the internal edges by what their error means.
 _MEANS = {
     "init": I, "login": O, "authenticate": A, "logout": L, "restore": A,
+    "refresh": A,  # a new session token made from a live session: it never stops being one
     "session_expired": I, "ott_rejected": I, "gateway_rejected": U, "redirect_changed": U,
 }  # fmt: skip
 _COOLDOWN_ERRORS = frozenset({"LoginRejected", "NotAuthorized", "GatewayAuthError"})
@@ -108,6 +112,10 @@ class Client:
         self.cooldown_s: float = options["cooldown"]
         self.auto_relogin: bool = options["auto_relogin"]
         self.replay_posts: bool = options["replay_posts"]
+        #: With an access_token_provider, a rejected Bearer token (900901) is replaced once
+        #: (the provider is asked) and the call made again, instead of failing.
+        self.provider: bool = options.get("provider", False)
+        self.provider_calls = 0
         self.max_age: float | None = options.get("max_session_age")
         self.soft_window: float = options.get("soft_window", 60.0)
         self.login_time: float | None = None
@@ -116,16 +124,17 @@ class Client:
         self.ott: int | None = None
         self.ott_at: float | None = None
         self.token: int | None = None
-        #: (token, generation, login time) of a session whose soft refresh failed, and when the
-        #: refresh is tried again: requests carry on with it until its hard deadline.
-        self.carry: tuple[int | None, int, float] | None = None
-        self.carry_retry_at = 0.0
+        #: (generation, time): a soft refresh of that session failed and is tried again then;
+        #: until then (and the hard deadline) requests carry on with its token.
+        self.refresh_retry: tuple[int, float] | None = None
         self.password = self.access_code = True
         self.cooldown: tuple[str, float] | None = None
         self.loaded = False  # the store is read on the first trigger, connect or request
         self.records: list[Rec] = []
         self.replays: list[tuple[str, str, int]] = []  # (method, path, generation) replayed
-        self.ghost_logins = 0  # logins the server did whose answer the client rejected
+        #: Logins the server did that no ``login`` record shows: an answer the client rejected,
+        #: or the login call inside the refresh edge.
+        self.ghost_logins = 0
 
     # --- the table, guards and internal edges ------------------------------------------------
 
@@ -160,7 +169,7 @@ class Client:
         if e is None:
             self._rec(trigger, src, REFUSED, reason=reason or "no edge")
             raise Predicted("InvalidTransition")
-        if trigger in ("init", "login", "authenticate") and self.cooldown is not None:
+        if trigger in _LOGIN_TRIGGERS and self.cooldown is not None:
             err, until = self.cooldown
             if self.clock < until:
                 self._rec(trigger, src, REFUSED, err, reason="cooldown")
@@ -173,7 +182,11 @@ class Client:
                 self._rec(trigger, src, REFUSED, guards=tuple(seen), reason=f"guard {g}")
                 raise Predicted("GuardFailed")
         try:
-            deferred = self._wire(_WIRE_CALL[e.call]) if e.call else None
+            call = _WIRE_CALL[e.call] if e.call else None
+            if call == "refresh":
+                deferred = self._refresh_call()
+            else:
+                deferred = self._wire(call) if call else None
         except Predicted as exc:
             self._rec(trigger, src, FAILED, exc.name, guards=tuple(seen), reason=reason)
             self.after_failure(exc.name)
@@ -187,8 +200,6 @@ class Client:
     def move(self, dest: State) -> None:
         """Enter ``dest``: tokens that do not belong to it are dropped."""
         self.state = dest
-        if dest in (A, U):  # a new session replaces a carried token; back to init drops it
-            self.carry = None
         if dest is not A:
             self.token = None
         if dest is not O:
@@ -205,10 +216,14 @@ class Client:
     def _wire(self, call: str) -> str | None:
         """The edge's call; raises its error, applies its effect, returns a deferred error."""
         path = TARGETS[call]
-        ans = self.server.exchange(METHOD_OF_PATH[path], path, self.ott, self.token, self.name)
-        if call == "login" and ans.body == "missing":
-            self.ghost_logins += 1
-        err = error_of(call, ans)
+        for _ in range(2):  # a second time only after a new Bearer token from the provider
+            ans = self.server.exchange(METHOD_OF_PATH[path], path, self.ott, self.token, self.name)
+            if call == "login" and ans.body == "missing":
+                self.ghost_logins += 1
+            err = error_of(call, ans)
+            if err != "GatewayAuthError" or call == "logout" or not self.provider:
+                break
+            self.provider_calls += 1
         if call == "logout":  # forgotten whatever the answer; never another's newer session
             if self.store.record and self.store.record[1] <= self.gen:
                 self.store.record = None
@@ -223,6 +238,16 @@ class Client:
             self.login_time = self.clock
             self.store.record = (ans.token or 0, self.gen, self.clock)
         return None
+
+    def _refresh_call(self) -> None:
+        """The refresh edge's calls: login, then 2FA with that one-time token, which never
+        leaves the call (the session holds its old session token throughout)."""
+        try:
+            self._wire("login")
+            self.ghost_logins += 1
+            self._wire("2fa")
+        finally:
+            self.ott = self.ott_at = None
 
     # --- connect, re-login, requests -----------------------------------------------------------
 
@@ -277,7 +302,6 @@ class Client:
     def renew(self, reason: str, cause: str | None = None) -> None:
         """Re-login: session_expired (with the error that caused it, if a server answer did),
         then (if allowed and the secrets are there) the walk."""
-        self.carry = None  # the carried token was refused, or is past its hard deadline
         if self._adopt_newer():
             return
         if self.state is A:
@@ -290,8 +314,9 @@ class Client:
         self.walk()
 
     def ready(self) -> int | None:
-        """Before a request: Authenticated (renewed at its deadlines), a carried token, or a
-        re-login when the library itself left Authenticated. Returns the token to send."""
+        """Before a request: Authenticated (refreshed in the soft window, renewed at the hard
+        deadline), or a re-login when the library itself left Authenticated. Returns the token
+        to send (read once per request)."""
         self.ensure_loaded()
         if self.state is A:
             if self.max_age is None or self.login_time is None:
@@ -299,57 +324,54 @@ class Client:
             hard = self.login_time + self.max_age
             if self.clock >= hard:
                 self.renew("deadline")
-            elif self.clock >= hard - self.soft_window and self.auto_relogin:
-                return self._refresh_soft()
-            return self.token
-        if self.carry is not None:
-            token, _, login_time = self.carry
-            assert self.max_age is not None
-            if self.clock >= login_time + self.max_age:
-                self.renew("deadline")
                 return self.token
-            return self._refresh_soft() if self.clock >= self.carry_retry_at else token
+            if self.clock < hard - self.soft_window or not self.auto_relogin:
+                return self.token
+            retry = self.refresh_retry
+            if retry is not None and retry[0] == self.gen and self.clock < retry[1]:
+                return self.token
+            return self._refresh_soft(hard)
         if self.gen == 0 or self.state is L or not self.auto_relogin:
             raise Predicted("InvalidTransition")
         self.renew("not_authenticated")
         return self.token
 
-    def _refresh_soft(self) -> int | None:
-        """One caller renews ahead of the hard deadline; if that fails, the old token goes on
-        until the hard deadline, and the renewal is tried again after a quarter of the time
-        left (at least a second)."""
-        assert self.max_age is not None and self.login_time is not None
-        carry = self.carry or (self.token, self.gen, self.login_time)
-        self.carry = carry
-        if self.state is A:
-            self.fire("session_expired", reason="soft_deadline")
+    def _refresh_soft(self, hard: float) -> int | None:
+        """The refresh edge (Authenticated -> Authenticated), or a newer stored session adopted.
+        A failed refresh keeps the old token and is tried again after a quarter of the time
+        left (at least a second), unless the failure itself left Authenticated."""
+        gen, token = self.gen, self.token
         try:
-            self.connect()
+            if not self._adopt_newer():
+                self.fire("refresh", reason="soft_deadline")
         except Predicted:
-            hard = carry[2] + self.max_age
-            self.carry_retry_at = self.clock + max(1.0, (hard - self.clock) / 4)
-            return carry[0]
+            if self.state is not A:
+                raise  # the gateway token was rejected, or the user moved: no old token left
+            self.refresh_retry = (gen, self.clock + max(1.0, (hard - self.clock) / 4))
+            return token
         return self.token
 
     def request(self, method: str, path: str) -> None:
         """``session.request(method, path)``: re-login once on an expired session, replay."""
-        self.ready()  # for the URL
-        token = self.ready()  # again in the auth hook, which takes the token
+        token = self.ready()  # one snapshot: the host and the token the request goes with
         ans = self.server.exchange(method, path, None, token, self.name)
         err = error_of("trading", ans)
-        if ans.status == 401 and not ans.transport:
-            if err == "GatewayAuthError":
-                self.after_failure(err)
-                raise Predicted(err)
+        if ans.status == 401 and err in ("GatewayAuthError", "SessionExpired"):
             if err == "SessionExpired":
                 self.renew("expired", cause=err)
-                if method not in IDEMPOTENT and not self.replay_posts:
-                    raise Predicted("NotReplayable")
+            elif self.provider:  # one provider call per rejected Bearer token
+                self.provider_calls += 1
+            else:
+                self.after_failure(err)
+                raise Predicted(err)
+            if method not in IDEMPOTENT and not self.replay_posts:
+                raise Predicted("NotReplayable")
+            if err == "SessionExpired":
                 self.replays.append((method, path, self.gen))
-                ans = self.server.exchange(method, path, None, self.token, self.name)
-                err = error_of("trading", ans)
-                if err == "GatewayAuthError" and ans.status == 401:
-                    self.after_failure(err)
+            ans = self.server.exchange(method, path, None, self.token, self.name)
+            err = error_of("trading", ans)
+            if err == "GatewayAuthError" and ans.status == 401:
+                self.after_failure(err)
         if err == "WrongDomain":
             self.after_failure(err)
         if err:

@@ -123,7 +123,6 @@ def test_401_invalid_session_relogs_in(sb: Sandbox, new_session: Factory) -> Non
     assert s.generation == 2
 
 
-@pytest.mark.xfail(strict=False, reason="needs core 403 mapping")
 def test_403_invalid_session_relogs_in(sb: Sandbox, new_session: Factory) -> None:
     sb.control.settings(invalid_session=403)
     s = new_session()

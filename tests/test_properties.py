@@ -85,13 +85,16 @@ class SessionVersusModel(RuleBasedStateMachine):
         self.texts: list[str] = []
         self.tokens: dict[tuple[str, int], Secret] = {}
         self.peer_used = False
+        self.provider_calls = 0
 
     @initialize(
         password=secret_text, code=secret_text, bearer=secret_text,
         cooldown=st.sampled_from([0.0, 300.0]), auto_relogin=st.booleans(),
         replay_posts=st.booleans(), max_session_age=st.sampled_from([None, 3600.0]),
+        provider=st.booleans(),
     )  # fmt: skip
-    def start(self, password: str, code: str, bearer: str, **options: Any) -> None:
+    def start(self, password: str, code: str, bearer: str, provider: bool, **options: Any
+              ) -> None:  # fmt: skip
         self.logs, self.stdlib = capture_logs(), LineHandler()
         logging.getLogger().addHandler(self.stdlib)  # urllib3 logs its retries there
         config = SandboxConfig(accounts=(Account(USERID, password, code),), access_token=bearer,
@@ -101,8 +104,13 @@ class SessionVersusModel(RuleBasedStateMachine):
         self.clock, store = Clock(), MemoryStore()
         retry = RetryPolicy(backoff_factor=0.0, backoff_jitter=0.0, sleeper=self.sleeps.append)
 
-        def session(pw: Any, ac: Any, **opts: Any) -> KSSession:
-            creds = Credentials(USERID, config.consumer_key, bearer, pw, ac)
+        def provide() -> str:  # a fresh Bearer token (the sandbox's one), counted
+            self.provider_calls += 1
+            return bearer
+
+        def session(pw: Any, ac: Any, tokens: Any = None, **opts: Any) -> KSSession:
+            creds = Credentials(USERID, config.consumer_key, bearer, pw, ac,
+                                access_token_provider=tokens)  # fmt: skip
             s = KSSession(creds, host=sb.url, clock=self.clock, timeout=TIMEOUT, retry=retry,
                           store=store, history_size=100_000, **opts)  # fmt: skip
             s.on_transition(lambda s, _rec: self._remember(s.snapshot()))
@@ -110,13 +118,14 @@ class SessionVersusModel(RuleBasedStateMachine):
 
         options["soft_window"] = 150.0  # 100 s clock steps land in [3450, 3600) s after login
         peer_options = {"cooldown": 0.0, "auto_relogin": True, "replay_posts": True}
-        self.s = session(self.password, self.code, **options)
+        self.s = session(self.password, self.code, provide if provider else None, **options)
         self.peer = session(password, code, **peer_options)  # another process, same user
         self.server, shared = Server(config.ott_ttl, config.session_ttl), oracle.Store()
-        self.m = oracle.Client("s", self.server, shared, self.clock.now, **options)
+        self.m = oracle.Client("s", self.server, shared, self.clock.now, provider=provider,
+                               **options)  # fmt: skip
         self.pm = oracle.Client("peer", self.server, shared, self.clock.now, **peer_options)
         self.secrets = {password, code, bearer}
-        event(f"options: {sorted(options.items())}")
+        event(f"options: {sorted(options.items())}, provider: {provider}")
 
     def teardown(self) -> None:
         try:
@@ -226,6 +235,7 @@ class SessionVersusModel(RuleBasedStateMachine):
         before = {n: (s.snapshot(), len(s.history), len(m.records), len(m.replays))
                   for n, s, m in pairs}  # fmt: skip
         logged = len(self.logs.json.getvalue())
+        asked, m_asked = self.provider_calls, self.m.provider_calls
         stats0, calls0 = self.sb.control.stats(), Counter(self.server.calls)
         self.sleeps.clear()
         self.server.sleeps.clear()
@@ -266,6 +276,9 @@ class SessionVersusModel(RuleBasedStateMachine):
                 (m.state, m.gen, m.login_time),
             )
         diffs["calls"] = (dict(calls), dict(self.server.calls - calls0))
+        diffs["provider calls"] = (self.provider_calls - asked, self.m.provider_calls - m_asked)
+        if self.provider_calls > asked:
+            event(f"{label.split()[0]}: the provider replaced a rejected Bearer token")
         diffs["sleeps"] = (self.sleeps, self.server.sleeps)
         counters = self.server.stats()
         diffs.update({k: (stats[k], counters[k]) for k in counters if k != "calls"})
@@ -277,15 +290,20 @@ class SessionVersusModel(RuleBasedStateMachine):
             self._same_tokens(s, m)
         unchanged = all(s.snapshot() == before[n][0] for n, s, _ in pairs)
         refused_request = got == "InvalidTransition" and not records
-        refused_alone = len(records) == 1 and records[0].outcome == oracle.REFUSED and got
+        refused_alone = (
+            len(records) == 1
+            and records[0].outcome == oracle.REFUSED
+            and records[0].trigger != "refresh"
+            and got
+        )
         if refused_alone or refused_request:
             # A refused trigger (or request) sent nothing and changed nothing. (A request whose
-            # soft renewal was refused carries on with the old token: no error, calls made.)
+            # soft refresh was refused goes out with the old token: calls made, its own error.)
             assert not calls and unchanged and stats == stats0, f"{label}: refused but acted"
         outcome = "ok" if not got else "refused" if not calls and unchanged else "failed"
         event(f"step {label.split()[0]}: {outcome}{' ' + got if got else ''}")
-        if self.m.carry is not None:
-            event("s carries an old token (its soft refresh failed)")
+        if self.m.refresh_retry is not None and self.m.refresh_retry[0] == self.m.gen:
+            event("s carries on with its token (its soft refresh failed)")
         for n, s, _ in pairs:
             for r in s.history[before[n][1] :]:
                 COVERAGE.add(r, "property")

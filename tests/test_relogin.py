@@ -263,7 +263,7 @@ def test_proactive_soft_window_one_caller_renews(
     t.join(5)
     assert s.get(ORDERS).status_code == 200  # now this caller renews
     assert s.generation == 2 and stats(sb)["logins"] == 2
-    assert s.history[-3].reason == "soft_deadline"
+    assert (s.history[-1].trigger, s.history[-1].reason) == ("refresh", "soft_deadline")
 
 
 def test_proactive_hard_deadline_everyone_waits(
@@ -296,7 +296,7 @@ def test_proactive_deadlines_are_reached_on_the_second(
     assert s.generation == 1
     clock.advance(1)  # exactly the soft deadline: this request renews
     s.get(ORDERS)
-    assert s.generation == 2 and s.history[-3].reason == "soft_deadline"
+    assert s.generation == 2 and s.history[-1].reason == "soft_deadline"
     clock.advance(1000)  # exactly the new session's hard deadline: renews as a hard one
     s.get(ORDERS)
     assert s.generation == 3 and s.history[-3].reason == "deadline"
@@ -342,7 +342,9 @@ def test_a_failed_soft_refresh_keeps_the_old_token_and_tries_again_later(
     new_session: Factory, sb: Sandbox, clock: Clock, logs: LogCapture
 ) -> None:
     s = carrying(new_session, sb, clock, at=949.9877)  # 50.0123 s before the hard deadline
-    assert s.state is State.INITIALISED and s.snapshot().session_token is None
+    # a failed attempt of the refresh edge: still Authenticated, with the old token
+    assert s.state is State.AUTHENTICATED and s.snapshot().session_token is not None
+    assert (s.history[-1].trigger, s.history[-1].outcome) == ("refresh", "failed")
     failed = [e for e in logs.events() if e["event"] == "soft_refresh_failed"]
     assert [(e["session_id"], e["error"], e["retry_in"]) for e in failed] == [
         (s.session_id, "ServiceUnavailable", 12.503)  # a quarter of the time left, in s
@@ -355,11 +357,12 @@ def test_a_failed_soft_refresh_keeps_the_old_token_and_tries_again_later(
     assert s.get(ORDERS).status_code == 200
     assert s.generation == 2 and stats(sb)["logins"] == 2
     assert s.state is State.AUTHENTICATED and stats(sb)["sessions"] == 2
-    # the retry walked on from where the failed renewal left the machine: Initialised
+    # the retry is the refresh edge again, and nothing ever pretended the session expired
     assert [(r.trigger, r.outcome) for r in s.history[-2:]] == [
-        ("login", "ok"),
-        ("authenticate", "ok"),
+        ("refresh", "failed"),
+        ("refresh", "ok"),
     ]
+    assert "session_expired" not in [r.trigger for r in s.history]
 
 
 def test_a_soft_refresh_that_lost_the_race_uses_the_newer_session(
@@ -370,9 +373,7 @@ def test_a_soft_refresh_that_lost_the_race_uses_the_newer_session(
     stale = s.snapshot()
     sb.control.expire()
     s.get(ORDERS)  # renewed on the 401: generation 2
-    hard = s.deadlines(stale)
-    assert hard is not None
-    assert s._refresh_soft(stale, hard[1]) is s.snapshot() and s.generation == 2
+    assert s._refresh_soft(stale) is s.snapshot() and s.generation == 2
     assert stats(sb)["logins"] == 2  # no third login
 
 
