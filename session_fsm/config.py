@@ -13,7 +13,11 @@ from zoneinfo import ZoneInfo
 
 from . import contract
 from .errors import ConfigurationError
+from .models import DEFAULT_MAX_ANSWER_BYTES
 from .wire import RetryPolicy, WireConfig
+
+#: Bounds of ``max_answer_bytes``: below 1 KiB no real answer fits; above 1 GiB is no cap.
+MIN_ANSWER_BYTES, MAX_ANSWER_BYTES = 1 << 10, 1 << 30
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,8 @@ class SessionConfig:
       tried again later; past the deadline everyone waits for the new session.
     - ``replay_posts``: replay a POST once after re-login when its body is bytes or JSON.
     - ``history_size``: how many transition records ``session.history`` keeps.
+    - ``max_answer_bytes``: the largest session-call answer body read (and trading fault body
+      parsed), in bytes; a larger one is a ``MalformedAnswer``. 1 MiB by default.
     """
 
     timeout: tuple[float, float] = (3.05, 10.0)
@@ -54,6 +60,7 @@ class SessionConfig:
     soft_window: float = 60.0
     replay_posts: bool = True
     history_size: int = 64
+    max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES
 
     def __post_init__(self) -> None:
         if self.daily_cutoff is not None:
@@ -72,6 +79,11 @@ class SessionConfig:
                 raise ConfigurationError(f"{name} must be >= 0")
         if self.history_size < 1:
             raise ConfigurationError("history_size must be >= 1")
+        cap = self.max_answer_bytes
+        if type(cap) is not int or not MIN_ANSWER_BYTES <= cap <= MAX_ANSWER_BYTES:
+            raise ConfigurationError(
+                f"max_answer_bytes must be an integer within {MIN_ANSWER_BYTES}..{MAX_ANSWER_BYTES}"
+            )
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> SessionConfig:
@@ -97,6 +109,7 @@ class SessionConfig:
             verify=self.verify,
             allowed_domains=self.allowed_domains,
             allow_loopback=self.allow_loopback,
+            max_answer_bytes=self.max_answer_bytes,
         )
 
     def deadlines(self, login_time: float) -> tuple[float, float] | None:

@@ -131,13 +131,12 @@ class Totp:
     def __init__(
         self, secret: str | Secret, *, clock: Callable[[], float] = time.time, digits: int = 6
     ) -> None:
-        raw = secret.reveal() if isinstance(secret, Secret) else secret
-        try:
-            self._totp = pyotp.TOTP(raw, digits=digits)
-            self._totp.at(0)
-        except Exception:
-            raise ConfigurationError("totp_secret is not valid base32") from None
         self._clock = clock
+        totp = _make_totp(secret, digits) if isinstance(secret, (str, Secret)) else None
+        del secret  # raised below, and no local of this frame may hold the seed in the clear
+        if totp is None:
+            raise ConfigurationError("totp_secret is not valid base32")
+        self._totp = totp
 
     def available(self) -> bool:
         return True
@@ -147,6 +146,17 @@ class Totp:
 
     def __repr__(self) -> str:
         return "Totp(secret=<hidden>)"
+
+
+def _make_totp(secret: str | Secret, digits: int) -> pyotp.TOTP | None:
+    """A TOTP of ``secret``, or None when it is not valid base32 (pyotp's exception, which
+    may hold the seed, is dropped here)."""
+    try:
+        totp = pyotp.TOTP(Secret(secret).reveal(), digits=digits)
+        totp.at(0)
+    except Exception:
+        return None
+    return totp
 
 
 ProviderLike = str | Secret | SecretProvider | Callable[[], str]

@@ -25,16 +25,15 @@ from .errors import (
     APIError,
     Call,
     GatewayAuthError,
+    MalformedAnswer,
     NotReplayable,
     SessionExpired,
     UnsafeRedirect,
     WrongDomain,
-    error_for,
 )
 from .logs import emit
-from .models import Fault
 from .snapshot import Snapshot
-from .wire import IDEMPOTENT_METHODS, Wire, host_allowed
+from .wire import IDEMPOTENT_METHODS, Wire, answer, host_allowed, seal_response
 
 if TYPE_CHECKING:
     from .session import KSSession
@@ -47,12 +46,20 @@ def replayable(request: requests.PreparedRequest, replay_posts: bool = True) -> 
     return (request.method or "GET").upper() in IDEMPOTENT_METHODS or replay_posts
 
 
-def _fault_code(response: requests.Response) -> int | None:
+def _error_401(session: KSSession, response: requests.Response) -> APIError:
+    """The typed error of a trading call's 401 (by its fault code). A fault body of the wrong
+    shape (too large, nested too deeply, a code that is no integer) is a MalformedAnswer,
+    recorded as a failed ``request`` transition before it is raised."""
+    seal_response(response)  # from here on, anything raised leaves only masked headers behind
     try:
-        fault = Fault.parse(response.json())
-    except ValueError:
-        return None
-    return fault.code if fault else None
+        answer(Call.TRADING, response, session.wire.config.max_answer_bytes).payload(None)
+    except APIError as exc:
+        return exc
+    except MalformedAnswer as exc:
+        _release(response)
+        session.answer_refused(exc)
+        raise
+    raise AssertionError("a 401 always raises")  # pragma: no cover
 
 
 class SessionAuth(AuthBase):
@@ -82,7 +89,7 @@ class SessionAuth(AuthBase):
         if response.status_code != 401:
             return response
         session = self.session
-        err = error_for(Call.TRADING, 401, _fault_code(response))
+        err = _error_401(session, response)
         if isinstance(err, GatewayAuthError):
             if not session.refresh_bearer():
                 _release(response)
@@ -122,8 +129,8 @@ class SessionAuth(AuthBase):
         again.history.append(first)
         again.request = prep
         if again.status_code == 401:
+            err = _error_401(self.session, again)
             _release(again)
-            err = error_for(Call.TRADING, 401, _fault_code(again))
             if isinstance(err, (GatewayAuthError, WrongDomain)):
                 self.session.gateway_rejected(err)  # same edge as on a first answer
             raise err
@@ -144,11 +151,17 @@ def send(session: KSSession, method: str, path: str, **kwargs: Any) -> requests.
     else:
         url = session.ready().host + path
     response = session.wire.send(method, url, auth=session.auth, **kwargs)
+    if 200 <= response.status_code < 300:
+        return response
+    seal_response(response)  # the error carries the response: never our tokens with it
     try:
-        Wire.raise_for(Call.TRADING, response)
+        Wire.raise_for(Call.TRADING, response, session.wire.config.max_answer_bytes)
     except APIError as exc:
         exc.response = response
         if isinstance(exc, WrongDomain):  # the user moved host: re-init on the next request
             session.gateway_rejected(exc)
+        raise
+    except MalformedAnswer as exc:
+        session.answer_refused(exc)
         raise
     return response
