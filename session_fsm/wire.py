@@ -55,6 +55,7 @@ from .models import (
     UserDetails,
     decode_answer,
     unwrap,
+    valid_token,
 )
 from .secret import Secret
 
@@ -245,6 +246,13 @@ class CallAuth(AuthBase):
         return f"CallAuth(headers={sorted(self.secret_headers)})"
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        tokens = {c.H_AUTHORIZATION: self.who.access_token, **self.secret_headers}
+        for name, value in tokens.items():
+            if not valid_token(value.reveal()):  # http.client would raise with the value in it
+                raise ConfigurationError(
+                    f"the {name} header's token is not 1 to 4096 visible ASCII characters",
+                    hint="check the token for pasted spaces, line breaks or invisible characters",
+                )
         r.headers[c.H_AUTHORIZATION] = "Bearer " + self.who.access_token.reveal()
         for name, value in self.secret_headers.items():
             r.headers[name] = value.reveal()
@@ -385,10 +393,11 @@ class Wire:
             return http.request(method, url, **{**options, **kwargs})
         except requests.RequestException as exc:
             error = _transport_error(method, url, exc)
-        except UnicodeError:  # a header value http.client cannot encode (its text is kept out)
+        except ValueError:  # http.client refused a header value (CR/LF, not latin-1): the
+            # exception's text holds the value, so only its kind is kept
             error = ConfigurationError(
-                f"{method} {urlsplit(url).path}: a header value is not latin-1 text",
-                hint="check the credentials and headers for pasted invisible characters",
+                f"{method} {urlsplit(url).path}: a header or body value cannot be sent over HTTP",
+                hint="check the credentials and headers for line breaks or invisible characters",
             )
         except OSError as exc:  # requests' own check of the CA bundle / client certificate paths
             error = ConfigurationError(
