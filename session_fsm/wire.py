@@ -540,6 +540,11 @@ def _timed_out(exc: requests.RequestException) -> bool:
 
 def _transport_error(method: str, url: str | None, exc: requests.RequestException) -> KSError:
     path = urlsplit(url or "").path
+    if isinstance(exc, requests.exceptions.InvalidHeader):  # its text quotes the value
+        return ConfigurationError(
+            f"{method} {path}: a header value has line breaks or leading spaces",
+            hint="check the credentials and headers for pasted line breaks",
+        )
     if _timed_out(exc):
         return RequestTimeout(f"{method} {path} timed out")
     return NetworkError(f"{method} {path} failed: {type(exc).__name__}")

@@ -402,3 +402,32 @@ def test_models_type_check_without_a_server() -> None:
     with pytest.raises(MalformedAnswer, match=r"redirect\.port"):
         ResSessionInit.parse({"redirect": {"host": "h", "port": "443"}})
     assert ResSessionInit.parse({"redirect": {"host": "h", "port": 443}}).redirect is not None
+
+
+@pytest.mark.parametrize("value", ["note\r\nInjected: 1", "caf\u00e9\u20ac", " zq-lead"])
+def test_a_header_value_http_cannot_carry_is_a_configuration_error(
+    server: AnswerServer, value: str
+) -> None:
+    """The transport's own refusals (requests' InvalidHeader, http.client's ValueError or
+    UnicodeEncodeError, whose texts quote the value) become a typed error without the value."""
+    server.reset()
+    s = _session(server)
+    try:
+        s.connect()
+        with pytest.raises(ConfigurationError) as info:
+            s.get(TRADING[1], headers={"X-Note": value})
+        err = info.value
+        assert value not in f"{err}{err!r}" and err.__context__ is None
+    finally:
+        s.close()
+
+
+def test_a_stored_token_that_is_not_header_safe_is_no_session() -> None:
+    from session_fsm.stores import StoredSession
+
+    good = {"host": "h", "userid": "u", "session_token": "tok", "generation": 1, "login_time": 1}
+    assert StoredSession.from_json(good).session_token.reveal() == "tok"
+    for bad in ("tok\r\nX: 1", "tok\u20ac", "a b"):
+        with pytest.raises(ValueError, match="session_token") as info:
+            StoredSession.from_json({**good, "session_token": bad})
+        assert bad not in str(info.value)
