@@ -81,11 +81,11 @@ def reachable_strings(root: object) -> Iterator[tuple[str, str]]:
             continue
         children: list[tuple[str, object]] = []
         if isinstance(obj, BaseException):
-            children += [("args", obj.args), ("__cause__", obj.__cause__)]
-            children += [("__context__", obj.__context__), ("__traceback__", obj.__traceback__)]
-            children += [("__notes__", getattr(obj, "__notes__", None))]
+            children += [(".args", obj.args), (".__cause__", obj.__cause__)]
+            children += [(".__context__", obj.__context__), (".__traceback__", obj.__traceback__)]
+            children += [(".__notes__", getattr(obj, "__notes__", None))]
         if isinstance(obj, types.TracebackType):
-            children += [("tb_frame", obj.tb_frame), ("tb_next", obj.tb_next)]
+            children += [(" ", obj.tb_frame), (".tb_next", obj.tb_next)]
         elif isinstance(obj, types.FrameType):
             if obj.f_code.co_filename.startswith(TESTS_DIR):
                 continue

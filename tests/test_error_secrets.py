@@ -252,3 +252,42 @@ def test_rich_renderer_is_used_when_installed() -> None:
     except ValueError as exc:
         text = rich_rendering(exc)
     assert text is not None and "ValueError" in text
+
+
+# --- malformed answers that carry a valid token: the token never shows either -------------------
+
+
+@pytest.mark.parametrize(
+    ("trigger", "setup", "endpoint", "change"),
+    [
+        ("login", ("init",), contract.LOGIN_USERID, {"mpin": {"x": 1}}),
+        ("authenticate", ("init", "login"), contract.TWO_FA_ACCESSCODE, {"enabledSegments": 5}),
+        ("authenticate", ("init", "login"), contract.TWO_FA_ACCESSCODE, {"loginTime": "x"}),
+        ("authenticate", ("init", "login"), contract.TWO_FA_ACCESSCODE, {"publicToken": 7}),
+    ],
+)
+def test_a_malformed_answer_keeps_its_valid_token_masked(
+    trigger: str, setup: tuple[str, ...], endpoint: tuple[str, str], change: dict[str, Any]
+) -> None:
+    """The answer's token was valid but another field was not: the parsed payload (a frame
+    local of the parser and the wire) holds the token only as a Secret, the body not at all."""
+    import json
+
+    from session_fsm import MalformedAnswer
+    from tests.answer_server import OTT, SESSION_TOKEN, answer_server
+
+    with answer_server() as server:
+        creds = _credentials(PASSWORD, CODE, BEARER)
+        s = KSSession(creds, host=server.url, cooldown=0, timeout=(2.0, 3.0))
+        try:
+            for step in setup:
+                getattr(s, step)()
+
+            body = {"Success": {**server.valid(*endpoint), **change}}
+            server.script(*endpoint, 200, json.dumps(body).encode())
+            with pytest.raises(MalformedAnswer) as info:
+                getattr(s, trigger)()
+            found = hunt(info.value, [PASSWORD, CODE, BEARER, OTT, SESSION_TOKEN, "pub-0123456789"])
+            assert found == []
+        finally:
+            s.close()
