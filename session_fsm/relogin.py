@@ -52,14 +52,11 @@ def _error_401(session: KSSession, response: requests.Response) -> APIError:
     recorded as a failed ``request`` transition before it is raised."""
     seal_response(response)  # from here on, anything raised leaves only masked headers behind
     try:
-        answer(Call.TRADING, response, session.wire.config.max_answer_bytes).payload(None)
-    except APIError as exc:
-        return exc
+        return answer(Call.TRADING, response, session.wire.config.max_answer_bytes).error()
     except MalformedAnswer as exc:
         _release(response)
         session.answer_refused(exc)
         raise
-    raise AssertionError("a 401 always raises")  # pragma: no cover
 
 
 class SessionAuth(AuthBase):

@@ -33,6 +33,7 @@ from urllib3.util.retry import Retry
 from . import contract as c
 from .environment import EnvironmentSettings
 from .errors import (
+    APIError,
     Call,
     ConfigurationError,
     KSError,
@@ -292,22 +293,28 @@ class Answer:
     retry_after: float | None
     body: Any
 
+    def error(self) -> APIError:
+        """The typed error of this non-2xx answer, by status and fault code. A body that is no
+        JSON at all (a gateway's HTML page) is no fault; one nested too deeply, or a fault of
+        the wrong shape, raises MalformedAnswer."""
+        body = self.body
+        if isinstance(body, Undecodable):
+            if body.reason != NOT_JSON:
+                unwrap(body, status=self.status, call=self.call.value)  # raises
+            body = None
+        fault = Fault.parse(body, status=self.status, call=self.call.value)
+        return error_for(
+            self.call,
+            self.status,
+            fault.code if fault else None,
+            fault.description if fault else "",
+            self.retry_after,
+        )
+
     def payload(self, required: str | None) -> Any:
-        """The typed error of a non-2xx answer; else the unwrapped Success payload."""
+        """The unwrapped Success payload of a 2xx answer; the typed error of any other."""
         if not 200 <= self.status < 300:
-            body = self.body
-            if isinstance(body, Undecodable):  # not JSON (a gateway's HTML page): no fault
-                if body.reason != NOT_JSON:
-                    unwrap(body, status=self.status, call=self.call.value)  # raises
-                body = None
-            fault = Fault.parse(body, status=self.status, call=self.call.value)
-            raise error_for(
-                self.call,
-                self.status,
-                fault.code if fault else None,
-                fault.description if fault else "",
-                self.retry_after,
-            )
+            raise self.error()
         return unwrap(self.body, status=self.status, required=required, call=self.call.value)
 
 
@@ -532,7 +539,10 @@ def _timed_out(exc: requests.RequestException) -> bool:
     """True for a timeout, also when urllib3's retries wrapped it in a ConnectionError."""
     if isinstance(exc, requests.Timeout):
         return True
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    first = exc.args[0] if exc.args else None
+    if isinstance(first, urllib3_exceptions.ReadTimeoutError):  # met reading a streamed body
+        return True
+    reason = getattr(first, "reason", None)
     # urllib3's NewConnectionError (connection refused) subclasses ConnectTimeoutError.
     refused = isinstance(reason, urllib3_exceptions.NewConnectionError)
     return isinstance(reason, urllib3_exceptions.TimeoutError) and not refused

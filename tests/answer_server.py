@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,7 +27,7 @@ class AnswerServer:
     """Serves ``/apim`` + a session call's path with a valid answer, or with the scripted one."""
 
     def __init__(self) -> None:
-        self._scripted: dict[tuple[str, str], tuple[int, bytes]] = {}
+        self._scripted: dict[tuple[str, str], tuple[int, bytes, float]] = {}
         self._lock = threading.Lock()
         self.calls: dict[str, int] = {}
         outer = self
@@ -37,12 +38,17 @@ class AnswerServer:
                 if length:
                     self.rfile.read(length)
                 path = self.path.removeprefix("/apim")
-                status, body = outer._take(self.command, path)
+                status, body, stall = outer._take(self.command, path)
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
+                # A stalled answer promises more body than it sends, then waits.
+                self.send_header("Content-Length", str(len(body) + (10 if stall else 0)))
                 self.end_headers()
                 self.wfile.write(body)
+                if stall:
+                    self.wfile.flush()
+                    time.sleep(stall)
+                    self.close_connection = True
 
             do_GET = do_POST = do_DELETE = _answer
 
@@ -85,20 +91,23 @@ class AnswerServer:
             return {"message": "logged out"}
         return {"orders": []}
 
-    def _take(self, method: str, path: str) -> tuple[int, bytes]:
+    def _take(self, method: str, path: str) -> tuple[int, bytes, float]:
         with self._lock:
             self.calls[f"{method} {path}"] = self.calls.get(f"{method} {path}", 0) + 1
             scripted = self._scripted.get((method, path))
         if scripted is not None:
             return scripted
         if (method, path) == TRADING:
-            return 200, b"[]"
-        return 200, json.dumps({"Success": self.valid(method, path)}).encode()
+            return 200, b"[]", 0.0
+        return 200, json.dumps({"Success": self.valid(method, path)}).encode(), 0.0
 
-    def script(self, method: str, path: str, status: int, body: bytes) -> None:
-        """Answer ``method path`` with ``status`` and ``body`` from now on."""
+    def script(
+        self, method: str, path: str, status: int, body: bytes, *, stall: float = 0.0
+    ) -> None:
+        """Answer ``method path`` with ``status`` and ``body`` from now on; ``stall`` > 0
+        promises more body than is sent and waits that long before closing."""
         with self._lock:
-            self._scripted[(method, path)] = (status, body)
+            self._scripted[(method, path)] = (status, body, stall)
 
     def reset(self) -> None:
         """Valid answers everywhere again; counts cleared."""

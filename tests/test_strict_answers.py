@@ -27,6 +27,7 @@ from session_fsm import (
     KSError,
     KSSession,
     MalformedAnswer,
+    RetryPolicy,
     SessionExpired,
     State,
     contract,
@@ -431,3 +432,19 @@ def test_a_stored_token_that_is_not_header_safe_is_no_session() -> None:
         with pytest.raises(ValueError, match="session_token") as info:
             StoredSession.from_json({**good, "session_token": bad})
         assert bad not in str(info.value)
+
+
+def test_a_body_that_stalls_is_a_request_timeout(server: AnswerServer) -> None:
+    """The body is read after the headers (streamed, to cap it): a read timeout met there is
+    a RequestTimeout like one met before the headers, not a NetworkError."""
+    from session_fsm import RequestTimeout
+
+    server.reset()
+    s = _session(server, timeout=(2.0, 0.3), retry=RetryPolicy(total=0))
+    try:
+        server.script(*contract.SESSION_INIT, 200, b'{"Success": {', stall=1.0)
+        with pytest.raises(RequestTimeout):
+            s.init()
+        assert s.history[-1].error == "RequestTimeout"
+    finally:
+        s.close()
