@@ -14,7 +14,11 @@ from zoneinfo import ZoneInfo
 from . import contract
 from . import validation as v
 from .errors import ConfigurationError
+from .models import DEFAULT_MAX_ANSWER_BYTES
 from .wire import RetryPolicy, WireConfig, check_deadline
+
+#: Bounds of ``max_answer_bytes``: below 1 KiB no real answer fits; above 1 GiB is no cap.
+MIN_ANSWER_BYTES, MAX_ANSWER_BYTES = 1 << 10, 1 << 30
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,8 @@ class SessionConfig:
     - ``history_size``: how many transition records ``session.history`` keeps.
     - ``logout_on_exit``: leaving ``with KSSession(...)`` also logs out (off: it only closes
       connections, like ``requests.Session``, and a session shared through a store lives on).
+    - ``max_answer_bytes``: the largest session-call answer body read (and trading fault body
+      parsed), in bytes; a larger one is a ``MalformedAnswer``. 1 MiB by default.
     """
 
     timeout: tuple[float, float] = (3.05, 10.0)
@@ -62,12 +68,18 @@ class SessionConfig:
     history_size: int = 64
     logout_on_exit: bool = False
     deadline: float = 60.0
+    max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES
 
     def __post_init__(self) -> None:
         check_deadline(self.deadline)
         # Every option is checked here, at construction (type, range, finiteness), so a bad
         # one fails at once naming the option, never later inside a request with a raw error.
         _check_session_config(self)
+        cap = self.max_answer_bytes
+        if type(cap) is not int or not MIN_ANSWER_BYTES <= cap <= MAX_ANSWER_BYTES:
+            raise ConfigurationError(
+                f"max_answer_bytes must be an integer within {MIN_ANSWER_BYTES}..{MAX_ANSWER_BYTES}"
+            )
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> SessionConfig:
@@ -94,6 +106,7 @@ class SessionConfig:
             allowed_domains=self.allowed_domains,
             allow_loopback=self.allow_loopback,
             deadline=self.deadline,
+            max_answer_bytes=self.max_answer_bytes,
         )
 
     def deadlines(self, login_time: float) -> tuple[float, float] | None:

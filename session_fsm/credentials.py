@@ -191,6 +191,17 @@ def _totp_or_none(secret: str | Secret, digits: int) -> pyotp.TOTP | None:
     return totp
 
 
+def _make_totp(secret: str | Secret, digits: int) -> pyotp.TOTP | None:
+    """A TOTP of ``secret``, or None when it is not valid base32 (pyotp's exception, which
+    may hold the seed, is dropped here)."""
+    try:
+        totp = pyotp.TOTP(Secret(secret).reveal(), digits=digits)
+        totp.at(0)
+    except Exception:
+        return None
+    return totp
+
+
 ProviderLike = str | Secret | SecretProvider | Callable[[], str]
 
 

@@ -131,12 +131,21 @@ class RequestTimeout(TransportError):
 
 
 class MalformedAnswer(KSError):
-    """The answer was not JSON, had no envelope, or lacked a required field."""
+    """The answer was not JSON, was too large or too deeply nested, had no envelope, or had a
+    field missing or of the wrong type. ``call`` and ``field`` name where (never the value)."""
 
     hint = "the API answered in an unexpected shape; retry later or report it"
 
-    def __init__(self, message: str, *, status: int | None, field: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None,
+        field: str | None = None,
+        call: str | None = None,
+    ) -> None:
         self.field = field
+        self.call = call
         super().__init__(message, status=status)
 
 
@@ -158,7 +167,9 @@ class APIError(KSError):
     ) -> None:
         self.description = description
         self.retry_after = retry_after
-        #: The ``requests.Response`` when the error came from ``session.request``.
+        #: The ``requests.Response`` when the error came from ``session.request`` (a trading
+        #: call); ``None`` for the session calls. Its ``.request`` has the Authorization,
+        #: sessionToken and oneTimeToken headers masked: the error never carries a token.
         self.response: Any = None
         super().__init__(message, status=status, fault_code=fault_code, hint=hint)
 

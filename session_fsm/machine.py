@@ -399,6 +399,7 @@ class SessionMachine(EdgeCalls):
         reason: str | None = None,
         attempt: int = 1,
         call: str | None = None,
+        guards: tuple[tuple[str, bool], ...] | None = None,
     ) -> None:
         snap = self._snap
         rec = TransitionRecord(
@@ -412,7 +413,7 @@ class SessionMachine(EdgeCalls):
             error=type(exc).__name__ if exc else None,
             duration_ms=(time.perf_counter() - t0) * 1000 if t0 is not None else 0.0,
             attempt=attempt,
-            guards=tuple(self._guards_seen),
+            guards=tuple(self._guards_seen) if guards is None else guards,
             reason=reason,
             generation=snap.generation,
             call=call,

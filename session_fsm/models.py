@@ -1,43 +1,164 @@
 """Typed answers and request bodies of the four session calls, named after the API's models.
 
-Parsing is strict about what the client needs (a missing ``oneTimeToken`` is a
-:class:`~session_fsm.errors.MalformedAnswer` naming the field) and lenient about everything
-else: unknown fields are kept in ``extra``, a missing optional field gets a default.
-Tokens are held as :class:`~session_fsm.secret.Secret`, so no ``repr`` shows them.
+Parsing is strict about types: every field the client reads is type-checked, tokens must be
+non-empty header-safe visible ASCII, and any failure is a :class:`~session_fsm.errors.
+MalformedAnswer` naming the call, the field and the status, never the value. It is lenient
+about presence: unknown fields are kept in ``extra``, a missing optional field gets a default.
+
+Answers are decoded by :func:`decode_answer`, which wraps every token the moment it is decoded
+(``oneTimeToken``, ``sessionToken``, ``publicToken``) in a :class:`~session_fsm.secret.Secret`,
+so no parsed payload, frame local or error ever holds a token in the clear.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, NoReturn
 
 from .errors import MalformedAnswer
 from .secret import Secret
 
 JSON = Mapping[str, Any]
 
+#: Default cap on the size of a session call's answer body (``max_answer_bytes``).
+DEFAULT_MAX_ANSWER_BYTES = 1 << 20
+#: Answer fields whose values are tokens: wrapped in a Secret as soon as they are decoded.
+TOKEN_KEYS = frozenset({"oneTimeToken", "sessionToken", "publicToken"})
+#: A token travels in an HTTP header: visible ASCII only (no space, CR, LF or non-ASCII).
+_TOKEN = re.compile(r"[\x21-\x7e]{1,4096}")
+_DIGITS = re.compile(r"[0-9]{1,12}")
 
-def unwrap(body: object, *, status: int, required: str | None = None) -> JSON:
+
+#: :attr:`Undecodable.reason` of a body that is no JSON at all (e.g. a gateway's HTML page).
+NOT_JSON = "is not JSON"
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """What :func:`decode_answer` returns for a body that is not usable JSON, and why."""
+
+    reason: str
+
+
+def _wrap_tokens(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    return {k: Secret(v) if k in TOKEN_KEYS and type(v) is str else v for k, v in pairs}
+
+
+def decode_answer(raw: bytes) -> Any:
+    """The JSON value of an answer body, tokens wrapped as Secrets; :class:`Undecodable` when
+    it is not JSON, not UTF-8/16/32, nested too deeply or holds a number too long to convert.
+
+    Never raises: the decoder's exceptions hold the whole text, so none of them is kept.
+    """
+    reason = NOT_JSON
+    try:
+        return json.loads(raw, object_pairs_hook=_wrap_tokens)
+    except RecursionError:
+        reason = "is nested too deeply"
+    except ValueError:
+        pass
+    del raw  # nothing left in this frame holds the body
+    return Undecodable(reason)
+
+
+def valid_token(text: str) -> bool:
+    """Whether ``text`` can be a token: 1 to 4096 visible ASCII characters (header-safe)."""
+    return _TOKEN.fullmatch(text) is not None
+
+
+def unwrap(
+    body: object, *, status: int, required: str | None = None, call: str = "session call"
+) -> JSON:
     """Return the payload of a ``{"Success": {...}}`` (or ``success``) envelope.
 
     Raises MalformedAnswer when there is no envelope or the ``required`` field is missing.
     """
+    if isinstance(body, Undecodable):
+        _fail(call, status, "body", body.reason)
     if not isinstance(body, Mapping):
-        raise MalformedAnswer("answer is not a JSON object", status=status)
+        _fail(call, status, "body", "is not a JSON object")
     payload = body.get("Success", body.get("success"))
     if not isinstance(payload, Mapping):
-        raise MalformedAnswer("answer has no Success envelope", status=status)
+        _fail(call, status, "Success", "is missing or not an object (no Success envelope)")
     if required is not None and not payload.get(required):
-        raise MalformedAnswer(
-            f"answer lacks required field {required!r}", status=status, field=required
-        )
+        _fail(call, status, required, "is missing")
     return payload
 
 
-def _str(data: JSON, key: str, default: str = "") -> str:
-    value = data.get(key, default)
-    return default if value is None else str(value)
+def _fail(call: str, status: int | None, name: str, what: str) -> NoReturn:
+    raise MalformedAnswer(
+        f"{call} answer: field {name!r} {what}", status=status, field=name, call=call
+    )
+
+
+class _Fields:
+    """Typed access to one JSON object of an answer; each failure names call, field, status."""
+
+    __slots__ = ("call", "data", "prefix", "status")
+
+    def __init__(self, data: JSON, call: str, status: int, prefix: str = "") -> None:
+        self.data, self.call, self.status, self.prefix = data, call, status, prefix
+
+    def fail(self, key: str, what: str) -> NoReturn:
+        _fail(self.call, self.status, self.prefix + key, what)
+
+    def text(self, key: str, default: str = "") -> str:
+        value = self.data.get(key)
+        if value is None:
+            return default
+        if type(value) is not str:
+            self.fail(key, "must be a string")
+        return value
+
+    def integer(self, key: str, low: int, high: int) -> int | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if type(value) is not int or not low <= value <= high:
+            self.fail(key, f"must be an integer within {low}..{high}")
+        return value
+
+    def epoch(self, key: str) -> int | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if type(value) not in (int, float) or not (math.isfinite(value) and 0 <= value < 1e14):
+            self.fail(key, "must be a non-negative number of seconds (or milliseconds)")
+        return int(value)
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        value = self.data.get(key)
+        if value is None:
+            return ()
+        if type(value) is not list or any(type(v) is not str for v in value):
+            self.fail(key, "must be a list of strings")
+        return tuple(value)
+
+    def obj(self, key: str) -> _Fields | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            self.fail(key, "must be an object")
+        return _Fields(value, self.call, self.status, f"{self.prefix}{key}.")
+
+    def token(self, key: str, *, required: bool) -> Secret | None:
+        value = self.data.get(key)
+        if value is None or (isinstance(value, (str, Secret)) and not value):
+            if required:
+                self.fail(key, "is missing")
+            return None
+        if type(value) is str:  # a payload built by hand (decode_answer gives Secrets)
+            value = Secret(value)
+        if not isinstance(value, Secret):
+            self.fail(key, "must be a string")
+        if not valid_token(value.reveal()):  # (reveal() stays in this expression)
+            self.fail(key, "must be 1 to 4096 visible ASCII characters (no space, CR/LF)")
+        return value
 
 
 def _extra(data: JSON, known: set[str]) -> dict[str, Any]:
@@ -53,21 +174,23 @@ class Fault:
     description: str = ""
 
     @classmethod
-    def parse(cls, body: object) -> Fault | None:
-        """Return the fault in ``body``, or None when there is none."""
-        if not isinstance(body, Mapping):
+    def parse(cls, body: object, *, status: int = 0, call: str = "trading") -> Fault | None:
+        """Return the fault in ``body``, or None when there is none (not an object, no
+        ``fault``). A ``fault`` of the wrong shape (not an object, a code that is neither an
+        integer nor digits, a non-string message) raises MalformedAnswer naming the field."""
+        if not isinstance(body, Mapping) or body.get("fault") is None:
             return None
-        fault = body.get("fault")
-        if not isinstance(fault, Mapping):
-            return None
-        raw = fault.get("code")
-        try:
-            code: int | None = int(raw) if raw not in (None, "") else None
-        except (TypeError, ValueError):
-            code = None
-        return cls(
-            code=code, message=_str(fault, "message"), description=_str(fault, "description")
-        )
+        fault = _Fields(body, call, status).obj("fault")
+        assert fault is not None
+        raw = fault.data.get("code")
+        code: int | None = None
+        if type(raw) is int and 0 <= raw < 1 << 53:
+            code = raw
+        elif type(raw) is str and _DIGITS.fullmatch(raw):
+            code = int(raw)
+        elif raw is not None and raw != "":
+            fault.fail("code", "must be an integer")
+        return cls(code=code, message=fault.text("message"), description=fault.text("description"))
 
 
 @dataclass(frozen=True)
@@ -98,6 +221,8 @@ class Weblink:
 class ResSessionInit:
     """Answer of session_init."""
 
+    CALL: ClassVar[str] = "session_init"
+
     redirect: Redirect | None
     encryption: Encryption
     weblink: Weblink | None
@@ -108,32 +233,33 @@ class ResSessionInit:
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def parse(cls, payload: JSON) -> ResSessionInit:
-        """Build from an unwrapped payload."""
-        red = payload.get("redirect")
+    def parse(cls, payload: JSON, *, status: int = 200) -> ResSessionInit:
+        """Build from an unwrapped payload (MalformedAnswer on a field of the wrong type)."""
+        f = _Fields(payload, cls.CALL, status)
         redirect = None
-        if isinstance(red, Mapping) and red.get("host"):
-            port = red.get("port")
-            redirect = Redirect(host=str(red["host"]), port=int(port) if port else None)
-        enc = payload.get("encryption")
+        red = f.obj("redirect")
+        if red is not None:
+            host, port = red.text("host"), red.integer("port", 1, 65535)
+            redirect = Redirect(host=host, port=port) if host else None
         encryption = Encryption()
-        if isinstance(enc, Mapping):
+        enc = f.obj("encryption")
+        if enc is not None:
             encryption = Encryption(
-                type=_str(enc, "type", "PLAIN"),
-                key_size=int(enc.get("keySize") or 0),
-                public_key=_str(enc, "publickKey", _str(enc, "publicKey")),
+                type=enc.text("type", "PLAIN"),
+                key_size=enc.integer("keySize", 0, 1 << 16) or 0,
+                public_key=enc.text("publickKey") or enc.text("publicKey"),
             )
-        web = payload.get("weblink")
-        weblink = Weblink(url=_str(web, "url")) if isinstance(web, Mapping) else None
+        web = f.obj("weblink")
+        weblink = Weblink(url=web.text("url")) if web is not None else None
         known = {"redirect", "encryption", "weblink", "userType", "status", "message", "userid"}
         return cls(
             redirect=redirect,
             encryption=encryption,
             weblink=weblink,
-            user_type=_str(payload, "userType"),
-            status=_str(payload, "status"),
-            message=_str(payload, "message"),
-            userid=_str(payload, "userid"),
+            user_type=f.text("userType"),
+            status=f.text("status"),
+            message=f.text("message"),
+            userid=f.text("userid"),
             extra=_extra(payload, known),
         )
 
@@ -142,6 +268,8 @@ class ResSessionInit:
 class ResLogin:
     """Answer of login_with_user_id: the one-time token."""
 
+    CALL: ClassVar[str] = "login_with_user_id"
+
     one_time_token: Secret
     mpin: str = ""
     biometric: str = ""
@@ -149,14 +277,17 @@ class ResLogin:
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def parse(cls, payload: JSON) -> ResLogin:
-        """Build from an unwrapped payload that holds ``oneTimeToken``."""
+    def parse(cls, payload: JSON, *, status: int = 200) -> ResLogin:
+        """Build from an unwrapped payload that holds a valid ``oneTimeToken``."""
+        f = _Fields(payload, cls.CALL, status)
+        token = f.token("oneTimeToken", required=True)
+        assert token is not None
         known = {"oneTimeToken", "mpin", "biometric", "message"}
         return cls(
-            one_time_token=Secret(str(payload["oneTimeToken"])),
-            mpin=_str(payload, "mpin"),
-            biometric=_str(payload, "biometric"),
-            message=_str(payload, "message"),
+            one_time_token=token,
+            mpin=f.text("mpin"),
+            biometric=f.text("biometric"),
+            message=f.text("message"),
             extra=_extra(payload, known),
         )
 
@@ -164,6 +295,8 @@ class ResLogin:
 @dataclass(frozen=True)
 class ResSession2FA:
     """Answer of generate_session2_fa: the session token and the user's profile."""
+
+    CALL: ClassVar[str] = "generate_session2_fa"
 
     session_token: Secret
     user_id: str = ""
@@ -178,25 +311,26 @@ class ResSession2FA:
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def parse(cls, payload: JSON) -> ResSession2FA:
-        """Build from an unwrapped payload that holds ``sessionToken``."""
+    def parse(cls, payload: JSON, *, status: int = 200) -> ResSession2FA:
+        """Build from an unwrapped payload that holds a valid ``sessionToken``."""
+        f = _Fields(payload, cls.CALL, status)
+        token = f.token("sessionToken", required=True)
+        assert token is not None
         known = {
             "sessionToken", "userId", "clientCode", "clientName", "emailId", "phoneNo",
             "enabledSegments", "enabledProducts", "publicToken", "loginTime",
         }  # fmt: skip
-        public = payload.get("publicToken")
-        login_time = payload.get("loginTime")
         return cls(
-            session_token=Secret(str(payload["sessionToken"])),
-            user_id=_str(payload, "userId"),
-            client_code=_str(payload, "clientCode"),
-            client_name=_str(payload, "clientName"),
-            email_id=_str(payload, "emailId"),
-            phone_no=_str(payload, "phoneNo"),
-            enabled_segments=tuple(map(str, payload.get("enabledSegments") or ())),
-            enabled_products=tuple(map(str, payload.get("enabledProducts") or ())),
-            public_token=Secret(str(public)) if public else None,
-            login_time=int(login_time) if isinstance(login_time, (int, float)) else None,
+            session_token=token,
+            user_id=f.text("userId"),
+            client_code=f.text("clientCode"),
+            client_name=f.text("clientName"),
+            email_id=f.text("emailId"),
+            phone_no=f.text("phoneNo"),
+            enabled_segments=f.strings("enabledSegments"),
+            enabled_products=f.strings("enabledProducts"),
+            public_token=f.token("publicToken", required=False),
+            login_time=f.epoch("loginTime"),
             extra=_extra(payload, known),
         )
 
@@ -205,13 +339,16 @@ class ResSession2FA:
 class ResLogout:
     """Answer of session_logout."""
 
+    CALL: ClassVar[str] = "session_logout"
+
     message: str = ""
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def parse(cls, payload: JSON) -> ResLogout:
+    def parse(cls, payload: JSON, *, status: int = 200) -> ResLogout:
         """Build from an unwrapped payload."""
-        return cls(message=_str(payload, "message"), extra=_extra(payload, {"message"}))
+        f = _Fields(payload, cls.CALL, status)
+        return cls(message=f.text("message"), extra=_extra(payload, {"message"}))
 
 
 @dataclass(frozen=True)
@@ -220,6 +357,10 @@ class UserCredentials:
 
     userid: str
     password: Secret
+
+    def fields(self) -> dict[str, str | Secret]:
+        """The wire body's fields, the password still a Secret (revealed when written)."""
+        return {"userid": self.userid, "password": self.password}
 
     def to_json(self) -> dict[str, str]:
         """The wire body (reveals the password: pass straight to the request)."""
@@ -232,6 +373,10 @@ class UserDetails:
 
     userid: str
     access_code: Secret
+
+    def fields(self) -> dict[str, str | Secret]:
+        """The wire body's fields, the access code still a Secret (revealed when written)."""
+        return {"userid": self.userid, "accessCode": self.access_code}
 
     def to_json(self) -> dict[str, str]:
         """The wire body (reveals the access code: pass straight to the request)."""

@@ -30,6 +30,7 @@ from .errors import (
     GatewayAuthError,
     InvalidTransition,
     KSError,
+    MalformedAnswer,
     NotReplayable,
     SessionExpired,
     WrongDomain,
@@ -37,7 +38,14 @@ from .errors import (
 from .logs import emit
 from .snapshot import Snapshot
 from .table import State
-from .wire import IDEMPOTENT_METHODS, Identity, Wire, check_url, transport_error
+from .wire import (
+    IDEMPOTENT_METHODS,
+    Identity,
+    Wire,
+    check_url,
+    seal_response,
+    transport_error,
+)
 
 if TYPE_CHECKING:
     from .config import SessionConfig
@@ -62,6 +70,7 @@ class _Exchange:
         self.snap = snap
         self.bearer = bearer
         self.error: KSError | None = None
+
 
 
 class SessionAuth(AuthBase):
@@ -96,7 +105,14 @@ class SessionAuth(AuthBase):
     ) -> requests.Response:
         if response.status_code not in (401, 403):
             return response
-        err = Wire.error_of(Call.TRADING, response)
+        session = self.session
+        seal_response(response)  # from here on, anything raised leaves only masked headers behind
+        try:
+            err = Wire.error_of(Call.TRADING, response, session.wire.config.max_answer_bytes)
+        except MalformedAnswer as exc:  # a fault body of the wrong shape: recorded, answer kept
+            session.answer_refused(exc)
+            ex.error = exc
+            return response
         if not isinstance(err, (GatewayAuthError, SessionExpired)):
             return response
         try:
@@ -159,7 +175,7 @@ class SessionAuth(AuthBase):
         again.history.append(first)
         again.request = prep
         if again.status_code == 401:
-            err = Wire.error_of(Call.TRADING, again)
+            err = Wire.error_of(Call.TRADING, again, session.wire.config.max_answer_bytes)
             # Same edge as on a first answer, unless another thread replaced the token since.
             if isinstance(err, GatewayAuthError) and bearer == session._gateway()[0]:
                 session.gateway_rejected(err, snap)
@@ -222,11 +238,19 @@ def send(session: KSSession, method: str, path: str, **kwargs: Any) -> requests.
     ex = auth._exchange
     err: KSError | None = ex.error if ex is not None and ex.error is not None else None
     if err is None:
-        err = Wire.error_of(Call.TRADING, response)
-        if err is None:
+        if 200 <= response.status_code < 300:
+            return response
+        seal_response(response)  # the error carries the response: never our tokens with it
+        try:
+            err = Wire.error_of(Call.TRADING, response, session.wire.config.max_answer_bytes)
+        except MalformedAnswer as exc:
+            session.answer_refused(exc)
+            raise
+        if err is None:  # pragma: no cover - non-2xx always maps to an error
             return response
         if isinstance(err, WrongDomain):  # the user moved host: re-init on the next request
             session.gateway_rejected(err)
+    seal_response(response)
     if isinstance(err, APIError) and err.response is None:
         err.response = response
     raise err

@@ -17,6 +17,7 @@ from .errors import (
     GatewayAuthError,
     InvalidTransition,
     KSError,
+    MalformedAnswer,
     OneTimeTokenRejected,
     ReloginNeedsHuman,
     SessionExpired,
@@ -163,6 +164,12 @@ class KSSession(SessionMachine):
             self._guards_seen = []  # the record must not carry an earlier trigger's guards
             self._record("connect", self._snap.state, FAILED, exc, reason="needs_human")
             raise exc
+
+    def answer_refused(self, exc: MalformedAnswer) -> None:
+        """A trading call's answer could not be parsed (e.g. a 401 whose fault is malformed):
+        record it as a failed ``request`` transition (the state stays) and log its event."""
+        state = self._snap.state
+        self._record("request", state, FAILED, exc, reason="malformed_answer", guards=())
 
     def gateway_rejected(
         self, exc: GatewayAuthError | WrongDomain, sent_with: Snapshot | None = None

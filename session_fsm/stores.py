@@ -16,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 from .errors import ConfigurationError, KSError
 from .locks import ForkSafeLock
 from .masking import mask_url
+from .models import valid_token
 from .secret import Secret
 
 
@@ -56,6 +57,9 @@ class StoredSession:
             raise ValueError("not an object")
         texts = {k: data.get(k) for k in ("host", "userid", "session_token")}
         bad = sorted(k for k, v in texts.items() if not isinstance(v, str) or not v)
+        token = texts["session_token"]
+        if "session_token" not in bad and not valid_token(str(token)):
+            bad.append("session_token")  # it goes into a header: visible ASCII only
         gen, when = data.get("generation"), data.get("login_time")
         if isinstance(gen, bool) or not isinstance(gen, int) or gen < 1:
             bad.append("generation")

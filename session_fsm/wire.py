@@ -22,6 +22,7 @@ process that made them: a forked child makes its own on its first request.
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import time
@@ -31,6 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from requests.auth import AuthBase
 from urllib3 import exceptions as urllib3_exceptions
 from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
@@ -42,10 +44,10 @@ from .errors import (
     APIError,
     Call,
     ConfigurationError,
+    KSError,
     MalformedAnswer,
     NetworkError,
     RequestTimeout,
-    TransportError,
     error_for,
 )
 from .hosts import LOOPBACK_HOSTS as LOOPBACK_HOSTS  # where it was first defined
@@ -53,14 +55,19 @@ from .hosts import check_url as check
 from .hosts import refusal
 from .locks import ForkSafeLock
 from .models import (
+    DEFAULT_MAX_ANSWER_BYTES,
+    NOT_JSON,
     Fault,
     ResLogin,
     ResLogout,
     ResSession2FA,
     ResSessionInit,
+    Undecodable,
     UserCredentials,
     UserDetails,
+    decode_answer,
     unwrap,
+    valid_token,
 )
 from .secret import Secret
 from .transport import DeadlineExceeded, GuardedAdapter, current_call
@@ -77,6 +84,9 @@ _PARENTS_POOLS: list[requests.Session | None] = []
 #: Upper bounds of RetryPolicy.total and WireConfig.pool_maxsize (larger is a typo).
 MAX_RETRIES = 100
 MAX_POOL_SIZE = 10_000
+#: Request headers that carry our secrets; masked on any request an error can reach.
+SECRET_HEADERS = (c.H_AUTHORIZATION, c.H_SESSION_TOKEN, c.H_ONE_TIME_TOKEN)
+MASK = "[redacted]"
 
 
 class CappedRetry(Retry):
@@ -199,6 +209,9 @@ class WireConfig:
 
     ``deadline``: the most one call may take in all (connect, the whole answer, retries and
     their waits), in seconds; past it the call raises ``RequestTimeout``.
+
+    ``max_answer_bytes`` caps the body of a session call's answer (and the fault body of a
+    trading error): larger is a MalformedAnswer.
     """
 
     timeout: tuple[float, float] = (3.05, 10.0)
@@ -208,6 +221,7 @@ class WireConfig:
     allow_loopback: bool = True
     pool_maxsize: int = 32
     deadline: float = 60.0
+    max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES
 
     def __post_init__(self) -> None:
         put = functools.partial(object.__setattr__, self)  # canonical forms (frozen dataclass)
@@ -239,6 +253,15 @@ class Identity:
     app_id: str
     access_token: Secret
 
+    def plain_headers(self) -> dict[str, str]:
+        """The non-secret headers every call sends (the Bearer goes in via :class:`CallAuth`)."""
+        return {
+            "Accept": "application/json",
+            c.H_CONSUMER_KEY: self.consumer_key,
+            c.H_IP: self.ip,
+            c.H_APP_ID: self.app_id,
+        }
+
     def base_headers(self) -> dict[str, str]:
         """Headers every call sends (reveals the Bearer token: wire use only)."""
         return {
@@ -266,6 +289,103 @@ def check_host(url: str, config: WireConfig) -> str:
     """Return ``url`` without a trailing slash, or raise UnsafeRedirect."""
     check_url(url, config)
     return url.rstrip("/")
+
+
+class CallAuth(AuthBase):
+    """Writes a call's secrets into the prepared request: the one place they are revealed.
+
+    Holds the Bearer token, any secret headers (one-time token, session token) and the JSON
+    body's fields as Secrets, so no frame of the library that can raise holds one in the
+    clear; requests calls it while preparing the request, just before the bytes are written.
+    """
+
+    def __init__(
+        self,
+        who: Identity,
+        secret_headers: Mapping[str, Secret] | None = None,
+        body: Mapping[str, str | Secret] | None = None,
+    ) -> None:
+        self.who = who
+        self.secret_headers = dict(secret_headers or {})
+        self.body = None if body is None else dict(body)
+
+    def __repr__(self) -> str:
+        return f"CallAuth(headers={sorted(self.secret_headers)})"
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        tokens = {c.H_AUTHORIZATION: self.who.access_token, **self.secret_headers}
+        for name, value in tokens.items():
+            if not valid_token(value.reveal()):  # http.client would raise with the value in it
+                raise ConfigurationError(
+                    f"the {name} header's token is not 1 to 4096 visible ASCII characters",
+                    hint="check the token for pasted spaces, line breaks or invisible characters",
+                )
+        r.headers[c.H_AUTHORIZATION] = "Bearer " + self.who.access_token.reveal()
+        for name, value in self.secret_headers.items():
+            r.headers[name] = value.reveal()
+        if self.body is not None:
+            r.headers["Content-Type"] = "application/json"
+            r.body = json.dumps(  # requests sets Content-Length from it after the auth
+                {k: v.reveal() if isinstance(v, Secret) else v for k, v in self.body.items()}
+            ).encode()
+        return r
+
+
+def seal(request: requests.PreparedRequest | None, *, drop_body: bool = False) -> None:
+    """Mask our secret headers on a request that was sent (in place: every frame and response
+    holding it sees the masked copy); ``drop_body`` drops its body too (login/2FA bodies)."""
+    if request is None:
+        return
+    for name in SECRET_HEADERS:
+        if name in request.headers:
+            request.headers[name] = MASK
+    if drop_body:
+        request.body = None
+
+
+def seal_response(response: requests.Response, *, drop_body: bool = False) -> None:
+    """:func:`seal` the request of ``response`` and of every response in its history."""
+    for r in (*response.history, response):
+        seal(r.request, drop_body=drop_body)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A session call's answer as read off the wire: status, ``Retry-After`` and the decoded
+    body (tokens already Secrets, or :class:`~session_fsm.models.Undecodable`)."""
+
+    call: Call
+    status: int
+    retry_after: float | None
+    body: Any
+
+    def error(self) -> APIError:
+        """The typed error of this non-2xx answer, by status and fault code. A body that is no
+        JSON at all (a gateway's HTML page) is no fault; one nested too deeply, or a fault of
+        the wrong shape, raises MalformedAnswer."""
+        body = self.body
+        if isinstance(body, Undecodable):
+            if body.reason != NOT_JSON:
+                unwrap(body, status=self.status, call=self.call.value)  # raises
+            body = None
+        fault = Fault.parse(body, status=self.status, call=self.call.value)
+        message = fault.message if fault else ""
+        if fault is None and isinstance(body, dict) and isinstance(body.get("message"), str):
+            message = body["message"]  # a gateway's bare {"message": ...}
+        return error_for(
+            self.call,
+            self.status,
+            fault.code if fault else None,
+            fault.description if fault else "",
+            self.retry_after,
+            message,
+        )
+
+    def payload(self, required: str | None) -> Any:
+        """The unwrapped Success payload of a 2xx answer; the typed error of any other."""
+        if not 200 <= self.status < 300:
+            raise self.error()
+        return unwrap(self.body, status=self.status, required=required, call=self.call.value)
 
 
 class Wire:
@@ -383,6 +503,8 @@ class Wire:
             options["verify"] = env.verify(config.verify)
             proxies, given = env.proxies(url), kwargs.pop("proxies", None)
             options["proxies"] = {**proxies, **given} if given else proxies
+        # Each failure is raised after its except block: requests' exception (whose .request
+        # holds the sent headers and body) must not stay reachable as the error's __context__.
         try:
             return http.request(method, url, **{**options, **kwargs})
         except DeadlineExceeded:
@@ -391,93 +513,126 @@ class Wire:
                 hint="raise deadline= if the API is slow, or retry later",
             ) from None
         except requests.RequestException as exc:
-            raise transport_error(method, url, exc) from None
+            error = transport_error(method, url, exc)
+        except ValueError:  # http.client refused a header value (CR/LF, not latin-1): the
+            # exception's text holds the value, so only its kind is kept
+            error = ConfigurationError(
+                f"{method} {urlsplit(url).path}: a header or body value cannot be sent over HTTP",
+                hint="check the credentials and headers for line breaks or invisible characters",
+            )
         except OSError as exc:  # requests' own check of the CA bundle / client certificate paths
-            raise ConfigurationError(
+            error = ConfigurationError(
                 f"{method} {urlsplit(url).path}: TLS files unusable: {exc}",
                 hint="fix verify=/cert= or the REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE variable",
-            ) from None
+            )
+        raise error
+
+    def _exchange(
+        self, call: Call, method: str, url: str, auth: CallAuth, headers: dict[str, str]
+    ) -> Answer:
+        """Send one session call and read its answer (at most ``max_answer_bytes``).
+
+        The response is closed and its request sealed before anything can raise, and the body
+        is only ever held decoded, with its tokens as Secrets.
+        """
+        response = self.send(method, url, headers=headers, auth=auth, stream=True)
+        seal_response(response, drop_body=True)
+        status = response.status_code
+        retry_after = _retry_after(response.headers.get("Retry-After"))
+        return Answer(call, status, retry_after, decode_answer(self._read(call, response)))
+
+    def _read(self, call: Call, response: requests.Response) -> bytes:
+        """The whole body of a streamed ``response``, refusing more than ``max_answer_bytes``."""
+        cap = self.config.max_answer_bytes
+        status = response.status_code
+        error: KSError | None = None
+        data = bytearray()
+        try:
+            length = response.headers.get("Content-Length", "")
+            if length.isdigit() and int(length) > cap:
+                error = _too_large(call, status, cap)
+            else:
+                for chunk in response.iter_content(65536):
+                    data += chunk
+                    if len(data) > cap:
+                        error = _too_large(call, status, cap)
+                        break
+        except requests.RequestException as exc:
+            error = transport_error(response.request.method or "", response.url, exc)
+        finally:
+            response.close()
+        if error is not None:
+            del data  # a part of the body may hold a token
+            raise error
+        return bytes(data)
 
     # --- answers -------------------------------------------------------------------------------
 
     @staticmethod
-    def raise_for(call: Call, response: requests.Response) -> None:
-        """Raise the typed error for a non-2xx ``response`` of ``call``; return on 2xx."""
-        err = Wire.error_of(call, response)
+    def raise_for(
+        call: Call, response: requests.Response, max_bytes: int = DEFAULT_MAX_ANSWER_BYTES
+    ) -> None:
+        """Raise the typed error for a non-2xx ``response`` of ``call``; return on 2xx.
+
+        A fault body that is not JSON is no fault (typed by status alone); one larger than
+        ``max_bytes``, nested too deeply or with a fault of the wrong shape is MalformedAnswer.
+        """
+        err = Wire.error_of(call, response, max_bytes)
         if err is not None:
             raise err
 
     @staticmethod
-    def error_of(call: Call, response: requests.Response) -> APIError | None:
+    def error_of(
+        call: Call, response: requests.Response, max_bytes: int = DEFAULT_MAX_ANSWER_BYTES
+    ) -> APIError | None:
         """The typed error for a non-2xx ``response`` of ``call`` (None on 2xx); the one place
-        an answer is read for its mapping (:func:`~session_fsm.errors.error_for`)."""
+        a trading answer is read for its mapping (:func:`~session_fsm.errors.error_for`).
+        Raises MalformedAnswer for a fault body of the wrong shape."""
         if 200 <= response.status_code < 300:
             return None
-        body = _json_or_none(response)
-        fault = Fault.parse(body)
-        retry_after = None
-        header = response.headers.get("Retry-After")
-        if header:
-            try:
-                retry_after = Retry.parse_retry_after(Retry(), header)
-            except Exception:  # an unparsable header is not worth failing over
-                retry_after = None
-        message = fault.message if fault else ""
-        if fault is None and isinstance(body, dict) and isinstance(body.get("message"), str):
-            message = body["message"]  # a gateway's bare {"message": ...}
-        return error_for(
-            call,
-            response.status_code,
-            fault.code if fault else None,
-            fault.description if fault else "",
-            retry_after,
-            message,
-        )
+        return answer(call, response, max_bytes).error()
 
     @classmethod
     def payload(cls, call: Call, response: requests.Response, required: str | None) -> Any:
         """Check the status, then unwrap the Success envelope of ``response``."""
-        cls.raise_for(call, response)
-        body = _json_or_none(response)
-        if body is None:
-            raise MalformedAnswer(f"{call.value} answer is not JSON", status=response.status_code)
-        return unwrap(body, status=response.status_code, required=required)
+        return answer(call, response, DEFAULT_MAX_ANSWER_BYTES).payload(required)
 
     # --- the four session calls ----------------------------------------------------------------
 
     def session_init(self, host: str, who: Identity) -> ResSessionInit:
         """GET session/init: headers userid, consumerKey, ip, appId."""
         method, path = c.SESSION_INIT
-        headers = who.base_headers()
-        headers[c.H_USERID] = who.userid
-        r = self.send(method, self._session_url(host, path), headers=headers)
-        return ResSessionInit.parse(self.payload(Call.INIT, r, None))
+        headers = {**who.plain_headers(), c.H_USERID: who.userid}
+        url = self._session_url(host, path)
+        a = self._exchange(Call.INIT, method, url, CallAuth(who), headers)
+        return ResSessionInit.parse(a.payload(None), status=a.status)
 
     def login_with_user_id(self, host: str, who: Identity, body: UserCredentials) -> ResLogin:
         """POST session/login/userid with ``{"userid", "password"}``: returns the one-time token."""
         method, path = c.LOGIN_USERID
-        r = self.send(
-            method, self._session_url(host, path), headers=who.base_headers(), json=body.to_json()
-        )
-        return ResLogin.parse(self.payload(Call.LOGIN, r, "oneTimeToken"))
+        url = self._session_url(host, path)
+        auth = CallAuth(who, body=body.fields())
+        a = self._exchange(Call.LOGIN, method, url, auth, who.plain_headers())
+        return ResLogin.parse(a.payload("oneTimeToken"), status=a.status)
 
     def generate_session2_fa(
         self, host: str, who: Identity, one_time_token: Secret, body: UserDetails
     ) -> ResSession2FA:
         """POST session/2FA/accesscode with the OTT header: returns the session token."""
         method, path = c.TWO_FA_ACCESSCODE
-        headers = who.base_headers()
-        headers[c.H_ONE_TIME_TOKEN] = one_time_token.reveal()
-        r = self.send(method, self._session_url(host, path), headers=headers, json=body.to_json())
-        return ResSession2FA.parse(self.payload(Call.TWO_FA, r, "sessionToken"))
+        url = self._session_url(host, path)
+        auth = CallAuth(who, {c.H_ONE_TIME_TOKEN: one_time_token}, body.fields())
+        a = self._exchange(Call.TWO_FA, method, url, auth, who.plain_headers())
+        return ResSession2FA.parse(a.payload("sessionToken"), status=a.status)
 
     def session_logout(self, host: str, who: Identity, session_token: Secret) -> ResLogout:
         """DELETE session/logout: invalidates ``session_token`` on the server."""
         method, path = c.SESSION_LOGOUT
-        headers = self.trading_headers(who, session_token)
-        headers[c.H_USERID] = who.userid
-        r = self.send(method, self._session_url(host, path), headers=headers)
-        return ResLogout.parse(self.payload(Call.LOGOUT, r, None))
+        headers = {**who.plain_headers(), c.H_USERID: who.userid}
+        url = self._session_url(host, path)
+        auth = CallAuth(who, {c.H_SESSION_TOKEN: session_token})
+        a = self._exchange(Call.LOGOUT, method, url, auth, headers)
+        return ResLogout.parse(a.payload(None), status=a.status)
 
     # --- trading -------------------------------------------------------------------------------
 
@@ -498,35 +653,67 @@ class Wire:
         **kwargs: Any,
     ) -> requests.Response:
         """Send one authorised trading request; the answer is returned whatever its status."""
-        merged = self.trading_headers(who, session_token)
+        merged = who.plain_headers()
         if headers:
             merged.update(headers)
-        return self.send(method, url, headers=merged, **kwargs)
+        auth = CallAuth(who, {c.H_SESSION_TOKEN: session_token})
+        return self.send(method, url, headers=merged, auth=auth, **kwargs)
 
 
 def _lock_wait_expired(timeout: float) -> RequestTimeout:
     return RequestTimeout(f"gave up after {timeout:g}s waiting for the transport's lock")
 
 
-def transport_error(method: str, url: str, exc: requests.RequestException) -> TransportError:
-    """The typed error of a request that got no usable answer (names the path, not the URL)."""
-    if _timed_out(exc):
-        return RequestTimeout(f"{method} {urlsplit(url).path} timed out")
-    return NetworkError(f"{method} {urlsplit(url).path} failed: {type(exc).__name__}")
-
-
 def _timed_out(exc: requests.RequestException) -> bool:
     """True for a timeout, also when urllib3's retries wrapped it in a ConnectionError."""
     if isinstance(exc, requests.Timeout):
         return True
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    first = exc.args[0] if exc.args else None
+    if isinstance(first, urllib3_exceptions.ReadTimeoutError):  # met reading a streamed body
+        return True
+    reason = getattr(first, "reason", None)
     # urllib3's NewConnectionError (connection refused) subclasses ConnectTimeoutError.
     refused = isinstance(reason, urllib3_exceptions.NewConnectionError)
     return isinstance(reason, urllib3_exceptions.TimeoutError) and not refused
 
 
-def _json_or_none(response: requests.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
+def transport_error(method: str, url: str | None, exc: requests.RequestException) -> KSError:
+    """The typed error of a request that got no usable answer (names the path, not the URL)."""
+    path = urlsplit(url or "").path
+    if isinstance(exc, requests.exceptions.InvalidHeader):  # its text quotes the value
+        return ConfigurationError(
+            f"{method} {path}: a header value has line breaks or leading spaces",
+            hint="check the credentials and headers for pasted line breaks",
+        )
+    if _timed_out(exc):
+        return RequestTimeout(f"{method} {path} timed out")
+    return NetworkError(f"{method} {path} failed: {type(exc).__name__}")
+
+
+def _too_large(call: Call, status: int, cap: int) -> MalformedAnswer:
+    return MalformedAnswer(
+        f"{call.value} answer: field 'body' is larger than max_answer_bytes={cap}",
+        status=status,
+        field="body",
+        call=call.value,
+    )
+
+
+def _retry_after(header: str | None) -> float | None:
+    if not header:
         return None
+    try:
+        return Retry.parse_retry_after(Retry(), header)
+    except Exception:  # an unparsable header is not worth failing over
+        return None
+
+
+def answer(call: Call, response: requests.Response, max_bytes: int) -> Answer:
+    """The :class:`Answer` of an already read ``response`` (a trading call's): a body over
+    ``max_bytes`` is not decoded (MalformedAnswer); one that is not JSON decodes to
+    :class:`~session_fsm.models.Undecodable`, which a non-2xx answer treats as no fault."""
+    status = response.status_code
+    retry_after = _retry_after(response.headers.get("Retry-After"))
+    if len(response.content or b"") > max_bytes:
+        raise _too_large(call, status, max_bytes)
+    return Answer(call, status, retry_after, decode_answer(response.content or b""))
