@@ -37,6 +37,9 @@ class SessionConfig:
       tried again later; past the deadline everyone waits for the new session.
     - ``replay_posts``: replay a POST once after re-login when its body is bytes or JSON.
     - ``history_size``: how many transition records ``session.history`` keeps.
+    - ``heartbeat``: when no request has been made for this long, one cheap authenticated call
+      (``heartbeat_call``: method and path, read-only by default) checks the session from a
+      background thread, which renews a dead one there (None: off).
     """
 
     timeout: tuple[float, float] = (3.05, 10.0)
@@ -54,6 +57,8 @@ class SessionConfig:
     soft_window: float = 60.0
     replay_posts: bool = True
     history_size: int = 64
+    heartbeat: float | None = None
+    heartbeat_call: tuple[str, str] = contract.ORDERS_REPORT
 
     def __post_init__(self) -> None:
         if self.daily_cutoff is not None:
@@ -72,6 +77,20 @@ class SessionConfig:
                 raise ConfigurationError(f"{name} must be >= 0")
         if self.history_size < 1:
             raise ConfigurationError("history_size must be >= 1")
+        if self.heartbeat is not None and not self.heartbeat > 0:
+            raise ConfigurationError("heartbeat must be > 0 seconds (or None: off)")
+        call = self.heartbeat_call
+        if not (
+            isinstance(call, tuple)
+            and len(call) == 2
+            and all(isinstance(part, str) for part in call)
+            and call[0].upper() in ("GET", "HEAD", "POST", "PUT", "DELETE")
+            and call[1].startswith("/")
+        ):
+            raise ConfigurationError(
+                "heartbeat_call must be (method, path) with a path starting with /",
+                hint='e.g. heartbeat_call=("GET", "/reports/1.0/orders")',
+            )
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> SessionConfig:

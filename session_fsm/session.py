@@ -7,8 +7,8 @@ re-login (the ``requests`` auth hook and the replay rule) is in :mod:`session_fs
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import requests
 
@@ -28,6 +28,11 @@ from .relogin import SessionAuth, send
 from .snapshot import FAILED, Snapshot
 from .table import State
 
+if TYPE_CHECKING:
+    from .heartbeat import Heartbeat, Waiter
+
+#: ``hook(session, outcome)`` after each :meth:`KSSession.request`: ``"ok"`` or the error class.
+RequestHook = Callable[["KSSession", str], None]
 #: The shortest wait before a failed soft refresh is tried again (the wait is a quarter of the
 #: time left to the hard deadline, at least this).
 SOFT_RETRY_MIN = 1.0
@@ -43,6 +48,17 @@ class KSSession(SessionMachine):
     """
 
     _auth: SessionAuth | None = None
+    # Observers (metrics, heartbeat): class-level None so a session without any pays nothing.
+    _request_hooks: list[RequestHook] | None = None
+    _heartbeat: Heartbeat | None = None
+
+    def __init__(self, *args: Any, heartbeat_waiter: Waiter | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.config.heartbeat is not None:
+            from .heartbeat import Heartbeat
+
+            self._heartbeat = Heartbeat(self, self.config.heartbeat, waiter=heartbeat_waiter)
+            self._heartbeat.start()
 
     def connect(self) -> Snapshot:
         """Walk the table's shortest path from the current state to Authenticated.
@@ -108,7 +124,7 @@ class KSSession(SessionMachine):
         session saved by another process is adopted instead of logging in again.
         """
         timeout = self.config.relogin_timeout
-        if not self._lock.acquire(timeout=timeout):
+        if not self._wait_for_lock(timeout):
             raise SessionExpired(
                 f"gave up after {timeout:g}s waiting for another thread's re-login",
                 hint="raise relogin_timeout, or retry",
@@ -141,6 +157,24 @@ class KSSession(SessionMachine):
                 return self._walk()
         finally:
             self._lock.release()
+
+    def _wait_for_lock(self, timeout: float) -> bool:
+        """Acquire the session lock for a renewal; while blocked, count as a waiter."""
+        if self._lock.acquire(blocking=False):
+            return True
+        waiting: list[object] = self.__dict__.setdefault("_renewal_waiting", [])  # atomic
+        me = object()
+        waiting.append(me)
+        try:
+            return self._lock.acquire(timeout=timeout)
+        finally:
+            waiting.remove(me)
+
+    @property
+    def renewal_waiters(self) -> int:
+        """How many threads are blocked now waiting for this session's re-login to finish."""
+        waiting = self.__dict__.get("_renewal_waiting")
+        return len(waiting) if waiting else 0
 
     def _require_repeatable_secrets(self) -> None:
         missing = [g for g in ("has_password", "has_access_code") if not self._guard(g)]
@@ -250,7 +284,32 @@ class KSSession(SessionMachine):
         :func:`~session_fsm.relogin.replayable`); raises the typed error for any non-2xx answer
         (the response is on the error as ``.response``).
         """
-        return send(self, method, path, **kwargs)
+        hooks = self._request_hooks
+        if hooks is None:
+            return send(self, method, path, **kwargs)
+        try:
+            response = send(self, method, path, **kwargs)
+        except Exception as exc:
+            self._tell(hooks, type(exc).__name__ if isinstance(exc, KSError) else "other")
+            raise
+        self._tell(hooks, "ok")
+        return response
+
+    def on_request(self, hook: RequestHook) -> RequestHook:
+        """Register ``hook(session, outcome)``, called after every :meth:`request` (and the
+        verbs) in the calling thread: ``outcome`` is ``"ok"`` or the raised error's class name
+        (``"other"`` for a non-library exception). Requests sent with ``auth=session.auth`` are
+        not seen. An exception in a hook is logged and swallowed. Returns the hook."""
+        self._request_hooks = [*(self._request_hooks or ()), hook]
+        return hook
+
+    def _tell(self, hooks: list[RequestHook], outcome: str) -> None:
+        for hook in hooks:
+            try:
+                hook(self, outcome)
+            except Exception as exc:  # an observer must not break a request
+                emit(self._log, "error", "request_hook_failed", session_id=self.session_id,
+                     hook=getattr(hook, "__name__", "?"), error=type(exc).__name__)  # fmt: skip
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:
         """``request("GET", path, ...)``."""
@@ -270,8 +329,22 @@ class KSSession(SessionMachine):
 
     # --- lifecycle -----------------------------------------------------------------------------
 
+    @property
+    def heartbeat(self) -> Heartbeat | None:
+        """The heartbeat (``heartbeat=SECONDS``), or None when off."""
+        return self._heartbeat
+
+    def logout(self) -> None:
+        """Authenticated -> LoggedOut: session_logout. Tokens are forgotten even if it fails.
+        Stops the heartbeat first."""
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+        super().logout()
+
     def close(self) -> None:
-        """Close the transport's pooled connections."""
+        """Stop the heartbeat (if any) and close the transport's pooled connections."""
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         self._wire.close()
 
     def __enter__(self) -> KSSession:
