@@ -7,12 +7,14 @@ re-login (the ``requests`` auth hook and the replay rule) is in :mod:`session_fs
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import requests
 
-from . import table
+from . import contract, table
+from .credentials import Credentials
 from .errors import (
     GatewayAuthError,
     InvalidTransition,
@@ -23,10 +25,12 @@ from .errors import (
     WrongDomain,
 )
 from .logs import emit
-from .machine import SessionMachine
+from .machine import Callback, SessionMachine
 from .relogin import SessionAuth, send
 from .snapshot import FAILED, Snapshot
+from .stores import TokenStore
 from .table import State
+from .wire import Wire
 
 if TYPE_CHECKING:
     from .heartbeat import Heartbeat, Waiter
@@ -52,8 +56,23 @@ class KSSession(SessionMachine):
     _request_hooks: list[RequestHook] | None = None
     _heartbeat: Heartbeat | None = None
 
-    def __init__(self, *args: Any, heartbeat_waiter: Waiter | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        credentials: Credentials,
+        host: str = contract.PRODUCTION_HOST,
+        *,
+        wire: Wire | None = None,
+        store: str | TokenStore | None = None,
+        clock: Callable[[], float] = time.time,
+        logger: Any = None,
+        on_transition: Callback | list[Callback] | None = None,
+        heartbeat_waiter: Waiter | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(
+            credentials, host, wire=wire, store=store, clock=clock, logger=logger,
+            on_transition=on_transition, **options,
+        )  # fmt: skip
         if self.config.heartbeat is not None:
             from .heartbeat import Heartbeat
 
