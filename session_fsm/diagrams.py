@@ -107,6 +107,10 @@ LEGEND = (
     "yellow: current state; red: last transition",
 )
 FAILURE_NODE = "LAST_FAILURE"
+#: Mermaid's layout settings: straight segments and room between nodes keep labels apart.
+MERMAID_INIT = (
+    '%%{init: {"flowchart": {"curve": "linear", "nodeSpacing": 80, "rankSpacing": 60}}}%%'
+)
 
 
 def group_id(states: tuple[State, ...]) -> str:
@@ -305,6 +309,7 @@ def mermaid(
     """
     d = _drawing(highlight, last, counts, attempts, start)
     lines = [
+        MERMAID_INIT,
         "flowchart TD",
         "    %% " + (_TRACED if d.traced else _GENERATED),
         "    %% Solid: called by you. Dashed: internal, taken by the library on a server answer.",
