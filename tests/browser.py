@@ -36,7 +36,8 @@ CHROMIUM_FLAGS = (
 
 def chromium_path() -> str | None:
     """Debian's chromium (or CHROMIUM=/path), else None."""
-    return os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    found = os.environ.get("CHROMIUM") or shutil.which("chromium")
+    return found or shutil.which("chromium-browser")
 
 
 class Browser:

@@ -200,3 +200,19 @@ def test_without_prometheus_client_the_extra_is_named() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "pip install 'session_fsm[metrics]'" in out.stdout
     assert out.stdout.strip().endswith("None")
+
+
+def test_a_failing_request_hook_is_logged_and_the_request_goes_on(
+    sb: Sandbox, new_session: Factory
+) -> None:
+    s = new_session()
+    seen: list[str] = []
+
+    def broken(_session: KSSession, outcome: str) -> None:
+        raise RuntimeError("observer bug")
+
+    s.on_request(broken)
+    s.on_request(lambda _s, outcome: seen.append(outcome))
+    s.connect()
+    assert s.get(ORDERS).status_code == 200
+    assert seen == ["ok"]

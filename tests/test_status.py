@@ -16,6 +16,7 @@ import requests
 from session_fsm import KSSession, LoginRejected, contract
 from session_fsm.sandbox import Sandbox
 from session_fsm.status import asset, serve_status
+from session_fsm.table import State
 from tests.conftest import Clock
 from tests.test_heartbeat import Stepper
 
@@ -141,3 +142,22 @@ def test_close_frees_the_port(new_session: Factory) -> None:
     server.close()
     with pytest.raises(requests.ConnectionError):
         get(url + "healthz")
+
+
+def test_a_soft_refresh_under_way_counts_as_healthy_until_the_hard_deadline(
+    sb: Sandbox, new_session: Factory, clock: Clock
+) -> None:
+    s = new_session(max_session_age=600, soft_window=60, cooldown=0)
+    s.connect()
+    with serve_status(s) as server:
+        sb.control.fault(contract.LOGIN_USERID[1], status=401,
+                         code=contract.FAULT_WRONG_PASSWORD, count=5)  # fmt: skip
+        clock.advance(545)  # within the soft window: one caller renews, and fails
+        s.get(ORDERS)  # served with the old token all the same
+        assert s.state is not State.AUTHENTICATED
+        assert get(server.url + "healthz").status_code == 200  # the old token is still good
+        clock.advance(60)  # past the hard deadline: the renewal must succeed now, and fails
+        with pytest.raises(LoginRejected):
+            s.get(ORDERS)
+        r = get(server.url + "healthz")
+        assert r.status_code == 503 and "LoginRejected 401001" in r.json()["reason"]
