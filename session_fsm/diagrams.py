@@ -113,6 +113,10 @@ MERMAID_INIT = (
 )
 
 
+def _rank(state: State) -> int:
+    return HAPPY_PATH.index(state)
+
+
 def group_id(states: tuple[State, ...]) -> str:
     """Node id of the note a group arrow starts at."""
     if set(states) == set(ALL_STATES):
@@ -415,6 +419,8 @@ def dot(
         if not d.traced:
             if not a.group and (a.src, a.dst) in _HAPPY:
                 attrs.append("weight=10")
+            elif a.internal and not a.group and _rank(a.src) - _rank(a.dst) > 1:
+                attrs.append("tailport=e, headport=e")  # a long way back: round the right side
             attrs.append(f'id="{a.key}"')
         lines.append(f"  {a.tail} -> {a.dst.name} [{', '.join(attrs)}];")
     if d.failure is not None:
