@@ -429,3 +429,20 @@ def test_readme_mermaid_block_is_the_committed_diagram() -> None:
     assert COMMITTED_MMD.read_text(encoding="utf-8") in blocks, (
         "README's mermaid block differs from diagrams/session.mmd: paste the file in again"
     )
+
+
+def test_live_failure_note_names_the_error_in_both_renderers(
+    sb: Sandbox, new_session: Callable[..., KSSession]
+) -> None:
+    s = new_session()
+    s.init()
+    sb.control.fault(contract.LOGIN_USERID[1], status=401, code=contract.FAULT_WRONG_PASSWORD)
+    with pytest.raises(KSError):
+        s.login()
+    d = s.diagram()
+    assert failure_note(d) == [("INITIALISED", "login failed: LoginRejected 401001")]
+    assert current(d) == ["INITIALISED"] and marked(d) == []  # no arrow taken: a note instead
+    last = s.history[-1]
+    source = diagrams.dot(highlight=s.state, last=last)
+    assert 'LAST_FAILURE [label="login failed: LoginRejected 401001"' in source
+    assert f'  INITIALISED -> LAST_FAILURE [style=dotted, color="{diagrams.MARK}"' in source
