@@ -7,14 +7,12 @@ re-login (the ``requests`` auth hook and the replay rule) is in :mod:`session_fs
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import Any
 
 import requests
 
-from . import contract, table
-from .credentials import Credentials
+from . import table
 from .errors import (
     GatewayAuthError,
     InvalidTransition,
@@ -25,24 +23,17 @@ from .errors import (
     WrongDomain,
 )
 from .logs import emit
-from .machine import Callback, SessionMachine
+from .observed import ObservedMachine
 from .relogin import SessionAuth, send
 from .snapshot import FAILED, Snapshot
-from .stores import TokenStore
 from .table import State
-from .wire import Wire
 
-if TYPE_CHECKING:
-    from .heartbeat import Heartbeat, Waiter
-
-#: ``hook(session, outcome)`` after each :meth:`KSSession.request`: ``"ok"`` or the error class.
-RequestHook = Callable[["KSSession", str], None]
 #: The shortest wait before a failed soft refresh is tried again (the wait is a quarter of the
 #: time left to the hard deadline, at least this).
 SOFT_RETRY_MIN = 1.0
 
 
-class KSSession(SessionMachine):
+class KSSession(ObservedMachine):
     """One trading session with the KS Trade API, as a guarded state machine.
 
     ``KSSession(credentials, host=..., store=..., **options)``: see
@@ -52,32 +43,6 @@ class KSSession(SessionMachine):
     """
 
     _auth: SessionAuth | None = None
-    # Observers (metrics, heartbeat): class-level None so a session without any pays nothing.
-    _request_hooks: list[RequestHook] | None = None
-    _heartbeat: Heartbeat | None = None
-
-    def __init__(
-        self,
-        credentials: Credentials,
-        host: str = contract.PRODUCTION_HOST,
-        *,
-        wire: Wire | None = None,
-        store: str | TokenStore | None = None,
-        clock: Callable[[], float] = time.time,
-        logger: Any = None,
-        on_transition: Callback | list[Callback] | None = None,
-        heartbeat_waiter: Waiter | None = None,
-        **options: Any,
-    ) -> None:
-        super().__init__(
-            credentials, host, wire=wire, store=store, clock=clock, logger=logger,
-            on_transition=on_transition, **options,
-        )  # fmt: skip
-        if self.config.heartbeat is not None:
-            from .heartbeat import Heartbeat
-
-            self._heartbeat = Heartbeat(self, self.config.heartbeat, waiter=heartbeat_waiter)
-            self._heartbeat.start()
 
     def connect(self) -> Snapshot:
         """Walk the table's shortest path from the current state to Authenticated.
@@ -176,24 +141,6 @@ class KSSession(SessionMachine):
                 return self._walk()
         finally:
             self._lock.release()
-
-    def _wait_for_lock(self, timeout: float) -> bool:
-        """Acquire the session lock for a renewal; while blocked, count as a waiter."""
-        if self._lock.acquire(blocking=False):
-            return True
-        waiting: list[object] = self.__dict__.setdefault("_renewal_waiting", [])  # atomic
-        me = object()
-        waiting.append(me)
-        try:
-            return self._lock.acquire(timeout=timeout)
-        finally:
-            waiting.remove(me)
-
-    @property
-    def renewal_waiters(self) -> int:
-        """How many threads are blocked now waiting for this session's re-login to finish."""
-        waiting = self.__dict__.get("_renewal_waiting")
-        return len(waiting) if waiting else 0
 
     def _require_repeatable_secrets(self) -> None:
         missing = [g for g in ("has_password", "has_access_code") if not self._guard(g)]
@@ -314,22 +261,6 @@ class KSSession(SessionMachine):
         self._tell(hooks, "ok")
         return response
 
-    def on_request(self, hook: RequestHook) -> RequestHook:
-        """Register ``hook(session, outcome)``, called after every :meth:`request` (and the
-        verbs) in the calling thread: ``outcome`` is ``"ok"`` or the raised error's class name
-        (``"other"`` for a non-library exception). Requests sent with ``auth=session.auth`` are
-        not seen. An exception in a hook is logged and swallowed. Returns the hook."""
-        self._request_hooks = [*(self._request_hooks or ()), hook]
-        return hook
-
-    def _tell(self, hooks: list[RequestHook], outcome: str) -> None:
-        for hook in hooks:
-            try:
-                hook(self, outcome)
-            except Exception as exc:  # an observer must not break a request
-                emit(self._log, "error", "request_hook_failed", session_id=self.session_id,
-                     hook=getattr(hook, "__name__", "?"), error=type(exc).__name__)  # fmt: skip
-
     def get(self, path: str, **kwargs: Any) -> requests.Response:
         """``request("GET", path, ...)``."""
         return self.request("GET", path, **kwargs)
@@ -348,22 +279,9 @@ class KSSession(SessionMachine):
 
     # --- lifecycle -----------------------------------------------------------------------------
 
-    @property
-    def heartbeat(self) -> Heartbeat | None:
-        """The heartbeat (``heartbeat=SECONDS``), or None when off."""
-        return self._heartbeat
-
-    def logout(self) -> None:
-        """Authenticated -> LoggedOut: session_logout. Tokens are forgotten even if it fails.
-        Stops the heartbeat first."""
-        if self._heartbeat is not None:
-            self._heartbeat.stop()
-        super().logout()
-
     def close(self) -> None:
         """Stop the heartbeat (if any) and close the transport's pooled connections."""
-        if self._heartbeat is not None:
-            self._heartbeat.stop()
+        self._stop_heartbeat()
         self._wire.close()
 
     def __enter__(self) -> KSSession:
