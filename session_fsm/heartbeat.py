@@ -16,6 +16,7 @@ no test sleeps. ``close()`` and ``logout()`` stop the thread.
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import TYPE_CHECKING, Protocol
 
 from .logs import emit
@@ -42,7 +43,8 @@ class Heartbeat:
     """The heartbeat of one session (see the module docstring). Made by ``KSSession``."""
 
     def __init__(self, session: KSSession, interval: float, waiter: Waiter | None = None) -> None:
-        self.session = session
+        # Weak: a session dropped without close() can still be collected; the thread then ends.
+        self._session = weakref.ref(session)
         self.interval = interval
         self.beats = 0  # calls sent
         self.last_outcome: str | None = None  # "ok" or the error class of the last beat
@@ -79,7 +81,7 @@ class Heartbeat:
         return self._last_used + self.interval
 
     def _run(self) -> None:
-        while not self._stopped:
+        while not self._stopped and self._session() is not None:
             wait = self.due() - self._clock()
             if wait > 0:
                 if self._waiter.wait(wait):
@@ -93,7 +95,10 @@ class Heartbeat:
         Nothing is sent before the first login or after a logout. Otherwise the call goes
         through ``session.request``: a 401 renews the session here, a passed proactive deadline
         too. Errors are logged (the failed transitions have already reached the callbacks)."""
-        session = self.session
+        session = self._session()
+        if session is None:  # collected without close(): nothing left to watch
+            self._stopped = True
+            return BEAT_IDLE
         snap = session.snapshot()
         if snap.generation == 0 or snap.state is State.LOGGED_OUT:
             self._last_used = self._clock()

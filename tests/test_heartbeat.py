@@ -7,7 +7,9 @@ test says so, and no test sleeps.
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 from collections.abc import Callable
 
 import pytest
@@ -16,7 +18,7 @@ from session_fsm import ConfigurationError, KSSession, contract
 from session_fsm.sandbox import Sandbox
 from session_fsm.snapshot import TransitionRecord
 from session_fsm.table import State
-from tests.conftest import Clock
+from tests.conftest import Clock, make_credentials
 
 ORDERS = contract.ORDERS_REPORT[1]
 POSITIONS = contract.POSITIONS_TODAY[1]
@@ -161,3 +163,22 @@ def test_default_waiter_stops_promptly(new_session: Factory) -> None:
     assert s.heartbeat is not None and s.heartbeat.running
     s.close()
     assert not s.heartbeat.running
+
+
+def test_a_session_dropped_without_close_is_collected_and_its_thread_ends(
+    sb: Sandbox, clock: Clock
+) -> None:
+    w = Stepper()
+    s = KSSession(make_credentials(), host=sb.url, clock=clock, heartbeat=30,
+                  heartbeat_waiter=w)  # fmt: skip
+    w.parked()
+    heartbeat = s.heartbeat
+    assert heartbeat is not None
+    gone = weakref.ref(s)
+    del s
+    gc.collect()
+    assert gone() is None  # the heartbeat thread did not keep the session alive
+    clock.advance(31)
+    w._go.release()  # wake the loop once: it finds no session and ends
+    heartbeat._thread.join(5)
+    assert not heartbeat.running
