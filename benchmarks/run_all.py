@@ -22,6 +22,7 @@ from pathlib import Path
 
 import common
 import connect_overhead
+import metrics_overhead
 import relogin_storm
 import request_overhead
 import sessions_create
@@ -33,6 +34,7 @@ BENCHMARKS: dict[str, tuple[Callable[..., common.Result], bool]] = {
     "request_overhead": (request_overhead.run, True),
     "relogin_storm": (relogin_storm.run, True),
     "connect_overhead": (connect_overhead.run, True),
+    "metrics_overhead": (metrics_overhead.run, True),
     "soak": (soak.run, True),
 }
 RESULTS = Path(__file__).with_name("RESULTS.md")

@@ -7,6 +7,7 @@ mistyped option fails at once with the list of valid names.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -49,6 +50,9 @@ class SessionConfig:
       connections, like ``requests.Session``, and a session shared through a store lives on).
     - ``max_answer_bytes``: the largest session-call answer body read (and trading fault body
       parsed), in bytes; a larger one is a ``MalformedAnswer``. 1 MiB by default.
+    - ``heartbeat``: when no request has been made for this long, one cheap authenticated call
+      (``heartbeat_call``: method and path, read-only by default) checks the session from a
+      background thread, which renews a dead one there (None: off).
     """
 
     timeout: tuple[float, float] = (3.05, 10.0)
@@ -69,6 +73,8 @@ class SessionConfig:
     logout_on_exit: bool = False
     deadline: float = 60.0
     max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES
+    heartbeat: float | None = None
+    heartbeat_call: tuple[str, str] = contract.ORDERS_REPORT
 
     def __post_init__(self) -> None:
         check_deadline(self.deadline)
@@ -79,6 +85,25 @@ class SessionConfig:
         if type(cap) is not int or not MIN_ANSWER_BYTES <= cap <= MAX_ANSWER_BYTES:
             raise ConfigurationError(
                 f"max_answer_bytes must be an integer within {MIN_ANSWER_BYTES}..{MAX_ANSWER_BYTES}"
+            )
+        if self.heartbeat is not None and not (
+            isinstance(self.heartbeat, (int, float))
+            and not isinstance(self.heartbeat, bool)
+            and math.isfinite(self.heartbeat)
+            and self.heartbeat > 0
+        ):
+            raise ConfigurationError("heartbeat must be > 0 seconds (or None: off)")
+        call = self.heartbeat_call
+        if not (
+            isinstance(call, tuple)
+            and len(call) == 2
+            and all(isinstance(part, str) for part in call)
+            and call[0].upper() in ("GET", "HEAD", "POST", "PUT", "DELETE")
+            and call[1].startswith("/")
+        ):
+            raise ConfigurationError(
+                "heartbeat_call must be (method, path) with a path starting with /",
+                hint='e.g. heartbeat_call=("GET", "/reports/1.0/orders")',
             )
 
     @classmethod

@@ -16,7 +16,9 @@ dashed (internal edges), colour one arrow (the last transition) or thicken it (a
 
 from __future__ import annotations
 
+import itertools
 import re
+import textwrap
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
@@ -47,6 +49,8 @@ class Arrow:
 
     ``count`` is how often a trace took it (None when drawing the table); ``attempt`` is the
     outcome (``refused``/``failed``) of attempts that did not move, drawn as a red dotted loop.
+    ``group`` (table drawings only): the arrow stands for the same edge from each of these states
+    and is drawn once, from a note naming them (``any state``).
     """
 
     src: State
@@ -57,10 +61,75 @@ class Arrow:
     count: int | None = None
     attempt: str | None = None
     marked: bool = False
+    group: tuple[State, ...] = ()
 
     def text(self) -> str:
-        """The arrow's label as drawn."""
+        """The arrow's label on one line (``" ".join(self.lines())``)."""
         return " / ".join(self.labels) + (f" (last: {self.attempt or OK})" if self.marked else "")
+
+    def lines(self) -> list[str]:
+        """The label as drawn: a trigger per line, its guards wrapped below it."""
+        out: list[str] = []
+        for i, label in enumerate(self.labels):
+            if i:
+                out[-1] += " /"
+            trigger, _, guards = label.partition(" [")
+            out.append(trigger)
+            if guards:
+                out += textwrap.wrap("[" + guards, _WRAP, break_long_words=False)
+        if self.marked:
+            out.append(f"(last: {self.attempt or OK})")
+        return out
+
+    @property
+    def tail(self) -> str:
+        """The id of the node the arrow starts at (a note for a group)."""
+        return group_id(self.group) if self.group else self.src.name
+
+    @property
+    def key(self) -> str:
+        """The arrow's element id in the SVG (``arrow-TAIL-DST``), used by the status page."""
+        return f"arrow-{self.tail}-{self.dst.name}"
+
+
+#: Width (characters) a guard list is wrapped to.
+_WRAP = 22
+#: An edge drawn from at least this many states is drawn once, from a note naming them.
+GROUP_MIN = 3
+#: The happy path, drawn straight down.
+HAPPY_PATH: tuple[State, ...] = ALL_STATES
+_HAPPY = frozenset(itertools.pairwise(HAPPY_PATH))
+LEGEND = (
+    "Legend",
+    "solid arrow: you call it",
+    "dashed arrow: the library takes it on a server answer",
+    "[guard]: must hold, or the call is refused",
+    "yellow: current state; red: last transition",
+)
+FAILURE_NODE = "LAST_FAILURE"
+#: Mermaid's layout settings: straight segments and room between nodes keep labels apart.
+MERMAID_INIT = (
+    '%%{init: {"flowchart": {"curve": "linear", "nodeSpacing": 80, "rankSpacing": 60}}}%%'
+)
+
+
+def _rank(state: State) -> int:
+    return HAPPY_PATH.index(state)
+
+
+def group_id(states: tuple[State, ...]) -> str:
+    """Node id of the note a group arrow starts at."""
+    if set(states) == set(ALL_STATES):
+        return "ANY_STATE"
+    return "ANY_OF_" + "_".join(s.name[0] for s in states)
+
+
+def group_label(states: tuple[State, ...]) -> str:
+    """``from any state``, or ``from Uninitialised, Initialised or Authenticated``."""
+    if set(states) == set(ALL_STATES):
+        return "from any state"
+    names = [s.value for s in states]
+    return "from " + ", ".join(names[:-1]) + " or " + names[-1]
 
 
 def edge_label(e: Edge) -> str:
@@ -68,17 +137,60 @@ def edge_label(e: Edge) -> str:
     return f"{e.trigger} [{', '.join(e.guards)}]" if e.guards else e.trigger
 
 
-def arrows(edges: Iterable[Edge] = TRANSITIONS) -> list[Arrow]:
-    """Group edges by (src, dst), in table order."""
-    groups: dict[tuple[State, State], list[Edge]] = {}
+def arrows(edges: Iterable[Edge] = TRANSITIONS, grouped: bool = False) -> list[Arrow]:
+    """Group edges by (src, dst), in table order.
+
+    ``grouped``: an edge (trigger, destination) from :data:`GROUP_MIN` or more states becomes
+    one arrow from a note naming them (edges sharing those states and destination share it);
+    the happy path's arrows come first (so layouts draw it straight down).
+    """
+    edges = list(edges)
+    by_trigger: dict[tuple[str, State], list[Edge]] = {}
     for e in edges:
-        groups.setdefault((e.source, e.dest), []).append(e)
+        by_trigger.setdefault((e.trigger, e.dest), []).append(e)
+    many = {k for k, es in by_trigger.items() if grouped and len(es) >= GROUP_MIN}
+    groups: dict[tuple[State, State] | tuple[tuple[State, ...], State], list[Edge]] = {}
+    for e in edges:
+        if (e.trigger, e.dest) in many:
+            sources = tuple(x.source for x in by_trigger[(e.trigger, e.dest)])
+            groups.setdefault((sources, e.dest), []).append(e)
+        else:
+            groups.setdefault((e.source, e.dest), []).append(e)
     out = []
     for (src, dst), es in groups.items():
         labels = tuple(dict.fromkeys(edge_label(e) for e in es))
         triggers = tuple(dict.fromkeys(e.trigger for e in es))
-        out.append(Arrow(src, dst, labels, all(e.internal for e in es), triggers))
+        internal = all(e.internal for e in es)
+        if isinstance(src, tuple):
+            out.append(Arrow(src[0], dst, labels, internal, triggers, group=src))
+        else:
+            out.append(Arrow(src, dst, labels, internal, triggers))
+    if grouped:
+        out.sort(key=lambda a: not (not a.group and (a.src, a.dst) in _HAPPY))
     return out
+
+
+def arrow_for(record: TransitionRecord, drawn: Iterable[Arrow] | None = None) -> Arrow | None:
+    """The arrow of the table drawing (grouped) that ``record``'s move takes, or None (an
+    attempt that did not move, or a move the table does not have)."""
+    for a in arrows(grouped=True) if drawn is None else drawn:
+        source_ok = (record.src in a.group) if a.group else a.src is record.src
+        if a.dst is record.dst and record.trigger in a.triggers and source_ok:
+            return a
+    return None
+
+
+def failure_marker(record: TransitionRecord) -> str | None:
+    """``login failed: LoginRejected 401001`` for a record that did not succeed, else None."""
+    if record.outcome == OK:
+        return None
+    code = record.fault_code if record.fault_code is not None else record.status
+    detail = " ".join(str(x) for x in (record.error, code) if x is not None)
+    if not detail:
+        detail = record.reason or ""
+    elif record.reason == "cooldown":
+        detail += " (cooldown)"
+    return f"{record.trigger} {record.outcome}: {detail}".rstrip(": ")
 
 
 def trace_arrows(counts: Counts, attempts: Attempts | None = None) -> list[Arrow]:
@@ -108,22 +220,26 @@ def _attempt(state: State, trigger: str, outcome: str, suffix: str, n: int | Non
     return Arrow(state, state, (label,), False, (trigger,), n, attempt=outcome)
 
 
-def _with_last(drawn: list[Arrow], last: TransitionRecord | None) -> list[Arrow]:
-    """Mark the arrow ``last`` took; an attempt that did not move gets its own red loop."""
+def _with_last(drawn: list[Arrow], last: TransitionRecord | None, traced: bool) -> list[Arrow]:
+    """Mark the arrow ``last`` took. In a trace, an attempt that did not move gets its own red
+    loop; in the table drawing, a failure is a note instead (see :func:`_drawing`)."""
     if last is None:
         return drawn
     if last.outcome != OK and last.src == last.dst:
+        if not traced:
+            return drawn
         return [*drawn, _marked(_attempt(last.src, last.trigger, last.outcome, "", None))]
-    for i, a in enumerate(drawn):
-        if (a.src, a.dst) == (last.src, last.dst) and last.trigger in a.triggers:
-            return [*drawn[:i], _marked(a), *drawn[i + 1 :]]
+    hit = arrow_for(last, drawn)
+    if hit is not None:
+        return [_marked(a, last.outcome) if a is hit else a for a in drawn]
     # Not in the table (a transition logged by another version): draw it anyway, marked.
     extra = Arrow(last.src, last.dst, (last.trigger,), False, (last.trigger,))
-    return [*drawn, _marked(extra)]
+    return [*drawn, _marked(extra, last.outcome)]
 
 
-def _marked(a: Arrow) -> Arrow:
-    return Arrow(a.src, a.dst, a.labels, a.internal, a.triggers, a.count, a.attempt, True)
+def _marked(a: Arrow, outcome: str | None = None) -> Arrow:
+    attempt = a.attempt if outcome is None or outcome == OK else outcome
+    return Arrow(a.src, a.dst, a.labels, a.internal, a.triggers, a.count, attempt, True, a.group)
 
 
 def _states(drawn: list[Arrow], traced: bool) -> list[State]:
@@ -139,8 +255,42 @@ def _width(count: int | None) -> float:
     return 2.0 + min(4, (count or 1).bit_length() - 1)
 
 
+@dataclass(frozen=True)
+class _Drawing:
+    """What both renderers draw: states, arrows, notes (groups, legend, failure marker)."""
+
+    traced: bool
+    states: list[State]
+    arrows: list[Arrow]
+    first: State | None
+    groups: list[tuple[State, ...]]
+    failure: tuple[State, str] | None
+
+
+def _drawing(
+    highlight: State | None,
+    last: TransitionRecord | None,
+    counts: Counts | None,
+    attempts: Attempts | None,
+    start: State | None,
+) -> _Drawing:
+    traced = counts is not None or attempts is not None
+    drawn = trace_arrows(counts or {}, attempts) if traced else arrows(grouped=True)
+    drawn = _with_last(drawn, last, traced)
+    states = _states(drawn, traced)
+    first = start or (INITIAL if not traced or INITIAL in states else None)
+    groups = list(dict.fromkeys(a.group for a in drawn if a.group))
+    marker = failure_marker(last) if last is not None and not traced else None
+    failure = (last.dst, marker) if last is not None and marker else None
+    return _Drawing(traced, states, drawn, first, groups, failure)
+
+
 def _mermaid_text(text: str) -> str:
     return text.replace('"', "#quot;")
+
+
+def _mermaid_lines(lines: Iterable[str]) -> str:
+    return "<br>".join(_mermaid_text(x) for x in lines)
 
 
 def mermaid(
@@ -154,31 +304,38 @@ def mermaid(
     """Mermaid flowchart of the machine.
 
     ``highlight`` fills one state; ``last`` draws the arrow of that transition in red, with
-    ``(last: outcome)`` in its label; ``counts`` (from a trace) draws only the arrows taken, each
-    labelled ``trigger xn`` and thicker the more it was taken, and ``attempts`` adds red dotted
-    loops for attempts that did not move. ``start`` is where the start dot points (default: the
-    initial state).
+    ``(last: outcome)`` in its label, and a failed or refused attempt as a red note naming the
+    error (``login failed: LoginRejected 401001``) beside the state it left the session in.
+    ``counts`` (from a trace) draws only the arrows taken, each labelled ``trigger xn`` and
+    thicker the more it was taken, and ``attempts`` adds red dotted loops for attempts that did
+    not move. ``start`` is where the start dot points (default: the initial state). The table
+    drawing draws edges from many states once, from a note, and carries a legend.
     """
-    traced = counts is not None or attempts is not None
-    drawn = trace_arrows(counts or {}, attempts) if traced else arrows()
-    drawn = _with_last(drawn, last)
-    states = _states(drawn, traced)
-    first = start or (INITIAL if not traced or INITIAL in states else None)
+    d = _drawing(highlight, last, counts, attempts, start)
     lines = [
+        MERMAID_INIT,
         "flowchart TD",
-        "    %% " + (_TRACED if traced else _GENERATED),
+        "    %% " + (_TRACED if d.traced else _GENERATED),
         "    %% Solid: called by you. Dashed: internal, taken by the library on a server answer.",
     ]
-    for s in states:
+    for s in d.states:
         lines.append(f'    {s.name}("{_mermaid_text(s.value)}")')
+    notes = [group_id(g) for g in d.groups]
+    for g in d.groups:
+        label = _mermaid_lines(textwrap.wrap(group_label(g), _WRAP))
+        lines.append(f'    {group_id(g)}["{label}"]')
+    if not d.traced:
+        lines.append(f'    LEGEND["{_mermaid_lines(LEGEND)}"]')
+        notes.append("LEGEND")
     styles: list[str] = []
     index = 0
-    if first is not None:
-        lines.append("    start(( )) --> " + first.name)
+    if d.first is not None:
+        lines.append("    start(( )) --> " + d.first.name)
         index = 1
-    for a in drawn:
+    for a in d.arrows:
         arrow = "-.->" if a.internal or a.attempt else "-->"
-        lines.append(f'    {a.src.name} {arrow}|"{_mermaid_text(a.text())}"| {a.dst.name}')
+        label = _mermaid_lines(a.lines()) if not d.traced else _mermaid_text(a.text())
+        lines.append(f'    {a.tail} {arrow}|"{label}"| {a.dst.name}')
         style = []
         if a.marked or a.attempt:
             style += [f"stroke:{MARK}", f"color:{MARK}"]
@@ -187,11 +344,22 @@ def mermaid(
         if style:
             styles.append(f"    linkStyle {index} {','.join(style)}")
         index += 1
+    if d.failure is not None:
+        state, text = d.failure
+        lines.append(f'    {FAILURE_NODE}["{_mermaid_text(text)}"]')
+        lines.append(f"    {state.name} -.- {FAILURE_NODE}")
+        styles.append(f"    linkStyle {index} stroke:{MARK}")
     lines += styles
-    if first is not None:
+    if d.first is not None:
         lines.append("    classDef start fill:#333,stroke:#333")
         lines.append("    class start start")
-    if highlight is not None and highlight in states:
+    if notes:
+        lines.append("    classDef note fill:#fffbe6,stroke:#999,stroke-dasharray:4 3")
+        lines.append(f"    class {','.join(notes)} note")
+    if d.failure is not None:
+        lines.append(f"    classDef failure fill:#fdecea,stroke:{MARK},color:{MARK}")
+        lines.append(f"    class {FAILURE_NODE} failure")
+    if highlight is not None and highlight in d.states:
         lines.append(f"    classDef current fill:{CURRENT_FILL},stroke:#333,stroke-width:3px")
         lines.append(f"    class {highlight.name} current")
     return "\n".join(lines) + "\n"
@@ -199,6 +367,10 @@ def mermaid(
 
 def _dot_text(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _dot_lines(lines: Iterable[str], end: str = "\\n") -> str:
+    return end.join(_dot_text(x) for x in lines)
 
 
 def dot(
@@ -209,28 +381,34 @@ def dot(
     attempts: Attempts | None = None,
     start: State | None = None,
 ) -> str:
-    """Graphviz DOT of the machine; the arguments mean what they mean for :func:`mermaid`."""
-    traced = counts is not None or attempts is not None
-    drawn = trace_arrows(counts or {}, attempts) if traced else arrows()
-    drawn = _with_last(drawn, last)
-    states = _states(drawn, traced)
-    first = start or (INITIAL if not traced or INITIAL in states else None)
+    """Graphviz DOT of the machine; the arguments mean what they mean for :func:`mermaid`.
+
+    Every state and arrow carries an ``id`` (``state-NAME``, ``arrow-TAIL-DST``) that the SVG
+    keeps, so a page can highlight them without drawing again."""
+    d = _drawing(highlight, last, counts, attempts, start)
     lines = [
         "digraph session {",
-        f"  // {_TRACED if traced else _GENERATED} Dashed edges are internal.",
-        "  rankdir=TB; nodesep=0.6; ranksep=0.8;",
+        f"  // {_TRACED if d.traced else _GENERATED} Dashed edges are internal.",
+        "  rankdir=TB; nodesep=0.8; ranksep=0.6;",
         '  node [shape=box, style="rounded", fontname="Helvetica"];',
         '  edge [fontname="Helvetica", fontsize=10];',
     ]
-    for s in states:
+    for s in d.states:
         extra = f', style="rounded,filled", fillcolor="{CURRENT_FILL}"' if s is highlight else ""
-        lines.append(f'  {s.name} [label="{_dot_text(s.value)}"{extra}];')
-    if first is not None:
+        group = ", group=happy" if not d.traced and s in HAPPY_PATH else ""
+        node = f'label="{_dot_text(s.value)}"{extra}, id="state-{s.name}"{group}'
+        lines.append(f"  {s.name} [{node}];")
+    note = 'shape=note, style="filled,dashed", fillcolor="#fffbe6", color="#999999", fontsize=10'
+    for g in d.groups:
+        label = _dot_lines(textwrap.wrap(group_label(g), _WRAP))
+        lines.append(f'  {group_id(g)} [label="{label}", {note}, id="note-{group_id(g)}"];')
+    if d.first is not None:
         lines.append('  start [shape=point, width=0.2, label=""];')
-        lines.append(f"  start -> {first.name};")
-    for a in drawn:
-        attrs = [f'label="{_dot_text(a.text())}"']
-        if a.attempt:
+        lines.append(f"  start -> {d.first.name};")
+    for a in d.arrows:
+        text = _dot_lines(a.lines()) if not d.traced else _dot_text(a.text())
+        attrs = [f'label="{text}"']
+        if a.attempt and (not a.marked or a.src is a.dst):
             attrs.append("style=dotted")
         elif a.internal:
             attrs.append("style=dashed")
@@ -238,7 +416,26 @@ def dot(
             attrs += [f'color="{MARK}"', f'fontcolor="{MARK}"']
         if a.count is not None or a.marked:
             attrs.append(f"penwidth={_width(a.count) / 2 + 0.5 if a.count else 2.5:g}")
-        lines.append(f"  {a.src.name} -> {a.dst.name} [{', '.join(attrs)}];")
+        if not d.traced:
+            if not a.group and (a.src, a.dst) in _HAPPY:
+                attrs.append("weight=10")
+            elif a.internal and not a.group and _rank(a.src) - _rank(a.dst) > 1:
+                attrs.append("tailport=e, headport=e")  # a long way back: round the right side
+            attrs.append(f'id="{a.key}"')
+        lines.append(f"  {a.tail} -> {a.dst.name} [{', '.join(attrs)}];")
+    if d.failure is not None:
+        state, text = d.failure
+        lines.append(
+            f'  {FAILURE_NODE} [label="{_dot_text(text)}", shape=note, style=filled, '
+            f'fillcolor="#fdecea", color="{MARK}", fontcolor="{MARK}", fontsize=10];'
+        )
+        lines.append(
+            f'  {state.name} -> {FAILURE_NODE} [style=dotted, color="{MARK}", arrowhead=none];'
+        )
+    if not d.traced:
+        legend = _dot_lines(LEGEND, "\\l") + "\\l"
+        lines.append(f'  LEGEND [label="{legend}", {note}, id="legend"];')
+        lines.append("  { rank=sink; LEGEND; }")
     lines.append("}")
     return "\n".join(lines) + "\n"
 

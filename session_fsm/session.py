@@ -24,7 +24,7 @@ from .errors import (
     WrongDomain,
 )
 from .logs import emit
-from .machine import SessionMachine
+from .observed import ObservedMachine
 from .relogin import SessionAuth, send
 from .snapshot import FAILED, Snapshot
 from .table import State
@@ -34,7 +34,7 @@ from .table import State
 SOFT_RETRY_MIN = 1.0
 
 
-class KSSession(SessionMachine):
+class KSSession(ObservedMachine):
     """One trading session with the KS Trade API, as a guarded state machine.
 
     ``KSSession(credentials, host=..., store=..., **options)``: see
@@ -124,7 +124,7 @@ class KSSession(SessionMachine):
         session saved by another process is adopted instead of logging in again.
         """
         timeout = self.config.relogin_timeout
-        if not self._lock.acquire(timeout=timeout):
+        if not self._wait_for_lock(timeout):
             raise SessionExpired(
                 f"gave up after {timeout:g}s waiting for another thread's re-login",
                 hint="raise relogin_timeout, or retry",
@@ -282,7 +282,16 @@ class KSSession(SessionMachine):
         :func:`~session_fsm.relogin.replayable`); raises the typed error for any non-2xx answer
         (the response is on the error as ``.response``).
         """
-        return send(self, method, path, **kwargs)
+        hooks = self._request_hooks
+        if hooks is None:
+            return send(self, method, path, **kwargs)
+        try:
+            response = send(self, method, path, **kwargs)
+        except Exception as exc:
+            self._tell(hooks, type(exc).__name__ if isinstance(exc, KSError) else "other")
+            raise
+        self._tell(hooks, "ok")
+        return response
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:
         """``request("GET", path, ...)``."""
@@ -303,7 +312,8 @@ class KSSession(SessionMachine):
     # --- lifecycle -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the transport's pooled connections."""
+        """Stop the heartbeat (if any) and close the transport's pooled connections."""
+        self._stop_heartbeat()
         self._wire.close()
 
     def __enter__(self) -> KSSession:

@@ -79,6 +79,14 @@ def test_connect_overhead_makes_the_same_calls(target: object) -> None:
     assert result.data["calls"] == {c: 4 * (rounds + 1) for c in calls}
 
 
+def test_metrics_overhead_counts_every_request(target: object) -> None:
+    pytest.importorskip("prometheus_client")
+    result = bench("metrics_overhead").run(target, smoke=True)
+    _judged_ok(result)
+    assert result.data["requests"] == 2 * 20  # two arms, 20 pairs
+    assert result.data["counted"] == 20 + 1  # the metrics arm's requests and its warm-up
+
+
 def test_soak_loses_nothing_and_logs_in_once_per_expiry(target: object) -> None:
     result = bench("soak").run(target, smoke=True)
     _judged_ok(result)
@@ -98,7 +106,7 @@ def test_run_all_smoke_command() -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for name in ("sessions_create", "request_overhead", "relogin_storm", "connect_overhead",
-                 "soak"):  # fmt: skip
+                 "metrics_overhead", "soak"):  # fmt: skip
         assert name in proc.stdout
     assert "FAIL" not in proc.stdout
     assert "all judged figures PASS" in proc.stdout

@@ -50,8 +50,55 @@ def expected_edges() -> set[tuple[str, str, str, bool]]:
 
 
 def mermaid_arrows(text: str) -> list[tuple[str, str, str, str]]:
-    """(src, arrow, label, dst) of every labelled arrow line, in order."""
-    return [m.groups() for line in text.splitlines() if (m := MERMAID_ARROW.match(line))]  # type: ignore[misc]
+    """(src, arrow, label, dst) of every labelled arrow line, in order; a label's line breaks
+    read as spaces."""
+    return [
+        (m.group(1), m.group(2), m.group(3).replace("<br>", " "), m.group(4))
+        for line in text.splitlines()
+        if (m := MERMAID_ARROW.match(line))
+    ]
+
+
+MERMAID_NOTE = re.compile(r'^ {4}(ANY_\w+)\["(.*)"\]$')
+DOT_NOTE = re.compile(r'^ {2}(ANY_\w+) \[label="(.*?)"')
+
+
+def sources_named(label: str) -> list[str]:
+    """The states a "from ..." note names (``from any state``: all of them)."""
+    if label == "from any state":
+        return [s.name for s in ALL_STATES]
+    return [s.name for s in ALL_STATES if re.search(rf"\b{re.escape(s.value)}\b", label)]
+
+
+def notes(text: str, pattern: re.Pattern[str], newline: str) -> dict[str, list[str]]:
+    """Note node id -> the states it stands for, read from the note's own label."""
+    return {
+        m.group(1): sources_named(m.group(2).replace(newline, " "))
+        for line in text.splitlines()
+        if (m := pattern.match(line))
+    }
+
+
+def expand(rows: list[tuple[str, str, str, bool]], groups: dict[str, list[str]]) -> list[
+    tuple[str, str, str, bool]
+]:
+    """An arrow from a note is the same edge from each state the note names."""
+    return [(src, d, label, i) for s, d, label, i in rows for src in groups.get(s, [s])]
+
+
+def expected_arrow_count(internal: bool | None = None) -> int:
+    """Arrows the table drawing has: one per (source, dest), except that an edge from three
+    or more states is drawn once (edges sharing those states and dest share it)."""
+    sources: dict[tuple[str, State], list[State]] = {}
+    for e in TRANSITIONS:
+        sources.setdefault((e.trigger, e.dest), []).append(e.source)
+    keys = set()
+    for e in TRANSITIONS:
+        if internal is not None and e.internal != internal:
+            continue
+        srcs = sources[(e.trigger, e.dest)]
+        keys.add((tuple(srcs), e.dest) if len(srcs) >= 3 else (e.source, e.dest))
+    return len(keys)
 
 
 def drawn_edges(rows: list[tuple[str, str, str, bool]]) -> set[tuple[str, str, str, bool]]:
@@ -84,21 +131,24 @@ def test_mermaid_has_every_state_and_edge_with_guards_and_internal_dashed() -> N
     for s in ALL_STATES:
         assert f'    {s.name}("{s.value}")' in text.splitlines()
     rows = [(s, d, label, arrow == "-.->") for s, arrow, label, d in mermaid_arrows(text)]
-    assert drawn_edges(rows) == expected_edges()
+    assert drawn_edges(expand(rows, notes(text, MERMAID_NOTE, "<br>"))) == expected_edges()
+    assert len(rows) == expected_arrow_count()  # "from any state" edges drawn once
     assert "    start(( )) --> UNINITIALISED" in text
-    assert "linkStyle" not in text and "current" not in text  # nothing marked by default
+    assert "linkStyle" not in text and "classDef current" not in text  # nothing marked
 
 
 def test_dot_has_every_state_and_edge_with_guards_and_internal_dashed() -> None:
     text = diagrams.dot()
     for s in ALL_STATES:
-        assert f'  {s.name} [label="{s.value}"];' in text.splitlines()
+        assert f'  {s.name} [label="{s.value}", id="state-{s.name}", group=happy];' in text
     rows = []
     for line in text.splitlines():
         m = DOT_ARROW.match(line)
         if m and m.group(1) != "start":
-            rows.append((m.group(1), m.group(2), m.group(3), "style=dashed" in m.group(4)))
-    assert drawn_edges(rows) == expected_edges()
+            label = m.group(3).replace("\\n", " ")
+            rows.append((m.group(1), m.group(2), label, "style=dashed" in m.group(4)))
+    assert drawn_edges(expand(rows, notes(text, DOT_NOTE, "\\n"))) == expected_edges()
+    assert len(rows) == expected_arrow_count()
 
 
 @needs_graphviz
@@ -107,11 +157,12 @@ def test_svg_draws_every_state_and_edge_label() -> None:
     texts = svg_texts(svg)
     for s in ALL_STATES:
         assert s.value in texts
-    labels = {part for t in texts for part in t.split(" / ")}
-    assert {label for _, _, label, _ in expected_edges()} <= labels
-    internal_arrows = {(e.source, e.dest) for e in TRANSITIONS if e.internal}
-    assert len(re.findall(r"<path[^>]*stroke-dasharray", svg)) == len(internal_arrows)
-    assert svg.count('class="edge"') == len({(e.source, e.dest) for e in TRANSITIONS}) + 1
+    joined = " ".join(texts)  # a wrapped label's lines are consecutive <text> elements
+    for _, _, label, _ in expected_edges():
+        assert label in joined, label
+    assert "Legend" in texts
+    assert len(re.findall(r"<path[^>]*stroke-dasharray", svg)) == expected_arrow_count(True)
+    assert svg.count('class="edge"') == expected_arrow_count() + 1
 
 
 @needs_graphviz
@@ -129,10 +180,14 @@ def test_highlight_marks_exactly_one_state_in_mermaid_and_dot() -> None:
         assert [
             ln for ln in text.splitlines() if ln.startswith("    class ") and "current" in ln
         ] == [f"    class {state.name} current"]
-        filled = [ln for ln in diagrams.dot(highlight=state).splitlines() if "fillcolor" in ln]
+        filled = [
+            ln
+            for ln in diagrams.dot(highlight=state).splitlines()
+            if f'fillcolor="{diagrams.CURRENT_FILL}"' in ln
+        ]
         assert filled == [
             f'  {state.name} [label="{state.value}", style="rounded,filled", '
-            f'fillcolor="{diagrams.CURRENT_FILL}"];'
+            f'fillcolor="{diagrams.CURRENT_FILL}", id="state-{state.name}", group=happy];'
         ]
 
 
@@ -228,13 +283,20 @@ def test_embedded_dot_survives_xml_escaping() -> None:
 
 def marked(text: str) -> list[tuple[str, str, str, str]]:
     """The arrows a linkStyle paints red, by their index among the drawn links."""
-    links = [ln for ln in text.splitlines() if "-->" in ln or "-.->" in ln]
+    links = [ln for ln in text.splitlines() if re.search(r" (-->|-\.->|-\.-)[ |]", ln)]
     red = [
         int(m.group(1))
         for ln in text.splitlines()
         if (m := re.match(r"    linkStyle (\d+) .*stroke:" + diagrams.MARK, ln))
     ]
-    return [MERMAID_ARROW.match(links[i]).groups() for i in red]  # type: ignore[union-attr]
+    return [mermaid_arrows(links[i])[0] for i in red if MERMAID_ARROW.match(links[i])]
+
+
+def failure_note(text: str) -> list[tuple[str, str]]:
+    """(state, text) of the red failure note and the state it is attached to."""
+    label = re.findall(r'^    LAST_FAILURE\["(.*)"\]$', text, re.M)
+    attached = re.findall(r"^    (\w+) -\.- LAST_FAILURE$", text, re.M)
+    return list(zip(attached, label, strict=True))
 
 
 def current(text: str) -> list[str]:
@@ -261,9 +323,9 @@ def test_live_diagram_follows_a_real_session(new_session: Callable[..., KSSessio
         s.login()
     d = s.diagram()
     assert current(d) == ["LOGGED_OUT"]
-    # A refused trigger does not move: a red dotted loop names it, the table arrows stay as drawn.
-    assert marked(d) == [("LOGGED_OUT", "-.->", "login refused (last: refused)", "LOGGED_OUT")]
-    assert len(mermaid_arrows(d)) == len(mermaid_arrows(diagrams.mermaid())) + 1
+    # A refused trigger does not move: a red note names it, the table arrows stay as drawn.
+    assert marked(d) == [] and failure_note(d) == [("LOGGED_OUT", "login refused: no edge")]
+    assert len(mermaid_arrows(d)) == len(mermaid_arrows(diagrams.mermaid()))
 
 
 def test_live_diagram_marks_an_internal_edge(
@@ -330,9 +392,9 @@ def test_committed_mermaid_renders_in_mermaid_cli(tmp_path: Path) -> None:
     for guard in GUARDS:
         assert guard in text, f"guard {guard} not drawn"
     links = re.findall(r"<path\b[^>]*data-edge=\"true\"[^>]*>", svg)
-    assert len(links) == len(mermaid_arrows(COMMITTED_MMD.read_text())) + 1  # + the start arrow
-    internal = {(e.source, e.dest) for e in TRANSITIONS if e.internal}
-    assert sum("edge-pattern-dotted" in p for p in links) == len(internal)
+    assert len(links) == expected_arrow_count() + 1  # + the start arrow
+    assert sum("edge-pattern-dotted" in p for p in links) == expected_arrow_count(True)
+    assert "Legend" in text and "from any state" in text
 
 
 def test_live_and_trace_variants_render_in_mermaid_cli(tmp_path: Path) -> None:
@@ -352,8 +414,9 @@ def test_live_and_trace_variants_render_in_mermaid_cli(tmp_path: Path) -> None:
         path = tmp_path / f"{name}.mmd"
         path.write_text(source, encoding="utf-8")
         svg, text = render_with_mmdc(path, tmp_path / f"{name}.svg")
-        for label in re.findall(r'\|"(.*?)"\|', source):
-            assert label in text, f"{name}: {label!r} not drawn"
+        for label in re.findall(r'\|"(.*?)"\||\["(.*?)"\]', source):
+            for line in "<br>".join(label).split("<br>"):
+                assert not line or line in text, f"{name}: {line!r} not drawn"
         assert svg.count(diagrams.MARK) >= 1, f"{name}: nothing drawn in red"
 
 
@@ -366,3 +429,20 @@ def test_readme_mermaid_block_is_the_committed_diagram() -> None:
     assert COMMITTED_MMD.read_text(encoding="utf-8") in blocks, (
         "README's mermaid block differs from diagrams/session.mmd: paste the file in again"
     )
+
+
+def test_live_failure_note_names_the_error_in_both_renderers(
+    sb: Sandbox, new_session: Callable[..., KSSession]
+) -> None:
+    s = new_session()
+    s.init()
+    sb.control.fault(contract.LOGIN_USERID[1], status=401, code=contract.FAULT_WRONG_PASSWORD)
+    with pytest.raises(KSError):
+        s.login()
+    d = s.diagram()
+    assert failure_note(d) == [("INITIALISED", "login failed: LoginRejected 401001")]
+    assert current(d) == ["INITIALISED"] and marked(d) == []  # no arrow taken: a note instead
+    last = s.history[-1]
+    source = diagrams.dot(highlight=s.state, last=last)
+    assert 'LAST_FAILURE [label="login failed: LoginRejected 401001"' in source
+    assert f'  INITIALISED -> LAST_FAILURE [style=dotted, color="{diagrams.MARK}"' in source
