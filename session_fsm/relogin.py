@@ -82,7 +82,9 @@ class SessionAuth(AuthBase):
         if response.status_code != 401:
             return response
         session = self.session
-        err = error_for(Call.TRADING, 401, _fault_code(response))
+        err = error_for(
+            Call.TRADING, 401, _fault_code(response), where=_call_name(response, sent_with)
+        )
         if isinstance(err, GatewayAuthError):
             if not session.refresh_bearer():
                 _release(response)
@@ -125,7 +127,7 @@ class SessionAuth(AuthBase):
         again.request = prep
         if again.status_code == 401:
             _release(again)
-            err = error_for(Call.TRADING, 401, _fault_code(again))
+            err = error_for(Call.TRADING, 401, _fault_code(again), where=_call_name(again, snap))
             if isinstance(err, (GatewayAuthError, WrongDomain)):
                 self.session.gateway_rejected(err)  # same edge as on a first answer
             raise err
@@ -139,6 +141,14 @@ def _call_name(response: requests.Response, sent_with: Snapshot) -> str:
     url = request.url or ""
     path = url[len(sent_with.host) :] if url.startswith(sent_with.host) else urlsplit(url).path
     return f"{request.method} {path.partition('?')[0]}"
+
+
+def _where(method: str, path: str) -> str:
+    """``"GET /reports/1.0/orders"`` for a path below the host (an absolute URL: its path);
+    never the query string."""
+    if "://" in path:
+        path = urlsplit(path).path
+    return f"{method.upper()} {path.partition('?')[0].partition('#')[0]}"
 
 
 def _release(response: requests.Response) -> None:
@@ -155,7 +165,7 @@ def send(session: KSSession, method: str, path: str, **kwargs: Any) -> requests.
         url = session.ready().host + path
     response = session.wire.send(method, url, auth=session.auth, **kwargs)
     try:
-        Wire.raise_for(Call.TRADING, response)
+        Wire.raise_for(Call.TRADING, response, _where(method, path))
     except APIError as exc:
         exc.response = response
         if isinstance(exc, WrongDomain):  # the user moved host: re-init on the next request

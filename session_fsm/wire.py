@@ -46,6 +46,7 @@ from .errors import (
     RequestTimeout,
     error_for,
 )
+from .explain import HINTS, connection_cause, endpoint
 from .hosts import LOOPBACK_HOSTS as LOOPBACK_HOSTS  # where it was first defined
 from .hosts import check_url as check
 from .hosts import refusal
@@ -389,10 +390,7 @@ class Wire:
                 hint="raise deadline= if the API is slow, or retry later",
             ) from None
         except requests.RequestException as exc:
-            if _timed_out(exc):
-                raise RequestTimeout(f"{method} {urlsplit(url).path} timed out") from None
-            kind = type(exc).__name__
-            raise NetworkError(f"{method} {urlsplit(url).path} failed: {kind}") from None
+            raise _transport_error(method, url, exc, config) from None
         except OSError as exc:  # requests' own check of the CA bundle / client certificate paths
             raise ConfigurationError(
                 f"{method} {urlsplit(url).path}: TLS files unusable: {exc}",
@@ -402,8 +400,12 @@ class Wire:
     # --- answers -------------------------------------------------------------------------------
 
     @staticmethod
-    def raise_for(call: Call, response: requests.Response) -> None:
-        """Raise the typed error for a non-2xx ``response`` of ``call``; return on 2xx."""
+    def raise_for(call: Call, response: requests.Response, where: str = "") -> None:
+        """Raise the typed error for a non-2xx ``response`` of ``call``; return on 2xx.
+
+        ``where`` names the call in the API's words (``"GET /reports/1.0/orders"``); by
+        default the session call's own method and path, or the request's method and path.
+        """
         if 200 <= response.status_code < 300:
             return
         fault = Fault.parse(_json_or_none(response))
@@ -420,6 +422,8 @@ class Wire:
             fault.code if fault else None,
             fault.description if fault else "",
             retry_after,
+            where=where or _where(call, response),
+            fault_message=fault.message if fault else "",
         )
 
     @classmethod
@@ -490,6 +494,45 @@ class Wire:
         if headers:
             merged.update(headers)
         return self.send(method, url, headers=merged, **kwargs)
+
+
+def _transport_error(
+    method: str, url: str, exc: requests.RequestException, config: WireConfig
+) -> NetworkError | RequestTimeout:
+    """The typed error of a request that got no answer: the call, ``host:port`` and the cause
+    in words (refused, DNS, TLS, timeout, dropped), with what to do about that cause."""
+    kind, words = connection_cause(exc)
+    where = f"{method} {urlsplit(url).path}"
+    if kind == "other" and _timed_out(exc):
+        kind = "read-timeout"
+    if kind == "connect-timeout":
+        words = f"connecting timed out after {config.timeout[0]:g}s"
+    elif kind == "read-timeout":
+        words = f"no answer within {config.timeout[1]:g}s (read timeout)"
+    message = f"{where}: {endpoint(url)}: {words}"
+    if kind in ("connect-timeout", "read-timeout"):
+        return RequestTimeout(message, hint=HINTS[kind])
+    return NetworkError(message, hint=HINTS[kind])
+
+
+#: Each session call's method and path, as the API documents them.
+_SESSION_CALLS = {
+    Call.INIT: c.SESSION_INIT,
+    Call.LOGIN: c.LOGIN_USERID,
+    Call.TWO_FA: c.TWO_FA_ACCESSCODE,
+    Call.LOGOUT: c.SESSION_LOGOUT,
+}
+
+
+def _where(call: Call, response: requests.Response) -> str:
+    """``METHOD /path`` of the call an answer belongs to (never its query string)."""
+    known = _SESSION_CALLS.get(call)
+    if known is not None:
+        return " ".join(known)
+    request = response.request
+    if request is None:
+        return ""
+    return f"{request.method} {urlsplit(request.url or '').path}"
 
 
 def _lock_wait_expired(timeout: float) -> RequestTimeout:
