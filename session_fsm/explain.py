@@ -27,6 +27,8 @@ TEXT_MAX = 200
 #: A run this long of letters, digits and token punctuation may be a secret: never shown.
 _TOKENISH = re.compile(r"[A-Za-z0-9_+=.~-]{24,}")
 _SPACE = re.compile(r"\s+")
+#: A terminal escape sequence (CSI ``ESC [ ... letter``, or ESC and one character).
+_ESCAPE = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|.)?", re.DOTALL)
 #: An OpenSSL reason (``CERTIFICATE_VERIFY_FAILED``): a fixed identifier, safe to show.
 _SSL_REASON = re.compile(r"[A-Z0-9_]{3,60}")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -39,7 +41,7 @@ def safe_text(text: object) -> str:
         return ""
     kept = "".join(
         " " if ch.isspace() else ch
-        for ch in text[: TEXT_MAX * 4]
+        for ch in _ESCAPE.sub("", text[: TEXT_MAX * 4])
         if ch.isspace() or not unicodedata.category(ch).startswith("C")
     )
     kept = _TOKENISH.sub("…", _SPACE.sub(" ", kept)).strip()

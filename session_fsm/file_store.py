@@ -209,8 +209,9 @@ class FileStore:
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
+            why = "it is a file, not a folder" if self.path.parent.is_file() else _os_error(exc)
             raise StoreError(
-                f"cannot create the token file's folder {self.path.parent}: {_os_error(exc)}",
+                f"cannot create the token file's folder {self.path.parent}: {why}",
                 hint=_WHERE_HINT,
             ) from None
         _lock_file_usable(Path(lock.lock_file))  # at once: filelock would wait out the timeout

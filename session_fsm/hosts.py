@@ -153,7 +153,8 @@ def configured_host(url: str, allowed_domains: tuple[str, ...], allow_loopback: 
         what = "is http: only https may carry credentials (http only on loopback)"
         hint = example
     elif why.startswith("not on the allow-list"):
-        what = f"is not under allowed_domains ({', '.join(allowed_domains) or 'none'})"
+        listed = ", ".join(allowed_domains) or "empty"
+        what = f"is not on the allow-list (allowed_domains: {listed})"
         hint = "add its domain to allowed_domains if you trust it (CLI: --allowed-domain)"
     elif why.startswith("loopback"):
         what, hint = "is loopback, and allow_loopback is off", "set allow_loopback=True"
