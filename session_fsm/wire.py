@@ -386,7 +386,8 @@ class Wire:
             return http.request(method, url, **{**options, **kwargs})
         except DeadlineExceeded:
             raise RequestTimeout(
-                f"{method} {urlsplit(url).path} passed its deadline of {config.deadline:g}s",
+                f"{method} {urlsplit(url).path}: {endpoint(url)}: passed its deadline of "
+                f"{config.deadline:g}s",
                 hint="raise deadline= if the API is slow, or retry later",
             ) from None
         except requests.RequestException as exc:

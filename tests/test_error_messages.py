@@ -157,6 +157,30 @@ def test_a_silent_server_is_a_read_timeout_naming_the_wait(silent: int) -> None:
     assert "timeout=" in info.value.hint
 
 
+def test_a_full_accept_queue_is_a_connect_timeout() -> None:
+    # Linux drops SYNs to a listener whose accept queue is full: the connect itself hangs.
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = int(server.getsockname()[1])
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    time.sleep(0.1)  # the fillers' handshakes complete (or queue) before ours
+    try:
+        with pytest.raises(RequestTimeout) as info:
+            _wire(timeout=(0.3, 2.0)).send("GET", f"http://127.0.0.1:{port}/apim/x")
+    finally:
+        for sock in (*fillers, server):
+            sock.close()
+    text = str(info.value)
+    assert f"127.0.0.1:{port}" in text and "connecting timed out after 0.3s" in text, text
+    assert "firewall" in info.value.hint
+
+
 def test_connection_messages_never_show_user_info() -> None:
     from session_fsm.explain import endpoint
 
