@@ -2,10 +2,10 @@
 failed connection in words (refused, DNS lookup failed, TLS failed, timed out, dropped).
 
 The server's fault text is hostile input: it is cut to :data:`TEXT_MAX` characters, control
-and format characters are dropped, and any long run of letters and digits (a token, a key, a
-hash) is replaced by ``…``. Connection causes are read from the exception classes of urllib3,
-requests and the standard library, never from their text (which may hold a URL); only the
-host and port, never user info, are named.
+and format characters (and terminal escapes) are dropped, and any long run of letters and
+digits with a digit in it (a token, a key, a hash) is replaced by ``…``. Connection causes
+are read from the exception classes of urllib3, requests and the standard library, never
+from their text (which may hold a URL); only the host and port, never user info, are named.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ from urllib3.util import parse_url
 
 #: Most characters of the server's text shown in a message.
 TEXT_MAX = 200
-#: A run this long of letters, digits and token punctuation may be a secret: never shown.
+#: A run this long of letters, digits and token punctuation, with a digit in it, may be a
+#: secret (a JWT, a key, a hash): never shown. A long plain word or host name is kept.
 _TOKENISH = re.compile(r"[A-Za-z0-9_+=.~-]{24,}")
+_DIGIT = re.compile(r"[0-9]")
 _SPACE = re.compile(r"\s+")
 #: A terminal escape sequence (CSI ``ESC [ ... letter``, or ESC and one character).
 _ESCAPE = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|.)?", re.DOTALL)
@@ -44,8 +46,13 @@ def safe_text(text: object) -> str:
         for ch in _ESCAPE.sub("", text[: TEXT_MAX * 4])
         if ch.isspace() or not unicodedata.category(ch).startswith("C")
     )
-    kept = _TOKENISH.sub("…", _SPACE.sub(" ", kept)).strip()
+    kept = _TOKENISH.sub(_hide, _SPACE.sub(" ", kept)).strip()
     return kept if len(kept) <= TEXT_MAX else kept[: TEXT_MAX - 1].rstrip() + "…"
+
+
+def _hide(found: re.Match[str]) -> str:
+    run = found.group(0)
+    return "…" if _DIGIT.search(run) else run
 
 
 def server_text(message: object, description: object) -> str:

@@ -87,6 +87,9 @@ def test_the_servers_text_is_made_safe_to_show() -> None:
     assert len(err.explanation) <= 200
     assert "Bad request (bad order rejected for session" in text, text
     assert token not in repr(err) and token not in err.description
+    from session_fsm.explain import safe_text
+
+    assert safe_text("use tradeapi.kotaksecurities.com") == "use tradeapi.kotaksecurities.com"
 
 
 def test_a_fault_with_no_code_says_no_fault() -> None:
