@@ -88,6 +88,27 @@ Errors print one line; --debug shows the traceback. No secret is ever printed.
 """
 
 
+#: The library's words for a setting, and the CLI user's (an error's hint names what to set).
+_CLI_WORDS = (
+    ("Credentials(userid=..., password=...)", f"{ENV['userid']}, {ENV['password']}"),
+    ("(access_code=/totp_secret=)", f"({ENV['access_code']} or {ENV['totp_secret']})"),
+    ("Credentials(password=...)", ENV["password"]),
+    ("Credentials(access_code=...)", ENV["access_code"]),
+    ("(host=)", f"({ENV['host']})"),
+    ("host=", f"{ENV['host']}="),
+    ("add its domain to allowed_domains if you trust it (CLI: --allowed-domain)",
+     f"add its domain with --allowed-domain (or {ALLOWED_ENV}) if you trust it"),
+)  # fmt: skip
+
+
+def cli_words(text: str) -> str:
+    """``text`` (an error's message) with the library's setting names replaced by the CLI's
+    (``Credentials(password=...)`` -> ``KS_PASSWORD``)."""
+    for library, cli in _CLI_WORDS:
+        text = text.replace(library, cli)
+    return text
+
+
 def _read_config(path: Path) -> dict[str, str]:
     """KS_* settings of a KEY=VALUE file (``export`` prefixes, quotes and # comments allowed)."""
     try:

@@ -304,6 +304,10 @@ def error_line(command: str, exc: BaseException) -> str:
 
     if isinstance(exc, (UserError, KSError)):
         text = str(exc)  # written to be shown: names, statuses and hints only
+        if command in ("login", "status", "logout"):
+            from .account import cli_words
+
+            text = cli_words(text)  # the settings by the names this command reads
     elif isinstance(exc, OSError) and exc.strerror:
         text = exc.strerror + (f": {exc.filename}" if exc.filename else "")
     else:

@@ -332,3 +332,13 @@ def test_cli_connection_failures_name_host_port_and_cause(tmp_path: Path) -> Non
     for run in (refused, dns):
         assert "pw-Err-5Tq-SECRET" not in run.stdout + run.stderr
         assert len(run.stderr.splitlines()) == 1
+
+
+def test_cli_hints_name_the_settings_the_cli_reads(sb: Sandbox, tmp_path: Path) -> None:
+    wrong = cli("login", env=account_env(sb.url), home=tmp_path)  # not the demo password
+    assert wrong.returncode == 1 and "login rejected: POST /session/1.0/session/login/userid" \
+        in wrong.stderr, wrong.stderr  # fmt: skip
+    assert "KS_PASSWORD" in wrong.stderr and "KS_ACCESS_CODE" in wrong.stderr
+    assert "Credentials(" not in wrong.stderr and "provider" not in wrong.stderr
+    bad = cli("status", env=account_env("https://api.example.com/apim"), home=tmp_path)
+    assert "KS_ALLOWED_DOMAINS" in bad.stderr and "--allowed-domain" in bad.stderr
