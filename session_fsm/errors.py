@@ -312,6 +312,9 @@ def error_for(
         cls = ServiceUnavailable
     else:
         cls = UnexpectedStatus
+    hint = None
+    if cls is LoginRejected and call is Call.TWO_FA:  # the password was accepted already
+        hint = "check the access code or TOTP secret (access_code=/totp_secret=)"
     words = _CALL_WORDS.get(call)
     if words is None:  # a trading call: its method and path say what it was
         message = where or "trading call"
@@ -326,4 +329,5 @@ def error_for(
         retry_after=retry_after,
         where=where or call.value,
         explanation=server_text(fault_message, description),
+        hint=hint,
     )
