@@ -43,6 +43,8 @@ ENV = {
 #: The token store (``file:PATH`` or ``redis://...``) when ``--store`` is not given.
 STORE_ENV = "KS_STORE"
 DEFAULT_STORE = "file:~/.session_fsm/tokens.json"
+#: The allow-list of API hosts (comma-separated) when ``--allowed-domain`` is not given.
+ALLOWED_ENV = "KS_ALLOWED_DOMAINS"
 #: The one cheap authenticated call that checks a stored session is alive.
 CHECK_CALL = contract.ORDERS_REPORT
 #: What each account command needs (a tuple: any one of them). status makes no HTTP call;
@@ -56,7 +58,7 @@ _NEEDS: dict[str, tuple[str | tuple[str, ...], ...]] = {
         ("access_code", "totp_secret"),
     ),
 }  # fmt: skip
-_KNOWN = (*ENV.values(), STORE_ENV)
+_KNOWN = (*ENV.values(), STORE_ENV, ALLOWED_ENV)
 #: Stands in for the gateway credentials status never sends.
 _UNUSED = "unused-by-status"
 ACCOUNT_HELP = f"""\
@@ -69,6 +71,8 @@ settings come from the environment, or from a KEY=VALUE --config file (the envir
   KS_ACCESS_CODE   the 2FA access code (login), or KS_TOTP_SECRET to compute it
   KS_IP, KS_APP_ID optional (default 127.0.0.1, session_fsm)
   KS_STORE         token store when --store is not given (default {DEFAULT_STORE})
+  KS_ALLOWED_DOMAINS  domains KS_HOST (and its redirects) may be under, comma-separated,
+                   when no --allowed-domain is given (default {contract.KS_DOMAIN})
 login resumes a stored session and checks it with one authenticated call (GET
 /reports/1.0/orders), logging in again if it is dead; --no-check trusts it unchecked (and says
 so). A rejected password starts a cool-down kept in the store: later runs do not send it again
@@ -82,6 +86,27 @@ exit codes: 0 done (status: a live session is stored; without --check, one is st
   session_age_s, store, live (true/false after a check, null when not checked).
 Errors print one line; --debug shows the traceback. No secret is ever printed.
 """
+
+
+#: The library's words for a setting, and the CLI user's (an error's hint names what to set).
+_CLI_WORDS = (
+    ("Credentials(userid=..., password=...)", f"{ENV['userid']}, {ENV['password']}"),
+    ("(access_code=/totp_secret=)", f"({ENV['access_code']} or {ENV['totp_secret']})"),
+    ("Credentials(password=...)", ENV["password"]),
+    ("Credentials(access_code=...)", ENV["access_code"]),
+    ("(host=)", f"({ENV['host']})"),
+    ("host=", f"{ENV['host']}="),
+    ("add its domain to allowed_domains if you trust it (CLI: --allowed-domain)",
+     f"add its domain with --allowed-domain (or {ALLOWED_ENV}) if you trust it"),
+)  # fmt: skip
+
+
+def cli_words(text: str) -> str:
+    """``text`` (an error's message) with the library's setting names replaced by the CLI's
+    (``Credentials(password=...)`` -> ``KS_PASSWORD``)."""
+    for library, cli in _CLI_WORDS:
+        text = text.replace(library, cli)
+    return text
 
 
 def _read_config(path: Path) -> dict[str, str]:
@@ -161,8 +186,15 @@ def account_session(args: argparse.Namespace) -> tuple[KSSession, str]:
             "user's other sessions out at the broker and then throw the session away",
             hint="use --store file:PATH or redis://host:port/db (or leave the default)",
         )
+    domains = getattr(args, "allowed_domains", None) or [
+        d.strip() for d in v.get(ALLOWED_ENV, "").split(",") if d.strip()
+    ]
+    options: dict[str, Any] = {"allowed_domains": tuple(domains)} if domains else {}
     # status --check only looks: it never logs in (auto_relogin off).
-    return KSSession(creds, host=v[ENV["host"]], store=store, auto_relogin=not check), store
+    session = KSSession(
+        creds, host=v[ENV["host"]], store=store, auto_relogin=not check, **options
+    )
+    return session, store
 
 
 def _print(text: str) -> None:

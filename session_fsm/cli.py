@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .account import ACCOUNT_HELP, DEFAULT_STORE, STORE_ENV
+from .account import ACCOUNT_HELP, ALLOWED_ENV, DEFAULT_STORE, STORE_ENV
+from .contract import KS_DOMAIN
 from .errors import ConfigurationError, KSError
 
 #: Exit codes: the operation failed (API, network, store); a usage or settings mistake.
@@ -136,6 +137,15 @@ def _parser() -> argparse.ArgumentParser:
             help=f"file:PATH or redis://host:port/db (else {STORE_ENV}, else {DEFAULT_STORE})",
         )
         c.add_argument("--config", type=Path, metavar="FILE", help="KEY=VALUE file of settings")
+        c.add_argument(
+            "--allowed-domain",
+            dest="allowed_domains",
+            action="append",
+            metavar="DOMAIN",
+            default=None,
+            help="a domain KS_HOST and its redirects may be under; repeat for more (else "
+            f"{ALLOWED_ENV}, comma-separated, else {KS_DOMAIN})",
+        )
         c.add_argument("--json", action="store_true", help="print JSON (events on stderr too)")
         c.add_argument(
             "-v", "--verbose", action="store_true", help="show each transition on stderr"
@@ -294,6 +304,10 @@ def error_line(command: str, exc: BaseException) -> str:
 
     if isinstance(exc, (UserError, KSError)):
         text = str(exc)  # written to be shown: names, statuses and hints only
+        if command in ("login", "status", "logout"):
+            from .account import cli_words
+
+            text = cli_words(text)  # the settings by the names this command reads
     elif isinstance(exc, OSError) and exc.strerror:
         text = exc.strerror + (f": {exc.filename}" if exc.filename else "")
     else:

@@ -221,7 +221,7 @@ def as_secret(value: object, source: str) -> Secret:
 def produce(provider: SecretProvider, what: str) -> Secret:
     """Ask ``provider`` for ``what`` (``password``, ``access_code``): a non-empty Secret, or
     ConfigurationError naming ``what`` before anything is sent (never the value)."""
-    return as_secret(provider.get(), f"the {what} provider")
+    return as_secret(provider.get(), f"the {what} (Credentials({what}=...))")
 
 
 def as_provider(value: ProviderLike | None, what: str) -> SecretProvider | None:

@@ -84,9 +84,8 @@ class GuardFailed(InvalidTransition):
 
 
 class ConfigurationError(KSError):
-    """A setting is missing or invalid; the message names it."""
-
-    hint = "fix the named setting and try again"
+    """A setting is missing or invalid; the message names it (and, where it helps, a hint
+    says how to write it)."""
 
 
 class UnsafeRedirect(KSError):
@@ -115,7 +114,8 @@ class ReloginNeedsHuman(KSError):
 
 
 class TransportError(KSError):
-    """No usable HTTP answer arrived."""
+    """No usable HTTP answer arrived. The message names the call, ``host:port`` and the cause
+    (connection refused, DNS lookup failed, TLS handshake failed, timed out, dropped)."""
 
     hint = "check the network; the call may be retried"
 
@@ -153,7 +153,12 @@ class MalformedAnswer(KSError):
 
 
 class APIError(KSError):
-    """The API answered with a non-2xx status (and usually a fault envelope)."""
+    """The API answered with a non-2xx status (and usually a fault envelope).
+
+    Made by :func:`error_for`, the message names the call as ``METHOD /path`` (``where``) and
+    ends with the server's own explanation (``explanation``: its fault message and
+    description, shortened, printable, never a token-like string), then what to do.
+    """
 
     def __init__(
         self,
@@ -164,14 +169,31 @@ class APIError(KSError):
         description: str = "",
         retry_after: float | None = None,
         hint: str | None = None,
+        where: str = "",
+        explanation: str = "",
     ) -> None:
         self.description = description
         self.retry_after = retry_after
+        #: The call as ``METHOD /path`` ("" when not known).
+        self.where = where
+        #: What the server said about the fault (made safe to show; "" when it said nothing).
+        self.explanation = explanation
         #: The ``requests.Response`` when the error came from ``session.request`` (a trading
         #: call); ``None`` for the session calls. Its ``.request`` has the Authorization,
         #: sessionToken and oneTimeToken headers masked: the error never carries a token.
         self.response: Any = None
         super().__init__(message, status=status, fault_code=fault_code, hint=hint)
+
+    def _render(self) -> str:
+        if not self.where:
+            return super()._render()
+        tags = [] if self.status is None else [f"HTTP {self.status}"]
+        if self.fault_code is not None:
+            tags.append(f"fault {self.fault_code}")
+        text = f"{self.message} -> {', '.join(tags)}" if tags else self.message
+        if self.explanation:
+            text += f": {self.explanation}"
+        return f"{text}; {self.hint}" if self.hint else text
 
 
 class BadRequest(APIError):
@@ -211,7 +233,10 @@ class OneTimeTokenRejected(AuthError):
 class LoginRejected(AuthError):
     """Wrong userid, password or access code."""
 
-    hint = "check the password and access code providers"
+    hint = (
+        "check the user id and password (Credentials(userid=..., password=...)) and the "
+        "access code or TOTP secret (access_code=/totp_secret=)"
+    )
 
 
 class WrongDomain(APIError):
@@ -241,10 +266,16 @@ class ServiceUnavailable(APIError):
 class UnexpectedStatus(APIError):
     """Any other non-2xx status."""
 
-    hint = "see the status and fault code"
+    hint = "check the method and path against the KS Trade API reference"
 
 
-_STATUS_NAMES = {400: "bad request", 401: "unauthorised", 429: "rate limited"}
+#: The session calls in words, for messages.
+_CALL_WORDS = {
+    Call.INIT: "session init",
+    Call.LOGIN: "login",
+    Call.TWO_FA: "2FA (access code)",
+    Call.LOGOUT: "logout",
+}
 
 
 def _says_invalid_session(*texts: str) -> bool:
@@ -258,12 +289,24 @@ def error_for(
     description: str = "",
     retry_after: float | None = None,
     message: str = "",
+    *,
+    where: str = "",
+    fault_message: str = "",
 ) -> APIError:
     """Map one non-2xx answer of ``call`` to its typed error (no I/O, no secrets).
 
-    ``message`` and ``description`` are the fault's texts: a trading call's 403 that says
-    "Invalid session" is an expired session, like a 401 with fault 99999.
+    ``where`` names the call (``"GET /reports/1.0/orders"``); ``fault_message`` (or
+    ``message``, the same) and ``description`` are the server's fault texts, shown shortened and
+    made safe (see :func:`session_fsm.explain.safe_text`). A trading call's 403 that says
+    "Invalid session" is an expired session, like a 401 with fault 99999. A fault code of 0 is
+    no fault code.
     """
+    from .explain import safe_text, server_text
+
+    fault_message = fault_message or message
+    message = fault_message
+    if fault_code == 0:  # the gateway's "no recognised code": say nothing rather than "fault 0"
+        fault_code = None
     cls: type[APIError]
     if fault_code == contract.FAULT_GATEWAY_TOKEN:
         cls = GatewayAuthError
@@ -291,11 +334,22 @@ def error_for(
         cls = ServiceUnavailable
     else:
         cls = UnexpectedStatus
-    what = _STATUS_NAMES.get(status, cls.__name__)
+    hint = None
+    if cls is LoginRejected and call is Call.TWO_FA:  # the password was accepted already
+        hint = "check the access code or TOTP secret (access_code=/totp_secret=)"
+    words = _CALL_WORDS.get(call)
+    if words is None:  # a trading call: its method and path say what it was
+        message = where or "trading call"
+    else:
+        outcome = "rejected" if cls is LoginRejected else "failed"
+        message = f"{words} {outcome}: {where}" if where else f"{words} {outcome}"
     return cls(
-        f"{call.value} failed: {what}",
+        message,
         status=status,
         fault_code=fault_code,
-        description=description,
+        description=safe_text(description),
         retry_after=retry_after,
+        where=where or call.value,
+        explanation=server_text(fault_message, description),
+        hint=hint,
     )

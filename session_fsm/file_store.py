@@ -147,6 +147,7 @@ class FileStore:
         try:
             # Before the lock: filelock would create a missing folder with the default mode.
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _lock_file_usable(Path(self._write_lock.lock_file))
             with self._write_lock.acquire(timeout=WRITE_LOCK_TIMEOUT):
                 sessions = self._read()
                 before = dict(sessions)
@@ -156,7 +157,7 @@ class FileStore:
         except Timeout:
             raise StoreError(f"token file {self.path} stayed locked by another process") from None
         except OSError as exc:
-            raise StoreError(f"cannot write token file {self.path}: {type(exc).__name__}") from None
+            raise StoreError(f"cannot write token file {self.path}: {_os_error(exc)}") from None
 
     def save(self, key: str, session: StoredSession) -> None:
         """Store ``session`` under ``key`` (atomic replace of the whole file)."""
@@ -207,16 +208,46 @@ class FileStore:
                 lock = self._relogin_locks[key] = FileLock(str(self.lock_path(key)), mode=0o600)
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            why = "it is a file, not a folder" if self.path.parent.is_file() else _os_error(exc)
+            raise StoreError(
+                f"cannot create the token file's folder {self.path.parent}: {why}",
+                hint=_WHERE_HINT,
+            ) from None
+        _lock_file_usable(Path(lock.lock_file))  # at once: filelock would wait out the timeout
+        try:
             lock.acquire(timeout=timeout)
         except Timeout:
             yield False
             return
         except OSError as exc:
-            raise StoreError(f"cannot lock {self.path}: {type(exc).__name__}") from None
+            raise StoreError(f"cannot lock {lock.lock_file}: {_os_error(exc)}") from None
         try:
             yield True
         finally:
             lock.release()
+
+
+_WHERE_HINT = "give the store a path in a folder this process can write (file:PATH)"
+
+
+def _os_error(exc: OSError) -> str:
+    """``No such file or directory (ENOENT)``: the OS's words, never a file's contents."""
+    name = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+    return f"{exc.strerror} ({name})" if exc.strerror else name
+
+
+def _lock_file_usable(path: Path) -> None:
+    """StoreError naming ``path`` and the OS error unless the lock file can be opened (made if
+    missing). filelock retries such a failure until its timeout, as if another process held
+    the lock; this says at once what is wrong."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot create the lock file {path}: {_os_error(exc)}", hint=_WHERE_HINT
+        ) from None
+    os.close(fd)
 
 
 def _kind(mode: int) -> str:

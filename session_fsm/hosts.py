@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
-from .errors import UnsafeRedirect
+from .errors import ConfigurationError, UnsafeRedirect
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -129,3 +129,35 @@ def hint_for(reason: str) -> str | None:
     if reason.startswith(("not on the allow-list", "not https", "loopback")):
         return None
     return "give a plain https://host[:port]/path URL (no user info; IDNs as xn--)"
+
+
+def configured_host(url: str, allowed_domains: tuple[str, ...], allow_loopback: bool) -> str:
+    """``url`` without a trailing slash, or ConfigurationError saying what is wrong with the
+    configured API host (not a URL, wrong scheme, user info, not on the allow-list, missing
+    ``/apim``). Nothing was sent; there was no redirect."""
+    example = "e.g. host='https://tradeapi.kotaksecurities.com/apim'"
+    shown = shown_host(url)
+    why = refusal(url, allowed_domains, allow_loopback)
+    if why is None:
+        parts = urlsplit(url)
+        if parts.path.rstrip("/") == "" and parts.hostname not in LOOPBACK_HOSTS:
+            raise ConfigurationError(
+                f"host {shown!r} has no path: the KS Trade API lives under /apim", hint=example
+            )
+        return url.rstrip("/")
+    if why == "not an absolute http(s) URL":
+        what, hint = "is not a URL (it needs https://)", example
+    elif why == "not an http(s) URL":
+        what, hint = "has a scheme other than https", example
+    elif why == "not https":
+        what = "is http: only https may carry credentials (http only on loopback)"
+        hint = example
+    elif why.startswith("not on the allow-list"):
+        listed = ", ".join(allowed_domains) or "empty"
+        what = f"is not on the allow-list (allowed_domains: {listed})"
+        hint = "add its domain to allowed_domains if you trust it (CLI: --allowed-domain)"
+    elif why.startswith("loopback"):
+        what, hint = "is loopback, and allow_loopback is off", "set allow_loopback=True"
+    else:
+        what, hint = f"is not usable: {why}", hint_for(why) or example
+    raise ConfigurationError(f"host {shown!r} {what}", hint=hint)

@@ -39,6 +39,7 @@ from .errors import (
     SessionExpired,
     WrongDomain,
 )
+from .hosts import configured_host
 from .locks import ForkSafeLock
 from .logs import emit, emit_record, get_logger
 from .masking import mask_url
@@ -54,7 +55,7 @@ from .stores import (
     save_cooldown,
 )
 from .table import State
-from .wire import Identity, Wire, check_host
+from .wire import Identity, Wire
 
 Callback = Callable[["SessionMachine", TransitionRecord], None]
 _STATE_NAMED: dict[str, State] = {s.name: s for s in State}
@@ -150,7 +151,8 @@ class SessionMachine(EdgeCalls):
         if wire is not None and options:
             check_wire_options(options, wire.config)
         self._wire = wire or Wire(self.config.wire_config())
-        self.origin = check_host(host, self._wire.config)
+        wc = self._wire.config
+        self.origin = configured_host(host, tuple(wc.allowed_domains), bool(wc.allow_loopback))
         self._clock = clock
         self._logger = logger  # None: the library's logger, made at the first event (_log)
         self._store = open_store(store)

@@ -108,7 +108,12 @@ class SessionAuth(AuthBase):
         session = self.session
         seal_response(response)  # from here on, anything raised leaves only masked headers behind
         try:
-            err = Wire.error_of(Call.TRADING, response, session.wire.config.max_answer_bytes)
+            err = Wire.error_of(
+                Call.TRADING,
+                response,
+                session.wire.config.max_answer_bytes,
+                where=_call_name(response, ex.snap),
+            )
         except MalformedAnswer as exc:  # a fault body of the wrong shape: recorded, answer kept
             session.answer_refused(exc)
             ex.error = exc
@@ -171,11 +176,18 @@ class SessionAuth(AuthBase):
         try:
             again: requests.Response = first.connection.send(prep, **kwargs)
         except requests.RequestException as exc:
-            raise transport_error(prep.method or "GET", prep.url or "", exc) from None
+            raise transport_error(
+                prep.method or "GET", prep.url or "", exc, session.wire.config
+            ) from None
         again.history.append(first)
         again.request = prep
         if again.status_code == 401:
-            err = Wire.error_of(Call.TRADING, again, session.wire.config.max_answer_bytes)
+            err = Wire.error_of(
+                Call.TRADING,
+                again,
+                session.wire.config.max_answer_bytes,
+                where=_call_name(again, snap),
+            )
             # Same edge as on a first answer, unless another thread replaced the token since.
             if isinstance(err, GatewayAuthError) and bearer == session._gateway()[0]:
                 session.gateway_rejected(err, snap)
@@ -218,6 +230,14 @@ def _apply(r: requests.PreparedRequest, who: Identity, snap: Snapshot, session: 
     r.headers.update(Wire.trading_headers(who, token))
 
 
+def _where(method: str, path: str) -> str:
+    """``"GET /reports/1.0/orders"`` for a path below the host (an absolute URL: its path);
+    never the query string."""
+    if "://" in path:
+        path = urlsplit(path).path
+    return f"{method.upper()} {path.partition('?')[0].partition('#')[0]}"
+
+
 def _release(response: requests.Response) -> None:
     _ = response.content  # read the body so the connection returns to the pool
     response.close()
@@ -242,7 +262,12 @@ def send(session: KSSession, method: str, path: str, **kwargs: Any) -> requests.
             return response
         seal_response(response)  # the error carries the response: never our tokens with it
         try:
-            err = Wire.error_of(Call.TRADING, response, session.wire.config.max_answer_bytes)
+            err = Wire.error_of(
+                Call.TRADING,
+                response,
+                session.wire.config.max_answer_bytes,
+                where=_where(method, path),
+            )
         except MalformedAnswer as exc:
             session.answer_refused(exc)
             raise

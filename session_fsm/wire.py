@@ -50,6 +50,7 @@ from .errors import (
     RequestTimeout,
     error_for,
 )
+from .explain import HINTS, connection_cause, endpoint
 from .hosts import LOOPBACK_HOSTS as LOOPBACK_HOSTS  # where it was first defined
 from .hosts import check_url as check
 from .hosts import refusal
@@ -359,7 +360,7 @@ class Answer:
     retry_after: float | None
     body: Any
 
-    def error(self) -> APIError:
+    def error(self, where: str = "") -> APIError:
         """The typed error of this non-2xx answer, by status and fault code. A body that is no
         JSON at all (a gateway's HTML page) is no fault; one nested too deeply, or a fault of
         the wrong shape, raises MalformedAnswer."""
@@ -378,7 +379,8 @@ class Answer:
             fault.code if fault else None,
             fault.description if fault else "",
             self.retry_after,
-            message,
+            where=where or " ".join(_SESSION_CALLS.get(self.call, ("", ""))).strip(),
+            fault_message=message,
         )
 
     def payload(self, required: str | None) -> Any:
@@ -509,11 +511,12 @@ class Wire:
             return http.request(method, url, **{**options, **kwargs})
         except DeadlineExceeded:
             raise RequestTimeout(
-                f"{method} {urlsplit(url).path} passed its deadline of {config.deadline:g}s",
+                f"{method} {urlsplit(url).path}: {endpoint(url)}: passed its deadline of "
+                f"{config.deadline:g}s",
                 hint="raise deadline= if the API is slow, or retry later",
             ) from None
         except requests.RequestException as exc:
-            error = transport_error(method, url, exc)
+            error = transport_error(method, url, exc, config)
         except ValueError:  # http.client refused a header value (CR/LF, not latin-1): the
             # exception's text holds the value, so only its kind is kept
             error = ConfigurationError(
@@ -558,7 +561,7 @@ class Wire:
                         error = _too_large(call, status, cap)
                         break
         except requests.RequestException as exc:
-            error = transport_error(response.request.method or "", response.url, exc)
+            error = transport_error(response.request.method or "", response.url, exc, self.config)
         finally:
             response.close()
         if error is not None:
@@ -570,27 +573,35 @@ class Wire:
 
     @staticmethod
     def raise_for(
-        call: Call, response: requests.Response, max_bytes: int = DEFAULT_MAX_ANSWER_BYTES
+        call: Call,
+        response: requests.Response,
+        max_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+        where: str = "",
     ) -> None:
         """Raise the typed error for a non-2xx ``response`` of ``call``; return on 2xx.
 
         A fault body that is not JSON is no fault (typed by status alone); one larger than
         ``max_bytes``, nested too deeply or with a fault of the wrong shape is MalformedAnswer.
+        ``where`` names the call in the API's words (``"GET /reports/1.0/orders"``); by default
+        the session call's own method and path, or the request's method and path.
         """
-        err = Wire.error_of(call, response, max_bytes)
+        err = Wire.error_of(call, response, max_bytes, where=where)
         if err is not None:
             raise err
 
     @staticmethod
     def error_of(
-        call: Call, response: requests.Response, max_bytes: int = DEFAULT_MAX_ANSWER_BYTES
+        call: Call,
+        response: requests.Response,
+        max_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+        where: str = "",
     ) -> APIError | None:
         """The typed error for a non-2xx ``response`` of ``call`` (None on 2xx); the one place
         a trading answer is read for its mapping (:func:`~session_fsm.errors.error_for`).
         Raises MalformedAnswer for a fault body of the wrong shape."""
         if 200 <= response.status_code < 300:
             return None
-        return answer(call, response, max_bytes).error()
+        return answer(call, response, max_bytes).error(where or _where(call, response))
 
     @classmethod
     def payload(cls, call: Call, response: requests.Response, required: str | None) -> Any:
@@ -660,6 +671,50 @@ class Wire:
         return self.send(method, url, headers=merged, auth=auth, **kwargs)
 
 
+def transport_error(
+    method: str, url: str, exc: requests.RequestException, config: WireConfig
+) -> KSError:
+    """The typed error of a request that got no answer: the call, ``host:port`` and the cause
+    in words (refused, DNS, TLS, timeout, dropped), with what to do about that cause."""
+    if isinstance(exc, requests.exceptions.InvalidHeader):  # its text quotes the value
+        return ConfigurationError(
+            f"{method} {urlsplit(url).path}: a header value has line breaks or leading spaces",
+            hint="check the credentials and headers for pasted line breaks",
+        )
+    kind, words = connection_cause(exc)
+    where = f"{method} {urlsplit(url).path}"
+    if kind == "other" and _timed_out(exc):
+        kind = "read-timeout"
+    if kind == "connect-timeout":
+        words = f"connecting timed out after {config.timeout[0]:g}s"
+    elif kind == "read-timeout":
+        words = f"no answer within {config.timeout[1]:g}s (read timeout)"
+    message = f"{where}: {endpoint(url)}: {words}"
+    if kind in ("connect-timeout", "read-timeout"):
+        return RequestTimeout(message, hint=HINTS[kind])
+    return NetworkError(message, hint=HINTS[kind])
+
+
+#: Each session call's method and path, as the API documents them.
+_SESSION_CALLS = {
+    Call.INIT: c.SESSION_INIT,
+    Call.LOGIN: c.LOGIN_USERID,
+    Call.TWO_FA: c.TWO_FA_ACCESSCODE,
+    Call.LOGOUT: c.SESSION_LOGOUT,
+}
+
+
+def _where(call: Call, response: requests.Response) -> str:
+    """``METHOD /path`` of the call an answer belongs to (never its query string)."""
+    known = _SESSION_CALLS.get(call)
+    if known is not None:
+        return " ".join(known)
+    request = response.request
+    if request is None:
+        return ""
+    return f"{request.method} {urlsplit(request.url or '').path}"
+
+
 def _lock_wait_expired(timeout: float) -> RequestTimeout:
     return RequestTimeout(f"gave up after {timeout:g}s waiting for the transport's lock")
 
@@ -675,19 +730,6 @@ def _timed_out(exc: requests.RequestException) -> bool:
     # urllib3's NewConnectionError (connection refused) subclasses ConnectTimeoutError.
     refused = isinstance(reason, urllib3_exceptions.NewConnectionError)
     return isinstance(reason, urllib3_exceptions.TimeoutError) and not refused
-
-
-def transport_error(method: str, url: str | None, exc: requests.RequestException) -> KSError:
-    """The typed error of a request that got no usable answer (names the path, not the URL)."""
-    path = urlsplit(url or "").path
-    if isinstance(exc, requests.exceptions.InvalidHeader):  # its text quotes the value
-        return ConfigurationError(
-            f"{method} {path}: a header value has line breaks or leading spaces",
-            hint="check the credentials and headers for pasted line breaks",
-        )
-    if _timed_out(exc):
-        return RequestTimeout(f"{method} {path} timed out")
-    return NetworkError(f"{method} {path} failed: {type(exc).__name__}")
 
 
 def _too_large(call: Call, status: int, cap: int) -> MalformedAnswer:

@@ -66,7 +66,11 @@ def test_login_with_ks_totp_secret_against_a_totp_sandbox(tmp_path: Path) -> Non
         stats = requests.get(url.replace("/apim", "/_sandbox/stats"), timeout=5).json()
         assert stats["sessions"] == 1
         wrong = login(url, tmp_path / "other", KS_TOTP_SECRET=pyotp.random_base32())
-        assert wrong.returncode == 1 and "generate_session2_fa failed" in wrong.stderr
+        assert wrong.returncode == 1, wrong.stderr
+        assert "2FA (access code) rejected: POST /session/1.0/session/2FA/accesscode -> HTTP 401" \
+            in wrong.stderr  # fmt: skip
+        assert "KS_ACCESS_CODE or KS_TOTP_SECRET" in wrong.stderr
+        assert "KS_PASSWORD" not in wrong.stderr  # the password was accepted
         static = login(url, tmp_path / "third", KS_ACCESS_CODE="1234")
         assert static.returncode == 1 and "HTTP 401" in static.stderr
     for run in (ok, wrong, static):

@@ -254,7 +254,10 @@ def bad_day(
 
 
 @settings(
-    max_examples=3, deadline=None, phases=NO_SHRINK, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=3,
+    deadline=None,
+    phases=NO_SHRINK,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(password=secret_text, code=codes, bearer=secret_text, bearer2=secret_text, seed=seeds)
 def test_secret_hunt_bad_day(
@@ -312,7 +315,10 @@ def test_secret_hunt_bad_day(
 
 
 @settings(
-    max_examples=2, deadline=None, phases=NO_SHRINK, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=2,
+    deadline=None,
+    phases=NO_SHRINK,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(password=secret_text, bearer=secret_text, seed=seeds)
 def test_secret_hunt_cli(tmp_path: Path, password: str, bearer: str, seed: str) -> None:
