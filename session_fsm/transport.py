@@ -27,7 +27,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import requests
@@ -68,6 +68,25 @@ def current_call() -> Call | None:
     """The call this thread is sending, if it goes through a GuardedAdapter."""
     call: Call | None = getattr(_local, "call", None)
     return call
+
+
+@contextlib.contextmanager
+def deadline_scope(seconds: float) -> Iterator[Call]:
+    """Watch one call for ``seconds`` across the block: its send through a GuardedAdapter and
+    the reading of a streamed body after it (``stream=True`` answers are read after ``send``
+    returns). A scope already open in this thread is used as it is."""
+    outer = current_call()
+    if outer is not None:
+        yield outer
+        return
+    call = Call(time.monotonic() + seconds)
+    _local.call = call
+    _WATCHDOG.watch(call)
+    try:
+        yield call
+    finally:
+        _WATCHDOG.finish(call)
+        _local.call = None
 
 
 class _Watchdog:
@@ -194,9 +213,11 @@ class GuardedAdapter(HTTPAdapter):
     ) -> requests.Response:
         self._check(request.url or "")
         deadline = self._deadline
-        call = Call(time.monotonic() + deadline)
-        outer, _local.call = current_call(), call
-        _WATCHDOG.watch(call)
+        outer = current_call()  # a deadline_scope() around this send and its body's reading
+        call = outer if outer is not None else Call(time.monotonic() + deadline)
+        if outer is None:
+            _local.call = call
+            _WATCHDOG.watch(call)
         try:
             response = super().send(
                 request, stream, _bounded(timeout, deadline), verify, cert, proxies
@@ -208,8 +229,9 @@ class GuardedAdapter(HTTPAdapter):
             if not call.expired:
                 raise
         finally:
-            _WATCHDOG.finish(call)
-            _local.call = outer
+            if outer is None:
+                _WATCHDOG.finish(call)
+                _local.call = None
         # Raised outside the handler: the error chains to nothing (the request, its headers and
         # body stay out of it).
         raise DeadlineExceeded(f"the call passed its deadline of {deadline:g}s")

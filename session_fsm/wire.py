@@ -71,7 +71,7 @@ from .models import (
     valid_token,
 )
 from .secret import Secret
-from .transport import DeadlineExceeded, GuardedAdapter, current_call
+from .transport import DeadlineExceeded, GuardedAdapter, current_call, deadline_scope
 
 #: Methods safe to retry on 429/5xx/timeouts (and to replay after a re-login).
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
@@ -538,11 +538,14 @@ class Wire:
         The response is closed and its request sealed before anything can raise, and the body
         is only ever held decoded, with its tokens as Secrets.
         """
-        response = self.send(method, url, headers=headers, auth=auth, stream=True)
-        seal_response(response, drop_body=True)
-        status = response.status_code
-        retry_after = _retry_after(response.headers.get("Retry-After"))
-        return Answer(call, status, retry_after, decode_answer(self._read(call, response)))
+        # One deadline for the send and the reading of the streamed body after it.
+        with deadline_scope(self.config.deadline):
+            response = self.send(method, url, headers=headers, auth=auth, stream=True)
+            seal_response(response, drop_body=True)
+            status = response.status_code
+            retry_after = _retry_after(response.headers.get("Retry-After"))
+            body = self._read(call, response)
+        return Answer(call, status, retry_after, decode_answer(body))
 
     def _read(self, call: Call, response: requests.Response) -> bytes:
         """The whole body of a streamed ``response``, refusing more than ``max_answer_bytes``."""
@@ -561,7 +564,17 @@ class Wire:
                         error = _too_large(call, status, cap)
                         break
         except requests.RequestException as exc:
-            error = transport_error(response.request.method or "", response.url, exc, self.config)
+            watched = current_call()
+            if watched is not None and watched.expired:  # the deadline cut the body short
+                error = RequestTimeout(
+                    f"{response.request.method} {urlsplit(response.url).path}: "
+                    f"{endpoint(response.url)}: passed its deadline of {self.config.deadline:g}s",
+                    hint="raise deadline= if the API is slow, or retry later",
+                )
+            else:
+                error = transport_error(
+                    response.request.method or "", response.url, exc, self.config
+                )
         finally:
             response.close()
         if error is not None:
