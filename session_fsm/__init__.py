@@ -10,6 +10,7 @@ event, and re-logs in by itself, once, when a request meets an expired session.
         s.get("/reports/1.0/orders")
 """
 
+from .answers import Identity
 from .config import SessionConfig
 from .credentials import (
     Credentials,
@@ -62,12 +63,13 @@ from .models import (
 )
 from .redis_store import RedisStore
 from .relogin import SessionAuth, replayable
+from .retry import RetryPolicy
 from .secret import Secret
 from .session import KSSession
 from .snapshot import Snapshot, TransitionRecord
 from .stores import MemoryStore, StoredSession, StoreError, TokenStore, open_store
 from .table import TRANSITIONS, Edge, State
-from .wire import Identity, RetryPolicy, Wire, WireConfig
+from .wire import Wire, WireConfig
 
 __version__ = "0.1.0"
 

@@ -16,7 +16,8 @@ from . import contract
 from . import validation as v
 from .errors import ConfigurationError
 from .models import DEFAULT_MAX_ANSWER_BYTES
-from .wire import RetryPolicy, WireConfig, check_deadline
+from .retry import RetryPolicy
+from .wire import WireConfig, check_deadline
 
 #: Bounds of ``max_answer_bytes``: below 1 KiB no real answer fits; above 1 GiB is no cap.
 MIN_ANSWER_BYTES, MAX_ANSWER_BYTES = 1 << 10, 1 << 30

@@ -27,11 +27,11 @@ from .credentials import Credentials
 from .diagrams import mermaid
 from .errors import KSError
 from .logs import configure_logging
+from .retry import RetryPolicy
 from .sandbox import DEMO_ACCOUNT, SandboxConfig, run_sandbox
 from .session import KSSession
 from .snapshot import OK, TransitionRecord
 from .table import State
-from .wire import RetryPolicy
 
 #: Instruments the demo bot watches (TCS, INFY on NSE in the KS instrument master).
 _WATCHLIST = "11536-1594"

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .answers import Identity
 from .config import SessionConfig
 from .credentials import Credentials, as_secret, produce
 from .errors import GatewayAuthError, KSError, SessionExpired
@@ -20,7 +21,7 @@ from .models import UserCredentials, UserDetails
 from .snapshot import Snapshot
 from .stores import StoredSession, TokenStore, store_key
 from .validation import secret_header
-from .wire import Identity, Wire, check_host
+from .wire import Wire, check_host
 
 
 class EdgeCalls:

@@ -25,6 +25,7 @@ from typing import Any
 from transitions import Machine
 
 from . import contract, table, validation
+from .answers import Identity
 from .config import SessionConfig, check_wire_options
 from .credentials import Credentials
 from .edge_calls import EdgeCalls
@@ -55,7 +56,7 @@ from .stores import (
     save_cooldown,
 )
 from .table import State
-from .wire import Identity, Wire
+from .wire import Wire
 
 Callback = Callable[["SessionMachine", TransitionRecord], None]
 _STATE_NAMED: dict[str, State] = {s.name: s for s in State}

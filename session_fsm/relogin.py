@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import requests
 from requests.auth import AuthBase
 
+from .answers import Identity, seal_response, transport_error
 from .errors import (
     APIError,
     Call,
@@ -36,16 +37,10 @@ from .errors import (
     WrongDomain,
 )
 from .logs import emit
+from .retry import IDEMPOTENT_METHODS
 from .snapshot import Snapshot
 from .table import State
-from .wire import (
-    IDEMPOTENT_METHODS,
-    Identity,
-    Wire,
-    check_url,
-    seal_response,
-    transport_error,
-)
+from .wire import Wire, check_url
 
 if TYPE_CHECKING:
     from .config import SessionConfig
@@ -70,7 +65,6 @@ class _Exchange:
         self.snap = snap
         self.bearer = bearer
         self.error: KSError | None = None
-
 
 
 class SessionAuth(AuthBase):

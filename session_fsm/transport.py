@@ -13,7 +13,7 @@ The deadline is kept by one watchdog thread per process: when a call passes its 
 watchdog shuts down that call's socket, which ends any read or write blocked on it; the
 adapter then raises :class:`DeadlineExceeded` (a ``requests.Timeout``). A retry or a
 ``Retry-After`` wait that would end past the deadline is not started (see
-:meth:`~session_fsm.wire.CappedRetry.increment`). Not bounded: the name lookup, which only the
+:meth:`~session_fsm.retry.CappedRetry.increment`). Not bounded: the name lookup, which only the
 connect timeout's per-address attempts limit.
 """
 

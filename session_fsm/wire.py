@@ -22,182 +22,67 @@ process that made them: a forked child makes its own on its first request.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from requests.auth import AuthBase
-from urllib3 import exceptions as urllib3_exceptions
-from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 
 from . import contract as c
 from . import validation
+from .answers import (
+    Answer,
+    CallAuth,
+    _retry_after,
+    _too_large,
+    _where,
+    answer,
+    seal_response,
+    transport_error,
+)
+from .answers import Identity as Identity  # re-exported: where it was first defined
 from .environment import EnvironmentSettings
 from .errors import (
     APIError,
     Call,
     ConfigurationError,
     KSError,
-    MalformedAnswer,
-    NetworkError,
     RequestTimeout,
-    error_for,
 )
-from .explain import HINTS, connection_cause, endpoint
+from .explain import endpoint
 from .hosts import LOOPBACK_HOSTS as LOOPBACK_HOSTS  # where it was first defined
 from .hosts import check_url as check
 from .hosts import refusal
 from .locks import ForkSafeLock
 from .models import (
     DEFAULT_MAX_ANSWER_BYTES,
-    NOT_JSON,
-    Fault,
     ResLogin,
     ResLogout,
     ResSession2FA,
     ResSessionInit,
-    Undecodable,
     UserCredentials,
     UserDetails,
     decode_answer,
-    unwrap,
-    valid_token,
 )
+from .retry import IDEMPOTENT_METHODS as IDEMPOTENT_METHODS  # re-exported, as Identity
+from .retry import NO_RETRY as NO_RETRY
+from .retry import RetryPolicy as RetryPolicy
 from .secret import Secret
 from .transport import DeadlineExceeded, GuardedAdapter, current_call, deadline_scope
 
-#: Methods safe to retry on 429/5xx/timeouts (and to replay after a re-login).
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
-#: Statuses retried for idempotent requests.
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-#: Statuses retried for the session calls (login and 2FA included).
-SESSION_RETRY_STATUSES = frozenset({429, 503})
 USER_AGENT = "session_fsm/0.1"
+
+
 #: Pooled sessions a forked child inherited: kept, untouched, for the child's lifetime.
 _PARENTS_POOLS: list[requests.Session | None] = []
-#: Upper bounds of RetryPolicy.total and WireConfig.pool_maxsize (larger is a typo).
-MAX_RETRIES = 100
+
+
+#: Upper bound of WireConfig.pool_maxsize (larger is a typo).
 MAX_POOL_SIZE = 10_000
-#: Request headers that carry our secrets; masked on any request an error can reach.
-SECRET_HEADERS = (c.H_AUTHORIZATION, c.H_SESSION_TOKEN, c.H_ONE_TIME_TOKEN)
-MASK = "[redacted]"
-
-
-class CappedRetry(Retry):
-    """urllib3 ``Retry`` that caps ``Retry-After`` and sleeps through an injectable function."""
-
-    def __init__(
-        self,
-        *args: Any,
-        retry_after_cap: float = 30.0,
-        sleeper: Callable[[float], None] = time.sleep,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.retry_after_cap = retry_after_cap
-        self.sleeper = sleeper
-
-    def new(self, **kw: Any) -> CappedRetry:
-        new = super().new(**kw)
-        assert isinstance(new, CappedRetry)
-        new.retry_after_cap = self.retry_after_cap
-        new.sleeper = self.sleeper
-        return new
-
-    def get_retry_after(self, response: Any) -> float | None:
-        value = super().get_retry_after(response)
-        return None if value is None else min(value, self.retry_after_cap)
-
-    def _delay(self, response: Any) -> float:
-        delay = None
-        if response is not None and self.respect_retry_after_header:
-            delay = self.get_retry_after(response)
-        return self.get_backoff_time() if delay is None else delay
-
-    def sleep(self, response: Any = None) -> None:
-        delay = self._delay(response)
-        if delay > 0:
-            self.sleeper(delay)
-
-    def increment(
-        self,
-        method: str | None = None,
-        url: str | None = None,
-        response: Any = None,
-        error: Exception | None = None,
-        _pool: Any = None,
-        _stacktrace: Any = None,
-    ) -> CappedRetry:
-        """urllib3's increment, and no retry whose wait would end past the call's deadline
-        (an answer is then returned as it is; an error ends the call as timed out)."""
-        new = super().increment(method, url, response, error, _pool, _stacktrace)
-        assert isinstance(new, CappedRetry)
-        call = current_call()
-        if call is not None and (
-            call.expired or time.monotonic() + new._delay(response) >= call.deadline
-        ):
-            call.expired = True
-            reason = error or ResponseError("a retry would pass the deadline")
-            raise MaxRetryError(_pool, url or "", reason)
-        return new
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How requests are retried below the session layer. One immutable value.
-
-    ``total`` bounds all retries of one request; ``backoff_factor``/``backoff_jitter``/
-    ``backoff_max`` shape the exponential backoff; a server's ``Retry-After`` is honoured up to
-    ``retry_after_cap`` seconds. ``sleeper`` is injectable for tests.
-    """
-
-    total: int = 3
-    backoff_factor: float = 0.2
-    backoff_jitter: float = 0.1
-    backoff_max: float = 5.0
-    retry_after_cap: float = 30.0
-    sleeper: Callable[[float], None] = field(default=time.sleep, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        validation.count("RetryPolicy.total", self.total, minimum=0, maximum=MAX_RETRIES)
-        for name in ("backoff_factor", "backoff_jitter", "backoff_max", "retry_after_cap"):
-            object.__setattr__(
-                self, name, validation.seconds(f"RetryPolicy.{name}", getattr(self, name))
-            )
-        validation.callable_("RetryPolicy.sleeper", self.sleeper)
-
-    def _retry(self, methods: frozenset[str], statuses: frozenset[int]) -> CappedRetry:
-        return CappedRetry(
-            total=self.total,
-            allowed_methods=methods,
-            status_forcelist=statuses,
-            backoff_factor=self.backoff_factor,
-            backoff_jitter=self.backoff_jitter,
-            backoff_max=self.backoff_max,
-            respect_retry_after_header=True,
-            raise_on_status=False,
-            raise_on_redirect=False,
-            retry_after_cap=self.retry_after_cap,
-            sleeper=self.sleeper,
-        )
-
-    def for_trading(self) -> CappedRetry:
-        """Retry for trading paths: idempotent methods only."""
-        return self._retry(IDEMPOTENT_METHODS, RETRY_STATUSES)
-
-    def for_session_calls(self) -> CappedRetry:
-        """Retry for the four session calls: login/2FA POSTs too, on 429/503 only."""
-        return self._retry(IDEMPOTENT_METHODS | {"POST"}, SESSION_RETRY_STATUSES)
-
-
-NO_RETRY = RetryPolicy(total=0)
 
 
 @dataclass(frozen=True)
@@ -244,36 +129,6 @@ def check_deadline(value: object) -> None:
         )
 
 
-@dataclass(frozen=True)
-class Identity:
-    """Who is calling: the non-secret identifiers and the gateway (Bearer) token."""
-
-    userid: str
-    consumer_key: str
-    ip: str
-    app_id: str
-    access_token: Secret
-
-    def plain_headers(self) -> dict[str, str]:
-        """The non-secret headers every call sends (the Bearer goes in via :class:`CallAuth`)."""
-        return {
-            "Accept": "application/json",
-            c.H_CONSUMER_KEY: self.consumer_key,
-            c.H_IP: self.ip,
-            c.H_APP_ID: self.app_id,
-        }
-
-    def base_headers(self) -> dict[str, str]:
-        """Headers every call sends (reveals the Bearer token: wire use only)."""
-        return {
-            c.H_AUTHORIZATION: f"Bearer {self.access_token.reveal()}",
-            "Accept": "application/json",
-            c.H_CONSUMER_KEY: self.consumer_key,
-            c.H_IP: self.ip,
-            c.H_APP_ID: self.app_id,
-        }
-
-
 def host_allowed(url: str, config: WireConfig) -> bool:
     """True when ``url`` may receive our credentials under ``config``'s allow-list (the host
     decided as urllib3 connects; see :mod:`session_fsm.hosts`)."""
@@ -290,104 +145,6 @@ def check_host(url: str, config: WireConfig) -> str:
     """Return ``url`` without a trailing slash, or raise UnsafeRedirect."""
     check_url(url, config)
     return url.rstrip("/")
-
-
-class CallAuth(AuthBase):
-    """Writes a call's secrets into the prepared request: the one place they are revealed.
-
-    Holds the Bearer token, any secret headers (one-time token, session token) and the JSON
-    body's fields as Secrets, so no frame of the library that can raise holds one in the
-    clear; requests calls it while preparing the request, just before the bytes are written.
-    """
-
-    def __init__(
-        self,
-        who: Identity,
-        secret_headers: Mapping[str, Secret] | None = None,
-        body: Mapping[str, str | Secret] | None = None,
-    ) -> None:
-        self.who = who
-        self.secret_headers = dict(secret_headers or {})
-        self.body = None if body is None else dict(body)
-
-    def __repr__(self) -> str:
-        return f"CallAuth(headers={sorted(self.secret_headers)})"
-
-    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        tokens = {c.H_AUTHORIZATION: self.who.access_token, **self.secret_headers}
-        for name, value in tokens.items():
-            if not valid_token(value.reveal()):  # http.client would raise with the value in it
-                raise ConfigurationError(
-                    f"the {name} header's token is not 1 to 4096 visible ASCII characters",
-                    hint="check the token for pasted spaces, line breaks or invisible characters",
-                )
-        r.headers[c.H_AUTHORIZATION] = "Bearer " + self.who.access_token.reveal()
-        for name, value in self.secret_headers.items():
-            r.headers[name] = value.reveal()
-        if self.body is not None:
-            r.headers["Content-Type"] = "application/json"
-            r.body = json.dumps(  # requests sets Content-Length from it after the auth
-                {k: v.reveal() if isinstance(v, Secret) else v for k, v in self.body.items()}
-            ).encode()
-        return r
-
-
-def seal(request: requests.PreparedRequest | None, *, drop_body: bool = False) -> None:
-    """Mask our secret headers on a request that was sent (in place: every frame and response
-    holding it sees the masked copy); ``drop_body`` drops its body too (login/2FA bodies)."""
-    if request is None:
-        return
-    for name in SECRET_HEADERS:
-        if name in request.headers:
-            request.headers[name] = MASK
-    if drop_body:
-        request.body = None
-
-
-def seal_response(response: requests.Response, *, drop_body: bool = False) -> None:
-    """:func:`seal` the request of ``response`` and of every response in its history."""
-    for r in (*response.history, response):
-        seal(r.request, drop_body=drop_body)
-
-
-@dataclass(frozen=True)
-class Answer:
-    """A session call's answer as read off the wire: status, ``Retry-After`` and the decoded
-    body (tokens already Secrets, or :class:`~session_fsm.models.Undecodable`)."""
-
-    call: Call
-    status: int
-    retry_after: float | None
-    body: Any
-
-    def error(self, where: str = "") -> APIError:
-        """The typed error of this non-2xx answer, by status and fault code. A body that is no
-        JSON at all (a gateway's HTML page) is no fault; one nested too deeply, or a fault of
-        the wrong shape, raises MalformedAnswer."""
-        body = self.body
-        if isinstance(body, Undecodable):
-            if body.reason != NOT_JSON:
-                unwrap(body, status=self.status, call=self.call.value)  # raises
-            body = None
-        fault = Fault.parse(body, status=self.status, call=self.call.value)
-        message = fault.message if fault else ""
-        if fault is None and isinstance(body, dict) and isinstance(body.get("message"), str):
-            message = body["message"]  # a gateway's bare {"message": ...}
-        return error_for(
-            self.call,
-            self.status,
-            fault.code if fault else None,
-            fault.description if fault else "",
-            self.retry_after,
-            where=where or " ".join(_SESSION_CALLS.get(self.call, ("", ""))).strip(),
-            fault_message=message,
-        )
-
-    def payload(self, required: str | None) -> Any:
-        """The unwrapped Success payload of a 2xx answer; the typed error of any other."""
-        if not 200 <= self.status < 300:
-            raise self.error()
-        return unwrap(self.body, status=self.status, required=required, call=self.call.value)
 
 
 class Wire:
@@ -684,91 +441,5 @@ class Wire:
         return self.send(method, url, headers=merged, auth=auth, **kwargs)
 
 
-def transport_error(
-    method: str, url: str, exc: requests.RequestException, config: WireConfig
-) -> KSError:
-    """The typed error of a request that got no answer: the call, ``host:port`` and the cause
-    in words (refused, DNS, TLS, timeout, dropped), with what to do about that cause."""
-    if isinstance(exc, requests.exceptions.InvalidHeader):  # its text quotes the value
-        return ConfigurationError(
-            f"{method} {urlsplit(url).path}: a header value has line breaks or leading spaces",
-            hint="check the credentials and headers for pasted line breaks",
-        )
-    kind, words = connection_cause(exc)
-    where = f"{method} {urlsplit(url).path}"
-    if kind == "other" and _timed_out(exc):
-        kind = "read-timeout"
-    if kind == "connect-timeout":
-        words = f"connecting timed out after {config.timeout[0]:g}s"
-    elif kind == "read-timeout":
-        words = f"no answer within {config.timeout[1]:g}s (read timeout)"
-    message = f"{where}: {endpoint(url)}: {words}"
-    if kind in ("connect-timeout", "read-timeout"):
-        return RequestTimeout(message, hint=HINTS[kind])
-    return NetworkError(message, hint=HINTS[kind])
-
-
-#: Each session call's method and path, as the API documents them.
-_SESSION_CALLS = {
-    Call.INIT: c.SESSION_INIT,
-    Call.LOGIN: c.LOGIN_USERID,
-    Call.TWO_FA: c.TWO_FA_ACCESSCODE,
-    Call.LOGOUT: c.SESSION_LOGOUT,
-}
-
-
-def _where(call: Call, response: requests.Response) -> str:
-    """``METHOD /path`` of the call an answer belongs to (never its query string)."""
-    known = _SESSION_CALLS.get(call)
-    if known is not None:
-        return " ".join(known)
-    request = response.request
-    if request is None:
-        return ""
-    return f"{request.method} {urlsplit(request.url or '').path}"
-
-
 def _lock_wait_expired(timeout: float) -> RequestTimeout:
     return RequestTimeout(f"gave up after {timeout:g}s waiting for the transport's lock")
-
-
-def _timed_out(exc: requests.RequestException) -> bool:
-    """True for a timeout, also when urllib3's retries wrapped it in a ConnectionError."""
-    if isinstance(exc, requests.Timeout):
-        return True
-    first = exc.args[0] if exc.args else None
-    if isinstance(first, urllib3_exceptions.ReadTimeoutError):  # met reading a streamed body
-        return True
-    reason = getattr(first, "reason", None)
-    # urllib3's NewConnectionError (connection refused) subclasses ConnectTimeoutError.
-    refused = isinstance(reason, urllib3_exceptions.NewConnectionError)
-    return isinstance(reason, urllib3_exceptions.TimeoutError) and not refused
-
-
-def _too_large(call: Call, status: int, cap: int) -> MalformedAnswer:
-    return MalformedAnswer(
-        f"{call.value} answer: field 'body' is larger than max_answer_bytes={cap}",
-        status=status,
-        field="body",
-        call=call.value,
-    )
-
-
-def _retry_after(header: str | None) -> float | None:
-    if not header:
-        return None
-    try:
-        return Retry.parse_retry_after(Retry(), header)
-    except Exception:  # an unparsable header is not worth failing over
-        return None
-
-
-def answer(call: Call, response: requests.Response, max_bytes: int) -> Answer:
-    """The :class:`Answer` of an already read ``response`` (a trading call's): a body over
-    ``max_bytes`` is not decoded (MalformedAnswer); one that is not JSON decodes to
-    :class:`~session_fsm.models.Undecodable`, which a non-2xx answer treats as no fault."""
-    status = response.status_code
-    retry_after = _retry_after(response.headers.get("Retry-After"))
-    if len(response.content or b"") > max_bytes:
-        raise _too_large(call, status, max_bytes)
-    return Answer(call, status, retry_after, decode_answer(response.content or b""))

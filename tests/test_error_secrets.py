@@ -229,7 +229,7 @@ def test_trading_error_response_has_its_tokens_masked(sb: Sandbox) -> None:
 def test_call_auth_reveals_only_into_the_prepared_request() -> None:
     import requests
 
-    from session_fsm.wire import CallAuth, Identity, seal
+    from session_fsm.answers import CallAuth, Identity, seal
 
     who = Identity("u", "ck", "127.0.0.1", "app", Secret(BEARER))
     ott = {contract.H_ONE_TIME_TOKEN: Secret("ott-abc")}
