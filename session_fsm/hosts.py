@@ -131,13 +131,14 @@ def hint_for(reason: str) -> str | None:
     return "give a plain https://host[:port]/path URL (no user info; IDNs as xn--)"
 
 
+@functools.lru_cache(maxsize=64)  # pure: a process's sessions mostly share one host
 def configured_host(url: str, allowed_domains: tuple[str, ...], allow_loopback: bool) -> str:
     """``url`` without a trailing slash, or ConfigurationError saying what is wrong with the
     configured API host (not a URL, wrong scheme, user info, not on the allow-list, missing
     ``/apim``). Nothing was sent; there was no redirect."""
     example = "e.g. host='https://tradeapi.kotaksecurities.com/apim'"
-    shown = shown_host(url)
     why = refusal(url, allowed_domains, allow_loopback)
+    shown = shown_host(url)  # (only messages use it; the result is cached per host)
     if why is None:
         parts = urlsplit(url)
         if parts.path.rstrip("/") == "" and parts.hostname not in LOOPBACK_HOSTS:
