@@ -43,6 +43,7 @@ from .wire import (
     Identity,
     Wire,
     check_url,
+    redirect_guard,
     seal_response,
     transport_error,
 )
@@ -93,6 +94,8 @@ class SessionAuth(AuthBase):
         bearer, who = self.session._gateway()
         ex = _Exchange(snap, bearer)
         _apply(r, who, snap, self.session)
+        guard = redirect_guard(functools.partial(check_url, config=self.session.wire.config))
+        r.register_hook("response", guard)  # type: ignore[no-untyped-call]
         if self._snap is not None:
             self._exchange = ex
         r.register_hook(  # type: ignore[no-untyped-call]

@@ -344,6 +344,38 @@ def seal(request: requests.PreparedRequest | None, *, drop_body: bool = False) -
         request.body = None
 
 
+#: A session that only computes where a redirect goes (never sends, reads no environment).
+_REDIRECTS = requests.Session()
+_REDIRECTS.trust_env = False
+
+
+def redirect_guard(check: Callable[[str], None]) -> Callable[..., requests.Response]:
+    """A ``response`` hook that stops ``requests`` from following a redirect to a URL that
+    ``check`` refuses: requests copies the request's headers (the session token among them)
+    and, for 307/308, its body into the next hop, and only the ``Authorization`` header is
+    dropped when the host changes. The next hop is computed by requests' own redirect code (a
+    dry run, as for ``Response.next``); a refused one seals the request and raises ``check``'s
+    error (UnsafeRedirect) before anything is sent."""
+
+    def hook(response: requests.Response, **kwargs: Any) -> requests.Response:
+        if not response.is_redirect or response.request is None:
+            return response
+        try:
+            hops = _REDIRECTS.resolve_redirects(response, response.request, yield_requests=True)
+            url = next(iter(hops)).url or ""
+        except Exception:  # an unparsable Location: requests would fail on it as well
+            url = ""
+        try:
+            check(url)
+        except KSError:
+            seal(response.request, drop_body=True)  # the hop copies this request
+            response.close()
+            raise
+        return response
+
+    return hook
+
+
 def seal_response(response: requests.Response, *, drop_body: bool = False) -> None:
     """:func:`seal` the request of ``response`` and of every response in its history."""
     for r in (*response.history, response):
@@ -498,6 +530,12 @@ class Wire:
         if http is None or not self._mine():
             http = self.http
         options: dict[str, Any] = {"timeout": config.timeout, "allow_redirects": False}
+        if kwargs.get("allow_redirects"):  # each hop is checked before requests sends it
+            hooks = dict(kwargs.pop("hooks", None) or {})
+            given = hooks.get("response") or []
+            given = [given] if callable(given) else list(given)
+            hooks["response"] = [redirect_guard(self._check), *given]
+            options["hooks"] = hooks
         env = self._env
         if env is None:
             options["verify"] = config.verify

@@ -1,0 +1,164 @@
+"""Findings of the adversarial review of the merged issue-14 hardening.
+
+Each test here failed on the merged main (dfb19b9) and passes with the fix beside it, or is
+marked ``xfail(strict=True)`` with the reason it is left open.
+
+- A redirect followed by ``requests`` (``requests.get(url, auth=session.auth)``, whose GET
+  follows redirects by default, or ``session.get(..., allow_redirects=True)`` on a Wire given
+  the caller's own ``requests.Session``) carried the session token to any host: requests drops
+  only ``Authorization`` when the host changes, and no GuardedAdapter checks a caller's session.
+- A token file or Redis value nested too deeply raised a raw ``RecursionError`` out of
+  ``load()`` (the store's parser caught ``ValueError`` only).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from session_fsm import KSSession, UnsafeRedirect, Wire, WireConfig
+from session_fsm.file_store import FORMAT, FileStore
+from tests.answer_server import SESSION_TOKEN, AnswerServer, answer_server
+from tests.conftest import make_credentials
+from tests.loopback_listeners import listening
+
+DEEP = 100_000
+
+
+class _Redirector:
+    """A loopback server answering every GET with a redirect to ``target`` (set later)."""
+
+    def __init__(self) -> None:
+        outer = self
+        self.target = ""
+        self.hits = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.hits += 1
+                if self.path.startswith("/landed"):
+                    self.send_response(200)
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"[]")
+                    return
+                self.send_response(302)
+                self.send_header("Location", outer.target)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def redirector() -> Iterator[_Redirector]:
+    r = _Redirector()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def api() -> Iterator[AnswerServer]:
+    with answer_server() as server:
+        yield server
+
+
+def _connected(api: AnswerServer, wire: Wire | None = None) -> KSSession:
+    s = KSSession(make_credentials(), host=api.url, wire=wire, timeout=(2.0, 2.0))
+    s.connect()
+    return s
+
+
+def test_requests_with_session_auth_never_follows_a_redirect_off_the_allow_list(
+    api: AnswerServer, redirector: _Redirector
+) -> None:
+    with listening() as evil:
+        redirector.target = f"http://127.0.0.2:{evil.port}/steal"
+        s = _connected(api)
+        try:
+            with pytest.raises(UnsafeRedirect) as info:
+                requests.get(redirector.url + "/r", auth=s.auth, timeout=5)
+        finally:
+            s.close()
+        assert evil.connections == 0
+        assert SESSION_TOKEN.encode() not in evil.received
+        assert "127.0.0.2" in str(info.value)
+
+
+@pytest.mark.parametrize("own_session", [False, True], ids=["wire-session", "caller-session"])
+def test_session_get_with_redirects_never_sends_the_token_off_the_allow_list(
+    api: AnswerServer, redirector: _Redirector, own_session: bool
+) -> None:
+    with listening() as evil:
+        redirector.target = f"http://127.0.0.2:{evil.port}/steal"
+        http = requests.Session() if own_session else None
+        s = _connected(api, Wire(WireConfig(timeout=(2.0, 2.0)), http=http))
+        try:
+            with pytest.raises(UnsafeRedirect):
+                s.get(redirector.url + "/r", allow_redirects=True)
+            # The scheme-relative and backslash forms requests resolves itself.
+            redirector.target = f"//127.0.0.2:{evil.port}/steal"
+            with pytest.raises(UnsafeRedirect):
+                s.get(redirector.url + "/r", allow_redirects=True)
+        finally:
+            s.close()
+        assert evil.connections == 0
+
+
+def test_a_redirect_within_the_allow_list_is_still_followed(
+    api: AnswerServer, redirector: _Redirector
+) -> None:
+    redirector.target = "/landed"
+    s = _connected(api, Wire(WireConfig(timeout=(2.0, 2.0)), http=requests.Session()))
+    try:
+        assert s.get(redirector.url + "/r", allow_redirects=True).status_code == 200
+        assert requests.get(redirector.url + "/r", auth=s.auth, timeout=5).status_code == 200
+    finally:
+        s.close()
+    assert redirector.hits == 4
+
+
+def _nested(depth: int) -> bytes:
+    head = b'{"format": "' + FORMAT.encode() + b'", "sessions": '
+    return head + b"[" * depth + b"]" * depth + b"}"
+
+
+@pytest.mark.parametrize("raw", [b"[" * DEEP + b"]" * DEEP, _nested(DEEP)], ids=["top", "inner"])
+def test_a_deeply_nested_token_file_is_ignored_not_raised(tmp_path: Path, raw: bytes) -> None:
+    path = tmp_path / "tokens.json"
+    path.write_bytes(raw)
+    store = FileStore(path)
+    assert store.load("k") is None
+    assert store.load_cooldown("k") is None
+
+
+def test_a_deeply_nested_redis_value_is_ignored_not_raised() -> None:
+    from session_fsm.redis_store import RedisStore
+    from tests import redis_server
+
+    with redis_server.running() as server:
+        client = server.client()
+        store = RedisStore(client)
+        try:
+            client.set("k", b"[" * DEEP + b"]" * DEEP)
+            client.set("k:cooldown", b"[" * DEEP + b"]" * DEEP)
+            assert store.load("k") is None
+            assert store.load_cooldown("k") is None
+        finally:
+            client.close()
