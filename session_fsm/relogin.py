@@ -94,7 +94,8 @@ class SessionAuth(AuthBase):
         bearer, who = self.session._gateway()
         ex = _Exchange(snap, bearer)
         _apply(r, who, snap, self.session)
-        guard = redirect_guard(functools.partial(check_url, config=self.session.wire.config))
+        check = functools.partial(check_url, config=self.session.wire.config)
+        guard = redirect_guard(check, refuse=False)  # a redirect requests follows: no tokens
         r.register_hook("response", guard)  # type: ignore[no-untyped-call]
         if self._snap is not None:
             self._exchange = ex

@@ -349,13 +349,16 @@ _REDIRECTS = requests.Session()
 _REDIRECTS.trust_env = False
 
 
-def redirect_guard(check: Callable[[str], None]) -> Callable[..., requests.Response]:
-    """A ``response`` hook that stops ``requests`` from following a redirect to a URL that
-    ``check`` refuses: requests copies the request's headers (the session token among them)
-    and, for 307/308, its body into the next hop, and only the ``Authorization`` header is
-    dropped when the host changes. The next hop is computed by requests' own redirect code (a
-    dry run, as for ``Response.next``); a refused one seals the request and raises ``check``'s
-    error (UnsafeRedirect) before anything is sent."""
+def redirect_guard(
+    check: Callable[[str], None], *, refuse: bool = True
+) -> Callable[..., requests.Response]:
+    """A ``response`` hook that keeps our secrets off a redirect to a URL that ``check``
+    refuses: requests copies the request's headers (the session token among them) and, for
+    307/308, its body into the next hop, and drops only ``Authorization`` when the host
+    changes. The next hop is computed by requests' own redirect code (a dry run, as for
+    ``Response.next``); for a refused one the request is sealed (the hop copies it), then
+    ``check``'s error (UnsafeRedirect) is raised before anything is sent, or, with
+    ``refuse=False`` (an auth's hook, which must not raise), the answer is returned."""
 
     def hook(response: requests.Response, **kwargs: Any) -> requests.Response:
         if not response.is_redirect or response.request is None:
@@ -369,6 +372,8 @@ def redirect_guard(check: Callable[[str], None]) -> Callable[..., requests.Respo
             check(url)
         except KSError:
             seal(response.request, drop_body=True)  # the hop copies this request
+            if not refuse:
+                return response
             response.close()
             raise
         return response

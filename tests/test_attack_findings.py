@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import requests
 
-from session_fsm import KSSession, UnsafeRedirect, Wire, WireConfig
+from session_fsm import KSSession, UnexpectedStatus, UnsafeRedirect, Wire, WireConfig
 from session_fsm.file_store import FORMAT, FileStore
 from tests.answer_server import SESSION_TOKEN, AnswerServer, answer_server
 from tests.conftest import make_credentials
@@ -92,13 +92,16 @@ def test_requests_with_session_auth_never_follows_a_redirect_off_the_allow_list(
         redirector.target = f"http://127.0.0.2:{evil.port}/steal"
         s = _connected(api)
         try:
-            with pytest.raises(UnsafeRedirect) as info:
+            # An auth's hook returns answers, never raises: the hop goes without our secrets
+            # (the listener drops it).
+            with pytest.raises(requests.ConnectionError):
                 requests.get(redirector.url + "/r", auth=s.auth, timeout=5)
         finally:
             s.close()
-        assert evil.connections == 0
+        assert evil.connections == 1
+        assert b"GET /steal" in evil.received
         assert SESSION_TOKEN.encode() not in evil.received
-        assert "127.0.0.2" in str(info.value)
+        assert b"demo-access-token" not in evil.received
 
 
 @pytest.mark.parametrize("own_session", [False, True], ids=["wire-session", "caller-session"])
@@ -162,3 +165,22 @@ def test_a_deeply_nested_redis_value_is_ignored_not_raised() -> None:
             assert store.load_cooldown("k") is None
         finally:
             client.close()
+
+
+@pytest.mark.parametrize("how", ["not-followed", "session-get", "caller-session"])
+def test_the_refused_redirect_error_reaches_no_secret(
+    api: AnswerServer, redirector: _Redirector, how: str
+) -> None:
+    from tests.secret_hunt import hunt
+
+    redirector.target = "http://127.0.0.2:9/steal"
+    http = requests.Session() if how == "caller-session" else None
+    s = _connected(api, Wire(WireConfig(timeout=(2.0, 2.0)), http=http))
+    try:
+        with pytest.raises(UnexpectedStatus if how == "not-followed" else UnsafeRedirect) as info:
+            s.get(redirector.url + "/r", allow_redirects=how != "not-followed")
+    finally:
+        s.close()
+    creds = make_credentials()
+    secrets = [SESSION_TOKEN, creds.access_token.reveal(), "demo-password"]
+    assert hunt(info.value, secrets) == []
