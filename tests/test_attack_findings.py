@@ -184,3 +184,21 @@ def test_the_refused_redirect_error_reaches_no_secret(
     creds = make_credentials()
     secrets = [SESSION_TOKEN, creds.access_token.reveal(), "demo-password"]
     assert hunt(info.value, secrets) == []
+
+
+def test_a_redirect_not_followed_leaves_no_token_on_the_error(
+    api: AnswerServer, redirector: _Redirector
+) -> None:
+    """requests keeps the next hop it would send as ``response.next`` (a copy of the request
+    with its headers): the error's response must not carry the session token there."""
+    from tests.secret_hunt import hunt
+
+    redirector.target = "/landed"  # on the allow-list: nothing refuses it
+    s = _connected(api)
+    try:
+        with pytest.raises(UnexpectedStatus) as info:
+            s.get(redirector.url + "/r")
+    finally:
+        s.close()
+    secrets = [SESSION_TOKEN, make_credentials().access_token.reveal()]
+    assert hunt(info.value, secrets) == []
