@@ -26,7 +26,7 @@ from session_fsm import KSSession, UnexpectedStatus, UnsafeRedirect, Wire, WireC
 from session_fsm.file_store import FORMAT, FileStore
 from tests.answer_server import SESSION_TOKEN, AnswerServer, answer_server
 from tests.conftest import make_credentials
-from tests.loopback_listeners import listening
+from tests.loopback_listeners import Listener, listening
 
 DEEP = 100_000
 
@@ -202,3 +202,45 @@ def test_a_redirect_not_followed_leaves_no_token_on_the_error(
         s.close()
     secrets = [SESSION_TOKEN, make_credentials().access_token.reveal()]
     assert hunt(info.value, secrets) == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://localhost.:{port}/apim",
+        "http://LocalHost.:{port}/apim",
+        "http://127.0.0.1.:{port}/apim",
+        "https://127.0.0.1.:{port}/apim",
+        "https://10.0.0.5./apim",
+    ],
+)
+def test_a_trailing_dot_loopback_name_or_address_is_no_loopback(url: str) -> None:
+    """``localhost.`` and ``127.0.0.1.`` skip the hosts file and inet_aton: the resolver asks
+    DNS, which may answer any address (checked: getaddrinfo sends a query to port 53). They
+    must not pass as loopback, nor as a listed address, or a hostile init redirect gets the
+    login (password in a plain-http body) sent wherever DNS points."""
+    from session_fsm.wire import host_allowed
+
+    config = WireConfig(allowed_domains=("kotaksecurities.com", "10.0.0.5"))
+    assert not host_allowed(url.format(port=8080), config)
+    # and the plain forms still pass
+    plain = url.replace(".:", ":").replace("5./", "5/").format(port=8080)
+    assert host_allowed(plain, config)
+
+
+def test_a_trailing_dot_loopback_redirect_never_gets_the_login() -> None:
+    from session_fsm.sandbox import SandboxConfig, run_sandbox
+
+    evil = Listener(host="127.0.0.1")
+    try:
+        target = f"http://localhost.:{evil.port}/apim"
+        with run_sandbox(SandboxConfig(redirect_host=target)) as sb:
+            s = KSSession(make_credentials(), host=sb.url, timeout=(2.0, 2.0))
+            try:
+                with pytest.raises(UnsafeRedirect):
+                    s.connect()
+            finally:
+                s.close()
+    finally:
+        evil.close()
+    assert evil.connections == 0
