@@ -244,3 +244,16 @@ def test_a_trailing_dot_loopback_redirect_never_gets_the_login() -> None:
     finally:
         evil.close()
     assert evil.connections == 0
+
+
+def test_trace_skips_a_deeply_nested_log_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from session_fsm.cli import main
+
+    log = tmp_path / "bot.log"
+    log.write_text("[" * DEEP + "]" * DEEP + "\n")
+    assert main(["trace", str(log)]) == 1  # no transition events: the call failed
+    err = capsys.readouterr().err
+    assert "RecursionError" not in err
+    assert "skipped 1 line, not JSON: line 1" in err
