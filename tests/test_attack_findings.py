@@ -257,3 +257,18 @@ def test_trace_skips_a_deeply_nested_log_line(
     err = capsys.readouterr().err
     assert "RecursionError" not in err
     assert "skipped 1 line, not JSON: line 1" in err
+
+
+def test_a_config_file_that_is_not_utf8_is_a_settings_error_showing_no_byte(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from session_fsm.cli import main
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = tmp_path / "ks.conf"
+    config.write_bytes(b"KS_USERID=u\nKS_PASSWORD=p\xe9ssw\xf6rd\n")
+    config.chmod(0o600)
+    assert main(["login", "--config", str(config)]) == 2  # a setting to fix
+    err = capsys.readouterr().err
+    assert "UnicodeDecodeError" not in err and "0xe9" not in err
+    assert "ks.conf:2: not UTF-8" in err
