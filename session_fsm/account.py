@@ -119,9 +119,9 @@ def _read_config(path: Path) -> dict[str, str]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:  # its text shows a byte of the file (of a secret, maybe)
-        line = data.count(b"\n", 0, exc.start) + 1
+        at = data.count(b"\n", 0, exc.start) + 1
         raise ConfigurationError(
-            f"{path}:{line}: not UTF-8 text", hint="save the config file as UTF-8"
+            f"{path}:{at}: not UTF-8 text", hint="save the config file as UTF-8"
         ) from None
     del data
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
