@@ -541,27 +541,27 @@ class Wire:
         options: dict[str, Any] = {"timeout": config.timeout, "allow_redirects": False}
         if kwargs.get("allow_redirects"):  # each hop is checked before requests sends it
             hooks = dict(kwargs.pop("hooks", None) or {})
-            given = hooks.get("response") or []
-            given = [given] if callable(given) else list(given)
-            hooks["response"] = [redirect_guard(self._check), *given]
+            theirs = hooks.get("response") or []
+            theirs = [theirs] if callable(theirs) else list(theirs)
+            hooks["response"] = [redirect_guard(self._check), *theirs]
             options["hooks"] = hooks
         env = self._env
         if env is None:
             options["verify"] = config.verify
         else:
             options["verify"] = env.verify(config.verify)
-            proxies, given = env.proxies(url), kwargs.pop("proxies", None)
-            options["proxies"] = {**proxies, **given} if given else proxies
+            given = kwargs.pop("proxies", None)  # no local holds the environment's proxies
+            options["proxies"] = {**env.proxies(url), **given} if given else env.proxies(url)
         # Each failure is raised after its except block: requests' exception (whose .request
         # holds the sent headers and body) must not stay reachable as the error's __context__.
         try:
             return http.request(method, url, **{**options, **kwargs})
         except DeadlineExceeded:
-            raise RequestTimeout(
+            error: KSError = RequestTimeout(
                 f"{method} {urlsplit(url).path}: {endpoint(url)}: passed its deadline of "
                 f"{config.deadline:g}s",
                 hint="raise deadline= if the API is slow, or retry later",
-            ) from None
+            )
         except requests.RequestException as exc:
             error = transport_error(method, url, exc, config)
         except ValueError:  # http.client refused a header value (CR/LF, not latin-1): the
@@ -575,6 +575,9 @@ class Wire:
                 f"{method} {urlsplit(url).path}: TLS files unusable: {exc}",
                 hint="fix verify=/cert= or the REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE variable",
             )
+        # This frame is on the error's traceback: the environment's proxy URLs (which may carry
+        # a password) must not be among its locals.
+        options.clear()
         raise error
 
     def _exchange(

@@ -272,3 +272,30 @@ def test_a_config_file_that_is_not_utf8_is_a_settings_error_showing_no_byte(
     err = capsys.readouterr().err
     assert "UnicodeDecodeError" not in err and "0xe9" not in err
     assert "ks.conf:2: not UTF-8" in err
+
+
+@pytest.mark.parametrize(
+    "proxy",
+    ["http://u:Pr0xyPassw0rd@127.0.0.1:1", "socks5://u:Pr0xyPassw0rd@127.0.0.1:1"],
+    ids=["refused", "unsupported"],
+)
+def test_an_environment_proxy_password_is_not_in_rendered_locals(
+    api: AnswerServer, proxy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Wire reads HTTP(S)_PROXY itself; its frame is on every transport error's traceback,
+    so renderers that show locals (stdlib, structlog, rich) must not find the proxy's
+    password among them."""
+    from session_fsm import NetworkError
+    from tests.secret_hunt import renderings
+
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    s = KSSession(make_credentials(), host=api.url, timeout=(2.0, 2.0))
+    try:
+        with pytest.raises(NetworkError) as info:
+            s.connect()
+    finally:
+        s.close()
+    shown = {name: text for name, text in renderings(info.value).items() if "Pr0xy" in text}
+    assert shown == {}
