@@ -71,7 +71,7 @@ from .models import (
     valid_token,
 )
 from .secret import Secret
-from .transport import DeadlineExceeded, GuardedAdapter, current_call
+from .transport import DeadlineExceeded, GuardedAdapter, body_expired, current_call
 
 #: Methods safe to retry on 429/5xx/timeouts (and to replay after a re-login).
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
@@ -557,11 +557,7 @@ class Wire:
         try:
             return http.request(method, url, **{**options, **kwargs})
         except DeadlineExceeded:
-            error: KSError = RequestTimeout(
-                f"{method} {urlsplit(url).path}: {endpoint(url)}: passed its deadline of "
-                f"{config.deadline:g}s",
-                hint="raise deadline= if the API is slow, or retry later",
-            )
+            error: KSError = _passed_deadline(method, url, config)
         except requests.RequestException as exc:
             error = transport_error(method, url, exc, config)
         except ValueError:  # http.client refused a header value (CR/LF, not latin-1): the
@@ -611,9 +607,15 @@ class Wire:
                         error = _too_large(call, status, cap)
                         break
         except requests.RequestException as exc:
-            error = transport_error(response.request.method or "", response.url, exc, self.config)
+            method, url = response.request.method or "", response.url
+            if body_expired(response):  # the deadline's watchdog ended the read
+                error = _passed_deadline(method, url, self.config)
+            else:
+                error = transport_error(method, url, exc, self.config)
         finally:
             response.close()
+        if error is None and body_expired(response):  # the read ended short, at the deadline
+            error = _passed_deadline(response.request.method or "", response.url, self.config)
         if error is not None:
             del data  # a part of the body may hold a token
             raise error
@@ -763,6 +765,14 @@ def _where(call: Call, response: requests.Response) -> str:
     if request is None:
         return ""
     return f"{request.method} {urlsplit(request.url or '').path}"
+
+
+def _passed_deadline(method: str, url: str, config: WireConfig) -> RequestTimeout:
+    return RequestTimeout(
+        f"{method} {urlsplit(url).path}: {endpoint(url)}: passed its deadline of "
+        f"{config.deadline:g}s",
+        hint="raise deadline= if the API is slow, or retry later",
+    )
 
 
 def _lock_wait_expired(timeout: float) -> RequestTimeout:
