@@ -299,3 +299,35 @@ def test_an_environment_proxy_password_is_not_in_rendered_locals(
         s.close()
     shown = {name: text for name, text in renderings(info.value).items() if "Pr0xy" in text}
     assert shown == {}
+
+
+@pytest.mark.parametrize(
+    "stored_host",
+    ["https://u:pw@evil.example/apim", "http://127.0.0.2:1/apim", "not a url"],
+    ids=["userinfo", "off-list", "not-url"],
+)
+def test_a_stored_session_on_a_refused_host_is_not_adopted(
+    api: AnswerServer, tmp_path: Path, stored_host: str
+) -> None:
+    """A stored session whose host the allow-list refuses (the allow-list was narrowed, or
+    another writer put it there) used to be adopted: Authenticated, healthy, and every request
+    refused with UnsafeRedirect, for good. It is ignored and the session logs in instead."""
+    import json
+
+    from session_fsm.stores import store_key
+    from tests.answer_server import TRADING
+
+    path = tmp_path / "tokens.json"
+    record = {"host": stored_host, "userid": "demo-user", "session_token": "stored-token",
+              "generation": 5, "login_time": 1.0}  # fmt: skip
+    key = store_key(api.url, "demo-user")
+    path.write_text(json.dumps({"format": FORMAT, "sessions": {key: record}}))
+    s = KSSession(make_credentials(), host=api.url, store=FileStore(path), timeout=(2.0, 2.0))
+    try:
+        s.connect()
+        assert s.get(TRADING[1]).status_code == 200
+        assert s.snapshot().host == api.url
+        assert s.generation > 5  # a fresh login, stored over the refused record
+    finally:
+        s.close()
+    assert api.calls.get(" ".join(TRADING)) == 1
