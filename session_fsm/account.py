@@ -112,10 +112,18 @@ def cli_words(text: str) -> str:
 def _read_config(path: Path) -> dict[str, str]:
     """KS_* settings of a KEY=VALUE file (``export`` prefixes, quotes and # comments allowed)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
         mode = path.stat().st_mode
     except OSError as exc:
         raise ConfigurationError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:  # its text shows a byte of the file (of a secret, maybe)
+        at = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigurationError(
+            f"{path}:{at}: not UTF-8 text", hint="save the config file as UTF-8"
+        ) from None
+    del data
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         sys.stderr.write(f"session-fsm: warning: {path} is readable by others; chmod 600 it\n")
     values: dict[str, str] = {}

@@ -134,9 +134,13 @@ def seal(request: requests.PreparedRequest | None, *, drop_body: bool = False) -
 
 
 def seal_response(response: requests.Response, *, drop_body: bool = False) -> None:
-    """:func:`seal` the request of ``response`` and of every response in its history."""
+    """:func:`seal` the request of ``response`` and of every response in its history, and
+    the next hop requests prepared for a redirect it did not follow (``response.next``)."""
     for r in (*response.history, response):
         seal(r.request, drop_body=drop_body)
+        following = getattr(r, "_next", None)
+        if isinstance(following, requests.PreparedRequest):
+            seal(following, drop_body=drop_body)
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,7 @@ class FileStore:
     def _parse(self, raw: bytes) -> dict[str, Any]:
         try:
             data = json.loads(raw.decode("utf-8"))
-        except ValueError:  # also UnicodeDecodeError
+        except (ValueError, RecursionError):  # also UnicodeDecodeError; nested too deeply
             self._warn("corrupt", "not JSON (truncated, corrupt or foreign)")
             return {}
         if not isinstance(data, dict) or data.get("format") != FORMAT:

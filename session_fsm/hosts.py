@@ -9,6 +9,8 @@ first ``/``, ``?`` or ``#``) is a plain host and port with nothing a parser coul
   ``_``), at most one trailing dot: no backslash, whitespace, control character, ``%``, or
   non-ASCII character (an international name is given in its IDNA ``xn--`` form);
 - the port, if any, is 1-65535 in digits;
+- a loopback name or an IPv4 address has no trailing dot (``localhost.`` and ``127.0.0.1.``
+  are looked up in DNS, which may answer any address);
 - urllib3's ``parse_url`` (what requests and urllib3 connect to) and the standard library's
   ``urlsplit`` both read exactly that host.
 
@@ -71,7 +73,12 @@ def _refusal(origin: str, allowed_domains: tuple[str, ...], allow_loopback: bool
         return "the URL does not parse"
     if sent_host != host or split_host != host.strip("[]"):
         return "the URL parsers disagree about its host"
-    name = host.strip("[]").removesuffix(".")
+    bare = host.strip("[]")
+    name = bare.removesuffix(".")
+    numeric = _NUMERIC_LABEL.fullmatch(name.rpartition(".")[2])
+    if name != bare and (name in LOOPBACK_HOSTS or numeric):
+        # "localhost." or "127.0.0.1." is no hosts-file name or address: the resolver asks DNS
+        return "a trailing dot makes a loopback name or an address a DNS lookup"
     if name in LOOPBACK_HOSTS:
         return None if allow_loopback else "loopback hosts are not allowed (allow_loopback)"
     if scheme != "https":

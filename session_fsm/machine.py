@@ -40,7 +40,7 @@ from .errors import (
     SessionExpired,
     WrongDomain,
 )
-from .hosts import configured_host
+from .hosts import configured_host, refusal, shown_host
 from .locks import ForkSafeLock
 from .logs import emit, emit_record, get_logger
 from .masking import mask_url
@@ -492,7 +492,7 @@ class SessionMachine(EdgeCalls):
         if self._loaded:
             return
         self._loaded = True
-        record = self._store.load(self.store_key())
+        record = self._load_usable()
         if record is not None and self._snap.state is table.INITIAL:
             self.adopt(record, reason="store")
 
@@ -510,8 +510,23 @@ class SessionMachine(EdgeCalls):
     def _stored_newer(self, generation: int) -> StoredSession | None:
         if table.edge(self._snap.state, "restore") is None:
             return None  # no restore edge (LoggedOut, OTT-issued): callers log in instead
-        record = self._store.load(self.store_key())
+        record = self._load_usable()
         return record if record is not None and record.generation > generation else None
+
+    def _load_usable(self) -> StoredSession | None:
+        """The stored session, unless its host is off this session's allow-list (a narrower
+        allow-list than the writer's, or a foreign writer): adopted, it would refuse every
+        request while looking Authenticated. It is left alone; the next walk logs in."""
+        record = self._store.load(self.store_key())
+        if record is None:
+            return None
+        wc = self._wire.config
+        why = refusal(record.host, tuple(wc.allowed_domains), bool(wc.allow_loopback))
+        if why is None:
+            return record
+        emit(self._log, "warning", "stored_session_ignored", session_id=self.session_id,
+             host=shown_host(record.host), why=why)  # fmt: skip
+        return None
 
 
 #: Each guard of the table -> the SessionMachine method that evaluates it.

@@ -151,7 +151,7 @@ class RedisStore:
             return None
         try:
             data = json.loads(raw)
-        except ValueError:  # JSON or UTF-8 error: their messages quote the bytes, so not shown
+        except (ValueError, RecursionError):  # JSON/UTF-8 error (its text quotes the bytes)
             self._warn("bad-entry", key=key, why="not JSON", action="treated as absent")
             return None
         try:
@@ -194,7 +194,7 @@ class RedisStore:
             return None
         try:
             return StoredCooldown.from_json(json.loads(raw))
-        except ValueError as exc:  # JSON, UTF-8 or field errors: no value is shown
+        except (ValueError, RecursionError) as exc:  # JSON, UTF-8, depth or field errors
             self._warn("bad-cooldown", key=cooldown_key(key), why=type(exc).__name__,
                        action="treated as absent")  # fmt: skip
             return None

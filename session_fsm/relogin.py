@@ -40,7 +40,7 @@ from .logs import emit
 from .retry import IDEMPOTENT_METHODS
 from .snapshot import Snapshot
 from .table import State
-from .wire import Wire, check_url
+from .wire import Wire, check_url, redirect_guard
 
 if TYPE_CHECKING:
     from .config import SessionConfig
@@ -87,6 +87,9 @@ class SessionAuth(AuthBase):
         bearer, who = self.session._gateway()
         ex = _Exchange(snap, bearer)
         _apply(r, who, snap, self.session)
+        check = functools.partial(check_url, config=self.session.wire.config)
+        guard = redirect_guard(check, refuse=False)  # a redirect requests follows: no tokens
+        r.register_hook("response", guard)  # type: ignore[no-untyped-call]
         if self._snap is not None:
             self._exchange = ex
         r.register_hook(  # type: ignore[no-untyped-call]

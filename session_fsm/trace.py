@@ -98,7 +98,7 @@ def parse_line(line: str, number: int) -> Step | None:
         return None
     try:
         obj = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         raise Skip("not JSON") from None
     if not isinstance(obj, dict):
         raise Skip("not a JSON object")

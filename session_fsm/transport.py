@@ -5,9 +5,11 @@
 - checks the prepared request's URL against the allow-list as its first act, so no later
   rewrite (a replay after re-login, a hook, a caller's own ``requests`` code) can send the
   session's headers or body to a host that was not checked;
-- bounds each call, connect plus the whole body (``stream=False``), retries and their waits
-  included, by a total deadline: a server that drips its answer a byte at a time cannot hold
-  a call past it. Per-read timeouts cannot do that, as every byte resets them.
+- bounds each call, connect plus the whole body, retries and their waits included, by a
+  total deadline: a server that drips its answer a byte at a time cannot hold a call past it.
+  Per-read timeouts cannot do that, as every byte resets them. A streamed body
+  (``stream=True``, as the session calls read theirs) stays under the deadline until its
+  connection is released (read to the end, or the response closed).
 
 The deadline is kept by one watchdog thread per process: when a call passes its deadline, the
 watchdog shuts down that call's socket, which ends any read or write blocked on it; the
@@ -27,7 +29,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -68,25 +70,6 @@ def current_call() -> Call | None:
     """The call this thread is sending, if it goes through a GuardedAdapter."""
     call: Call | None = getattr(_local, "call", None)
     return call
-
-
-@contextlib.contextmanager
-def deadline_scope(seconds: float) -> Iterator[Call]:
-    """Watch one call for ``seconds`` across the block: its send through a GuardedAdapter and
-    the reading of a streamed body after it (``stream=True`` answers are read after ``send``
-    returns). A scope already open in this thread is used as it is."""
-    outer = current_call()
-    if outer is not None:
-        yield outer
-        return
-    call = Call(time.monotonic() + seconds)
-    _local.call = call
-    _WATCHDOG.watch(call)
-    try:
-        yield call
-    finally:
-        _WATCHDOG.finish(call)
-        _local.call = None
 
 
 class _Watchdog:
@@ -180,6 +163,33 @@ def _bounded(timeout: Any, limit: float) -> Any:
     return limit if timeout is None else min(timeout, limit)
 
 
+def _watch_body(response: requests.Response, call: Call) -> bool:
+    """Keep ``call``'s deadline on the body of a streamed ``response`` until its connection is
+    released (read to the end, or closed); True when it is kept."""
+    raw = response.raw
+    release = getattr(raw, "release_conn", None)
+    if release is None:
+        return False
+
+    def released() -> None:
+        _WATCHDOG.finish(call)  # first: the connection may go back to the pool
+        release()
+
+    raw.release_conn = released  # type: ignore[method-assign]
+    setattr(response, DEADLINE_ATTRIBUTE, call)
+    return True
+
+
+#: The attribute of a streamed response holding its :class:`Call` (see :func:`body_expired`).
+DEADLINE_ATTRIBUTE = "_session_fsm_call"
+
+
+def body_expired(response: requests.Response) -> bool:
+    """Whether reading the body of a streamed ``response`` passed the call's deadline."""
+    call = getattr(response, DEADLINE_ATTRIBUTE, None)
+    return isinstance(call, Call) and call.expired
+
+
 class GuardedAdapter(HTTPAdapter):
     """An ``HTTPAdapter`` that checks each request's host last and bounds it by a deadline.
 
@@ -213,25 +223,26 @@ class GuardedAdapter(HTTPAdapter):
     ) -> requests.Response:
         self._check(request.url or "")
         deadline = self._deadline
-        outer = current_call()  # a deadline_scope() around this send and its body's reading
-        call = outer if outer is not None else Call(time.monotonic() + deadline)
-        if outer is None:
-            _local.call = call
-            _WATCHDOG.watch(call)
+        call = Call(time.monotonic() + deadline)
+        outer, _local.call = current_call(), call
+        _WATCHDOG.watch(call)
+        watched = False
         try:
             response = super().send(
                 request, stream, _bounded(timeout, deadline), verify, cert, proxies
             )
             if not stream:
                 _ = response.content  # the whole body, within the deadline
+            else:  # the body is read later: the deadline holds until it is released
+                watched = _watch_body(response, call)
             return response
         except Exception:
             if not call.expired:
                 raise
         finally:
-            if outer is None:
+            if not watched:
                 _WATCHDOG.finish(call)
-                _local.call = None
+            _local.call = outer
         # Raised outside the handler: the error chains to nothing (the request, its headers and
         # body stay out of it).
         raise DeadlineExceeded(f"the call passed its deadline of {deadline:g}s")

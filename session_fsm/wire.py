@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,6 +41,7 @@ from .answers import (
     _too_large,
     _where,
     answer,
+    seal,
     seal_response,
     transport_error,
 )
@@ -72,7 +73,7 @@ from .retry import IDEMPOTENT_METHODS as IDEMPOTENT_METHODS  # re-exported, as I
 from .retry import NO_RETRY as NO_RETRY
 from .retry import RetryPolicy as RetryPolicy
 from .secret import Secret
-from .transport import DeadlineExceeded, GuardedAdapter, current_call, deadline_scope
+from .transport import DeadlineExceeded, GuardedAdapter, body_expired
 
 USER_AGENT = "session_fsm/0.1"
 
@@ -145,6 +146,43 @@ def check_host(url: str, config: WireConfig) -> str:
     """Return ``url`` without a trailing slash, or raise UnsafeRedirect."""
     check_url(url, config)
     return url.rstrip("/")
+
+
+#: A session that only computes where a redirect goes (never sends, reads no environment).
+_REDIRECTS = requests.Session()
+_REDIRECTS.trust_env = False
+
+
+def redirect_guard(
+    check: Callable[[str], None], *, refuse: bool = True
+) -> Callable[..., requests.Response]:
+    """A ``response`` hook that keeps our secrets off a redirect to a URL that ``check``
+    refuses: requests copies the request's headers (the session token among them) and, for
+    307/308, its body into the next hop, and drops only ``Authorization`` when the host
+    changes. The next hop is computed by requests' own redirect code (a dry run, as for
+    ``Response.next``); for a refused one the request is sealed (the hop copies it), then
+    ``check``'s error (UnsafeRedirect) is raised before anything is sent, or, with
+    ``refuse=False`` (an auth's hook, which must not raise), the answer is returned."""
+
+    def hook(response: requests.Response, **kwargs: Any) -> requests.Response:
+        if not response.is_redirect or response.request is None:
+            return response
+        try:
+            hops = _REDIRECTS.resolve_redirects(response, response.request, yield_requests=True)
+            url = next(iter(hops)).url or ""
+        except Exception:  # an unparsable Location: requests would fail on it as well
+            url = ""
+        try:
+            check(url)
+        except KSError:
+            seal(response.request, drop_body=True)  # the hop copies this request
+            if not refuse:
+                return response
+            response.close()
+            raise
+        return response
+
+    return hook
 
 
 class Wire:
@@ -255,23 +293,25 @@ class Wire:
         if http is None or not self._mine():
             http = self.http
         options: dict[str, Any] = {"timeout": config.timeout, "allow_redirects": False}
+        if kwargs.get("allow_redirects"):  # each hop is checked before requests sends it
+            hooks = dict(kwargs.pop("hooks", None) or {})
+            theirs = hooks.get("response") or []
+            theirs = [theirs] if callable(theirs) else list(theirs)
+            hooks["response"] = [redirect_guard(self._check), *theirs]
+            options["hooks"] = hooks
         env = self._env
         if env is None:
             options["verify"] = config.verify
         else:
             options["verify"] = env.verify(config.verify)
-            proxies, given = env.proxies(url), kwargs.pop("proxies", None)
-            options["proxies"] = {**proxies, **given} if given else proxies
+            given = kwargs.pop("proxies", None)  # no local holds the environment's proxies
+            options["proxies"] = {**env.proxies(url), **given} if given else env.proxies(url)
         # Each failure is raised after its except block: requests' exception (whose .request
         # holds the sent headers and body) must not stay reachable as the error's __context__.
         try:
             return http.request(method, url, **{**options, **kwargs})
         except DeadlineExceeded:
-            raise RequestTimeout(
-                f"{method} {urlsplit(url).path}: {endpoint(url)}: passed its deadline of "
-                f"{config.deadline:g}s",
-                hint="raise deadline= if the API is slow, or retry later",
-            ) from None
+            error: KSError = _passed_deadline(method, url, config)
         except requests.RequestException as exc:
             error = transport_error(method, url, exc, config)
         except ValueError:  # http.client refused a header value (CR/LF, not latin-1): the
@@ -285,6 +325,9 @@ class Wire:
                 f"{method} {urlsplit(url).path}: TLS files unusable: {exc}",
                 hint="fix verify=/cert= or the REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE variable",
             )
+        # This frame is on the error's traceback: the environment's proxy URLs (which may carry
+        # a password) must not be among its locals.
+        options.clear()
         raise error
 
     def _exchange(
@@ -295,14 +338,11 @@ class Wire:
         The response is closed and its request sealed before anything can raise, and the body
         is only ever held decoded, with its tokens as Secrets.
         """
-        # One deadline for the send and the reading of the streamed body after it.
-        with deadline_scope(self.config.deadline):
-            response = self.send(method, url, headers=headers, auth=auth, stream=True)
-            seal_response(response, drop_body=True)
-            status = response.status_code
-            retry_after = _retry_after(response.headers.get("Retry-After"))
-            body = self._read(call, response)
-        return Answer(call, status, retry_after, decode_answer(body))
+        response = self.send(method, url, headers=headers, auth=auth, stream=True)
+        seal_response(response, drop_body=True)
+        status = response.status_code
+        retry_after = _retry_after(response.headers.get("Retry-After"))
+        return Answer(call, status, retry_after, decode_answer(self._read(call, response)))
 
     def _read(self, call: Call, response: requests.Response) -> bytes:
         """The whole body of a streamed ``response``, refusing more than ``max_answer_bytes``."""
@@ -321,19 +361,15 @@ class Wire:
                         error = _too_large(call, status, cap)
                         break
         except requests.RequestException as exc:
-            watched = current_call()
-            if watched is not None and watched.expired:  # the deadline cut the body short
-                error = RequestTimeout(
-                    f"{response.request.method} {urlsplit(response.url).path}: "
-                    f"{endpoint(response.url)}: passed its deadline of {self.config.deadline:g}s",
-                    hint="raise deadline= if the API is slow, or retry later",
-                )
+            method, url = response.request.method or "", response.url
+            if body_expired(response):  # the deadline's watchdog ended the read
+                error = _passed_deadline(method, url, self.config)
             else:
-                error = transport_error(
-                    response.request.method or "", response.url, exc, self.config
-                )
+                error = transport_error(method, url, exc, self.config)
         finally:
             response.close()
+        if error is None and body_expired(response):  # the read ended short, at the deadline
+            error = _passed_deadline(response.request.method or "", response.url, self.config)
         if error is not None:
             del data  # a part of the body may hold a token
             raise error
@@ -439,6 +475,14 @@ class Wire:
             merged.update(headers)
         auth = CallAuth(who, {c.H_SESSION_TOKEN: session_token})
         return self.send(method, url, headers=merged, auth=auth, **kwargs)
+
+
+def _passed_deadline(method: str, url: str, config: WireConfig) -> RequestTimeout:
+    return RequestTimeout(
+        f"{method} {urlsplit(url).path}: {endpoint(url)}: passed its deadline of "
+        f"{config.deadline:g}s",
+        hint="raise deadline= if the API is slow, or retry later",
+    )
 
 
 def _lock_wait_expired(timeout: float) -> RequestTimeout:

@@ -129,6 +129,7 @@ class LogCapture:
 def capture_logs() -> LogCapture:
     """Route structlog through the JSON and console renderers into memory (no redaction of
     its own: the library's events must already be clean). Undo with structlog.reset_defaults()."""
+    structlog.reset_defaults()  # nothing of an earlier test's config (a level filter) stays
     cap = LogCapture()
 
     def tee(_: Any, __: str, event_dict: Any) -> str:

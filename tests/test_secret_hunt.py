@@ -128,6 +128,7 @@ class Channels:
             self.logfmt.write(f"{lf}\n")
             return ""
 
+        structlog.reset_defaults()  # no level filter left by an earlier test's config
         structlog.configure(
             processors=[structlog.processors.add_log_level, tee],
             logger_factory=structlog.ReturnLoggerFactory(),
