@@ -365,6 +365,11 @@ def mermaid(
     return "\n".join(lines) + "\n"
 
 
+def _far_back(a: Arrow) -> bool:
+    """An internal arrow of the table drawing that goes back more than one state."""
+    return a.internal and not a.group and _rank(a.src) - _rank(a.dst) > 1
+
+
 def _dot_text(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
 
@@ -419,8 +424,10 @@ def dot(
         if not d.traced:
             if not a.group and (a.src, a.dst) in _HAPPY:
                 attrs.append("weight=10")
-            elif a.internal and not a.group and _rank(a.src) - _rank(a.dst) > 1:
+            elif _far_back(a):
                 attrs.append("tailport=e, headport=e")  # a long way back: round the right side
+            elif a.src is a.dst and any(_far_back(b) and b.src is a.src for b in d.arrows):
+                attrs.append("tailport=w, headport=w")  # that right side is taken: loop left
             attrs.append(f'id="{a.key}"')
         lines.append(f"  {a.tail} -> {a.dst.name} [{', '.join(attrs)}];")
     if d.failure is not None:
