@@ -244,7 +244,7 @@ def _cmd_trace(args: argparse.Namespace) -> int:
 def _cmd_sandbox(args: argparse.Namespace) -> int:
     import pyotp
 
-    from .sandbox import Account, SandboxConfig, serve
+    from .sandbox import Account, SandboxConfig, banner, serve
 
     totp = args.totp_secret
     if totp == "":
@@ -266,7 +266,9 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from None
     try:
-        serve(config, args.host, args.port)
+        serve(
+            config, args.host, args.port, ready=lambda url: print(banner(url, config), flush=True)
+        )
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise UserError(

@@ -328,9 +328,9 @@ def serve(
 ) -> None:
     """Serve until SIGINT/SIGTERM (or until ``stop`` is set), then shut down cleanly.
 
-    ``ready`` is called with the base URL (real port) once the sandbox listens; by default the
-    :func:`banner` is printed. Signal handlers are only installed from the main thread, and
-    the previous ones are restored on return.
+    ``ready`` is called with the base URL (real port) once the sandbox listens (the CLI passes
+    one that prints the :func:`banner`; the library itself never prints). Signal handlers are
+    only installed from the main thread, and the previous ones are restored on return.
     """
     cfg = config or SandboxConfig()
     stop_event = stop or threading.Event()
@@ -345,9 +345,7 @@ def serve(
             previous[signum] = signal.signal(signum, on_signal)
     try:
         with run_sandbox(cfg, host, port) as sandbox:
-            if ready is None:
-                print(banner(sandbox.url, cfg), flush=True)
-            else:
+            if ready is not None:
                 ready(sandbox.url)
             while not signalled and not stop_event.wait(0.2):
                 pass
