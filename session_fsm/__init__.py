@@ -12,6 +12,7 @@ event, and re-logs in by itself, once, when a request meets an expired session.
 
 from .answers import Identity
 from .config import SessionConfig
+from .core.snapshot import Snapshot, TransitionRecord
 from .credentials import (
     Credentials,
     FromCallable,
@@ -62,12 +63,11 @@ from .models import (
     Weblink,
 )
 from .redis_store import RedisStore
-from .relogin import SessionAuth, replayable
 from .retry import RetryPolicy
 from .secret import Secret
-from .session import KSSession
-from .snapshot import Snapshot, TransitionRecord
 from .stores import MemoryStore, StoredSession, StoreError, TokenStore, open_store
+from .sync.auth import SessionAuth, replayable
+from .sync.session import KSSession
 from .table import TRANSITIONS, Edge, State
 from .wire import Wire, WireConfig
 

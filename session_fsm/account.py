@@ -26,7 +26,7 @@ from .errors import ConfigurationError
 from .masking import mask_url
 
 if TYPE_CHECKING:
-    from .session import KSSession
+    from .sync.session import KSSession
 
 #: Environment variables read by login/status/logout, by Credentials field.
 ENV = {
@@ -168,7 +168,7 @@ def settings(config_file: Path | None, command: str = "login") -> dict[str, str]
 def account_session(args: argparse.Namespace) -> tuple[KSSession, str]:
     """The session the account commands act on, and the store spec it uses."""
     from .credentials import Credentials
-    from .session import KSSession
+    from .sync.session import KSSession
 
     store_spec = getattr(args, "store", None)
     check = args.command == "status" and getattr(args, "check", False)

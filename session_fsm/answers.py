@@ -9,33 +9,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import requests
 from requests.auth import AuthBase
 from urllib3 import exceptions as urllib3_exceptions
-from urllib3.util.retry import Retry
 
 from . import contract as c
+from .core.calls import SESSION_CALLS, Answer, retry_after, too_large
+from .core.calls import Identity as Identity  # re-exported: the wire's users know it here
 from .errors import (
-    APIError,
     Call,
     ConfigurationError,
     KSError,
-    MalformedAnswer,
     NetworkError,
     RequestTimeout,
-    error_for,
 )
 from .explain import HINTS, connection_cause, endpoint
 from .models import (
-    NOT_JSON,
-    Fault,
-    Undecodable,
     decode_answer,
-    unwrap,
     valid_token,
 )
 from .secret import Secret
@@ -49,36 +42,6 @@ SECRET_HEADERS = (c.H_AUTHORIZATION, c.H_SESSION_TOKEN, c.H_ONE_TIME_TOKEN)
 
 
 MASK = "[redacted]"
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who is calling: the non-secret identifiers and the gateway (Bearer) token."""
-
-    userid: str
-    consumer_key: str
-    ip: str
-    app_id: str
-    access_token: Secret
-
-    def plain_headers(self) -> dict[str, str]:
-        """The non-secret headers every call sends (the Bearer goes in via :class:`CallAuth`)."""
-        return {
-            "Accept": "application/json",
-            c.H_CONSUMER_KEY: self.consumer_key,
-            c.H_IP: self.ip,
-            c.H_APP_ID: self.app_id,
-        }
-
-    def base_headers(self) -> dict[str, str]:
-        """Headers every call sends (reveals the Bearer token: wire use only)."""
-        return {
-            c.H_AUTHORIZATION: f"Bearer {self.access_token.reveal()}",
-            "Accept": "application/json",
-            c.H_CONSUMER_KEY: self.consumer_key,
-            c.H_IP: self.ip,
-            c.H_APP_ID: self.app_id,
-        }
 
 
 class CallAuth(AuthBase):
@@ -143,46 +106,6 @@ def seal_response(response: requests.Response, *, drop_body: bool = False) -> No
             seal(following, drop_body=drop_body)
 
 
-@dataclass(frozen=True)
-class Answer:
-    """A session call's answer as read off the wire: status, ``Retry-After`` and the decoded
-    body (tokens already Secrets, or :class:`~session_fsm.models.Undecodable`)."""
-
-    call: Call
-    status: int
-    retry_after: float | None
-    body: Any
-
-    def error(self, where: str = "") -> APIError:
-        """The typed error of this non-2xx answer, by status and fault code. A body that is no
-        JSON at all (a gateway's HTML page) is no fault; one nested too deeply, or a fault of
-        the wrong shape, raises MalformedAnswer."""
-        body = self.body
-        if isinstance(body, Undecodable):
-            if body.reason != NOT_JSON:
-                unwrap(body, status=self.status, call=self.call.value)  # raises
-            body = None
-        fault = Fault.parse(body, status=self.status, call=self.call.value)
-        message = fault.message if fault else ""
-        if fault is None and isinstance(body, dict) and isinstance(body.get("message"), str):
-            message = body["message"]  # a gateway's bare {"message": ...}
-        return error_for(
-            self.call,
-            self.status,
-            fault.code if fault else None,
-            fault.description if fault else "",
-            self.retry_after,
-            where=where or " ".join(_SESSION_CALLS.get(self.call, ("", ""))).strip(),
-            fault_message=message,
-        )
-
-    def payload(self, required: str | None) -> Any:
-        """The unwrapped Success payload of a 2xx answer; the typed error of any other."""
-        if not 200 <= self.status < 300:
-            raise self.error()
-        return unwrap(self.body, status=self.status, required=required, call=self.call.value)
-
-
 def transport_error(
     method: str, url: str, exc: requests.RequestException, config: WireConfig
 ) -> KSError:
@@ -207,13 +130,7 @@ def transport_error(
     return NetworkError(message, hint=HINTS[kind])
 
 
-#: Each session call's method and path, as the API documents them.
-_SESSION_CALLS = {
-    Call.INIT: c.SESSION_INIT,
-    Call.LOGIN: c.LOGIN_USERID,
-    Call.TWO_FA: c.TWO_FA_ACCESSCODE,
-    Call.LOGOUT: c.SESSION_LOGOUT,
-}
+_SESSION_CALLS = SESSION_CALLS
 
 
 def _where(call: Call, response: requests.Response) -> str:
@@ -240,22 +157,8 @@ def _timed_out(exc: requests.RequestException) -> bool:
     return isinstance(reason, urllib3_exceptions.TimeoutError) and not refused
 
 
-def _too_large(call: Call, status: int, cap: int) -> MalformedAnswer:
-    return MalformedAnswer(
-        f"{call.value} answer: field 'body' is larger than max_answer_bytes={cap}",
-        status=status,
-        field="body",
-        call=call.value,
-    )
-
-
-def _retry_after(header: str | None) -> float | None:
-    if not header:
-        return None
-    try:
-        return Retry.parse_retry_after(Retry(), header)
-    except Exception:  # an unparsable header is not worth failing over
-        return None
+_too_large = too_large
+_retry_after = retry_after
 
 
 def answer(call: Call, response: requests.Response, max_bytes: int) -> Answer:

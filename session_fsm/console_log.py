@@ -13,7 +13,7 @@ import os
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
-from .snapshot import OK
+from .core.snapshot import OK
 from .table import State
 
 #: The fields of a ``transition`` event worth showing on a terminal (the rest are in JSON logs).

@@ -23,14 +23,14 @@ import structlog
 
 from .console_log import tidy_for_console as tidy_for_console  # (its former home)
 from .console_log import use_colour
+from .core.snapshot import OK, TransitionRecord
 from .credentials import Credentials
 from .diagrams import mermaid
 from .errors import KSError
 from .logs import configure_logging
 from .retry import RetryPolicy
 from .sandbox import DEMO_ACCOUNT, SandboxConfig, run_sandbox
-from .session import KSSession
-from .snapshot import OK, TransitionRecord
+from .sync.session import KSSession
 from .table import State
 
 #: Instruments the demo bot watches (TCS, INFY on NSE in the KS instrument master).

@@ -23,8 +23,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
+from .core.snapshot import OK, TransitionRecord
 from .errors import ConfigurationError
-from .snapshot import OK, TransitionRecord
 from .table import ALL_STATES, INITIAL, INTERNAL_TRIGGERS, TRANSITIONS, Edge, State
 
 FORMATS = ("mermaid", "dot", "svg", "png")

@@ -23,7 +23,7 @@ from .logs import emit
 from .table import State
 
 if TYPE_CHECKING:
-    from .session import KSSession
+    from .sync.session import KSSession
 
 #: What :meth:`Heartbeat.beat` did: sent the call and it succeeded, it failed, or nothing to do.
 BEAT_OK, BEAT_FAILED, BEAT_IDLE = "ok", "failed", "idle"

@@ -19,8 +19,8 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from .core.snapshot import FAILED, OK, REFUSED, TransitionRecord
 from .errors import ConfigurationError
-from .snapshot import FAILED, OK, REFUSED, TransitionRecord
 from .table import State
 
 try:
@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover -- exercised by test_metrics with the mo
     ) from None
 
 if TYPE_CHECKING:
-    from .session import KSSession
+    from .sync.session import KSSession
 
 LABELS = ("userid", "session_id")
 #: Re-login reasons (``session_fsm_relogins_total{reason}``), by the transition that began one.

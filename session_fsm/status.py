@@ -40,10 +40,10 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from .config import SessionConfig
+from .core.snapshot import Snapshot, TransitionRecord
 from .credentials import Credentials
 from .diagrams import arrow_for, failure_marker
 from .errors import ConfigurationError
-from .snapshot import Snapshot, TransitionRecord
 from .table import State
 
 _log = logging.getLogger("session_fsm.status")

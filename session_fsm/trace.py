@@ -20,9 +20,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
+from .core.snapshot import FAILED, OK, REFUSED
 from .diagrams import Attempts, Counts, render
 from .errors import ConfigurationError
-from .snapshot import FAILED, OK, REFUSED
 from .table import State
 
 #: Fields a transition event must have; each names a state, a trigger or an outcome.

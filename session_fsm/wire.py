@@ -35,7 +35,6 @@ from urllib3.util.retry import Retry
 from . import contract as c
 from . import validation
 from .answers import (
-    Answer,
     CallAuth,
     _retry_after,
     _too_large,
@@ -46,6 +45,7 @@ from .answers import (
     transport_error,
 )
 from .answers import Identity as Identity  # re-exported: where it was first defined
+from .core.calls import Answer, SessionCall, result_of
 from .environment import EnvironmentSettings
 from .errors import (
     APIError,
@@ -416,49 +416,43 @@ class Wire:
 
     # --- the four session calls ----------------------------------------------------------------
 
+    def exchange(self, call: SessionCall) -> Answer:
+        """Make one session call (the core's effect) and read its answer; the call's secrets
+        are written into the request by :class:`~session_fsm.answers.CallAuth` only."""
+        method, path, headers, secrets, body = call.shape()
+        url = self._session_url(call.host, path)
+        return self._exchange(call.call, method, url, CallAuth(call.who, secrets, body), headers)
+
     def session_init(self, host: str, who: Identity) -> ResSessionInit:
         """GET session/init: headers userid, consumerKey, ip, appId."""
-        method, path = c.SESSION_INIT
-        headers = {**who.plain_headers(), c.H_USERID: who.userid}
-        url = self._session_url(host, path)
-        a = self._exchange(Call.INIT, method, url, CallAuth(who), headers)
-        return ResSessionInit.parse(a.payload(None), status=a.status)
+        result: ResSessionInit = result_of(self.exchange(SessionCall(Call.INIT, host, who)))
+        return result
 
     def login_with_user_id(self, host: str, who: Identity, body: UserCredentials) -> ResLogin:
         """POST session/login/userid with ``{"userid", "password"}``: returns the one-time token."""
-        method, path = c.LOGIN_USERID
-        url = self._session_url(host, path)
-        auth = CallAuth(who, body=body.fields())
-        a = self._exchange(Call.LOGIN, method, url, auth, who.plain_headers())
-        return ResLogin.parse(a.payload("oneTimeToken"), status=a.status)
+        result: ResLogin = result_of(self.exchange(SessionCall(Call.LOGIN, host, who, body)))
+        return result
 
     def generate_session2_fa(
         self, host: str, who: Identity, one_time_token: Secret, body: UserDetails
     ) -> ResSession2FA:
         """POST session/2FA/accesscode with the OTT header: returns the session token."""
-        method, path = c.TWO_FA_ACCESSCODE
-        url = self._session_url(host, path)
-        auth = CallAuth(who, {c.H_ONE_TIME_TOKEN: one_time_token}, body.fields())
-        a = self._exchange(Call.TWO_FA, method, url, auth, who.plain_headers())
-        return ResSession2FA.parse(a.payload("sessionToken"), status=a.status)
+        call = SessionCall(Call.TWO_FA, host, who, body, one_time_token)
+        result: ResSession2FA = result_of(self.exchange(call))
+        return result
 
     def session_logout(self, host: str, who: Identity, session_token: Secret) -> ResLogout:
         """DELETE session/logout: invalidates ``session_token`` on the server."""
-        method, path = c.SESSION_LOGOUT
-        headers = {**who.plain_headers(), c.H_USERID: who.userid}
-        url = self._session_url(host, path)
-        auth = CallAuth(who, {c.H_SESSION_TOKEN: session_token})
-        a = self._exchange(Call.LOGOUT, method, url, auth, headers)
-        return ResLogout.parse(a.payload(None), status=a.status)
+        call = SessionCall(Call.LOGOUT, host, who, token=session_token)
+        result: ResLogout = result_of(self.exchange(call))
+        return result
 
     # --- trading -------------------------------------------------------------------------------
 
     @staticmethod
     def trading_headers(who: Identity, session_token: Secret) -> dict[str, str]:
         """Headers of an authorised trading call: Bearer, consumerKey, sessionToken, ..."""
-        headers = who.base_headers()
-        headers[c.H_SESSION_TOKEN] = session_token.reveal()
-        return headers
+        return who.trading_headers(session_token)
 
     def trading_request(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import io
 import json
 import os
@@ -74,6 +76,32 @@ def make_credentials(**over: Any) -> Credentials:
     )
     base.update(over)
     return Credentials(**base)
+
+
+class Gate:
+    """A password that makes a login wait while the gate is armed: a re-login in progress,
+    holding the session's lock, seen through the public API only.
+
+    ``creds = make_credentials(password=FromCallable(gate))``; ``gate.arm()``; a thread that
+    logs in then blocks in the provider (``gate.entered`` is set) until ``gate.open()``."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.entered = threading.Event()
+        self.released = threading.Event()
+
+    def arm(self) -> None:
+        self.armed, self.entered, self.released = True, threading.Event(), threading.Event()
+
+    def open(self) -> None:
+        self.armed = False
+        self.released.set()
+
+    def __call__(self) -> str:
+        if self.armed:
+            self.entered.set()
+            self.released.wait(10)
+        return "demo-password"
 
 
 class Clock:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from session_fsm import diagrams
-from session_fsm.snapshot import OK, TransitionRecord
+from session_fsm.core.snapshot import OK, TransitionRecord
 from session_fsm.table import State
 from tests.test_diagrams import COMMITTED_MMD, needs_graphviz, render_with_mmdc
 

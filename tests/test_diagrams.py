@@ -19,9 +19,9 @@ import pytest
 
 from session_fsm import KSSession, contract, diagrams
 from session_fsm.cli import main
+from session_fsm.core.snapshot import TransitionRecord
 from session_fsm.errors import ConfigurationError, InvalidTransition, KSError
 from session_fsm.sandbox import Sandbox
-from session_fsm.snapshot import TransitionRecord
 from session_fsm.table import (
     ALL_STATES,
     GUARDS,

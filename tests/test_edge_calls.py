@@ -1,4 +1,4 @@
-"""Each edge's wire call (session_fsm.edge_calls) against the sandbox: what it leaves behind."""
+"""Each edge's wire call (session_fsm.core.edges) against the sandbox: what it leaves behind."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from session_fsm import KSSession, MemoryStore, State, contract
-from session_fsm.edge_calls import _redirect_url
+from session_fsm.core.edges import redirect_url as _redirect_url
 from session_fsm.sandbox import Sandbox, SandboxConfig, run_sandbox
 from tests.conftest import Clock, LogCapture, make_credentials
 

@@ -15,8 +15,8 @@ from collections.abc import Callable
 import pytest
 
 from session_fsm import ConfigurationError, KSSession, contract
+from session_fsm.core.snapshot import TransitionRecord
 from session_fsm.sandbox import Sandbox
-from session_fsm.snapshot import TransitionRecord
 from session_fsm.table import State
 from tests.conftest import Clock, make_credentials
 

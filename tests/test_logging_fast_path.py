@@ -18,9 +18,9 @@ import pytest
 import structlog
 
 from session_fsm import KSSession, Secret, Snapshot, State, TransitionRecord, configure_logging
+from session_fsm.core.snapshot import EVENT_KEYS
 from session_fsm.logs import json_line
 from session_fsm.sandbox import Sandbox
-from session_fsm.snapshot import EVENT_KEYS
 from session_fsm.wire import WireConfig, host_allowed
 from tests.conftest import make_credentials
 

@@ -406,7 +406,7 @@ def test_sessions_are_garbage_collected(sb: Sandbox) -> None:
     del s
     gc.collect()
     assert ref() is None
-    from session_fsm.machine import shared_machine
+    from session_fsm.core.machine import shared_machine
 
     assert shared_machine().models == []  # the shared machine never held a session
 

@@ -21,12 +21,19 @@ pytest.importorskip("prometheus_client")
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from session_fsm import BadRequest, GatewayAuthError, KSSession, LoginRejected, contract
+from session_fsm import (
+    BadRequest,
+    FromCallable,
+    GatewayAuthError,
+    KSSession,
+    LoginRejected,
+    contract,
+)
 from session_fsm.metrics import SessionMetrics
 from session_fsm.sandbox import Sandbox
 from session_fsm.status import serve_status
 from session_fsm.table import State
-from tests.conftest import Clock, make_credentials
+from tests.conftest import Clock, Gate, make_credentials
 
 ORDERS = contract.ORDERS_REPORT[1]
 Factory = Callable[..., KSSession]
@@ -130,26 +137,30 @@ def test_present_state_is_read_from_the_snapshot_at_scrape_time(
     assert value(got, "session_fsm_relogin_waiters", s) == 0
 
 
-def test_threads_waiting_on_a_relogin_are_counted(new_session: Factory) -> None:
+def test_threads_waiting_on_a_relogin_are_counted(new_session: Factory, sb: Sandbox) -> None:
     metrics = SessionMetrics()
-    s = metrics.watch(new_session())
+    gate = Gate()
+    s = metrics.watch(new_session(make_credentials(password=FromCallable(gate))))
     s.connect()
-    release = threading.Event()
-    waiting: list[threading.Thread] = []
-    with s._lock:  # as a re-login in progress holds it
-        for _ in range(3):
-            t = threading.Thread(target=lambda: s.renew(s.generation + 5, "expired"))
-            t.start()
-            waiting.append(t)
-        for _ in range(500):  # until all three block (each registers before blocking)
-            if s.renewal_waiters == 3:
-                break
-            release.wait(0.01)
-        got = scrape(metrics)
+    sb.control.expire()
+    gate.arm()  # the first caller meets the expiry and re-logs in, held in its login
+    first = threading.Thread(target=lambda: s.get(ORDERS))
+    first.start()
+    assert gate.entered.wait(5)
+    waiting = [threading.Thread(target=lambda: s.renew(s.generation, "expired")) for _ in range(3)]
     for t in waiting:
+        t.start()
+    for _ in range(500):  # until all three block (each registers before blocking)
+        if s.renewal_waiters == 3:
+            break
+        gate.released.wait(0.01)
+    got = scrape(metrics)
+    gate.open()
+    for t in [first, *waiting]:
         t.join(5)
     assert value(got, "session_fsm_relogin_waiters", s) == 3
     assert value(scrape(metrics), "session_fsm_relogin_waiters", s) == 0
+    assert sb.control.stats()["logins"] == 2  # the waiters took the first caller's session
 
 
 def test_no_secret_in_the_exposition(sb: Sandbox, new_session: Factory) -> None:

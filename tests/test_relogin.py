@@ -30,7 +30,8 @@ from session_fsm import (
     replayable,
 )
 from session_fsm.sandbox import Sandbox, SandboxConfig, run_sandbox
-from tests.conftest import FAST_RETRY, SLEEPS, Clock, LogCapture, make_credentials
+from session_fsm.core import relogin
+from tests.conftest import FAST_RETRY, SLEEPS, Clock, Gate, LogCapture, make_credentials
 
 Factory = Callable[..., KSSession]
 ORDERS = contract.ORDERS_REPORT[1]
@@ -246,44 +247,36 @@ def aged(new_session: Factory, clock: Clock, at: float, **opts: object) -> KSSes
 def test_proactive_soft_window_one_caller_renews(
     new_session: Factory, sb: Sandbox, clock: Clock
 ) -> None:
-    s = aged(new_session, clock, 950)  # inside the soft window
-    holder_in, release = threading.Event(), threading.Event()
-
-    def hold() -> None:  # another thread busy renewing
-        with s._lock:
-            holder_in.set()
-            release.wait(10)
-
-    t = threading.Thread(target=hold)
+    gate = Gate()
+    s = aged(new_session, clock, 950, creds=make_credentials(password=FromCallable(gate)))
+    gate.arm()  # the first caller in the soft window refreshes, held in its login
+    t = threading.Thread(target=lambda: s.get(ORDERS))
     t.start()
-    holder_in.wait(5)
+    assert gate.entered.wait(5)
+    assert s.snapshot().refreshing and s.state is State.AUTHENTICATED
     assert s.get(ORDERS).status_code == 200  # carried on with the current token, no wait
     assert s.generation == 1
-    release.set()
+    gate.open()
     t.join(5)
-    assert s.get(ORDERS).status_code == 200  # now this caller renews
-    assert s.generation == 2 and stats(sb)["logins"] == 2
+    assert s.generation == 2 and stats(sb)["logins"] == 2 and not s.snapshot().refreshing
     assert (s.history[-1].trigger, s.history[-1].reason) == ("refresh", "soft_deadline")
+    assert s.get(ORDERS).status_code == 200 and stats(sb)["logins"] == 2  # out of the window
 
 
 def test_proactive_hard_deadline_everyone_waits(
     new_session: Factory, sb: Sandbox, clock: Clock
 ) -> None:
-    s = aged(new_session, clock, 1001, relogin_timeout=0.2)
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with s._lock:
-            held.set()
-            release.wait(10)
-
-    t = threading.Thread(target=hold)
+    gate = Gate()
+    creds = make_credentials(password=FromCallable(gate))
+    s = aged(new_session, clock, 1001, relogin_timeout=0.2, creds=creds)
+    gate.arm()  # the first caller past the hard deadline renews, held in its login
+    t = threading.Thread(target=lambda: s.get(ORDERS))
     t.start()
-    held.wait(5)
+    assert gate.entered.wait(5)
     # past the hard deadline: it waited, and the error says what to do
     with pytest.raises(SessionExpired, match="thread's re-login: raise relogin_timeout, or retry"):
         s.get(ORDERS)
-    release.set()
+    gate.open()
     t.join(5)
     assert s.get(ORDERS).status_code == 200 and s.generation == 2
 
@@ -368,12 +361,15 @@ def test_a_failed_soft_refresh_keeps_the_old_token_and_tries_again_later(
 def test_a_soft_refresh_that_lost_the_race_uses_the_newer_session(
     new_session: Factory, sb: Sandbox, clock: Clock
 ) -> None:
-    # Another thread renewed between this caller's look at the session and its refresh.
+    # Another thread renewed between this caller's look at the session and its refresh: the
+    # core's refresh flow, given the stale snapshot, takes the newer session and logs in no
+    # more (driven by the session's own driver: a unit test of the core's flow).
     s = aged(new_session, clock, 0)
     stale = s.snapshot()
     sb.control.expire()
     s.get(ORDERS)  # renewed on the 401: generation 2
-    assert s._refresh_soft(stale) is s.snapshot() and s.generation == 2
+    got = s._driver.run(relogin.refresh_soft(s._core, stale))
+    assert got is s.snapshot() and s.generation == 2
     assert stats(sb)["logins"] == 2  # no third login
 
 
@@ -497,8 +493,8 @@ def test_replays_are_logged_with_their_reason(
         if e["event"] == "request_replayed"
     ]
     assert replays == [
-        ("gateway token refreshed", "GET", "/apim" + ORDERS, 1),
-        ("session renewed", "GET", "/apim" + ORDERS, 2),
+        ("gateway token refreshed", "GET", ORDERS, 1),
+        ("session renewed", "GET", ORDERS, 2),
     ]
 
 

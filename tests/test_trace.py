@@ -18,9 +18,9 @@ import structlog
 
 from session_fsm import KSSession, configure_logging, contract, diagrams
 from session_fsm.cli import main
+from session_fsm.core.snapshot import TransitionRecord
 from session_fsm.errors import InvalidTransition, KSError
 from session_fsm.sandbox import Sandbox
-from session_fsm.snapshot import TransitionRecord
 from session_fsm.table import ALL_STATES, State
 from session_fsm.trace import Skip, parse_line, read_trace, run_trace
 

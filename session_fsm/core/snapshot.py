@@ -1,22 +1,46 @@
 """Immutable values the session publishes: its snapshot and the record of each transition.
 
-A reader takes ``session.snapshot()`` once and gets a state, host and token that belong
+A reader takes ``session.snapshot()`` once and gets a state, host and tokens that belong
 together (the botocore ``get_frozen_credentials`` idea): a new session is swapped in as one
-attribute assignment, never assembled field by field in place.
+attribute assignment, never assembled field by field in place. The snapshot is the session's
+whole state: the gateway (Bearer) identity and its generation, the cool-down after a rejected
+login, and the soft refresh's progress live in it too, nowhere beside it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from .secret import Secret
-from .table import State
+from ..secret import Secret
+from ..table import State
+from .calls import Identity
+
+
+@dataclass(frozen=True, slots=True)
+class Cooldown:
+    """A rejected login remembered until ``until`` (epoch s): the login endpoints are not called
+    again before then. ``error`` is the error class's name; ``stored``: read from the store."""
+
+    until: float
+    error: str
+    status: int | None = None
+    fault_code: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """The whole session state at one instant. Tokens are Secrets, so ``repr`` is safe."""
+    """The whole session state at one instant. Tokens are Secrets, so ``repr`` is safe.
+
+    - ``state``, ``host``: where the session is and the host its calls go to;
+    - ``generation``: how many session tokens it has had; ``session_token``, ``login_time``;
+    - ``one_time_token``, ``ott_time``: in OTT-issued only;
+    - ``who``: the identity calls are made as (its Bearer token a Secret), and
+      ``bearer_generation``: how many times the provider replaced that token;
+    - ``cooldown``: a rejected login remembered (None: none);
+    - ``refreshing``: a proactive refresh is under way (the session stays Authenticated);
+      ``refresh_retry_at``: when a failed proactive refresh of this generation is tried again.
+    """
 
     state: State
     host: str
@@ -25,6 +49,11 @@ class Snapshot:
     one_time_token: Secret | None = None
     ott_time: float | None = None
     login_time: float | None = None
+    who: Identity | None = field(default=None, repr=False)  # who the calls are made as
+    bearer_generation: int = 0
+    cooldown: Cooldown | None = None
+    refreshing: bool = False
+    refresh_retry_at: float | None = None
 
     def evolve(self, **changes: Any) -> Snapshot:
         """A copy with ``changes``: ``dataclasses.replace`` without its per-call field scan
@@ -38,6 +67,11 @@ class Snapshot:
             get("one_time_token", self.one_time_token),
             get("ott_time", self.ott_time),
             get("login_time", self.login_time),
+            get("who", self.who),
+            get("bearer_generation", self.bearer_generation),
+            get("cooldown", self.cooldown),
+            get("refreshing", self.refreshing),
+            get("refresh_retry_at", self.refresh_retry_at),
         )
         if changes:
             raise TypeError(f"Snapshot has no field {next(iter(changes))!r}")

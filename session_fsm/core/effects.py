@@ -1,0 +1,162 @@
+"""What a flow of the core asks its driver to do, and nothing else: the effects.
+
+A flow is a generator (the shape of httpx's ``Auth.auth_flow``): it yields an effect, the
+driver performs it and sends the result back in (or throws the driver's typed error in), and
+the flow's return value is its result. The sync driver (:mod:`session_fsm.sync.driver`)
+performs effects with ``requests`` and ``threading``; an async driver awaits them. Every effect
+is a small frozen value; none holds a plain secret (tokens are Secrets).
+
+- :class:`~session_fsm.core.calls.SessionCall` (one of the four session calls) ->
+  :class:`~session_fsm.core.calls.Answer`;
+- :class:`Send` (a trading request with this snapshot's host and tokens) -> :class:`Reply`;
+  :class:`ReadAnswer` (its body, capped) -> Answer; :class:`Discard` (give its connection
+  back) -> None;
+- :class:`Lock` / :class:`Unlock`: the session's own lock (single flight of a re-login, a
+  refresh or a logout) -> bool (taken within ``timeout``; ``wait=False``: only if free);
+- :class:`StoreLock` / :class:`StoreUnlock`: the token store's lock on ``key`` -> bool;
+- :class:`Load` / :class:`Save` / :class:`Delete` and the ``*Cooldown`` effects: the token
+  store's records -> what the store returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ..stores import StoredCooldown, StoredSession
+from .calls import Answer, Identity, SessionCall
+from .snapshot import Snapshot
+
+T = TypeVar("T")
+#: A flow: yields effects, receives their results, returns ``T``.
+Flow = Generator[Any, Any, T]
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send ``request`` (the driver's own description of a trading call, opaque to the core)
+    with ``snap``'s host and session token and ``who``'s Bearer token. ``replay_of``: the
+    :class:`Reply` this one repeats (sent on the same connection adapter)."""
+
+    request: Any
+    snap: Snapshot
+    who: Identity
+    replay_of: Reply | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A trading answer as the core sees it: its status; ``handle`` is the driver's response."""
+
+    status: int
+    handle: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ReadAnswer:
+    """Read ``reply``'s body (at most ``max_answer_bytes``) into an Answer of a trading call."""
+
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class Discard:
+    """Read and drop ``reply``'s body so its connection goes back to the pool."""
+
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class Lock:
+    """Take the session's lock within ``timeout`` s (``wait=False``: only if free now);
+    ``waiter``: count the caller as waiting on a re-login while blocked."""
+
+    timeout: float
+    wait: bool = True
+    waiter: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Unlock:
+    """Release the session's lock."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreLock:
+    """Take the token store's lock on ``key`` within ``timeout`` s."""
+
+    key: str
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoreUnlock:
+    """Release the token store's lock on ``key``."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """The stored session under ``key`` (or None)."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Save:
+    """Save ``record`` under ``key``; the store's answer (False: fenced, refused)."""
+
+    key: str
+    record: StoredSession
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Delete the stored session under ``key``."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class LoadCooldown:
+    """The cool-down kept under ``key`` (or None)."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class SaveCooldown:
+    """Keep ``cooldown`` under ``key``."""
+
+    key: str
+    cooldown: StoredCooldown
+
+
+@dataclass(frozen=True, slots=True)
+class ClearCooldown:
+    """Forget the cool-down under ``key``."""
+
+    key: str
+
+
+__all__ = [
+    "Answer",
+    "ClearCooldown",
+    "Delete",
+    "Discard",
+    "Flow",
+    "Load",
+    "LoadCooldown",
+    "Lock",
+    "ReadAnswer",
+    "Reply",
+    "Save",
+    "SaveCooldown",
+    "Send",
+    "SessionCall",
+    "StoreLock",
+    "StoreUnlock",
+    "Unlock",
+]

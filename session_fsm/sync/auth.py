@@ -1,0 +1,166 @@
+"""Trading requests over ``requests``: :func:`send_call` (``session.request``) and
+:class:`SessionAuth` (``auth=session.auth`` for any ``requests`` code). Both run the core's
+request flow (:mod:`session_fsm.core.relogin`); this module only sends.
+
+Like requests' own ``HTTPDigestAuth``, :class:`SessionAuth` decorates the prepared request and
+registers a response hook that, on an expired session or a rejected Bearer token, lets the
+core renew and then sends the request once more on the same connection adapter. It never
+raises: when the session cannot be renewed the original answer is returned.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.auth import AuthBase
+
+from ..answers import seal_response, transport_error
+from ..core import relogin
+from ..core.effects import Reply, Send
+from ..core.engine import SessionCore
+from ..core.relogin import Outgoing
+from ..core.snapshot import Snapshot
+from ..errors import APIError, KSError, NotReplayable
+from ..wire import check_url, redirect_guard
+from .driver import Driver
+
+
+def where(method: str, path: str) -> str:
+    """``"GET /reports/1.0/orders"`` for a path below the host (an absolute URL: its path);
+    never the query string."""
+    if "://" in path:
+        path = urlsplit(path).path
+    return f"{method.upper()} {path.partition('?')[0].partition('#')[0]}"
+
+
+def _streamed(body: object) -> bool:
+    return not (body is None or isinstance(body, (bytes, str)))
+
+
+def replayable(request: requests.PreparedRequest, replay_posts: bool = True) -> bool:
+    """Whether ``request`` may be sent again after a re-login: its body can be sent twice (no
+    body, bytes or str; ``json=`` bodies are bytes once prepared; never a file or generator)
+    and its method is idempotent, or it is a POST/PATCH and ``replay_posts`` is on (the server
+    refused it with a 401 before acting on it). The rule is the core's
+    (:func:`session_fsm.core.relogin.replayable`)."""
+    return relogin.replayable(request.method or "GET", _streamed(request.body), replay_posts)
+
+
+def send_call(
+    core: SessionCore, driver: Driver, method: str, path: str, kwargs: dict[str, Any]
+) -> requests.Response:
+    """``session.request``: one snapshot for host and tokens; the typed error of a non-2xx
+    answer raised with the response on it as ``.response``."""
+    wire = driver.wire
+    if "://" in path:
+        check_url(path, wire.config)  # the host urllib3 would connect to
+
+    def send(effect: Send) -> Reply:
+        url = path if "://" in path else effect.snap.host + path
+        token = effect.snap.session_token
+        assert token is not None
+        extra = kwargs.get("headers")
+        rest = {k: v for k, v in kwargs.items() if k != "headers"}
+        response = wire.trading_request(method, url, effect.who, token, extra, **rest)
+        if effect.replay_of is not None:
+            response.history.insert(0, effect.replay_of.handle)
+        return Reply(response.status_code, response)
+
+    streamed = _streamed(kwargs.get("data")) or "files" in kwargs
+    out = Outgoing(None, method.upper(), where(method, path), streamed)
+    reply, err = driver.run(relogin.request(core, out, map_errors=True), send=send)
+    response: requests.Response = reply.handle
+    if err is None:
+        return response
+    seal_response(response)  # the error carries the response: never our tokens with it
+    if isinstance(err, APIError) and err.response is None:
+        err.response = response
+    raise err
+
+
+class SessionAuth(AuthBase):
+    """Adds the session's headers; on an expired session renews it and replays once.
+
+    The response hook never raises (requests' auth contract, as with ``HTTPDigestAuth``): it
+    returns the replay's answer, or the original one when the session could not be renewed.
+    """
+
+    def __init__(self, core: SessionCore, driver: Driver) -> None:
+        self._core = core
+        self._driver = driver
+
+    def __repr__(self) -> str:
+        return f"SessionAuth(session={self._core.session_id})"
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        core, driver = self._core, self._driver
+        snap = core.usable() or driver.run(relogin.ready(core))
+        _apply(r, snap, driver)
+        r.register_hook(  # type: ignore[no-untyped-call]
+            "response", redirect_guard(functools.partial(check_url, config=driver.wire.config),
+                                       refuse=False),  # a redirect requests follows: no tokens
+        )  # fmt: skip
+        r.register_hook(  # type: ignore[no-untyped-call]
+            "response", functools.partial(self._on_response, snap)
+        )
+        return r
+
+    def _on_response(
+        self, snap: Snapshot, response: requests.Response, **kwargs: Any
+    ) -> requests.Response:
+        if response.status_code not in (401, 403):
+            return response
+        request = response.request
+        method = (request.method or "GET").upper()
+        out = Outgoing(
+            None,
+            method,
+            f"{method} {_where_sent(request.url or '', snap)}",
+            _streamed(request.body),
+        )
+
+        def replay(effect: Send) -> Reply:
+            first: requests.Response = effect.replay_of.handle  # type: ignore[union-attr]
+            prep = first.request.copy()
+            if prep.url and snap.host != effect.snap.host and prep.url.startswith(snap.host):
+                prep.url = effect.snap.host + prep.url[len(snap.host) :]
+            _apply(prep, effect.snap, self._driver, effect)
+            if first.connection is None:  # pragma: no cover - requests always sets it
+                raise NotReplayable("the answer has no connection to send the replay on")
+            try:
+                again: requests.Response = first.connection.send(prep, **kwargs)
+            except requests.RequestException as exc:
+                raise transport_error(
+                    prep.method or "GET", prep.url or "", exc, self._driver.wire.config
+                ) from None
+            again.history.append(first)
+            again.request = prep
+            return Reply(again.status_code, again)
+
+        flow = relogin.answered(self._core, out, Reply(response.status_code, response), snap,
+                                map_errors=False)  # fmt: skip
+        try:
+            reply, _err = self._driver.run(flow, send=replay)
+        except KSError:  # pragma: no cover - the flow returns its errors
+            return response
+        final: requests.Response = reply.handle
+        return final
+
+
+def _apply(
+    r: requests.PreparedRequest, snap: Snapshot, driver: Driver, effect: Send | None = None
+) -> None:
+    check_url(r.url or "", driver.wire.config)  # the prepared URL: what is sent
+    who = effect.who if effect is not None else snap.who
+    token = snap.session_token
+    assert who is not None and token is not None  # ready() gives Authenticated snapshots
+    r.headers.update(who.trading_headers(token))
+
+
+def _where_sent(url: str, sent_with: Snapshot) -> str:
+    """``"GET /reports/1.0/orders"``'s path part: the URL below the session's host."""
+    path = url[len(sent_with.host) :] if url.startswith(sent_with.host) else urlsplit(url).path
+    return path.partition("?")[0]
