@@ -1,0 +1,455 @@
+"""The fast path of a trading request: straight into the Wire's guarded connection pool.
+
+``requests.Session.request`` spends more per call than the whole exchange with the server
+costs urllib3: merging settings, preparing and checking every header, cookie jars, hooks and
+the redirect dry run. A :class:`RequestTemplate` does that work once per session generation
+(the headers, their checks and the route to the pool) and, per call, sends through the very
+``GuardedAdapter`` connection pool and ``Retry`` the :class:`~session_fsm.wire.Wire` mounted,
+then builds the ``requests.Response`` the way requests' ``HTTPAdapter.build_response`` does.
+
+Every guarantee of :meth:`Wire.send <session_fsm.wire.Wire.send>` holds on this path:
+
+- the host is checked against the allow-list at send time, on the URL as prepared for sending;
+- the call (connect, whole body, retries and their waits) is bounded by ``WireConfig.deadline``
+  through the process's deadline watchdog (:mod:`session_fsm.transport`);
+- the adapter's own ``Retry`` (:mod:`session_fsm.retry`): idempotent methods on 429/5xx with a
+  capped ``Retry-After``, a POST never on a 5xx;
+- the Wire's timeouts, and the proxies and CA bundle of the environment as the Wire read them
+  (once); no redirect is followed;
+- a transport failure raises the same typed error (``RequestTimeout``, ``NetworkError``, ...),
+  raised outside the handler, with no revealed token among the raising frame's locals;
+- fork safety: the route is remade in a forked child, from the child's own pool.
+
+Anything unusual goes through ``Wire.send`` unchanged: ``files=``, ``stream=True``, hooks,
+cookies, ``auth=``, ``allow_redirects=True``, any other keyword, a caller-given
+``requests.Session``, a path that is not below the template's host, or a Wire whose session
+holds cookies (set by an earlier answer), hooks, auth or params of its own.
+
+The answer is a real ``requests.Response``: ``status_code``, ``headers`` (a
+``CaseInsensitiveDict``), ``content``/``json()``, ``url``, ``reason``, ``encoding``,
+``elapsed``, ``request`` (the ``PreparedRequest`` sent) and ``connection`` (the adapter, so a
+replay after a re-login sends on it as requests' auth hooks do). ``history`` is empty and
+``next`` is None (no redirect is prepared). ``cookies`` holds what the answer set, and, as in
+``requests.Session``, the Wire's session keeps them (later calls then take ``Wire.send``, which
+sends them).
+
+How the sync driver holds it: one ``RequestTemplate`` per session generation, made when the
+snapshot with a new session token (or a new Bearer token) is published, e.g.
+``RequestTemplate.trading(wire, snap.host, who, snap.session_token)``, kept beside (or in) that
+snapshot, and used by every request sent with it: ``template.send("GET", path)``. A request
+reads the snapshot once and so gets host and tokens of one generation. Making one costs a few
+microseconds and holds the tokens only as :class:`~session_fsm.secret.Secret`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import os
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.cookies import extract_cookies_to_jar
+from requests.exceptions import (
+    ChunkedEncodingError,
+    ConnectTimeout,
+    ContentDecodingError,
+    InvalidHeader,
+    ProxyError,
+    ReadTimeout,
+    RetryError,
+    SSLError,
+)
+from requests.hooks import default_hooks
+from requests.models import PreparedRequest
+from requests.structures import CaseInsensitiveDict
+from requests.utils import get_encoding_from_headers, select_proxy
+from urllib3 import exceptions as u3
+from urllib3.util import Timeout
+
+from . import contract as c
+from .answers import Identity, transport_error
+from .errors import ConfigurationError, KSError
+from .hosts import check_url
+from .secret import Secret
+from .transport import _WATCHDOG, Call, GuardedAdapter, _bounded, _local
+from .wire import Wire, _passed_deadline
+
+__all__ = ["FAST_KEYWORDS", "RequestTemplate", "send_prepared"]
+
+#: Keywords the fast path takes; any other goes through ``Wire.send``.
+FAST_KEYWORDS = frozenset({"params", "data", "json", "headers", "timeout", "allow_redirects"})
+
+#: A secret header value: visible ASCII words separated by single spaces (``Bearer <token>``).
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]{1,4096}(?: [\x21-\x7e]{1,4096})?")
+
+
+class _Route:
+    """Where a template's requests go in one process: the Wire's pooled session, its adapter
+    for the host, the urllib3 pool that adapter picks (proxy and TLS settings applied) and the
+    per-call settings requests would merge."""
+
+    __slots__ = ("absolute", "adapter", "http", "pid", "pool", "proxies", "timeout", "verify")
+
+    def __init__(self, wire: Wire, origin: str) -> None:
+        http = wire.http  # made here if need be (a forked child makes its own)
+        env = wire._env
+        self.http = http
+        self.pid = os.getpid()
+        url = origin + "/"
+        adapter = http.get_adapter(url)
+        if env is None or not isinstance(adapter, GuardedAdapter):
+            raise _Unusual  # a caller's session: Wire.send uses it as it is
+        config = wire.config
+        self.adapter = adapter
+        self.verify = env.verify(config.verify)
+        self.proxies = env.proxies(url)
+        self.timeout = _timeout(config.timeout, config.deadline)
+        probe = PreparedRequest()
+        probe.url = url
+        # requests' own choice of pool: the proxy (if any) and the TLS settings in its key
+        self.pool: Any = adapter.get_connection_with_tls_context(probe, self.verify, self.proxies)
+        adapter.cert_verify(self.pool, url, self.verify, None)  # type: ignore[no-untyped-call]  # OSError for a missing bundle
+        proxy = select_proxy(url, self.proxies)
+        # an http:// request through a plain HTTP proxy names the whole URL (requests' rule)
+        self.absolute = bool(proxy) and url.startswith("http:") and not _socks(proxy or "")
+
+    def stale(self, wire: Wire) -> bool:
+        """True when this route no longer sends through the Wire's current pool."""
+        return wire._http is not self.http or self.pool.pool is None or self.pid != os.getpid()
+
+
+class _Unusual(Exception):
+    """Raised while routing: the call is sent by ``Wire.send`` instead."""
+
+
+def _socks(proxy: str) -> bool:
+    return proxy.lower().startswith("socks")
+
+
+def _timeout(timeout: Any, deadline: float) -> Timeout:
+    """urllib3's Timeout for requests' ``timeout`` forms, each part bounded by the deadline
+    (as the GuardedAdapter bounds them)."""
+    bounded = _bounded(timeout, deadline)
+    if isinstance(bounded, Timeout):
+        return bounded
+    if isinstance(bounded, tuple):
+        return Timeout(connect=bounded[0], read=bounded[1])
+    return Timeout(connect=bounded, read=bounded)
+
+
+@functools.lru_cache(maxsize=1024)  # a bot calls a handful of paths; order ids vary the rest
+def _prepared_url(url: str) -> str:
+    """``url`` as requests prepares it (IDNA host, requoted path)."""
+    prep = PreparedRequest()
+    prep.prepare_url(url, None)
+    return prep.url or ""
+
+
+def _origin(url: str) -> str:
+    """``scheme://authority`` of an absolute URL."""
+    start = url.find("://") + 3
+    end = url.find("/", start)
+    return url if end < 0 else url[:end]
+
+
+def _header_safe(value: Secret) -> bool:
+    # a frame of its own: the revealed value is gone when it returns
+    return _HEADER_SAFE.fullmatch(value.reveal()) is not None
+
+
+class _SecretHeaders(requests.auth.AuthBase):
+    """For ``Wire.send``: writes the template's secret headers into the prepared request (the
+    one place they are revealed on that path, as ``CallAuth`` does for the Wire's calls)."""
+
+    def __init__(self, secrets: Mapping[str, Secret]) -> None:
+        self.secrets = secrets
+
+    def __repr__(self) -> str:
+        return f"_SecretHeaders({sorted(self.secrets)})"
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        for name, value in self.secrets.items():
+            r.headers[name] = value.reveal()
+        return r
+
+
+class RequestTemplate:
+    """Requests to one host with one set of headers, sent the fast way (see the module doc).
+
+    ``headers`` are plain (``Accept``, ``consumerKey``, ...); ``secret_headers`` hold whole
+    header values as Secrets (``{"Authorization": Secret("Bearer ...")}``) and are revealed only
+    into each call's own prepared request. The Wire's session headers (``User-Agent``,
+    ``Accept-Encoding``, ...) are merged in as requests would, once. A secret header that
+    cannot go into an HTTP header raises ConfigurationError here, naming the header.
+    """
+
+    __slots__ = ("_base", "_order", "_plain", "_route", "_secrets", "host", "origin", "wire")
+
+    def __init__(
+        self,
+        wire: Wire,
+        host: str,
+        headers: Mapping[str, str] | None = None,
+        secret_headers: Mapping[str, Secret] | None = None,
+    ) -> None:
+        self.wire = wire
+        self.host = host.rstrip("/")
+        self.origin = _origin(self.host)
+        secrets = dict(secret_headers or {})
+        for name, value in secrets.items():
+            if not isinstance(value, Secret) or not _header_safe(value):
+                raise ConfigurationError(
+                    f"the {name} header's value is not visible ASCII words of 1 to 4096 "
+                    "characters",
+                    hint="check the token for pasted spaces, line breaks or invisible characters",
+                )
+        self._secrets = secrets
+        self._base: CaseInsensitiveDict[str] | None = None  # merged with the session's headers
+        self._plain = dict(headers or {})
+        self._order = (*self._plain, *secrets)  # where each header goes (secrets: placeholders)
+        self._route: _Route | None = None
+
+    @classmethod
+    def trading(
+        cls, wire: Wire, host: str, who: Identity, session_token: Secret
+    ) -> RequestTemplate:
+        """The template of an authorised trading call: the headers of
+        :meth:`Wire.trading_request <session_fsm.wire.Wire.trading_request>`."""
+        plain = who.plain_headers()
+        template = cls(
+            wire,
+            host,
+            plain,
+            {
+                c.H_AUTHORIZATION: Secret("Bearer " + who.access_token.reveal()),
+                c.H_SESSION_TOKEN: session_token,
+            },
+        )
+        template._order = (c.H_AUTHORIZATION, *plain, c.H_SESSION_TOKEN)  # as trading_headers
+        return template
+
+    def __repr__(self) -> str:
+        return f"RequestTemplate(host={self.host!r}, secret_headers={sorted(self._secrets)})"
+
+    def send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """Send ``method`` to ``host + path``; the answer whatever its status.
+
+        ``kwargs``: ``params``, ``data``, ``json``, ``headers`` (added to the template's) and
+        ``timeout`` take the fast path; anything else, or a body that is a stream or a file,
+        is sent by ``Wire.send`` with the same headers.
+        """
+        url = self.host + path
+        if not path.startswith("/") or (kwargs and not _fast_kwargs(kwargs)):
+            return self._slow(method, url, kwargs)
+        try:
+            route = self._route
+            if route is None or route.stale(self.wire):
+                route = self._route = _Route(self.wire, self.origin)
+        except _Unusual:
+            return self._slow(method, url, kwargs)
+        except OSError:  # an unusable CA bundle path: Wire.send raises its ConfigurationError
+            return self._slow(method, url, kwargs)
+        http = route.http
+        if http.cookies or http.hooks["response"] or http.auth or http.params:
+            return self._slow(method, url, kwargs)  # the session's own state must be applied
+        return self._fast(route, method.upper(), url, kwargs)
+
+    # --- the fast path -------------------------------------------------------------------------
+
+    def _headers(self, route: _Route) -> CaseInsensitiveDict[str]:
+        base = self._base
+        if base is None:
+            merged = CaseInsensitiveDict(route.http.headers)
+            plain = self._plain
+            for name in self._order:  # a secret's place is held by "" until each call
+                merged[name] = plain.get(name, "")
+            prep = PreparedRequest()
+            prep.prepare_headers(merged)  # requests' own checks of every header, once
+            base = self._base = prep.headers
+        return base.copy()
+
+    def _fast(
+        self, route: _Route, method: str, url: str, kwargs: dict[str, Any]
+    ) -> requests.Response:
+        wire = self.wire
+        config = wire.config
+        check_url(url, config.allowed_domains, config.allow_loopback)  # as Wire.send, first
+        prep = PreparedRequest()
+        prep.method = method
+        prep.hooks = default_hooks()
+        params = kwargs.get("params")
+        prep.url = _prepared_url(url) if not params else _prepare_url(url, params)
+        sent = prep.url
+        if "#" in sent or not sent.startswith(route_prefix := self.origin + "/"):
+            return self._slow(method, url, kwargs)
+        headers = self._headers(route)
+        extra = kwargs.get("headers")
+        if extra:
+            for name, value in extra.items():
+                if value is None:
+                    headers.pop(name, None)
+                else:
+                    headers[name] = value
+            prep.prepare_headers(headers)  # the caller's headers checked as requests checks
+            headers = prep.headers
+        prep.headers = headers
+        data, body_json = kwargs.get("data"), kwargs.get("json")
+        if data is not None or body_json is not None or method not in ("GET", "HEAD"):
+            prep.prepare_body(data, None, body_json)  # requests' bodies and Content-Length
+        for name, value in self._secrets.items():
+            headers[name] = value.reveal()
+        check_url(sent, config.allowed_domains, config.allow_loopback)  # what is sent
+        timeout = kwargs.get("timeout")
+        limit = route.timeout if timeout is None else _timeout(timeout, config.deadline)
+        target = sent if route.absolute else sent[len(route_prefix) - 1 :]
+        adapter = route.adapter
+        error: KSError | None = None
+        start = time.perf_counter()
+        call = Call(time.monotonic() + config.deadline)
+        outer = getattr(_local, "call", None)
+        _local.call = call
+        _WATCHDOG.watch(call)
+        try:
+            raw = route.pool.urlopen(
+                method,
+                target,
+                body=prep.body,
+                headers=headers,
+                redirect=False,
+                assert_same_host=False,
+                preload_content=False,
+                decode_content=False,
+                retries=adapter.max_retries,
+                timeout=limit,
+                chunked=False,
+            )
+            content = raw.read(decode_content=True)
+        except Exception as exc:  # each kind mapped below, or re-raised
+            if call.expired:
+                error = _passed_deadline(method, url, config)
+            elif isinstance(exc, ValueError):  # http.client refused a header value: its text
+                # holds the value, so only its kind is kept (as Wire.send does)
+                error = ConfigurationError(
+                    f"{method} {urlsplit(url).path}: a header or body value cannot be sent "
+                    "over HTTP",
+                    hint="check the credentials and headers for line breaks or invisible "
+                    "characters",
+                )
+            else:
+                mapped = _requests_error(exc)
+                if mapped is None:
+                    headers.clear()
+                    raise
+                error = transport_error(method, url, mapped, config)
+        finally:
+            _WATCHDOG.finish(call)
+            _local.call = outer
+        if error is not None:
+            # Raised outside the handler, with this frame's revealed headers gone: nothing the
+            # error reaches (its chain, this frame's locals) holds a token.
+            headers.clear()
+            del headers, prep
+            raise error
+        response = requests.Response()
+        response.status_code = raw.status
+        response.headers = answer_headers = CaseInsensitiveDict(raw.headers)
+        response.encoding = get_encoding_from_headers(answer_headers)
+        response.raw = raw
+        response.reason = raw.reason
+        response.url = sent
+        response._content = content
+        response._content_consumed = True  # type: ignore[attr-defined]
+        response.request = prep
+        response.connection = adapter
+        response.elapsed = datetime.timedelta(seconds=time.perf_counter() - start)
+        if "set-cookie" in answer_headers:  # as requests: the answer's jar and the session's
+            extract_cookies_to_jar(response.cookies, prep, raw)  # type: ignore[no-untyped-call]
+            extract_cookies_to_jar(route.http.cookies, prep, raw)  # type: ignore[no-untyped-call]
+        return response
+
+    # --- the general path ----------------------------------------------------------------------
+
+    def _slow(self, method: str, url: str, kwargs: dict[str, Any]) -> requests.Response:
+        """``Wire.send`` with the template's headers (secrets written by an auth, as the Wire's
+        own calls write theirs)."""
+        options = dict(kwargs)
+        headers = dict(self._plain)
+        headers.update(options.pop("headers", None) or {})
+        if "auth" in options:
+            raise ConfigurationError(
+                "auth= cannot be combined with a RequestTemplate: its headers are the session's",
+                hint="send with Wire.send for a request of your own",
+            )
+        return self.wire.send(method, url, headers=headers, auth=_SecretHeaders(self._secrets),
+                              **options)  # fmt: skip
+
+
+def _fast_kwargs(kwargs: Mapping[str, Any]) -> bool:
+    """Whether ``kwargs`` are all the fast path's own, with no stream or file for a body."""
+    if not FAST_KEYWORDS.issuperset(kwargs) or kwargs.get("allow_redirects"):
+        return False
+    data = kwargs.get("data")
+    return data is None or isinstance(data, (bytes, str, Mapping, list, tuple))
+
+
+def _prepare_url(url: str, params: Any) -> str:
+    prep = PreparedRequest()
+    prep.prepare_url(url, params)
+    return prep.url or ""
+
+
+def _requests_error(exc: Exception) -> requests.RequestException | None:
+    """The requests exception ``HTTPAdapter.send`` (and reading the body) would raise for
+    ``exc``, or None for one it lets through."""
+    if isinstance(exc, u3.MaxRetryError):
+        reason = exc.reason
+        if isinstance(reason, u3.ConnectTimeoutError) and not isinstance(
+            reason, u3.NewConnectionError
+        ):
+            return ConnectTimeout(exc)
+        if isinstance(reason, u3.ResponseError):
+            return RetryError(exc)
+        if isinstance(reason, u3.ProxyError):
+            return ProxyError(exc)
+        if isinstance(reason, u3.SSLError):
+            return SSLError(exc)
+        return requests.ConnectionError(exc)
+    if isinstance(exc, u3.ProxyError):
+        return ProxyError(exc)
+    if isinstance(exc, u3.SSLError):
+        return SSLError(exc)
+    if isinstance(exc, u3.ReadTimeoutError):
+        return ReadTimeout(exc)
+    if isinstance(exc, u3.InvalidHeader):
+        return InvalidHeader(exc)
+    if isinstance(exc, u3.DecodeError):
+        return ContentDecodingError(exc)
+    if isinstance(exc, u3.ProtocolError):  # the body broke off (requests: reading it)
+        return ChunkedEncodingError(exc)
+    if isinstance(exc, (u3.ClosedPoolError, OSError)):
+        return requests.ConnectionError(exc)
+    return None
+
+
+def send_prepared(
+    wire: Wire,
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    secret_headers: Mapping[str, Secret] | None = None,
+    **kwargs: Any,
+) -> requests.Response:
+    """One request the fast way, without keeping a template (``host`` is ``url``'s origin).
+
+    A caller sending many requests with the same headers keeps a :class:`RequestTemplate`
+    instead: it merges and checks the headers once.
+    """
+    origin = _origin(url)
+    template = RequestTemplate(wire, origin, headers, secret_headers)
+    return template.send(method, url[len(origin) :], **kwargs)
+
