@@ -162,7 +162,8 @@ def run(target: Target, smoke: bool = False) -> Result:
     # 2: the fast send with the session's snapshot
     snap = fast_s.snapshot()
     assert snap.session_token is not None
-    template = RequestTemplate.trading(fast_s.wire, snap.host, fast_s.identity(), snap.session_token)
+    who = fast_s.identity()
+    template = RequestTemplate.trading(fast_s.wire, snap.host, who, snap.session_token)
 
     # 3: the generated client, logged in as its own user (the login is not measured)
     snap3 = official_s.snapshot()

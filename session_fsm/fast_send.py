@@ -48,12 +48,13 @@ import functools
 import os
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from requests.cookies import extract_cookies_to_jar
+from requests.cookies import RequestsCookieJar, extract_cookies_to_jar
 from requests.exceptions import (
     ChunkedEncodingError,
     ConnectTimeout,
@@ -64,7 +65,6 @@ from requests.exceptions import (
     RetryError,
     SSLError,
 )
-from requests.hooks import default_hooks
 from requests.models import PreparedRequest
 from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers, select_proxy
@@ -74,7 +74,7 @@ from urllib3.util import Timeout
 from . import contract as c
 from .answers import Identity, transport_error
 from .errors import ConfigurationError, KSError
-from .hosts import check_url
+from .hosts import _ORIGIN, check_url
 from .secret import Secret
 from .transport import _WATCHDOG, Call, GuardedAdapter, _bounded, _local
 from .wire import Wire, _passed_deadline
@@ -93,7 +93,8 @@ class _Route:
     for the host, the urllib3 pool that adapter picks (proxy and TLS settings applied) and the
     per-call settings requests would merge."""
 
-    __slots__ = ("absolute", "adapter", "http", "pid", "pool", "proxies", "timeout", "verify")
+    __slots__ = ("absolute", "adapter", "headers", "http", "pid", "pool", "prefix", "proxies",
+                 "timeout", "verify", "wire_headers")  # fmt: skip
 
     def __init__(self, wire: Wire, origin: str) -> None:
         http = wire.http  # made here if need be (a forked child makes its own)
@@ -105,6 +106,9 @@ class _Route:
         if env is None or not isinstance(adapter, GuardedAdapter):
             raise _Unusual  # a caller's session: Wire.send uses it as it is
         config = wire.config
+        self.prefix = url  # every URL sent on this route starts with it
+        self.headers: CaseInsensitiveDict[str] | None = None  # the template's, merged once
+        self.wire_headers: dict[str, str] = {}  # the same, as a plain dict
         self.adapter = adapter
         self.verify = env.verify(config.verify)
         self.proxies = env.proxies(url)
@@ -151,10 +155,9 @@ def _prepared_url(url: str) -> str:
 
 
 def _origin(url: str) -> str:
-    """``scheme://authority`` of an absolute URL."""
-    start = url.find("://") + 3
-    end = url.find("/", start)
-    return url if end < 0 else url[:end]
+    """``scheme://authority`` of ``url`` as the allow-list reads it ("" when not absolute)."""
+    found = _ORIGIN.match(url)
+    return found.group(0) if found else ""
 
 
 def _header_safe(value: Secret) -> bool:
@@ -244,7 +247,7 @@ class RequestTemplate:
         is sent by ``Wire.send`` with the same headers.
         """
         url = self.host + path
-        if not path.startswith("/") or (kwargs and not _fast_kwargs(kwargs)):
+        if not (self.origin and path.startswith("/")) or (kwargs and not _fast_kwargs(kwargs)):
             return self._slow(method, url, kwargs)
         try:
             route = self._route
@@ -255,14 +258,17 @@ class RequestTemplate:
         except OSError:  # an unusable CA bundle path: Wire.send raises its ConfigurationError
             return self._slow(method, url, kwargs)
         http = route.http
-        if http.cookies or http.hooks["response"] or http.auth or http.params:
+        if _has_cookies(http.cookies) or http.hooks["response"] or http.auth or http.params:
             return self._slow(method, url, kwargs)  # the session's own state must be applied
         return self._fast(route, method.upper(), url, kwargs)
 
     # --- the fast path -------------------------------------------------------------------------
 
-    def _headers(self, route: _Route) -> CaseInsensitiveDict[str]:
-        base = self._base
+    def _headers(self, route: _Route) -> tuple[CaseInsensitiveDict[str], dict[str, str]]:
+        """Copies of the template's headers merged with the session's (merged and checked once
+        per route): requests' ``CaseInsensitiveDict`` for the ``PreparedRequest``, and a plain
+        dict in the same order for urllib3 (which iterates it for every call)."""
+        base = route.headers
         if base is None:
             merged = CaseInsensitiveDict(route.http.headers)
             plain = self._plain
@@ -270,43 +276,50 @@ class RequestTemplate:
                 merged[name] = plain.get(name, "")
             prep = PreparedRequest()
             prep.prepare_headers(merged)  # requests' own checks of every header, once
-            base = self._base = prep.headers
-        return base.copy()
+            base = route.headers = prep.headers
+            route.wire_headers = dict(base.items())
+        copy: CaseInsensitiveDict[str] = CaseInsensitiveDict.__new__(CaseInsensitiveDict)
+        copy._store = base._store.copy()  # type: ignore[attr-defined]  # keys already folded
+        return copy, route.wire_headers.copy()
 
     def _fast(
         self, route: _Route, method: str, url: str, kwargs: dict[str, Any]
     ) -> requests.Response:
-        wire = self.wire
-        config = wire.config
-        check_url(url, config.allowed_domains, config.allow_loopback)  # as Wire.send, first
-        prep = PreparedRequest()
-        prep.method = method
-        prep.hooks = default_hooks()
+        config = self.wire.config
         params = kwargs.get("params")
-        prep.url = _prepared_url(url) if not params else _prepare_url(url, params)
-        sent = prep.url
-        if "#" in sent or not sent.startswith(route_prefix := self.origin + "/"):
+        sent = _prepared_url(url) if not params else _prepare_url(url, params)
+        if "#" in sent or not sent.startswith(route.prefix):
             return self._slow(method, url, kwargs)
-        headers = self._headers(route)
-        extra = kwargs.get("headers")
-        if extra:
-            for name, value in extra.items():
-                if value is None:
-                    headers.pop(name, None)
-                else:
-                    headers[name] = value
-            prep.prepare_headers(headers)  # the caller's headers checked as requests checks
-            headers = prep.headers
-        prep.headers = headers
-        data, body_json = kwargs.get("data"), kwargs.get("json")
-        if data is not None or body_json is not None or method not in ("GET", "HEAD"):
-            prep.prepare_body(data, None, body_json)  # requests' bodies and Content-Length
+        # The allow-list decides by origin, and ``sent`` is below the template's: this is the
+        # check of what is sent, made at send time (as Wire.send and the GuardedAdapter do).
+        check_url(sent, config.allowed_domains, config.allow_loopback)
+        prep: PreparedRequest = PreparedRequest.__new__(PreparedRequest)
+        headers, wire_headers = self._headers(route)
+        prep.__dict__.update(method=method, url=sent, headers=headers, _cookies=None, body=None,
+                             hooks={"response": []}, _body_position=None)  # fmt: skip
+        timeout = None
+        if kwargs:
+            extra = kwargs.get("headers")
+            if extra:
+                for name, value in extra.items():
+                    if value is None:
+                        headers.pop(name, None)
+                    else:
+                        headers[name] = value
+                prep.prepare_headers(headers)  # the caller's headers checked as requests does
+                headers = prep.headers
+            data, body_json = kwargs.get("data"), kwargs.get("json")
+            if data is not None or body_json is not None:
+                prep.prepare_body(data, None, body_json)  # requests' bodies and Content-Length
+            if extra or prep.body is not None:
+                wire_headers = dict(headers.items())
+            timeout = kwargs.get("timeout")
+        if prep.body is None and method not in ("GET", "HEAD") and "content-length" not in headers:
+            headers["Content-Length"] = wire_headers["Content-Length"] = "0"  # as requests
         for name, value in self._secrets.items():
-            headers[name] = value.reveal()
-        check_url(sent, config.allowed_domains, config.allow_loopback)  # what is sent
-        timeout = kwargs.get("timeout")
+            headers[name] = wire_headers[name] = value.reveal()
         limit = route.timeout if timeout is None else _timeout(timeout, config.deadline)
-        target = sent if route.absolute else sent[len(route_prefix) - 1 :]
+        target = sent if route.absolute else sent[len(route.prefix) - 1 :]
         adapter = route.adapter
         error: KSError | None = None
         start = time.perf_counter()
@@ -319,7 +332,7 @@ class RequestTemplate:
                 method,
                 target,
                 body=prep.body,
-                headers=headers,
+                headers=wire_headers,
                 redirect=False,
                 assert_same_host=False,
                 preload_content=False,
@@ -344,6 +357,7 @@ class RequestTemplate:
                 mapped = _requests_error(exc)
                 if mapped is None:
                     headers.clear()
+                    wire_headers.clear()
                     raise
                 error = transport_error(method, url, mapped, config)
         finally:
@@ -353,24 +367,10 @@ class RequestTemplate:
             # Raised outside the handler, with this frame's revealed headers gone: nothing the
             # error reaches (its chain, this frame's locals) holds a token.
             headers.clear()
-            del headers, prep
+            wire_headers.clear()
+            del headers, wire_headers, prep
             raise error
-        response = requests.Response()
-        response.status_code = raw.status
-        response.headers = answer_headers = CaseInsensitiveDict(raw.headers)
-        response.encoding = get_encoding_from_headers(answer_headers)
-        response.raw = raw
-        response.reason = raw.reason
-        response.url = sent
-        response._content = content
-        response._content_consumed = True  # type: ignore[attr-defined]
-        response.request = prep
-        response.connection = adapter
-        response.elapsed = datetime.timedelta(seconds=time.perf_counter() - start)
-        if "set-cookie" in answer_headers:  # as requests: the answer's jar and the session's
-            extract_cookies_to_jar(response.cookies, prep, raw)  # type: ignore[no-untyped-call]
-            extract_cookies_to_jar(route.http.cookies, prep, raw)  # type: ignore[no-untyped-call]
-        return response
+        return _response(prep, raw, content, adapter, time.perf_counter() - start, route)
 
     # --- the general path ----------------------------------------------------------------------
 
@@ -387,6 +387,53 @@ class RequestTemplate:
             )
         return self.wire.send(method, url, headers=headers, auth=_SecretHeaders(self._secrets),
                               **options)  # fmt: skip
+
+
+def _response(
+    prep: PreparedRequest, raw: Any, content: bytes, adapter: GuardedAdapter, elapsed: float,
+    route: _Route,
+) -> requests.Response:
+    """The ``requests.Response`` of ``raw``, as ``HTTPAdapter.build_response`` and
+    ``Session.send`` make it (the body already read; no redirect prepared)."""
+    response: requests.Response = requests.Response.__new__(requests.Response)
+    store = OrderedDict()
+    for name, value in raw.headers.itermerged():  # repeated headers joined, as requests does
+        store[name.lower()] = (name, value)
+    headers: CaseInsensitiveDict[str] = CaseInsensitiveDict.__new__(CaseInsensitiveDict)
+    headers._store = store  # type: ignore[attr-defined]
+    response.__dict__.update(
+        _content=content,
+        _content_consumed=True,
+        _next=None,
+        status_code=raw.status,
+        headers=headers,
+        raw=raw,
+        url=prep.url,
+        encoding=_encoding(headers.get("content-type")),
+        history=[],
+        reason=raw.reason,
+        cookies=RequestsCookieJar(),
+        elapsed=datetime.timedelta(seconds=elapsed),
+        request=prep,
+        connection=adapter,
+    )
+    if "set-cookie" in store:  # as requests: into the answer's jar and the session's
+        extract_cookies_to_jar(response.cookies, prep, raw)  # type: ignore[no-untyped-call]
+        extract_cookies_to_jar(route.http.cookies, prep, raw)  # type: ignore[no-untyped-call]
+    return response
+
+
+@functools.lru_cache(maxsize=64)
+def _encoding(content_type: str | None) -> str | None:
+    """``get_encoding_from_headers`` for one Content-Type value (answers repeat a few)."""
+    return get_encoding_from_headers(CaseInsensitiveDict({"content-type": content_type or ""}))
+
+
+def _has_cookies(jar: Any) -> bool:
+    """Whether a session's cookie jar holds any cookie (the stdlib jar's own dict, read without
+    the generator ``len()`` runs)."""
+    inner = getattr(jar, "_cookies", None)
+    return bool(inner) if isinstance(inner, dict) else bool(len(jar))
 
 
 def _fast_kwargs(kwargs: Mapping[str, Any]) -> bool:
