@@ -77,7 +77,7 @@ from .errors import ConfigurationError, KSError
 from .hosts import _ORIGIN, check_url
 from .secret import Secret
 from .transport import _WATCHDOG, Call, GuardedAdapter, _bounded, _local
-from .wire import Wire, _passed_deadline
+from .wire import Wire, WireConfig, _passed_deadline
 
 __all__ = ["FAST_KEYWORDS", "RequestTemplate", "send_prepared"]
 
@@ -203,6 +203,7 @@ class RequestTemplate:
         self.wire = wire
         self.host = host.rstrip("/")
         self.origin = _origin(self.host)
+        self._secrets: dict[str, Secret] = {}
         secrets = dict(secret_headers or {})
         for name, value in secrets.items():
             if not isinstance(value, Secret) or not _header_safe(value):
@@ -342,24 +343,12 @@ class RequestTemplate:
                 chunked=False,
             )
             content = raw.read(decode_content=True)
-        except Exception as exc:  # each kind mapped below, or re-raised
-            if call.expired:
-                error = _passed_deadline(method, url, config)
-            elif isinstance(exc, ValueError):  # http.client refused a header value: its text
-                # holds the value, so only its kind is kept (as Wire.send does)
-                error = ConfigurationError(
-                    f"{method} {urlsplit(url).path}: a header or body value cannot be sent "
-                    "over HTTP",
-                    hint="check the credentials and headers for line breaks or invisible "
-                    "characters",
-                )
-            else:
-                mapped = _requests_error(exc)
-                if mapped is None:
-                    headers.clear()
-                    wire_headers.clear()
-                    raise
-                error = transport_error(method, url, mapped, config)
+        except Exception as exc:  # each kind mapped to the Wire's error, or re-raised
+            error = _failure(exc, call, method, url, config)
+            if error is None:
+                headers.clear()
+                wire_headers.clear()
+                raise
         finally:
             _WATCHDOG.finish(call)
             _local.call = outer
@@ -448,6 +437,23 @@ def _prepare_url(url: str, params: Any) -> str:
     prep = PreparedRequest()
     prep.prepare_url(url, params)
     return prep.url or ""
+
+
+def _failure(
+    exc: Exception, call: Call, method: str, url: str, config: WireConfig
+) -> KSError | None:
+    """The error ``Wire.send`` raises for ``exc`` met sending (None: let it through). A frame
+    of its own: the exception, and what its traceback holds, are not kept by the caller's."""
+    if call.expired:
+        return _passed_deadline(method, url, config)
+    if isinstance(exc, ValueError):  # http.client refused a header value: its text holds the
+        # value, so only its kind is kept (as Wire.send does)
+        return ConfigurationError(
+            f"{method} {urlsplit(url).path}: a header or body value cannot be sent over HTTP",
+            hint="check the credentials and headers for line breaks or invisible characters",
+        )
+    mapped = _requests_error(exc)
+    return None if mapped is None else transport_error(method, url, mapped, config)
 
 
 def _requests_error(exc: Exception) -> requests.RequestException | None:
