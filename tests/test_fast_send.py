@@ -14,9 +14,12 @@ import datetime
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -128,6 +131,63 @@ def test_unusual_requests_go_through_wire_send(session: KSSession) -> None:
     assert r.status_code == 200 and r.request.headers["sessionToken"]
 
 
+class CookieServer:
+    """Answers every GET with a load balancer's cookie and records the Cookie header sent."""
+
+    def __init__(self) -> None:
+        self.cookies: list[str | None] = []
+        seen = self.cookies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                seen.append(self.headers.get("Cookie"))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Set-Cookie", "lb=node-7; Path=/")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/apim"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_cookies_an_answer_sets_are_kept_and_sent_as_wire_send_does() -> None:
+    server = CookieServer()
+    try:
+        seen = []
+        for fast in (True, False):
+            wire = Wire(WireConfig(retry=RetryPolicy(total=0)))
+            t = RequestTemplate(wire, server.url, {"Accept": "application/json"})
+            first = t.send("GET", ORDERS) if fast else wire.send("GET", server.url + ORDERS)
+            assert first.cookies.get("lb") == "node-7"
+            assert wire.http.cookies.get("lb") == "node-7"  # the Wire's session keeps it
+            t.send("GET", ORDERS)  # sent with the cookie (through Wire.send, which sends it)
+            seen.append(list(server.cookies))
+            server.cookies.clear()
+            wire.close()
+        assert seen[0] == seen[1] == [None, "lb=node-7"]
+    finally:
+        server.close()
+
+
+def test_a_template_outlives_wire_close(session: KSSession) -> None:
+    t = template_of(session)
+    assert t.send("GET", ORDERS).status_code == 200
+    before = t._route
+    session.wire.close()  # its pools are closed; the next call makes new ones
+    assert t.send("GET", ORDERS).status_code == 200
+    assert t._route is not before
+
+
 def test_the_session_token_lives_only_in_each_request(session: KSSession) -> None:
     t = template_of(session)
     token = session.snapshot().session_token
@@ -145,7 +205,7 @@ def test_a_refused_host_never_leaves_the_machine(sb: Sandbox) -> None:
     with listening() as attacker:  # 127.0.0.2: loopback, but not an allowed host
         t = RequestTemplate(wire, f"http://127.0.0.2:{attacker.port}/apim", {"Accept": "x"},
                             {"sessionToken": Secret("tok")})  # fmt: skip
-        with pytest.raises(UnsafeRedirect, match="127.0.0.2"):
+        with pytest.raises(UnsafeRedirect, match=r"127\.0\.0\.2"):
             t.send("GET", ORDERS)
         # user info smuggled in by the path: the host decided is the attacker's
         t = RequestTemplate(wire, sb.url.rsplit("/apim", 1)[0], {},
@@ -258,7 +318,7 @@ def test_a_secret_header_that_cannot_be_sent_is_refused_by_name() -> None:
     assert hunt(info.value, ["a\r\nb"]) == []
 
 
-def _child(template: RequestTemplate, parents_pool: int, out: multiprocessing.Queue[object]) -> None:
+def _child(template: RequestTemplate, parents_pool: int, out: multiprocessing.Queue[Any]) -> None:
     try:
         r = template.send("GET", ORDERS)
         route = template._route
