@@ -13,10 +13,13 @@ from __future__ import annotations
 import datetime
 import multiprocessing
 import os
+import shutil
+import ssl
+import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -177,6 +180,56 @@ def test_cookies_an_answer_sets_are_kept_and_sent_as_wire_send_does() -> None:
         assert seen[0] == seen[1] == [None, "lb=node-7"]
     finally:
         server.close()
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """An https server on loopback with a self-signed certificate for localhost: its base URL
+    and the certificate's path (the CA bundle that trusts it)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a certificate")
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server = CookieServer()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    server.server.socket = ctx.wrap_socket(server.server.socket, server_side=True)
+    yield server.url.replace("http://127.0.0.1", "https://localhost"), str(cert)
+    server.close()
+
+
+def test_https_honours_the_configured_ca_bundle(tls_server: tuple[str, str]) -> None:
+    url, ca = tls_server
+    trusted = Wire(WireConfig(verify=ca, retry=RetryPolicy(total=0)))
+    t = RequestTemplate(trusted, url, {"Accept": "application/json"})
+    fast = t.send("GET", ORDERS)
+    assert fast.status_code == 200 and fast.json() == {}
+    assert fast.url == url + ORDERS
+    trusted.close()
+    untrusting = Wire(WireConfig(retry=RetryPolicy(total=0)))  # the default CA bundle
+    t = RequestTemplate(untrusting, url, {"Accept": "application/json"})
+    with pytest.raises(NetworkError, match="TLS"):
+        t.send("GET", ORDERS)
+    with pytest.raises(NetworkError, match="TLS"):
+        untrusting.send("GET", url + ORDERS)  # as Wire.send
+    untrusting.close()
+
+
+def test_https_takes_the_ca_bundle_from_the_environment_once(
+    tls_server: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, ca = tls_server
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca)
+    wire = Wire(WireConfig(retry=RetryPolicy(total=0)))
+    t = RequestTemplate(wire, url, {"Accept": "application/json"})
+    assert t.send("GET", ORDERS).status_code == 200
+    wire.close()
 
 
 def test_a_template_outlives_wire_close(session: KSSession) -> None:
