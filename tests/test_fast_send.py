@@ -241,6 +241,26 @@ def test_a_template_outlives_wire_close(session: KSSession) -> None:
     assert t._route is not before
 
 
+def test_a_session_call_path_keeps_its_own_adapter_and_retries(
+    sb: Sandbox, session: KSSession
+) -> None:
+    """The Wire mounts the session calls' adapter (login and 2FA POSTs retried on 503) on
+    ``<host>/session/``: a path under it is sent as Wire.send sends it."""
+    t = template_of(session)
+    login = contract.LOGIN_USERID[1]
+    sb.control.fault(login, status=503, count=1)
+    r = t.send("POST", login, json={"userid": "demo-user", "password": "demo-password"})
+    assert r.status_code == 200
+    assert sb.control.stats()["calls"]["POST " + login] == 3  # connect()'s, the 503, the retry
+
+
+def test_an_odd_path_is_quoted_as_requests_quotes_it(session: KSSession) -> None:
+    fast = template_of(session).send("GET", "/reports/1.0/orders x\udcff%41")
+    slow = through_wire(session, "GET", "/reports/1.0/orders x\udcff%41")
+    assert fast.url == slow.url and fast.url.endswith("/reports/1.0/orders%20x%ED%B3%BFA")
+    assert fast.status_code == slow.status_code == 404
+
+
 def test_the_session_token_lives_only_in_each_request(session: KSSession) -> None:
     t = template_of(session)
     token = session.snapshot().session_token
