@@ -93,8 +93,8 @@ class _Route:
     for the host, the urllib3 pool that adapter picks (proxy and TLS settings applied) and the
     per-call settings requests would merge."""
 
-    __slots__ = ("absolute", "adapter", "headers", "http", "pid", "pool", "prefix", "proxies",
-                 "timeout", "verify", "wire_headers")  # fmt: skip
+    __slots__ = ("absolute", "adapter", "headers", "http", "mounts", "others", "pid", "pool",
+                 "prefix", "proxies", "timeout", "verify", "wire_headers")  # fmt: skip
 
     def __init__(self, wire: Wire, origin: str) -> None:
         http = wire.http  # made here if need be (a forked child makes its own)
@@ -118,9 +118,21 @@ class _Route:
         # requests' own choice of pool: the proxy (if any) and the TLS settings in its key
         self.pool: Any = adapter.get_connection_with_tls_context(probe, self.verify, self.proxies)
         adapter.cert_verify(self.pool, url, self.verify, None)  # type: ignore[no-untyped-call]  # OSError for a missing bundle
+        self.mounts = 0
+        self.others: tuple[str, ...] = ()
+        self.remount()
         proxy = select_proxy(url, self.proxies)
         # an http:// request through a plain HTTP proxy names the whole URL (requests' rule)
         self.absolute = bool(proxy) and url.startswith("http:") and not _socks(proxy or "")
+
+    def remount(self) -> None:
+        """Note the adapters mounted below this route's origin (the Wire mounts the session
+        calls' own on ``<host>/session/`` when it first makes one): URLs under them are
+        ``Wire.send``'s, which picks their adapter and retries."""
+        adapters = self.http.adapters
+        origin = self.prefix.lower()
+        self.others = tuple(p.lower() for p in adapters if p.lower().startswith(origin))
+        self.mounts = len(adapters)
 
     def stale(self, wire: Wire) -> bool:
         """True when this route no longer sends through the Wire's current pool."""
@@ -191,7 +203,7 @@ class RequestTemplate:
     cannot go into an HTTP header raises ConfigurationError here, naming the header.
     """
 
-    __slots__ = ("_base", "_order", "_plain", "_route", "_secrets", "host", "origin", "wire")
+    __slots__ = ("_order", "_plain", "_route", "_secrets", "host", "origin", "wire")
 
     def __init__(
         self,
@@ -213,7 +225,6 @@ class RequestTemplate:
                     hint="check the token for pasted spaces, line breaks or invisible characters",
                 )
         self._secrets = secrets
-        self._base: CaseInsensitiveDict[str] | None = None  # merged with the session's headers
         self._plain = dict(headers or {})
         self._order = (*self._plain, *secrets)  # where each header goes (secrets: placeholders)
         self._route: _Route | None = None
@@ -288,8 +299,17 @@ class RequestTemplate:
     ) -> requests.Response:
         config = self.wire.config
         params = kwargs.get("params")
-        sent = _prepared_url(url) if not params else _prepare_url(url, params)
-        if "#" in sent or not sent.startswith(route.prefix):
+        try:
+            sent = _prepared_url(url) if not params else _prepare_url(url, params)
+        except requests.RequestException:  # Wire.send raises the typed error for it
+            return self._slow(method, url, kwargs)
+        if route.mounts != len(route.http.adapters):
+            route.remount()
+        if (
+            "#" in sent
+            or not sent.startswith(route.prefix)
+            or (route.others and sent.lower().startswith(route.others))
+        ):
             return self._slow(method, url, kwargs)
         # The allow-list decides by origin, and ``sent`` is below the template's: this is the
         # check of what is sent, made at send time (as Wire.send and the GuardedAdapter do).
