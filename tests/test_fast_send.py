@@ -241,17 +241,21 @@ def test_a_template_outlives_wire_close(session: KSSession) -> None:
     assert t._route is not before
 
 
-def test_a_session_call_path_keeps_its_own_adapter_and_retries(
-    sb: Sandbox, session: KSSession
-) -> None:
+def test_a_session_call_path_keeps_its_own_adapter_and_retries(sb: Sandbox) -> None:
     """The Wire mounts the session calls' adapter (login and 2FA POSTs retried on 503) on
-    ``<host>/session/``: a path under it is sent as Wire.send sends it."""
-    t = template_of(session)
+    ``<host>/session/`` at its first session call: a path under it is then sent as Wire.send
+    sends it, also by a template that was used before."""
+    wire = Wire(WireConfig(retry=FAST_RETRY))
+    who = Identity("demo-user", "demo-consumer-key", "127.0.0.1", "t", Secret("demo-access-token"))
+    t = RequestTemplate.trading(wire, sb.url, who, Secret("no-session-yet"))
+    assert t.send("GET", ORDERS).status_code == 401  # the route is made, before the mount
+    wire.session_init(sb.url, who)  # mounts <host>/session/
     login = contract.LOGIN_USERID[1]
     sb.control.fault(login, status=503, count=1)
     r = t.send("POST", login, json={"userid": "demo-user", "password": "demo-password"})
     assert r.status_code == 200
-    assert sb.control.stats()["calls"]["POST " + login] == 3  # connect()'s, the 503, the retry
+    assert sb.control.stats()["calls"]["POST " + login] == 2  # the 503, then the retry
+    wire.close()
 
 
 def test_an_odd_path_is_quoted_as_requests_quotes_it(session: KSSession) -> None:
