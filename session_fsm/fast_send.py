@@ -5,7 +5,8 @@ costs urllib3: merging settings, preparing and checking every header, cookie jar
 the redirect dry run. A :class:`RequestTemplate` does that work once per session generation
 (the headers, their checks and the route to the pool) and, per call, sends through the very
 ``GuardedAdapter`` connection pool and ``Retry`` the :class:`~session_fsm.wire.Wire` mounted,
-then builds the ``requests.Response`` the way requests' ``HTTPAdapter.build_response`` does.
+then builds the ``requests.Response`` the way requests' ``HTTPAdapter.build_response`` does
+(:mod:`session_fsm.fast_response`).
 
 Every guarantee of :meth:`Wire.send <session_fsm.wire.Wire.send>` holds on this path:
 
@@ -43,41 +44,27 @@ microseconds and holds the tokens only as :class:`~session_fsm.secret.Secret`.
 
 from __future__ import annotations
 
-import datetime
 import functools
 import os
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
-from requests.cookies import RequestsCookieJar, extract_cookies_to_jar
-from requests.exceptions import (
-    ChunkedEncodingError,
-    ConnectTimeout,
-    ContentDecodingError,
-    InvalidHeader,
-    ProxyError,
-    ReadTimeout,
-    RetryError,
-    SSLError,
-)
 from requests.models import PreparedRequest
 from requests.structures import CaseInsensitiveDict
-from requests.utils import get_encoding_from_headers, select_proxy
-from urllib3 import exceptions as u3
+from requests.utils import select_proxy
 from urllib3.util import Timeout
 
 from . import contract as c
-from .answers import Identity, transport_error
+from .answers import Identity
 from .errors import ConfigurationError, KSError
+from .fast_response import build_response, failure
 from .hosts import _ORIGIN, check_url
 from .secret import Secret
 from .transport import _WATCHDOG, Call, GuardedAdapter, _bounded, _local
-from .wire import Wire, WireConfig, _passed_deadline
+from .wire import Wire
 
 __all__ = ["FAST_KEYWORDS", "RequestTemplate", "send_prepared"]
 
@@ -364,7 +351,7 @@ class RequestTemplate:
             )
             content = raw.read(decode_content=True)
         except Exception as exc:  # each kind mapped to the Wire's error, or re-raised
-            error = _failure(exc, call, method, url, config)
+            error = failure(exc, call, method, url, config)
             if error is None:
                 headers.clear()
                 wire_headers.clear()
@@ -379,7 +366,9 @@ class RequestTemplate:
             wire_headers.clear()
             del headers, wire_headers, prep
             raise error
-        return _response(prep, raw, content, adapter, time.perf_counter() - start, route)
+        return build_response(
+            prep, raw, content, adapter, time.perf_counter() - start, route.http.cookies
+        )
 
     # --- the general path ----------------------------------------------------------------------
 
@@ -396,46 +385,6 @@ class RequestTemplate:
             )
         return self.wire.send(method, url, headers=headers, auth=_SecretHeaders(self._secrets),
                               **options)  # fmt: skip
-
-
-def _response(
-    prep: PreparedRequest, raw: Any, content: bytes, adapter: GuardedAdapter, elapsed: float,
-    route: _Route,
-) -> requests.Response:
-    """The ``requests.Response`` of ``raw``, as ``HTTPAdapter.build_response`` and
-    ``Session.send`` make it (the body already read; no redirect prepared)."""
-    response: requests.Response = requests.Response.__new__(requests.Response)
-    store = OrderedDict()
-    for name, value in raw.headers.itermerged():  # repeated headers joined, as requests does
-        store[name.lower()] = (name, value)
-    headers: CaseInsensitiveDict[str] = CaseInsensitiveDict.__new__(CaseInsensitiveDict)
-    headers._store = store  # type: ignore[attr-defined]
-    response.__dict__.update(
-        _content=content,
-        _content_consumed=True,
-        _next=None,
-        status_code=raw.status,
-        headers=headers,
-        raw=raw,
-        url=prep.url,
-        encoding=_encoding(headers.get("content-type")),
-        history=[],
-        reason=raw.reason,
-        cookies=RequestsCookieJar(),
-        elapsed=datetime.timedelta(seconds=elapsed),
-        request=prep,
-        connection=adapter,
-    )
-    if "set-cookie" in store:  # as requests: into the answer's jar and the session's
-        extract_cookies_to_jar(response.cookies, prep, raw)  # type: ignore[no-untyped-call]
-        extract_cookies_to_jar(route.http.cookies, prep, raw)  # type: ignore[no-untyped-call]
-    return response
-
-
-@functools.lru_cache(maxsize=64)
-def _encoding(content_type: str | None) -> str | None:
-    """``get_encoding_from_headers`` for one Content-Type value (answers repeat a few)."""
-    return get_encoding_from_headers(CaseInsensitiveDict({"content-type": content_type or ""}))
 
 
 def _has_cookies(jar: Any) -> bool:
@@ -457,56 +406,6 @@ def _prepare_url(url: str, params: Any) -> str:
     prep = PreparedRequest()
     prep.prepare_url(url, params)
     return prep.url or ""
-
-
-def _failure(
-    exc: Exception, call: Call, method: str, url: str, config: WireConfig
-) -> KSError | None:
-    """The error ``Wire.send`` raises for ``exc`` met sending (None: let it through). A frame
-    of its own: the exception, and what its traceback holds, are not kept by the caller's."""
-    if call.expired:
-        return _passed_deadline(method, url, config)
-    if isinstance(exc, ValueError):  # http.client refused a header value: its text holds the
-        # value, so only its kind is kept (as Wire.send does)
-        return ConfigurationError(
-            f"{method} {urlsplit(url).path}: a header or body value cannot be sent over HTTP",
-            hint="check the credentials and headers for line breaks or invisible characters",
-        )
-    mapped = _requests_error(exc)
-    return None if mapped is None else transport_error(method, url, mapped, config)
-
-
-def _requests_error(exc: Exception) -> requests.RequestException | None:
-    """The requests exception ``HTTPAdapter.send`` (and reading the body) would raise for
-    ``exc``, or None for one it lets through."""
-    if isinstance(exc, u3.MaxRetryError):
-        reason = exc.reason
-        if isinstance(reason, u3.ConnectTimeoutError) and not isinstance(
-            reason, u3.NewConnectionError
-        ):
-            return ConnectTimeout(exc)
-        if isinstance(reason, u3.ResponseError):
-            return RetryError(exc)
-        if isinstance(reason, u3.ProxyError):
-            return ProxyError(exc)
-        if isinstance(reason, u3.SSLError):
-            return SSLError(exc)
-        return requests.ConnectionError(exc)
-    if isinstance(exc, u3.ProxyError):
-        return ProxyError(exc)
-    if isinstance(exc, u3.SSLError):
-        return SSLError(exc)
-    if isinstance(exc, u3.ReadTimeoutError):
-        return ReadTimeout(exc)
-    if isinstance(exc, u3.InvalidHeader):
-        return InvalidHeader(exc)
-    if isinstance(exc, u3.DecodeError):
-        return ContentDecodingError(exc)
-    if isinstance(exc, u3.ProtocolError):  # the body broke off (requests: reading it)
-        return ChunkedEncodingError(exc)
-    if isinstance(exc, (u3.ClosedPoolError, OSError)):
-        return requests.ConnectionError(exc)
-    return None
 
 
 def send_prepared(
