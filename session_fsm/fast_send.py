@@ -52,6 +52,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import requests
+from requests.auth import HTTPBasicAuth
 from requests.models import PreparedRequest
 from requests.structures import CaseInsensitiveDict
 from requests.utils import select_proxy
@@ -168,8 +169,10 @@ class _SecretHeaders(requests.auth.AuthBase):
     """For ``Wire.send``: writes the template's secret headers into the prepared request (the
     one place they are revealed on that path, as ``CallAuth`` does for the Wire's calls)."""
 
-    def __init__(self, secrets: Mapping[str, Secret]) -> None:
+    def __init__(self, secrets: Mapping[str, Secret], then: Any = None) -> None:
         self.secrets = secrets
+        # a caller's own ``auth=`` (an AuthBase or a (user, password) pair) runs after
+        self.then = HTTPBasicAuth(*then) if isinstance(then, tuple) else then
 
     def __repr__(self) -> str:
         return f"_SecretHeaders({sorted(self.secrets)})"
@@ -177,7 +180,7 @@ class _SecretHeaders(requests.auth.AuthBase):
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         for name, value in self.secrets.items():
             r.headers[name] = value.reveal()
-        return r
+        return r if self.then is None else self.then(r)
 
 
 class RequestTemplate:
@@ -308,17 +311,20 @@ class RequestTemplate:
         timeout = None
         if kwargs:
             extra = kwargs.get("headers")
-            if extra:
-                for name, value in extra.items():
-                    if value is None:
-                        headers.pop(name, None)
-                    else:
-                        headers[name] = value
-                prep.prepare_headers(headers)  # the caller's headers checked as requests does
-                headers = prep.headers
             data, body_json = kwargs.get("data"), kwargs.get("json")
-            if data is not None or body_json is not None:
-                prep.prepare_body(data, None, body_json)  # requests' bodies and Content-Length
+            try:
+                if extra:
+                    for name, value in extra.items():
+                        if value is None:
+                            headers.pop(name, None)
+                        else:
+                            headers[name] = value
+                    prep.prepare_headers(headers)  # the caller's headers checked as requests
+                    headers = prep.headers
+                if data is not None or body_json is not None:
+                    prep.prepare_body(data, None, body_json)  # requests' bodies, Content-Length
+            except (requests.RequestException, ValueError):  # no secret is in them yet
+                return self._slow(method, url, kwargs)  # which raises the Wire's error
             if extra or prep.body is not None:
                 wire_headers = dict(headers.items())
             timeout = kwargs.get("timeout")
@@ -378,13 +384,8 @@ class RequestTemplate:
         options = dict(kwargs)
         headers = dict(self._plain)
         headers.update(options.pop("headers", None) or {})
-        if "auth" in options:
-            raise ConfigurationError(
-                "auth= cannot be combined with a RequestTemplate: its headers are the session's",
-                hint="send with Wire.send for a request of your own",
-            )
-        return self.wire.send(method, url, headers=headers, auth=_SecretHeaders(self._secrets),
-                              **options)  # fmt: skip
+        auth = _SecretHeaders(self._secrets, options.pop("auth", None))
+        return self.wire.send(method, url, headers=headers, auth=auth, **options)
 
 
 def _has_cookies(jar: Any) -> bool:

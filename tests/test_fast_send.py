@@ -265,6 +265,30 @@ def test_an_odd_path_is_quoted_as_requests_quotes_it(session: KSSession) -> None
     assert fast.status_code == slow.status_code == 404
 
 
+def test_a_callers_auth_runs_after_the_template_headers(session: KSSession) -> None:
+    seen: list[str] = []
+
+    def auth(r: requests.PreparedRequest) -> requests.PreparedRequest:
+        seen.append(r.headers["sessionToken"])  # the template's secrets are in already
+        r.headers["X-Signed"] = "yes"
+        return r
+
+    r = template_of(session).send("GET", ORDERS, auth=auth)
+    assert r.status_code == 200 and r.request.headers["X-Signed"] == "yes"
+    assert seen == [r.request.headers["sessionToken"]]
+
+
+def test_bad_caller_headers_and_bodies_get_the_wire_errors(session: KSSession) -> None:
+    t = template_of(session)
+    for kwargs in ({"headers": {"X-Bad": "a\r\nb"}}, {"json": {"price": float("nan")}}):
+        with pytest.raises(Exception) as fast:
+            t.send("POST", ORDER, **kwargs)  # type: ignore[arg-type]
+        with pytest.raises(Exception) as slow:
+            through_wire(session, "POST", ORDER, **kwargs)
+        assert type(fast.value) is type(slow.value), kwargs
+        assert str(fast.value) == str(slow.value)
+
+
 def test_the_session_token_lives_only_in_each_request(session: KSSession) -> None:
     t = template_of(session)
     token = session.snapshot().session_token
