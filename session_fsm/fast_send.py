@@ -37,9 +37,13 @@ sends them).
 How the sync driver holds it: one ``RequestTemplate`` per session generation, made when the
 snapshot with a new session token (or a new Bearer token) is published, e.g.
 ``RequestTemplate.trading(wire, snap.host, who, snap.session_token)``, kept beside (or in) that
-snapshot, and used by every request sent with it: ``template.send("GET", path)``. A request
-reads the snapshot once and so gets host and tokens of one generation. Making one costs a few
-microseconds and holds the tokens only as :class:`~session_fsm.secret.Secret`.
+snapshot, and used by every request sent with it: ``template.send("GET", path, **kwargs)``. A
+request reads the snapshot once and so gets host and tokens of one generation. Making one
+costs a few microseconds and holds the tokens only as :class:`~session_fsm.secret.Secret`; the
+first call through it (and the first after ``Wire.close()`` or a fork) merges and checks its
+headers and finds its pool. A replay after a re-login is simply a ``send`` through the new
+generation's template; ``response.connection`` is there for requests-style hooks, which replay
+with ``response.connection.send(prepared, timeout=..., verify=..., proxies=...)``.
 """
 
 from __future__ import annotations
@@ -249,7 +253,11 @@ class RequestTemplate:
         is sent by ``Wire.send`` with the same headers.
         """
         url = self.host + path
-        if not (self.origin and path.startswith("/")) or (kwargs and not _fast_kwargs(kwargs)):
+        if (
+            not (self.origin and path.startswith("/"))
+            or (kwargs and not _fast_kwargs(kwargs))
+            or self.wire._given  # a caller's requests.Session is used as it is
+        ):
             return self._slow(method, url, kwargs)
         try:
             route = self._route

@@ -265,6 +265,17 @@ def test_an_odd_path_is_quoted_as_requests_quotes_it(session: KSSession) -> None
     assert fast.status_code == slow.status_code == 404
 
 
+def test_a_callers_requests_session_is_used_as_it_is(sb: Sandbox) -> None:
+    http = requests.Session()
+    answers: list[int] = []
+    http.hooks["response"].append(lambda r, **kw: answers.append(r.status_code))
+    wire = Wire(http=http)
+    t = RequestTemplate(wire, sb.url, {"Accept": "application/json"})
+    assert t.send("GET", ORDERS).status_code == 401  # no tokens: the sandbox says so
+    assert answers == [401]  # through the caller's session, its hooks included
+    http.close()
+
+
 def test_a_callers_auth_runs_after_the_template_headers(session: KSSession) -> None:
     seen: list[str] = []
 
