@@ -312,8 +312,11 @@ class RequestTemplate:
         # The allow-list decides by origin, and ``sent`` is below the template's: this is the
         # check of what is sent, made at send time (as Wire.send and the GuardedAdapter do).
         check_url(sent, config.allowed_domains, config.allow_loopback)
+        try:
+            headers, wire_headers = self._headers(route)
+        except requests.RequestException:  # a template header requests refuses (CR/LF, ...):
+            return self._slow(method, url, kwargs)  # Wire.send raises the Wire's error for it
         prep: PreparedRequest = PreparedRequest.__new__(PreparedRequest)
-        headers, wire_headers = self._headers(route)
         prep.__dict__.update(method=method, url=sent, headers=headers, _cookies=None, body=None,
                              hooks={"response": []}, _body_position=None)  # fmt: skip
         timeout = None

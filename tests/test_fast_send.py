@@ -298,6 +298,12 @@ def test_bad_caller_headers_and_bodies_get_the_wire_errors(session: KSSession) -
             through_wire(session, "POST", ORDER, **kwargs)
         assert type(fast.value) is type(slow.value), kwargs
         assert str(fast.value) == str(slow.value)
+    host, injected = session.snapshot().host, {"consumerKey": "k\r\nX: y"}
+    with pytest.raises(Exception) as fast:
+        RequestTemplate(session.wire, host, injected).send("GET", ORDERS)
+    with pytest.raises(Exception) as slow:
+        session.wire.send("GET", host + ORDERS, headers=injected)
+    assert type(fast.value) is type(slow.value) and str(fast.value) == str(slow.value)
 
 
 def test_the_session_token_lives_only_in_each_request(session: KSSession) -> None:
