@@ -13,7 +13,9 @@ from __future__ import annotations
 import datetime
 import multiprocessing
 import os
+import pickle
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -96,6 +98,10 @@ def test_a_get_equals_wire_send(session: KSSession) -> None:
     assert fast.request.headers["sessionToken"] == slow.request.headers["sessionToken"]
     # the headers in the order session.get sends them today
     assert list(fast.request.headers) == list(session.get(ORDERS).request.headers)
+    copy = pickle.loads(pickle.dumps(fast))  # as requests pickles its own answers
+    assert copy.json() == fast.json() and copy.status_code == 200 and copy.url == fast.url
+    assert b"".join(fast.iter_content(4)) == fast.content == slow.content
+    fast.close()  # the connection went back to the pool already: closing again is harmless
 
 
 def test_a_post_with_a_json_body_equals_wire_send(session: KSSession) -> None:
@@ -200,6 +206,22 @@ def test_bad_caller_headers_and_bodies_get_the_wire_errors(session: KSSession) -
     with pytest.raises(Exception) as slow:
         session.wire.send("GET", host + ORDERS, headers=injected)
     assert type(fast.value) is type(slow.value) and str(fast.value) == str(slow.value)
+
+
+def test_threads_share_one_template(session: KSSession) -> None:
+    t = template_of(session)
+    answers: list[requests.Response] = []
+
+    def worker() -> None:
+        answers.extend(t.send("GET", ORDERS) for _ in range(25))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert len(answers) == 200 and {r.status_code for r in answers} == {200}
+    assert len({id(r.request.headers) for r in answers}) == 200  # each request its own
 
 
 def test_the_session_token_lives_only_in_each_request(session: KSSession) -> None:
