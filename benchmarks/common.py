@@ -28,10 +28,16 @@ import requests
 from session_fsm import Credentials, EnvironmentSettings, configure_logging, contract
 from session_fsm.sandbox import ControlPlane, HttpSandboxControl, run_sandbox
 
+#: Users of their own for benchmarks whose clients each log in as a different user.
+BENCH_USERS = tuple(f"bench-{i}" for i in range(1, 6))
+
 #: Run in the child process: serve a sandbox on a free port and print its base URL.
 _SERVE = (
-    "from session_fsm.sandbox import serve\n"
-    "serve(port=0, ready=lambda url: print(url, flush=True))\n"
+    "from session_fsm.sandbox import serve, SandboxConfig\n"
+    "from session_fsm.sandbox.config import Account, DEMO_ACCOUNT\n"
+    f"users = {BENCH_USERS!r}\n"
+    "accounts = (DEMO_ACCOUNT, *(Account(u, 'demo-password', '1234') for u in users))\n"
+    "serve(SandboxConfig(accounts=accounts), port=0, ready=lambda url: print(url, flush=True))\n"
 )
 
 _DEVNULL = open(os.devnull, "w")  # noqa: SIM115 -- lives as long as the process

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import common
 import connect_overhead
+import get_four_arms
 import metrics_overhead
 import relogin_storm
 import request_overhead
@@ -32,6 +33,7 @@ import soak
 BENCHMARKS: dict[str, tuple[Callable[..., common.Result], bool]] = {
     "sessions_create": (sessions_create.run, False),
     "request_overhead": (request_overhead.run, True),
+    "get_four_arms": (get_four_arms.run, True),
     "relogin_storm": (relogin_storm.run, True),
     "connect_overhead": (connect_overhead.run, True),
     "metrics_overhead": (metrics_overhead.run, True),
