@@ -8,9 +8,9 @@ Nothing here sends anything; :class:`~session_fsm.wire.Wire` does, with these.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -33,7 +33,13 @@ from .explain import HINTS, connection_cause, endpoint
 from .models import (
     NOT_JSON,
     Fault,
+    ResLogin,
+    ResLogout,
+    ResSession2FA,
+    ResSessionInit,
     Undecodable,
+    UserCredentials,
+    UserDetails,
     decode_answer,
     unwrap,
     valid_token,
@@ -102,7 +108,11 @@ class CallAuth(AuthBase):
     def __repr__(self) -> str:
         return f"CallAuth(headers={sorted(self.secret_headers)})"
 
-    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+    def reveal(self) -> tuple[dict[str, str], bytes | None]:
+        """The call's secret headers (and ``Content-Type`` with a body) and its JSON body,
+        revealed: for the transport to write into the request it sends, and nothing else.
+        Raises ConfigurationError (naming the header, never the value) for a token that
+        HTTP cannot carry."""
         tokens = {c.H_AUTHORIZATION: self.who.access_token, **self.secret_headers}
         for name, value in tokens.items():
             if not valid_token(value.reveal()):  # http.client would raise with the value in it
@@ -110,14 +120,21 @@ class CallAuth(AuthBase):
                     f"the {name} header's token is not 1 to 4096 visible ASCII characters",
                     hint="check the token for pasted spaces, line breaks or invisible characters",
                 )
-        r.headers[c.H_AUTHORIZATION] = "Bearer " + self.who.access_token.reveal()
+        headers = {c.H_AUTHORIZATION: "Bearer " + self.who.access_token.reveal()}
         for name, value in self.secret_headers.items():
-            r.headers[name] = value.reveal()
-        if self.body is not None:
-            r.headers["Content-Type"] = "application/json"
-            r.body = json.dumps(  # requests sets Content-Length from it after the auth
-                {k: v.reveal() if isinstance(v, Secret) else v for k, v in self.body.items()}
-            ).encode()
+            headers[name] = value.reveal()
+        if self.body is None:
+            return headers, None
+        headers["Content-Type"] = "application/json"
+        return headers, json.dumps(
+            {k: v.reveal() if isinstance(v, Secret) else v for k, v in self.body.items()}
+        ).encode()
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        headers, body = self.reveal()
+        r.headers.update(headers)
+        if body is not None:
+            r.body = body  # requests sets Content-Length from it after the auth
         return r
 
 
@@ -194,17 +211,40 @@ def transport_error(
             hint="check the credentials and headers for pasted line breaks",
         )
     kind, words = connection_cause(exc)
-    where = f"{method} {urlsplit(url).path}"
     if kind == "other" and _timed_out(exc):
         kind = "read-timeout"
+    return transport_failure(method, url, kind, words, config)
+
+
+def transport_failure(method: str, url: str, kind: str, words: str, config: WireConfig) -> KSError:
+    """The typed error of a request that got no answer, from its cause (a kind of
+    :func:`~session_fsm.explain.connection_cause` and its words): what every transport, sync
+    or async, raises for it."""
     if kind == "connect-timeout":
         words = f"connecting timed out after {config.timeout[0]:g}s"
     elif kind == "read-timeout":
         words = f"no answer within {config.timeout[1]:g}s (read timeout)"
-    message = f"{where}: {endpoint(url)}: {words}"
+    message = f"{method} {urlsplit(url).path}: {endpoint(url)}: {words}"
     if kind in ("connect-timeout", "read-timeout"):
         return RequestTimeout(message, hint=HINTS[kind])
     return NetworkError(message, hint=HINTS[kind])
+
+
+def passed_deadline(method: str, url: str, config: WireConfig) -> RequestTimeout:
+    """The error of a call that passed ``config.deadline`` (connect, answer, retries)."""
+    return RequestTimeout(
+        f"{method} {urlsplit(url).path}: {endpoint(url)}: passed its deadline of "
+        f"{config.deadline:g}s",
+        hint="raise deadline= if the API is slow, or retry later",
+    )
+
+
+def unsendable(method: str, url: str) -> ConfigurationError:
+    """The error of a header or body value HTTP cannot carry (the value is never shown)."""
+    return ConfigurationError(
+        f"{method} {urlsplit(url).path}: a header or body value cannot be sent over HTTP",
+        hint="check the credentials and headers for line breaks or invisible characters",
+    )
 
 
 #: Each session call's method and path, as the API documents them.
@@ -218,13 +258,21 @@ _SESSION_CALLS = {
 
 def _where(call: Call, response: requests.Response) -> str:
     """``METHOD /path`` of the call an answer belongs to (never its query string)."""
+    request = response.request
+    if request is None:
+        return where_of(call, "", "")
+    return where_of(call, request.method or "", request.url or "")
+
+
+def where_of(call: Call, method: str, url: str) -> str:
+    """``METHOD /path`` of ``call``: a session call's as the API documents it, else the
+    request's (never its query string); "" when unknown."""
     known = _SESSION_CALLS.get(call)
     if known is not None:
         return " ".join(known)
-    request = response.request
-    if request is None:
+    if not method and not url:
         return ""
-    return f"{request.method} {urlsplit(request.url or '').path}"
+    return f"{method} {urlsplit(url).path}"
 
 
 def _timed_out(exc: requests.RequestException) -> bool:
@@ -262,8 +310,89 @@ def answer(call: Call, response: requests.Response, max_bytes: int) -> Answer:
     """The :class:`Answer` of an already read ``response`` (a trading call's): a body over
     ``max_bytes`` is not decoded (MalformedAnswer); one that is not JSON decodes to
     :class:`~session_fsm.models.Undecodable`, which a non-2xx answer treats as no fault."""
-    status = response.status_code
-    retry_after = _retry_after(response.headers.get("Retry-After"))
-    if len(response.content or b"") > max_bytes:
+    return answer_of(
+        call,
+        response.status_code,
+        response.headers.get("Retry-After"),
+        response.content or b"",
+        max_bytes,
+    )
+
+
+def answer_of(
+    call: Call, status: int, retry_after: str | None, content: bytes, max_bytes: int
+) -> Answer:
+    """The :class:`Answer` of a read answer of any transport: its status, its ``Retry-After``
+    header and its body (over ``max_bytes``: MalformedAnswer, never decoded)."""
+    if len(content) > max_bytes:
         raise _too_large(call, status, max_bytes)
-    return Answer(call, status, retry_after, decode_answer(response.content or b""))
+    return Answer(call, status, _retry_after(retry_after), decode_answer(content))
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SessionCall(Generic[T]):
+    """One of the four session calls, ready to send: what every transport sends for it and
+    how its answer becomes a typed result (:meth:`result`) or a typed error."""
+
+    call: Call
+    method: str
+    path: str
+    headers: dict[str, str]
+    auth: CallAuth
+    required: str | None
+    parse: Callable[..., T]
+
+    def result(self, a: Answer) -> T:
+        """The typed result of the answer ``a``; the typed error of a non-2xx one."""
+        return self.parse(a.payload(self.required), status=a.status)
+
+
+def init_call(who: Identity) -> SessionCall[ResSessionInit]:
+    """GET session/init: headers userid, consumerKey, ip, appId."""
+    method, path = c.SESSION_INIT
+    headers = {**who.plain_headers(), c.H_USERID: who.userid}
+    return SessionCall(
+        Call.INIT, method, path, headers, CallAuth(who), None, ResSessionInit.parse
+    )
+
+
+def login_call(who: Identity, body: UserCredentials) -> SessionCall[ResLogin]:
+    """POST session/login/userid with ``{"userid", "password"}``: the one-time token."""
+    method, path = c.LOGIN_USERID
+    auth = CallAuth(who, body=body.fields())
+    return SessionCall(
+        Call.LOGIN, method, path, who.plain_headers(), auth, "oneTimeToken", ResLogin.parse
+    )
+
+
+def two_fa_call(
+    who: Identity, one_time_token: Secret, body: UserDetails
+) -> SessionCall[ResSession2FA]:
+    """POST session/2FA/accesscode with the OTT header: the session token."""
+    method, path = c.TWO_FA_ACCESSCODE
+    auth = CallAuth(who, {c.H_ONE_TIME_TOKEN: one_time_token}, body.fields())
+    return SessionCall(
+        Call.TWO_FA, method, path, who.plain_headers(), auth, "sessionToken", ResSession2FA.parse
+    )
+
+
+def logout_call(who: Identity, session_token: Secret) -> SessionCall[ResLogout]:
+    """DELETE session/logout: invalidates ``session_token`` on the server."""
+    method, path = c.SESSION_LOGOUT
+    headers = {**who.plain_headers(), c.H_USERID: who.userid}
+    auth = CallAuth(who, {c.H_SESSION_TOKEN: session_token})
+    return SessionCall(Call.LOGOUT, method, path, headers, auth, None, ResLogout.parse)
+
+
+def trading_call(
+    who: Identity, session_token: Secret, headers: Mapping[str, str] | None = None
+) -> tuple[dict[str, str], CallAuth]:
+    """The plain headers (``headers`` over the identity's) and the auth of an authorised
+    trading request, for any transport."""
+    merged = who.plain_headers()
+    if headers:
+        merged.update(headers)
+    return merged, CallAuth(who, {c.H_SESSION_TOKEN: session_token})

@@ -26,7 +26,7 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -37,13 +37,21 @@ from . import validation
 from .answers import (
     Answer,
     CallAuth,
-    _retry_after,
+    SessionCall,
     _too_large,
     _where,
     answer,
+    answer_of,
+    init_call,
+    login_call,
+    logout_call,
+    passed_deadline,
     seal,
     seal_response,
+    trading_call,
     transport_error,
+    two_fa_call,
+    unsendable,
 )
 from .answers import Identity as Identity  # re-exported: where it was first defined
 from .environment import EnvironmentSettings
@@ -54,7 +62,6 @@ from .errors import (
     KSError,
     RequestTimeout,
 )
-from .explain import endpoint
 from .hosts import LOOPBACK_HOSTS as LOOPBACK_HOSTS  # where it was first defined
 from .hosts import check_url as check
 from .hosts import refusal
@@ -67,7 +74,6 @@ from .models import (
     ResSessionInit,
     UserCredentials,
     UserDetails,
-    decode_answer,
 )
 from .retry import IDEMPOTENT_METHODS as IDEMPOTENT_METHODS  # re-exported, as Identity
 from .retry import NO_RETRY as NO_RETRY
@@ -76,6 +82,8 @@ from .secret import Secret
 from .transport import DeadlineExceeded, GuardedAdapter, body_expired
 
 USER_AGENT = "session_fsm/0.1"
+
+T = TypeVar("T")
 
 
 #: Pooled sessions a forked child inherited: kept, untouched, for the child's lifetime.
@@ -311,15 +319,12 @@ class Wire:
         try:
             return http.request(method, url, **{**options, **kwargs})
         except DeadlineExceeded:
-            error: KSError = _passed_deadline(method, url, config)
+            error: KSError = passed_deadline(method, url, config)
         except requests.RequestException as exc:
             error = transport_error(method, url, exc, config)
         except ValueError:  # http.client refused a header value (CR/LF, not latin-1): the
             # exception's text holds the value, so only its kind is kept
-            error = ConfigurationError(
-                f"{method} {urlsplit(url).path}: a header or body value cannot be sent over HTTP",
-                hint="check the credentials and headers for line breaks or invisible characters",
-            )
+            error = unsendable(method, url)
         except OSError as exc:  # requests' own check of the CA bundle / client certificate paths
             error = ConfigurationError(
                 f"{method} {urlsplit(url).path}: TLS files unusable: {exc}",
@@ -340,9 +345,9 @@ class Wire:
         """
         response = self.send(method, url, headers=headers, auth=auth, stream=True)
         seal_response(response, drop_body=True)
-        status = response.status_code
-        retry_after = _retry_after(response.headers.get("Retry-After"))
-        return Answer(call, status, retry_after, decode_answer(self._read(call, response)))
+        status, retry_after = response.status_code, response.headers.get("Retry-After")
+        body = self._read(call, response)
+        return answer_of(call, status, retry_after, body, self.config.max_answer_bytes)
 
     def _read(self, call: Call, response: requests.Response) -> bytes:
         """The whole body of a streamed ``response``, refusing more than ``max_answer_bytes``."""
@@ -363,13 +368,13 @@ class Wire:
         except requests.RequestException as exc:
             method, url = response.request.method or "", response.url
             if body_expired(response):  # the deadline's watchdog ended the read
-                error = _passed_deadline(method, url, self.config)
+                error = passed_deadline(method, url, self.config)
             else:
                 error = transport_error(method, url, exc, self.config)
         finally:
             response.close()
         if error is None and body_expired(response):  # the read ended short, at the deadline
-            error = _passed_deadline(response.request.method or "", response.url, self.config)
+            error = passed_deadline(response.request.method or "", response.url, self.config)
         if error is not None:
             del data  # a part of the body may hold a token
             raise error
@@ -416,40 +421,31 @@ class Wire:
 
     # --- the four session calls ----------------------------------------------------------------
 
+    def _call(self, host: str, spec: SessionCall[T]) -> T:
+        url = self._session_url(host, spec.path)
+        return spec.result(self._exchange(spec.call, spec.method, url, spec.auth, spec.headers))
+
     def session_init(self, host: str, who: Identity) -> ResSessionInit:
         """GET session/init: headers userid, consumerKey, ip, appId."""
-        method, path = c.SESSION_INIT
-        headers = {**who.plain_headers(), c.H_USERID: who.userid}
-        url = self._session_url(host, path)
-        a = self._exchange(Call.INIT, method, url, CallAuth(who), headers)
-        return ResSessionInit.parse(a.payload(None), status=a.status)
+        spec = init_call(who)  # in this frame: a traceback names the call
+        return self._call(host, spec)
 
     def login_with_user_id(self, host: str, who: Identity, body: UserCredentials) -> ResLogin:
         """POST session/login/userid with ``{"userid", "password"}``: returns the one-time token."""
-        method, path = c.LOGIN_USERID
-        url = self._session_url(host, path)
-        auth = CallAuth(who, body=body.fields())
-        a = self._exchange(Call.LOGIN, method, url, auth, who.plain_headers())
-        return ResLogin.parse(a.payload("oneTimeToken"), status=a.status)
+        spec = login_call(who, body)  # in this frame: a traceback names the call
+        return self._call(host, spec)
 
     def generate_session2_fa(
         self, host: str, who: Identity, one_time_token: Secret, body: UserDetails
     ) -> ResSession2FA:
         """POST session/2FA/accesscode with the OTT header: returns the session token."""
-        method, path = c.TWO_FA_ACCESSCODE
-        url = self._session_url(host, path)
-        auth = CallAuth(who, {c.H_ONE_TIME_TOKEN: one_time_token}, body.fields())
-        a = self._exchange(Call.TWO_FA, method, url, auth, who.plain_headers())
-        return ResSession2FA.parse(a.payload("sessionToken"), status=a.status)
+        spec = two_fa_call(who, one_time_token, body)  # in this frame: a traceback names the call
+        return self._call(host, spec)
 
     def session_logout(self, host: str, who: Identity, session_token: Secret) -> ResLogout:
         """DELETE session/logout: invalidates ``session_token`` on the server."""
-        method, path = c.SESSION_LOGOUT
-        headers = {**who.plain_headers(), c.H_USERID: who.userid}
-        url = self._session_url(host, path)
-        auth = CallAuth(who, {c.H_SESSION_TOKEN: session_token})
-        a = self._exchange(Call.LOGOUT, method, url, auth, headers)
-        return ResLogout.parse(a.payload(None), status=a.status)
+        spec = logout_call(who, session_token)  # in this frame: a traceback names the call
+        return self._call(host, spec)
 
     # --- trading -------------------------------------------------------------------------------
 
@@ -470,19 +466,8 @@ class Wire:
         **kwargs: Any,
     ) -> requests.Response:
         """Send one authorised trading request; the answer is returned whatever its status."""
-        merged = who.plain_headers()
-        if headers:
-            merged.update(headers)
-        auth = CallAuth(who, {c.H_SESSION_TOKEN: session_token})
+        merged, auth = trading_call(who, session_token, headers)
         return self.send(method, url, headers=merged, auth=auth, **kwargs)
-
-
-def _passed_deadline(method: str, url: str, config: WireConfig) -> RequestTimeout:
-    return RequestTimeout(
-        f"{method} {urlsplit(url).path}: {endpoint(url)}: passed its deadline of "
-        f"{config.deadline:g}s",
-        hint="raise deadline= if the API is slow, or retry later",
-    )
 
 
 def _lock_wait_expired(timeout: float) -> RequestTimeout:
