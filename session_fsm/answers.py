@@ -239,6 +239,14 @@ def passed_deadline(method: str, url: str, config: WireConfig) -> RequestTimeout
     )
 
 
+def tls_files_unusable(method: str, url: str, exc: OSError) -> ConfigurationError:
+    """The error of a CA bundle or client certificate file that cannot be read."""
+    return ConfigurationError(
+        f"{method} {urlsplit(url).path}: TLS files unusable: {exc}",
+        hint="fix verify=/cert= or the REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE variable",
+    )
+
+
 def unsendable(method: str, url: str) -> ConfigurationError:
     """The error of a header or body value HTTP cannot carry (the value is never shown)."""
     return ConfigurationError(

@@ -27,7 +27,6 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import requests
 from urllib3.util.retry import Retry
@@ -48,6 +47,7 @@ from .answers import (
     passed_deadline,
     seal,
     seal_response,
+    tls_files_unusable,
     trading_call,
     transport_error,
     two_fa_call,
@@ -326,10 +326,7 @@ class Wire:
             # exception's text holds the value, so only its kind is kept
             error = unsendable(method, url)
         except OSError as exc:  # requests' own check of the CA bundle / client certificate paths
-            error = ConfigurationError(
-                f"{method} {urlsplit(url).path}: TLS files unusable: {exc}",
-                hint="fix verify=/cert= or the REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE variable",
-            )
+            error = tls_files_unusable(method, url, exc)
         # This frame is on the error's traceback: the environment's proxy URLs (which may carry
         # a password) must not be among its locals.
         options.clear()
