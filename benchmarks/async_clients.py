@@ -53,11 +53,14 @@ async def _run(target: Target, smoke: bool) -> Result:
     connect, read = session.config.timeout
     who, token = session.identity(), snap.session_token
 
-    def clients(pool_timeout: bool = True) -> tuple[Any, Any, AsyncWire]:
-        """Each client as a bot would make it: defaults, the session's timeouts, keep-alive."""
+    def httpx_client(pool_timeout: bool = True) -> Any:
         hx_timeout = httpx.Timeout(read, connect=connect, pool=5.0 if pool_timeout else None)
+        return httpx.AsyncClient(headers=headers, trust_env=False, timeout=hx_timeout)
+
+    def clients() -> tuple[Any, Any, AsyncWire]:
+        """Each client as a bot would make it: defaults, the session's timeouts, keep-alive."""
         return (
-            httpx.AsyncClient(headers=headers, trust_env=False, timeout=hx_timeout),
+            httpx_client(),
             aiohttp.ClientSession(
                 headers=headers, timeout=aiohttp.ClientTimeout(sock_connect=connect, sock_read=read)
             ),
@@ -117,7 +120,7 @@ async def _run(target: Target, smoke: bool) -> Result:
     hx, aio, wire = clients()
     hx_failed, hx_wall = await storm("httpx", through_httpx)
     await hx.aclose()
-    hx = clients(pool_timeout=False)[0]
+    hx = httpx_client(pool_timeout=False)
     hq_failed, hq_wall = await storm("httpx_queued", through_httpx)
     aio_failed, aio_wall = await storm("aiohttp", through_aiohttp)
     w_failed, w_wall = await storm("wire", through_wire)

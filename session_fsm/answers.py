@@ -305,6 +305,32 @@ def _too_large(call: Call, status: int, cap: int) -> MalformedAnswer:
     )
 
 
+class CappedBody:
+    """An answer's body read in chunks by any transport, refused past ``cap`` bytes (a
+    ``Content-Length`` over it refuses it before any is read): :attr:`over` says so."""
+
+    __slots__ = ("cap", "data", "over")
+
+    def __init__(self, cap: int, content_length: str | None) -> None:
+        self.cap = cap
+        self.data = bytearray()
+        length = content_length or ""
+        self.over = length.isdigit() and int(length) > cap
+
+    def add(self, chunk: bytes) -> bool:
+        """Take ``chunk``; False once the body is over the cap (stop reading)."""
+        self.data += chunk
+        if len(self.data) > self.cap:
+            self.over = True
+        return not self.over
+
+    def take(self) -> bytes:
+        """The body read (emptied here: a part of a body may hold a token)."""
+        data = bytes(self.data)
+        self.data = bytearray()
+        return data
+
+
 def _retry_after(header: str | None) -> float | None:
     if not header:
         return None

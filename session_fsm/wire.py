@@ -36,6 +36,7 @@ from . import validation
 from .answers import (
     Answer,
     CallAuth,
+    CappedBody,
     SessionCall,
     _too_large,
     _where,
@@ -351,17 +352,14 @@ class Wire:
         cap = self.config.max_answer_bytes
         status = response.status_code
         error: KSError | None = None
-        data = bytearray()
+        body = CappedBody(cap, response.headers.get("Content-Length"))
         try:
-            length = response.headers.get("Content-Length", "")
-            if length.isdigit() and int(length) > cap:
-                error = _too_large(call, status, cap)
-            else:
+            if not body.over:
                 for chunk in response.iter_content(65536):
-                    data += chunk
-                    if len(data) > cap:
-                        error = _too_large(call, status, cap)
+                    if not body.add(chunk):
                         break
+            if body.over:
+                error = _too_large(call, status, cap)
         except requests.RequestException as exc:
             method, url = response.request.method or "", response.url
             if body_expired(response):  # the deadline's watchdog ended the read
@@ -372,10 +370,11 @@ class Wire:
             response.close()
         if error is None and body_expired(response):  # the read ended short, at the deadline
             error = passed_deadline(response.request.method or "", response.url, self.config)
+        data = body.take()  # a part of the body may hold a token: only this frame holds it
         if error is not None:
-            del data  # a part of the body may hold a token
+            del data
             raise error
-        return bytes(data)
+        return data
 
     # --- answers -------------------------------------------------------------------------------
 

@@ -32,7 +32,6 @@ whoever computed it, is checked against the allow-list just before it is sent.
 from __future__ import annotations
 
 import asyncio
-import errno
 import inspect
 import os
 import ssl
@@ -47,6 +46,7 @@ from urllib3 import exceptions as u3
 from ..answers import (
     Answer,
     CallAuth,
+    CappedBody,
     Identity,
     SessionCall,
     _too_large,
@@ -57,16 +57,12 @@ from ..answers import (
     passed_deadline,
     tls_files_unusable,
     trading_call,
-    transport_failure,
     two_fa_call,
     unsendable,
-    where_of,
 )
 from ..environment import EnvironmentSettings
-from ..errors import APIError, Call, KSError
-from ..explain import connection_cause
+from ..errors import Call, KSError
 from ..models import (
-    DEFAULT_MAX_ANSWER_BYTES,
     ResLogin,
     ResLogout,
     ResSession2FA,
@@ -77,6 +73,7 @@ from ..models import (
 from ..retry import CappedRetry
 from ..secret import Secret
 from ..wire import USER_AGENT, WireConfig, check_url
+from .response import AsyncResponse, Failure, failure
 
 T = TypeVar("T")
 
@@ -88,85 +85,6 @@ _TIME_SLEEP = time.sleep
 
 #: aiohttp rounds timeouts above this many seconds up to whole seconds; ours are kept exact.
 _NO_CEIL = 1e9
-
-
-class AsyncResponse:
-    """A whole answer of the async wire: status, headers and body, read before it is returned.
-
-    It holds no request: the headers sent (Bearer, session token) are on no object an answer
-    or an error can reach.
-    """
-
-    __slots__ = ("content", "headers", "method", "reason", "status", "url")
-
-    def __init__(
-        self,
-        method: str,
-        url: str,
-        status: int,
-        reason: str,
-        headers: Mapping[str, str],
-        content: bytes,
-    ) -> None:
-        self.method = method
-        self.url = url
-        self.status = status
-        self.reason = reason
-        self.headers = headers
-        self.content = content
-
-    def __repr__(self) -> str:
-        return f"<AsyncResponse [{self.status}]>"
-
-    @property
-    def status_code(self) -> int:
-        """The status, under requests' name."""
-        return self.status
-
-    @property
-    def ok(self) -> bool:
-        """True for a 2xx answer."""
-        return 200 <= self.status < 300
-
-    def json(self) -> Any:
-        """The body parsed as JSON (``json.loads``' errors for one that is not)."""
-        import json
-
-        return json.loads(self.content)
-
-    @property
-    def text(self) -> str:
-        """The body as text (UTF-8, undecodable bytes replaced)."""
-        return self.content.decode("utf-8", "replace")
-
-    def get_redirect_location(self) -> bool:
-        """False: the wire never follows a redirect (urllib3's retry asks this)."""
-        return False
-
-    def answer(self, call: Call, max_bytes: int = DEFAULT_MAX_ANSWER_BYTES) -> Answer:
-        """This answer as the shared :class:`~session_fsm.answers.Answer` of ``call``."""
-        retry_after = self.headers.get("Retry-After")
-        return answer_of(call, self.status, retry_after, self.content, max_bytes)
-
-    def error(
-        self, call: Call, max_bytes: int = DEFAULT_MAX_ANSWER_BYTES, where: str = ""
-    ) -> APIError | None:
-        """The typed error of this answer to ``call`` (None on 2xx), as the sync
-        :meth:`Wire.error_of <session_fsm.Wire.error_of>` maps it."""
-        if self.ok:
-            return None
-        return self.answer(call, max_bytes).error(where or where_of(call, self.method, self.url))
-
-
-class _Failure:
-    """An attempt that got no usable answer: the typed error to raise if it is the last, and
-    the urllib3 error the shared retry policy classifies (None: never retried)."""
-
-    __slots__ = ("error", "retryable")
-
-    def __init__(self, error: KSError, retryable: Exception | None) -> None:
-        self.error = error
-        self.retryable = retryable
 
 
 class AsyncWire:
@@ -362,7 +280,7 @@ class AsyncWire:
         remaining: float,
         deadline: float,
         options: dict[str, Any],
-    ) -> AsyncResponse | _Failure:
+    ) -> AsyncResponse | Failure:
         """One try. Raises nothing it can avoid (only ConfigurationError for a token HTTP
         cannot carry, and cancellation): every failure is returned, so no frame that held
         the revealed headers, or aiohttp's request (which keeps a copy), is on a traceback."""
@@ -393,12 +311,12 @@ class AsyncWire:
                 ) as r:
                     content = await _body(r, cap)
                     if content is None:
-                        return _Failure(_too_large(call, r.status, cap or 0), None)
+                        return Failure(_too_large(call, r.status, cap or 0), None)
                     return AsyncResponse(method, url, r.status, r.reason or "", r.headers, content)
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                return _failure(method, url, exc, self.config, deadline)
+                return failure(method, url, exc, self.config, deadline)
             except ValueError:  # a header value HTTP cannot carry; its text may hold the value
-                return _Failure(unsendable(method, url), None)
+                return Failure(unsendable(method, url), None)
         finally:
             sent.clear()
             kwargs.clear()
@@ -473,50 +391,13 @@ async def _body(r: aiohttp.ClientResponse, cap: int | None) -> bytes | None:
     """The whole body of ``r``; None when it is larger than ``cap`` (then left unread)."""
     if cap is None:
         return await r.read()
-    length = r.headers.get("Content-Length", "")
-    if length.isdigit() and int(length) > cap:
-        return None
-    data = bytearray()
-    async for chunk in r.content.iter_chunked(65536):
-        data += chunk
-        if len(data) > cap:
-            return None
-    return bytes(data)
-
-
-def _failure(
-    method: str, url: str, exc: BaseException, config: WireConfig, deadline: float
-) -> _Failure:
-    """What a failed attempt means: its typed error (the shared words for its cause) and the
-    urllib3 error the retry policy classifies it by."""
-    if asyncio.get_running_loop().time() >= deadline:
-        return _Failure(passed_deadline(method, url, config), None)
-    if isinstance(exc, (ssl.SSLError, aiohttp.ClientSSLError)):
-        kind, words = connection_cause(exc)
-        return _Failure(transport_failure(method, url, kind, words, config), None)
-    retryable: Exception
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        kind, words = "connect-timeout", ""
-        retryable = u3.ConnectTimeoutError("connecting timed out")
-    elif isinstance(exc, aiohttp.ClientConnectorError):
-        kind, words = connection_cause(exc)
-        retryable = u3.ConnectTimeoutError("connecting failed")  # urllib3 counts these alike
-    elif isinstance(exc, aiohttp.SocketTimeoutError | asyncio.TimeoutError):
-        kind, words = "read-timeout", ""
-        retryable = u3.ReadTimeoutError(None, url, "read timed out")  # type: ignore[arg-type]
-    elif isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
-        kind, words = "dropped", "the connection closed before the whole answer"
-        retryable = u3.ProtocolError("dropped")
-    elif isinstance(exc, OSError) and exc.errno in _DROPPED:
-        kind, words = "dropped", "the connection was reset"
-        retryable = u3.ProtocolError("reset")
-    else:
-        kind, words = connection_cause(exc)
-        retryable = u3.ProtocolError("failed")
-    return _Failure(transport_failure(method, url, kind, words, config), retryable)
-
-
-_DROPPED = frozenset({errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE})
+    body = CappedBody(cap, r.headers.get("Content-Length"))
+    if not body.over:
+        async for chunk in r.content.iter_chunked(65536):
+            if not body.add(chunk):
+                break
+    data = body.take()
+    return None if body.over else data
 
 
 async def _tls(verify: bool | str) -> ssl.SSLContext | bool:
