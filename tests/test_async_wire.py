@@ -300,6 +300,67 @@ async def test_a_refused_host_is_never_connected_to(url: str, wire: AsyncWire) -
     assert evil.connections == 0 and evil.received == b""
 
 
+# --- the environment -------------------------------------------------------------------------
+
+
+def _no_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+async def test_the_environment_is_read_once_per_pool(
+    sb: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY (a listener that drops every connection) is read when the pool is made
+    and kept until close(), as the sync wire does."""
+    _no_proxy_variables(monkeypatch)
+    with listening() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.2:{proxy.port}")
+        async with AsyncWire(WireConfig(retry=NO_RETRY, timeout=(1.0, 1.0))) as w:
+            with pytest.raises(NetworkError):
+                await w.session_init(sb.url, who())
+            assert proxy.connections == 1 and sb.control.stats()["calls"] == {}
+            monkeypatch.delenv("HTTP_PROXY")
+            with pytest.raises(NetworkError):  # still the proxy: the environment was read once
+                await w.session_init(sb.url, who())
+            assert proxy.connections == 2
+            await w.close()  # the next pool reads the environment again
+            assert isinstance(await w.session_init(sb.url, who()), ResSessionInit)
+        assert proxy.connections == 2
+
+
+SYNC_PROXY_LEAK = pytest.mark.xfail(
+    strict=True,
+    reason="requests' HTTPAdapter keys its proxy managers by the proxy URL, password included",
+)
+
+
+@pytest.mark.parametrize("flavour", [pytest.param("sync", marks=SYNC_PROXY_LEAK), "async"])
+async def test_a_proxy_password_is_not_reachable_from_an_error(
+    flavour: str, sb: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The error's frames reach the wire, and the wire its environment settings: the proxy
+    URL's password is kept there as a Secret (it was a plain string before)."""
+    from session_fsm import Wire
+
+    _no_proxy_variables(monkeypatch)
+    config = WireConfig(retry=NO_RETRY, timeout=(1.0, 1.0))
+    sync, w = Wire(config), AsyncWire(config)
+    try:
+        with listening() as proxy:
+            monkeypatch.setenv("HTTP_PROXY", f"http://user:proxy-pw-77@127.0.0.2:{proxy.port}")
+            with pytest.raises(NetworkError) as info:
+                if flavour == "sync":
+                    await asyncio.to_thread(sync.session_init, sb.url, who())
+                else:
+                    await w.session_init(sb.url, who())
+            assert proxy.connections == 1
+        assert hunt(info.value, ["proxy-pw-77"]) == []
+    finally:
+        await w.close()
+        sync.close()
+
+
 # --- concurrency and the event loop ----------------------------------------------------------
 
 
@@ -469,3 +530,17 @@ def test_a_forked_child_makes_its_own_pool(sandbox: Sandbox) -> None:
     finally:
         loop.run_until_complete(wire.close())
         loop.close()
+
+
+# --- the benchmark ---------------------------------------------------------------------------
+
+
+def test_the_client_benchmark_runs(sb: Sandbox) -> None:
+    """benchmarks/async_clients.py at smoke size: every arm answers, the wire loses nothing."""
+    from tests.test_benchmarks_smoke import bench
+
+    common = bench("common")
+    result = bench("async_clients").run(common.Target(sb.url, sb.control, "in-process"), True)
+    assert result.failed(smoke=True) == []
+    assert result.data["requests"] == 3 * 2 * 10  # three arms, two rounds of 10
+    assert result.data["failed"]["wire"] == 0 and result.data["failed"]["aiohttp"] == 0

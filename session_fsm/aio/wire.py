@@ -133,7 +133,12 @@ class AsyncWire:
             return self._http
         making = self._making
         if making is not None and making.get_loop() is loop and self._pid == os.getpid():
-            return await asyncio.shield(making)  # another task is making it: one pool
+            try:
+                return await asyncio.shield(making)  # another task is making it: one pool
+            except asyncio.CancelledError:
+                if not making.cancelled():
+                    raise  # this task was cancelled
+                return await self._pool()  # the maker was: make it here
         if self._http is not None:  # another process's or loop's: theirs to close
             _OTHERS_POOLS.append(self._http)
             self._http = None
@@ -158,8 +163,11 @@ class AsyncWire:
                 http._retry_connection = False
         except BaseException as exc:
             self._making = None
-            making.set_exception(exc)
-            making.exception()  # retrieved: the waiters (if any) get it too
+            if isinstance(exc, asyncio.CancelledError):
+                making.cancel()  # a waiter makes the pool itself
+            else:
+                making.set_exception(exc)
+                making.exception()  # retrieved: the waiters (if any) get it too
             raise
         self._http, self._loop, self._env = http, loop, env
         self._making = None
