@@ -49,7 +49,7 @@ class EnvironmentSettings:
         if found is None:
             found = tuple((k, Secret(v)) for k, v in get_environ_proxies(origin).items())
             self._proxies[origin] = found
-        return {k: v.reveal() for k, v in found}
+        return {k: v.reveal() for k, v in found} if found else {}
 
 
 def _origin(url: str) -> str:

@@ -378,6 +378,53 @@ async def test_a_thousand_concurrent_gets_all_succeed(sb: Sandbox) -> None:
     assert sb.control.stats()["calls"]["GET /reports/1.0/orders"] == 1000
 
 
+async def test_tasks_meeting_a_cold_wire_share_one_pool(
+    sb: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool is made once, though making it awaits (the CA bundle is read in a thread);
+    a maker cancelled meanwhile leaves the pool to the next task, which makes it."""
+    import certifi
+
+    import session_fsm.aio.wire as aio_wire
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())
+    made: list[object] = []
+    real = aio_wire.aiohttp.ClientSession
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        made.append(None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(aio_wire.aiohttp, "ClientSession", counted)
+    async with AsyncWire() as w:
+        first = asyncio.ensure_future(w.session_init(sb.url, who()))
+        await asyncio.sleep(0)  # the first task is making the pool: awaiting the CA bundle
+        assert w._making is not None
+        others = [asyncio.ensure_future(w.session_init(sb.url, who())) for _ in range(20)]
+        await asyncio.sleep(0)
+        first.cancel()
+        answers = await asyncio.gather(*others)
+        assert first.cancelled()
+        assert all(isinstance(a, ResSessionInit) for a in answers)
+        assert len(made) == 1 and w._making is None
+
+
+async def test_a_request_cancelled_midway_leaves_the_wire_usable(sb: Sandbox) -> None:
+    with dripping("body") as drip:
+        async with AsyncWire(WireConfig(pool_maxsize=1)) as w:
+            task = asyncio.ensure_future(w.session_init(drip.url, who()))
+            for _ in range(500):  # until the answer is being read (5 s at most)
+                if drip.sent:
+                    break
+                await asyncio.sleep(0.01)
+            assert drip.sent and not task.done()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            for _ in range(3):  # its one connection was given back
+                assert isinstance(await w.session_init(sb.url, who()), ResSessionInit)
+
+
 #: Blocking calls, recorded with the thread that made them while a test watches.
 CALLS: list[tuple[str, int]] = []
 _WATCHING: list[bool] = []

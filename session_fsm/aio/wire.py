@@ -295,6 +295,9 @@ class AsyncWire:
         sent: dict[str, str] = dict(headers) if headers else {}
         kwargs = dict(options)
         r: Any = None
+        secret: dict[str, str] | None = None
+        body: bytes | None = None
+        proxy: str | None = None
         try:
             if auth is not None:
                 secret, body = auth.reveal()
@@ -306,7 +309,9 @@ class AsyncWire:
                 total=remaining, sock_connect=connect, sock_read=read, ceil_threshold=_NO_CEIL
             )
             env = self._env
-            proxy = select_proxy(url, env.proxies(url)) if env is not None else None
+            proxies = env.proxies(url) if env is not None else None
+            proxy = select_proxy(url, proxies) if proxies else None
+            proxies = None
             try:
                 async with http.request(
                     method,
@@ -325,10 +330,10 @@ class AsyncWire:
                 return failure(method, url, exc, self.config, deadline)
             except ValueError:  # a header value HTTP cannot carry; its text may hold the value
                 return Failure(unsendable(method, url), None)
-        finally:
+        finally:  # whatever ends the try (cancellation too): no local keeps a secret
             sent.clear()
             kwargs.clear()
-            r = None
+            r = secret = body = proxy = None
 
     # --- the four session calls ----------------------------------------------------------------
 
