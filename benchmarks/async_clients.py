@@ -11,6 +11,15 @@ connection), and aiohttp with its default connector (100 connections, requests q
 arm reports how many of the 1,000 failed and the wall time. A client whose default fails
 requests under load would need its pool configured to carry 1,000 tasks; the session's wire
 (:class:`session_fsm.aio.wire.AsyncWire`) queues instead, and is measured as a fourth arm.
+The wire also runs in the latency rounds (secrets written by ``CallAuth``, as the async session
+will send), for information. The two httpx storms take minutes at full size (their requests
+wait out connect and pool timeouts); the smoke size starts 50 requests per storm.
+
+First measurement (2 CPUs, shared and loaded, load average 6.8; Python 3.11, aiohttp 3.14.5,
+httpx 0.28.1): GET + JSON 4,836 us through httpx, 824 us through aiohttp (5.9x), 859 us through
+the wire (1.04x aiohttp); 1,000 concurrent GETs: httpx with default limits lost all 1,000
+(100 ConnectTimeout, 900 PoolTimeout), httpx with no pool timeout lost 132 (ConnectTimeout) in
+140 s, aiohttp 0 in 0.8 s, the wire (32 connections) 0 in 1.9 s.
 """
 
 from __future__ import annotations
