@@ -198,7 +198,7 @@ async def test_session_calls_retry_on_503_trading_post_does_not(sb: Sandbox) -> 
         assert r.status == 200 and sb.control.stats()["calls"]["GET /reports/1.0/orders"] == 2
 
 
-async def test_a_post_on_a_trading_path_is_retried_on_429_only_never_on_5xx(sb: Sandbox) -> None:
+async def test_a_post_on_a_trading_path_is_never_retried_on_5xx(sb: Sandbox) -> None:
     slept: list[float] = []
     policy = RetryPolicy(total=2, backoff_factor=0, sleeper=slept.append)
     async with AsyncWire(WireConfig(retry=policy)) as w:
