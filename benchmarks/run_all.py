@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import async_clients
 import common
 import connect_overhead
 import get_four_arms
@@ -37,6 +38,7 @@ BENCHMARKS: dict[str, tuple[Callable[..., common.Result], bool]] = {
     "relogin_storm": (relogin_storm.run, True),
     "connect_overhead": (connect_overhead.run, True),
     "metrics_overhead": (metrics_overhead.run, True),
+    "async_clients": (async_clients.run, True),
     "soak": (soak.run, True),
 }
 RESULTS = Path(__file__).with_name("RESULTS.md")

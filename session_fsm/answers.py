@@ -65,7 +65,11 @@ class CallAuth(AuthBase):
     def __repr__(self) -> str:
         return f"CallAuth(headers={sorted(self.secret_headers)})"
 
-    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+    def reveal(self) -> tuple[dict[str, str], bytes | None]:
+        """The call's secret headers (and ``Content-Type`` with a body) and its JSON body,
+        revealed: for the transport to write into the request it sends, and nothing else.
+        Raises ConfigurationError (naming the header, never the value) for a token that
+        HTTP cannot carry."""
         tokens = {c.H_AUTHORIZATION: self.who.access_token, **self.secret_headers}
         for name, value in tokens.items():
             if not valid_token(value.reveal()):  # http.client would raise with the value in it
@@ -73,14 +77,21 @@ class CallAuth(AuthBase):
                     f"the {name} header's token is not 1 to 4096 visible ASCII characters",
                     hint="check the token for pasted spaces, line breaks or invisible characters",
                 )
-        r.headers[c.H_AUTHORIZATION] = "Bearer " + self.who.access_token.reveal()
+        headers = {c.H_AUTHORIZATION: "Bearer " + self.who.access_token.reveal()}
         for name, value in self.secret_headers.items():
-            r.headers[name] = value.reveal()
-        if self.body is not None:
-            r.headers["Content-Type"] = "application/json"
-            r.body = json.dumps(  # requests sets Content-Length from it after the auth
-                {k: v.reveal() if isinstance(v, Secret) else v for k, v in self.body.items()}
-            ).encode()
+            headers[name] = value.reveal()
+        if self.body is None:
+            return headers, None
+        headers["Content-Type"] = "application/json"
+        return headers, json.dumps(
+            {k: v.reveal() if isinstance(v, Secret) else v for k, v in self.body.items()}
+        ).encode()
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        headers, body = self.reveal()
+        r.headers.update(headers)
+        if body is not None:
+            r.body = body  # requests sets Content-Length from it after the auth
         return r
 
 
@@ -117,17 +128,48 @@ def transport_error(
             hint="check the credentials and headers for pasted line breaks",
         )
     kind, words = connection_cause(exc)
-    where = f"{method} {urlsplit(url).path}"
     if kind == "other" and _timed_out(exc):
         kind = "read-timeout"
+    return transport_failure(method, url, kind, words, config)
+
+
+def transport_failure(method: str, url: str, kind: str, words: str, config: WireConfig) -> KSError:
+    """The typed error of a request that got no answer, from its cause (a kind of
+    :func:`~session_fsm.explain.connection_cause` and its words): what every transport, sync
+    or async, raises for it."""
     if kind == "connect-timeout":
         words = f"connecting timed out after {config.timeout[0]:g}s"
     elif kind == "read-timeout":
         words = f"no answer within {config.timeout[1]:g}s (read timeout)"
-    message = f"{where}: {endpoint(url)}: {words}"
+    message = f"{method} {urlsplit(url).path}: {endpoint(url)}: {words}"
     if kind in ("connect-timeout", "read-timeout"):
         return RequestTimeout(message, hint=HINTS[kind])
     return NetworkError(message, hint=HINTS[kind])
+
+
+def passed_deadline(method: str, url: str, config: WireConfig) -> RequestTimeout:
+    """The error of a call that passed ``config.deadline`` (connect, answer, retries)."""
+    return RequestTimeout(
+        f"{method} {urlsplit(url).path}: {endpoint(url)}: passed its deadline of "
+        f"{config.deadline:g}s",
+        hint="raise deadline= if the API is slow, or retry later",
+    )
+
+
+def tls_files_unusable(method: str, url: str, exc: OSError) -> ConfigurationError:
+    """The error of a CA bundle or client certificate file that cannot be read."""
+    return ConfigurationError(
+        f"{method} {urlsplit(url).path}: TLS files unusable: {exc}",
+        hint="fix verify=/cert= or the REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE variable",
+    )
+
+
+def unsendable(method: str, url: str) -> ConfigurationError:
+    """The error of a header or body value HTTP cannot carry (the value is never shown)."""
+    return ConfigurationError(
+        f"{method} {urlsplit(url).path}: a header or body value cannot be sent over HTTP",
+        hint="check the credentials and headers for line breaks or invisible characters",
+    )
 
 
 _SESSION_CALLS = SESSION_CALLS
@@ -135,13 +177,21 @@ _SESSION_CALLS = SESSION_CALLS
 
 def _where(call: Call, response: requests.Response) -> str:
     """``METHOD /path`` of the call an answer belongs to (never its query string)."""
+    request = response.request
+    if request is None:
+        return where_of(call, "", "")
+    return where_of(call, request.method or "", request.url or "")
+
+
+def where_of(call: Call, method: str, url: str) -> str:
+    """``METHOD /path`` of ``call``: a session call's as the API documents it, else the
+    request's (never its query string); "" when unknown."""
     known = _SESSION_CALLS.get(call)
     if known is not None:
         return " ".join(known)
-    request = response.request
-    if request is None:
+    if not method and not url:
         return ""
-    return f"{request.method} {urlsplit(request.url or '').path}"
+    return f"{method} {urlsplit(url).path}"
 
 
 def _timed_out(exc: requests.RequestException) -> bool:
@@ -161,12 +211,61 @@ _too_large = too_large
 _retry_after = retry_after
 
 
+class CappedBody:
+    """An answer's body read in chunks by any transport, refused past ``cap`` bytes (a
+    ``Content-Length`` over it refuses it before any is read): :attr:`over` says so."""
+
+    __slots__ = ("cap", "data", "over")
+
+    def __init__(self, cap: int, content_length: str | None) -> None:
+        self.cap = cap
+        self.data = bytearray()
+        length = content_length or ""
+        self.over = length.isdigit() and int(length) > cap
+
+    def add(self, chunk: bytes) -> bool:
+        """Take ``chunk``; False once the body is over the cap (stop reading)."""
+        self.data += chunk
+        if len(self.data) > self.cap:
+            self.over = True
+        return not self.over
+
+    def take(self) -> bytes:
+        """The body read (emptied here: a part of a body may hold a token)."""
+        data = bytes(self.data)
+        self.data = bytearray()
+        return data
+
+
 def answer(call: Call, response: requests.Response, max_bytes: int) -> Answer:
     """The :class:`Answer` of an already read ``response`` (a trading call's): a body over
     ``max_bytes`` is not decoded (MalformedAnswer); one that is not JSON decodes to
     :class:`~session_fsm.models.Undecodable`, which a non-2xx answer treats as no fault."""
-    status = response.status_code
-    retry_after = _retry_after(response.headers.get("Retry-After"))
-    if len(response.content or b"") > max_bytes:
+    return answer_of(
+        call,
+        response.status_code,
+        response.headers.get("Retry-After"),
+        response.content or b"",
+        max_bytes,
+    )
+
+
+def answer_of(
+    call: Call, status: int, retry_after: str | None, content: bytes, max_bytes: int
+) -> Answer:
+    """The :class:`Answer` of a read answer of any transport: its status, its ``Retry-After``
+    header and its body (over ``max_bytes``: MalformedAnswer, never decoded)."""
+    if len(content) > max_bytes:
         raise _too_large(call, status, max_bytes)
-    return Answer(call, status, retry_after, decode_answer(response.content or b""))
+    return Answer(call, status, _retry_after(retry_after), decode_answer(content))
+
+
+def trading_call(
+    who: Identity, session_token: Secret, headers: Mapping[str, str] | None = None
+) -> tuple[dict[str, str], CallAuth]:
+    """The plain headers (``headers`` over the identity's) and the auth of an authorised
+    trading request, for any transport."""
+    merged = who.plain_headers()
+    if headers:
+        merged.update(headers)
+    return merged, CallAuth(who, {c.H_SESSION_TOKEN: session_token})

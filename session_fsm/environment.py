@@ -19,6 +19,8 @@ import os
 
 from requests.utils import get_environ_proxies
 
+from .secret import Secret
+
 #: Where requests looks for a CA bundle when ``verify`` is True, in its order.
 CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
@@ -27,7 +29,9 @@ class EnvironmentSettings:
     """What requests would read from the environment per call, read once (proxies per host)."""
 
     def __init__(self) -> None:
-        self._proxies: dict[str, dict[str, str]] = {}  # by origin; the allow-list keeps it small
+        # By origin (the allow-list keeps it small). A proxy URL may carry a password: kept as
+        # Secrets, since an error's frames reach the wire that holds these settings.
+        self._proxies: dict[str, tuple[tuple[str, Secret], ...]] = {}
         self.ca_bundle: str | None = next(
             (v for v in map(os.environ.get, CA_BUNDLE_VARIABLES) if v), None
         )
@@ -43,8 +47,9 @@ class EnvironmentSettings:
         origin = _origin(url)
         found = self._proxies.get(origin)
         if found is None:
-            found = self._proxies[origin] = dict(get_environ_proxies(origin))
-        return found
+            found = tuple((k, Secret(v)) for k, v in get_environ_proxies(origin).items())
+            self._proxies[origin] = found
+        return {k: v.reveal() for k, v in found} if found else {}
 
 
 def _origin(url: str) -> str:

@@ -33,10 +33,10 @@ from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers
 from urllib3 import exceptions as u3
 
-from .answers import transport_error
+from .answers import passed_deadline, transport_error
 from .errors import ConfigurationError, KSError
 from .transport import Call, GuardedAdapter
-from .wire import WireConfig, _passed_deadline
+from .wire import WireConfig
 
 __all__ = ["build_response", "failure"]
 
@@ -87,7 +87,7 @@ def failure(
     """The error ``Wire.send`` raises for ``exc`` met sending (None: let it through). A frame
     of its own: the exception, and what its traceback holds, are not kept by the caller's."""
     if call.expired:
-        return _passed_deadline(method, url, config)
+        return passed_deadline(method, url, config)
     if isinstance(exc, ValueError):  # http.client refused a header value: its text holds the
         # value, so only its kind is kept (as Wire.send does)
         return ConfigurationError(

@@ -61,10 +61,17 @@ class CappedRetry(Retry):
         return None if value is None else min(value, self.retry_after_cap)
 
     def _delay(self, response: Any) -> float:
+        """Seconds to wait before the next try: the server's ``Retry-After`` (capped), else
+        the jittered exponential backoff."""
         delay = None
         if response is not None and self.respect_retry_after_header:
             delay = self.get_retry_after(response)
         return self.get_backoff_time() if delay is None else delay
+
+    def ends_past(self, deadline: float, now: float, response: Any = None) -> bool:
+        """Whether waiting before the next try (``response``'s ``Retry-After``, else the
+        backoff) would end at or past ``deadline`` (both monotonic seconds): then no retry."""
+        return now + self._delay(response) >= deadline
 
     def sleep(self, response: Any = None) -> None:
         delay = self._delay(response)
@@ -86,7 +93,7 @@ class CappedRetry(Retry):
         assert isinstance(new, CappedRetry)
         call = current_call()
         if call is not None and (
-            call.expired or time.monotonic() + new._delay(response) >= call.deadline
+            call.expired or new.ends_past(call.deadline, time.monotonic(), response)
         ):
             call.expired = True
             reason = error or ResponseError("a retry would pass the deadline")

@@ -26,8 +26,7 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, TypeVar
 
 import requests
 from urllib3.util.retry import Retry
@@ -36,13 +35,18 @@ from . import contract as c
 from . import validation
 from .answers import (
     CallAuth,
-    _retry_after,
+    CappedBody,
     _too_large,
     _where,
     answer,
+    answer_of,
+    passed_deadline,
     seal,
     seal_response,
+    tls_files_unusable,
+    trading_call,
     transport_error,
+    unsendable,
 )
 from .answers import Identity as Identity  # re-exported: where it was first defined
 from .core.calls import Answer, SessionCall, result_of
@@ -54,7 +58,6 @@ from .errors import (
     KSError,
     RequestTimeout,
 )
-from .explain import endpoint
 from .hosts import LOOPBACK_HOSTS as LOOPBACK_HOSTS  # where it was first defined
 from .hosts import check_url as check
 from .hosts import refusal
@@ -67,7 +70,6 @@ from .models import (
     ResSessionInit,
     UserCredentials,
     UserDetails,
-    decode_answer,
 )
 from .retry import IDEMPOTENT_METHODS as IDEMPOTENT_METHODS  # re-exported, as Identity
 from .retry import NO_RETRY as NO_RETRY
@@ -76,6 +78,8 @@ from .secret import Secret
 from .transport import DeadlineExceeded, GuardedAdapter, body_expired
 
 USER_AGENT = "session_fsm/0.1"
+
+T = TypeVar("T")
 
 
 #: Pooled sessions a forked child inherited: kept, untouched, for the child's lifetime.
@@ -311,20 +315,14 @@ class Wire:
         try:
             return http.request(method, url, **{**options, **kwargs})
         except DeadlineExceeded:
-            error: KSError = _passed_deadline(method, url, config)
+            error: KSError = passed_deadline(method, url, config)
         except requests.RequestException as exc:
             error = transport_error(method, url, exc, config)
         except ValueError:  # http.client refused a header value (CR/LF, not latin-1): the
             # exception's text holds the value, so only its kind is kept
-            error = ConfigurationError(
-                f"{method} {urlsplit(url).path}: a header or body value cannot be sent over HTTP",
-                hint="check the credentials and headers for line breaks or invisible characters",
-            )
+            error = unsendable(method, url)
         except OSError as exc:  # requests' own check of the CA bundle / client certificate paths
-            error = ConfigurationError(
-                f"{method} {urlsplit(url).path}: TLS files unusable: {exc}",
-                hint="fix verify=/cert= or the REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE variable",
-            )
+            error = tls_files_unusable(method, url, exc)
         # This frame is on the error's traceback: the environment's proxy URLs (which may carry
         # a password) must not be among its locals.
         options.clear()
@@ -340,40 +338,38 @@ class Wire:
         """
         response = self.send(method, url, headers=headers, auth=auth, stream=True)
         seal_response(response, drop_body=True)
-        status = response.status_code
-        retry_after = _retry_after(response.headers.get("Retry-After"))
-        return Answer(call, status, retry_after, decode_answer(self._read(call, response)))
+        status, retry_after = response.status_code, response.headers.get("Retry-After")
+        body = self._read(call, response)
+        return answer_of(call, status, retry_after, body, self.config.max_answer_bytes)
 
     def _read(self, call: Call, response: requests.Response) -> bytes:
         """The whole body of a streamed ``response``, refusing more than ``max_answer_bytes``."""
         cap = self.config.max_answer_bytes
         status = response.status_code
         error: KSError | None = None
-        data = bytearray()
+        body = CappedBody(cap, response.headers.get("Content-Length"))
         try:
-            length = response.headers.get("Content-Length", "")
-            if length.isdigit() and int(length) > cap:
-                error = _too_large(call, status, cap)
-            else:
+            if not body.over:
                 for chunk in response.iter_content(65536):
-                    data += chunk
-                    if len(data) > cap:
-                        error = _too_large(call, status, cap)
+                    if not body.add(chunk):
                         break
+            if body.over:
+                error = _too_large(call, status, cap)
         except requests.RequestException as exc:
             method, url = response.request.method or "", response.url
             if body_expired(response):  # the deadline's watchdog ended the read
-                error = _passed_deadline(method, url, self.config)
+                error = passed_deadline(method, url, self.config)
             else:
                 error = transport_error(method, url, exc, self.config)
         finally:
             response.close()
         if error is None and body_expired(response):  # the read ended short, at the deadline
-            error = _passed_deadline(response.request.method or "", response.url, self.config)
+            error = passed_deadline(response.request.method or "", response.url, self.config)
+        data = body.take()  # a part of the body may hold a token: only this frame holds it
         if error is not None:
-            del data  # a part of the body may hold a token
+            del data
             raise error
-        return bytes(data)
+        return data
 
     # --- answers -------------------------------------------------------------------------------
 
@@ -464,19 +460,8 @@ class Wire:
         **kwargs: Any,
     ) -> requests.Response:
         """Send one authorised trading request; the answer is returned whatever its status."""
-        merged = who.plain_headers()
-        if headers:
-            merged.update(headers)
-        auth = CallAuth(who, {c.H_SESSION_TOKEN: session_token})
+        merged, auth = trading_call(who, session_token, headers)
         return self.send(method, url, headers=merged, auth=auth, **kwargs)
-
-
-def _passed_deadline(method: str, url: str, config: WireConfig) -> RequestTimeout:
-    return RequestTimeout(
-        f"{method} {urlsplit(url).path}: {endpoint(url)}: passed its deadline of "
-        f"{config.deadline:g}s",
-        hint="raise deadline= if the API is slow, or retry later",
-    )
 
 
 def _lock_wait_expired(timeout: float) -> RequestTimeout:

@@ -29,8 +29,8 @@ from session_fsm import (
     contract,
     replayable,
 )
-from session_fsm.sandbox import Sandbox, SandboxConfig, run_sandbox
 from session_fsm.core import relogin
+from session_fsm.sandbox import Sandbox, SandboxConfig, run_sandbox
 from tests.conftest import FAST_RETRY, SLEEPS, Clock, Gate, LogCapture, make_credentials
 
 Factory = Callable[..., KSSession]

@@ -1,0 +1,427 @@
+"""The asyncio transport: the four KS session calls and authorised trading requests over
+``aiohttp``, with the configuration and every decision of the sync :class:`~session_fsm.Wire`.
+
+Chosen by measurement (``benchmarks/async_clients.py``): on the benchmark machine a plain
+authenticated GET with JSON parsing costs about a third of ``httpx.AsyncClient``'s through
+``aiohttp.ClientSession``, and 1,000 concurrent GETs all succeed through aiohttp's queueing
+pool where httpx's default limits fail them with ``PoolTimeout``.
+
+What is shared with the sync wire, not restated here: the :class:`~session_fsm.wire.WireConfig`
+it is configured by; the request of each session call (headers, body, the answer's parser:
+:class:`~session_fsm.core.calls.SessionCall`) and of a trading call
+(:func:`~session_fsm.answers.trading_call`); the one place secrets are revealed
+(:meth:`CallAuth.reveal <session_fsm.answers.CallAuth.reveal>`); the reading of an answer into a
+result or a typed error (:func:`~session_fsm.answers.answer_of`); the retry decisions, backoff and
+capped ``Retry-After`` (the same :class:`~session_fsm.retry.CappedRetry` values, asked
+``is_retry``/``increment``/``ends_past``, whose waits are awaited instead of slept); the host
+allow-list (:func:`~session_fsm.wire.check_url`); the environment read once
+(:class:`~session_fsm.environment.EnvironmentSettings`); the errors of failed transport
+(:func:`~session_fsm.answers.transport_failure`, from
+:func:`~session_fsm.explain.connection_cause`).
+
+What is the async wire's own: driving one call's attempts with ``await``, telling aiohttp's
+exceptions apart, and the pool. The pool is one ``aiohttp.ClientSession`` per process and event
+loop, made at the first call (a forked child, or another loop, makes its own and leaves the
+other's untouched); its ``pool_maxsize`` connections are shared by all tasks, and a request
+that finds them all busy waits its turn (under the call's deadline) instead of failing.
+
+It never follows a redirect: a 3xx answer is returned as it is, and every URL it sends to,
+whoever computed it, is checked against the allow-list just before it is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import ssl
+import time
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import aiohttp
+from requests.utils import select_proxy
+from urllib3 import exceptions as u3
+
+from ..answers import (
+    CallAuth,
+    CappedBody,
+    _too_large,
+    answer_of,
+    passed_deadline,
+    tls_files_unusable,
+    trading_call,
+    unsendable,
+)
+from ..core.calls import Answer, Identity, SessionCall, result_of
+from ..environment import EnvironmentSettings
+from ..errors import Call, KSError
+from ..models import (
+    ResLogin,
+    ResLogout,
+    ResSession2FA,
+    ResSessionInit,
+    UserCredentials,
+    UserDetails,
+)
+from ..retry import CappedRetry
+from ..secret import Secret
+from ..wire import USER_AGENT, WireConfig, check_url
+from .response import AsyncResponse, Failure, failure
+
+T = TypeVar("T")
+
+#: Pools of another process (a forked parent's) or another event loop: kept, never touched.
+_OTHERS_POOLS: list[aiohttp.ClientSession] = []
+
+#: RetryPolicy's default sleeper, which the async wire replaces by ``asyncio.sleep``.
+_TIME_SLEEP = time.sleep
+
+#: aiohttp rounds timeouts above this many seconds up to whole seconds; ours are kept exact.
+_NO_CEIL = 1e9
+
+
+class AsyncWire:
+    """The asyncio transport for one or many sessions. Cheap to create; connects on first call.
+
+    Configured by the same :class:`~session_fsm.wire.WireConfig` as the sync wire: timeouts
+    (connect, read), the total ``deadline`` of a call (connect, queueing for a connection, the
+    whole answer, retries and their waits), the retry policy, ``verify``, the allow-list,
+    ``pool_maxsize`` and ``max_answer_bytes``. Proxy settings and the CA bundle are read from
+    the environment once per pool (see :mod:`session_fsm.environment`); ``~/.netrc`` never.
+
+    The retry policy's ``sleeper`` is honoured when it is not ``time.sleep`` (tests inject a
+    recorder; one that returns an awaitable is awaited); ``time.sleep`` itself becomes
+    ``asyncio.sleep``, so no retry wait blocks the event loop.
+    """
+
+    def __init__(self, config: WireConfig | None = None) -> None:
+        self.config = config or WireConfig()
+        self._http: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid = 0
+        self._env: EnvironmentSettings | None = None
+        self._making: asyncio.Future[aiohttp.ClientSession] | None = None
+        self._trading_retry = self.config.retry.for_trading()
+        self._session_retry = self.config.retry.for_session_calls()
+
+    def __repr__(self) -> str:
+        return f"AsyncWire(timeout={self.config.timeout})"
+
+    async def __aenter__(self) -> AsyncWire:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- the pool ------------------------------------------------------------------------------
+
+    def _mine(self, loop: asyncio.AbstractEventLoop) -> bool:
+        return self._http is not None and self._loop is loop and self._pid == os.getpid()
+
+    async def _pool(self) -> aiohttp.ClientSession:
+        """The pooled session of this process and event loop (made on first use)."""
+        loop = asyncio.get_running_loop()
+        if self._mine(loop):
+            assert self._http is not None
+            return self._http
+        making = self._making
+        if making is not None and making.get_loop() is loop and self._pid == os.getpid():
+            try:
+                return await asyncio.shield(making)  # another task is making it: one pool
+            except asyncio.CancelledError:
+                if not making.cancelled():
+                    raise  # this task was cancelled
+                return await self._pool()  # the maker was: make it here
+        if self._http is not None:  # another process's or loop's: theirs to close
+            _OTHERS_POOLS.append(self._http)
+            self._http = None
+        self._pid = os.getpid()
+        self._making = making = loop.create_future()
+        try:
+            env = EnvironmentSettings()
+            tls = await _tls(env.verify(self.config.verify))
+            connector = aiohttp.TCPConnector(
+                limit=self.config.pool_maxsize, ssl=tls, timeout_ceil_threshold=_NO_CEIL
+            )
+            http = aiohttp.ClientSession(
+                connector=connector,
+                headers={"User-Agent": USER_AGENT},
+                trust_env=False,  # the environment is read once, into self._env
+                raise_for_status=False,
+            )
+            # aiohttp resends an idempotent request once, on its own, when a kept-alive
+            # connection turns out closed; the retry policy is the one retry layer (it retries
+            # that case too, within its budget and the deadline), as on the sync wire.
+            if hasattr(http, "_retry_connection"):
+                http._retry_connection = False
+        except BaseException as exc:
+            self._making = None
+            if isinstance(exc, asyncio.CancelledError):
+                making.cancel()  # a waiter makes the pool itself
+            else:
+                making.set_exception(exc)
+                making.exception()  # retrieved: the waiters (if any) get it too
+            raise
+        self._http, self._loop, self._env = http, loop, env
+        self._making = None
+        making.set_result(http)
+        return http
+
+    async def close(self) -> None:
+        """Close this process's pooled connections (the wire may be used again afterwards)."""
+        http, self._http = self._http, None
+        self._env = None  # the next pool reads the environment again
+        if http is None:
+            return
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if self._pid == os.getpid() and self._loop is loop:
+            await http.close()
+        else:
+            _OTHERS_POOLS.append(http)
+
+    # --- sending -------------------------------------------------------------------------------
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        auth: CallAuth | None = None,
+        params: Any = None,
+        json: Any = None,
+        data: Any = None,
+    ) -> AsyncResponse:
+        """Send one request under the retry policy of trading paths (idempotent methods on
+        429/5xx, dropped connections and read timeouts; a POST never on 5xx); return the
+        whole answer whatever its status, or raise RequestTimeout/NetworkError/
+        ConfigurationError/UnsafeRedirect. ``auth`` writes the call's secrets in."""
+        options = {"params": params, "json": json, "data": data}
+        retry = self._trading_retry
+        return await self._send(method, url, headers, auth, retry, Call.TRADING, None, options)
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        auth: CallAuth | None,
+        retry: CappedRetry,
+        call: Call,
+        cap: int | None,
+        options: dict[str, Any],
+    ) -> AsyncResponse:
+        config = self.config
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + config.deadline
+        error: KSError
+        http = self._http
+        if http is None or not self._mine(loop):
+            try:
+                http = await self._pool()
+            except OSError as exc:  # the CA bundle (verify= or the environment's) is unusable
+                error = tls_files_unusable(method, url, exc)
+                raise error from None
+        while True:
+            check_url(url, config)  # at send time, before every attempt
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                error = passed_deadline(method, url, config)
+                break
+            outcome = await self._attempt(
+                http, method, url, headers, auth, call, cap, remaining, deadline, options
+            )
+            if isinstance(outcome, AsyncResponse):
+                has_retry_after = "Retry-After" in outcome.headers
+                if not retry.is_retry(method, outcome.status, has_retry_after):
+                    return outcome
+                try:
+                    retry = retry.increment(method, url, response=outcome)
+                except u3.MaxRetryError:  # retries used up: the answer as it is
+                    return outcome
+                if retry.ends_past(deadline, loop.time(), outcome):
+                    return outcome
+                await self._wait(retry._delay(outcome))
+                continue
+            if outcome.retryable is None:
+                error = outcome.error
+                break
+            try:
+                retry = retry.increment(method, url, error=outcome.retryable)
+            except (u3.MaxRetryError, u3.HTTPError):  # not retried (used up, or not this kind)
+                error = outcome.error
+                break
+            if retry.ends_past(deadline, loop.time()):
+                error = passed_deadline(method, url, config)
+                break
+            await self._wait(retry._delay(None))
+        raise error
+
+    async def _wait(self, seconds: float) -> None:
+        sleeper = self.config.retry.sleeper
+        if sleeper is _TIME_SLEEP:
+            await asyncio.sleep(seconds)
+            return
+        result: Any = sleeper(seconds)
+        if inspect.isawaitable(result):
+            await result
+
+    async def _attempt(
+        self,
+        http: aiohttp.ClientSession,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        auth: CallAuth | None,
+        call: Call,
+        cap: int | None,
+        remaining: float,
+        deadline: float,
+        options: dict[str, Any],
+    ) -> AsyncResponse | Failure:
+        """One try. Raises nothing it can avoid (only ConfigurationError for a token HTTP
+        cannot carry, and cancellation): every failure is returned, so no frame that held
+        the revealed headers, or aiohttp's request (which keeps a copy), is on a traceback."""
+        sent: dict[str, str] = dict(headers) if headers else {}
+        kwargs = dict(options)
+        r: Any = None
+        secret: dict[str, str] | None = None
+        body: bytes | None = None
+        proxy: str | None = None
+        try:
+            if auth is not None:
+                secret, body = auth.reveal()
+                sent.update(secret)
+                if body is not None:
+                    kwargs["data"] = body
+            connect, read = self.config.timeout
+            timeout = aiohttp.ClientTimeout(
+                total=remaining, sock_connect=connect, sock_read=read, ceil_threshold=_NO_CEIL
+            )
+            env = self._env
+            proxies = env.proxies(url) if env is not None else None
+            proxy = select_proxy(url, proxies) if proxies else None
+            proxies = None
+            try:
+                async with http.request(
+                    method,
+                    url,
+                    headers=sent,
+                    allow_redirects=False,
+                    proxy=proxy,
+                    timeout=timeout,
+                    **{k: v for k, v in kwargs.items() if v is not None},
+                ) as r:
+                    content = await _body(r, cap)
+                    if content is None:
+                        return Failure(_too_large(call, r.status, cap or 0), None)
+                    return AsyncResponse(method, url, r.status, r.reason or "", r.headers, content)
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                return failure(method, url, exc, self.config, deadline)
+            except ValueError:  # a header value HTTP cannot carry; its text may hold the value
+                return Failure(unsendable(method, url), None)
+        finally:  # whatever ends the try (cancellation too): no local keeps a secret
+            sent.clear()
+            kwargs.clear()
+            r = secret = body = proxy = None
+
+    # --- the four session calls ----------------------------------------------------------------
+
+    async def exchange(self, call: SessionCall) -> Answer:
+        """Make one session call (the core's effect) and read its answer (at most
+        ``max_answer_bytes``); the call's secrets are revealed only into the request sent."""
+        method, path, headers, secrets, body = call.shape()
+        cap = self.config.max_answer_bytes
+        auth = CallAuth(call.who, secrets, body)
+        response = await self._send(
+            method, call.host + path, headers, auth, self._session_retry, call.call, cap, {}
+        )
+        return _answer(call.call, response, cap)
+
+    async def session_init(self, host: str, who: Identity) -> ResSessionInit:
+        """GET session/init: headers userid, consumerKey, ip, appId."""
+        result: ResSessionInit = result_of(await self.exchange(SessionCall(Call.INIT, host, who)))
+        return result
+
+    async def login_with_user_id(
+        self, host: str, who: Identity, body: UserCredentials
+    ) -> ResLogin:
+        """POST session/login/userid with ``{"userid", "password"}``: the one-time token."""
+        result: ResLogin = result_of(await self.exchange(SessionCall(Call.LOGIN, host, who, body)))
+        return result
+
+    async def generate_session2_fa(
+        self, host: str, who: Identity, one_time_token: Secret, body: UserDetails
+    ) -> ResSession2FA:
+        """POST session/2FA/accesscode with the OTT header: the session token."""
+        call = SessionCall(Call.TWO_FA, host, who, body, one_time_token)
+        result: ResSession2FA = result_of(await self.exchange(call))
+        return result
+
+    async def session_logout(self, host: str, who: Identity, session_token: Secret) -> ResLogout:
+        """DELETE session/logout: invalidates ``session_token`` on the server."""
+        call = SessionCall(Call.LOGOUT, host, who, token=session_token)
+        result: ResLogout = result_of(await self.exchange(call))
+        return result
+
+    # --- trading -------------------------------------------------------------------------------
+
+    async def trading_request(
+        self,
+        method: str,
+        url: str,
+        who: Identity,
+        session_token: Secret,
+        headers: Mapping[str, str] | None = None,
+        *,
+        params: Any = None,
+        json: Any = None,
+        data: Any = None,
+    ) -> AsyncResponse:
+        """Send one authorised trading request; the answer is returned whatever its status."""
+        merged, auth = trading_call(who, session_token, headers)
+        return await self.send(
+            method, url, headers=merged, auth=auth, params=params, json=json, data=data
+        )
+
+
+def _answer(call: Call, response: AsyncResponse, cap: int) -> Answer:
+    """The Answer of a session call's response; the response keeps no copy of the body (its
+    tokens live on only as Secrets in the decoded answer)."""
+    content, response.content = response.content, b""
+    try:
+        return answer_of(call, response.status, response.headers.get("Retry-After"), content, cap)
+    finally:
+        del content
+
+
+async def _body(r: aiohttp.ClientResponse, cap: int | None) -> bytes | None:
+    """The whole body of ``r``; None when it is larger than ``cap`` (then left unread)."""
+    if cap is None:
+        return await r.read()
+    body = CappedBody(cap, r.headers.get("Content-Length"))
+    if not body.over:
+        async for chunk in r.content.iter_chunked(65536):
+            if not body.add(chunk):
+                break
+    data = body.take()
+    return None if body.over else data
+
+
+async def _tls(verify: bool | str) -> ssl.SSLContext | bool:
+    """aiohttp's ``ssl=`` for ``verify``: its own verified context for True, no checks for
+    False, or a context trusting the CA bundle file or directory (read in a worker thread:
+    file I/O never runs on the event loop). Raises OSError for an unusable bundle."""
+    if verify is True or verify is False:
+        return verify
+    return await asyncio.get_running_loop().run_in_executor(None, _context, verify)
+
+
+def _context(bundle: str) -> ssl.SSLContext:
+    if os.path.isdir(bundle):
+        return ssl.create_default_context(capath=bundle)
+    return ssl.create_default_context(cafile=bundle)
