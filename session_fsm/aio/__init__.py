@@ -1,0 +1,1 @@
+"""The asyncio side of session_fsm: async token stores and the async session driver."""
