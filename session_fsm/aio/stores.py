@@ -351,6 +351,8 @@ class AsyncRedisStore(RedisStoreBase):
         try:
             with self._talking("lock"):
                 got = bool(await lock.acquire(token=token))
+            if _cancel_swallowed():
+                raise asyncio.CancelledError
         except asyncio.CancelledError:
             # Cancelled perhaps after Redis applied the SET NX: remove the lock if it is ours.
             await _to_the_end(_drop_if_ours(lock, token))
@@ -383,6 +385,15 @@ class AsyncRedisStore(RedisStoreBase):
             await lock.release()
         except Exception as exc:  # expired and maybe taken by another process meanwhile
             self._release_failed(exc)
+
+
+def _cancel_swallowed() -> bool:
+    """Whether this task was cancelled but carries on: ``asyncio.wait_for`` (which redis-py
+    uses for its socket timeouts) returns a result that came in with the cancellation and
+    drops the cancellation. Seen on Python 3.11; 3.10 has no ``Task.cancelling`` to tell."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return bool(cancelling is not None and cancelling())
 
 
 async def _drop_if_ours(lock: Any, token: bytes) -> None:
