@@ -433,12 +433,24 @@ def watching_the_loop(limit: float) -> Iterator[SlowCallbacks]:
 SLOW = 0.25
 
 
-async def test_the_file_store_never_blocks_the_loop_even_on_a_held_lock(tmp_path: Path) -> None:
-    spec = f"file:{tmp_path / 'tokens.json'}"
-    store = AsyncFileStore(tmp_path / "tokens.json")
-    holder = await Child.start(spec, KEY, "hold")
-    assert await holder.line() == "held"
-    with watching_the_loop(SLOW) as slow:
+async def test_no_store_blocks_the_loop_even_waiting_on_a_lock_held_elsewhere(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    async with async_store(kind, request, tmp_path) as store:
+        release = asyncio.Event()
+        if kind == "memory":  # another task holds it
+            held = asyncio.Event()
+
+            async def hold() -> None:
+                async with store.lock(KEY, 1.0):
+                    held.set()
+                    await release.wait()
+
+            holder_task = asyncio.create_task(hold())
+            await held.wait()
+        else:  # another process holds it
+            holder = await Child.start(sync_spec(kind, request, tmp_path), KEY, "hold")
+            assert await holder.line() == "held"
         ticks = 0
 
         async def tick() -> None:
@@ -447,15 +459,20 @@ async def test_the_file_store_never_blocks_the_loop_even_on_a_held_lock(tmp_path
                 await asyncio.sleep(0.01)
                 ticks += 1
 
-        ticker = asyncio.create_task(tick())
-        async with store.lock(KEY, 0.6) as got:  # another process holds it: we wait 0.6 s
-            assert not got
-        for generation in range(1, 30):
-            await store.save(KEY, record(generation))
-            assert await store.load(KEY) is not None
-        ticker.cancel()
-    await holder.tell()
-    assert await holder.finish() == 0
+        with watching_the_loop(SLOW) as slow:
+            ticker = asyncio.create_task(tick())
+            async with store.lock(KEY, 0.6) as got:  # held elsewhere: we wait 0.6 s
+                assert not got
+            for generation in range(1, 30):
+                await store.save(KEY, record(generation))
+                assert await store.load(KEY) is not None
+            ticker.cancel()
+        if kind == "memory":
+            release.set()
+            await holder_task
+        else:
+            await holder.tell()
+            assert await holder.finish() == 0
     assert slow.seen == []
     assert ticks >= 20  # the loop kept turning while the lock was waited for
 
