@@ -428,9 +428,9 @@ def watching_the_loop(limit: float) -> Iterator[SlowCallbacks]:
         logger.removeHandler(handler)
 
 
-#: A step that holds the loop this long is a blocking call (the waits below are 0.6 s or more);
+#: A step that holds the loop this long is a blocking call (the lock waits below are 0.6 s);
 #: well above a busy shared machine's scheduling jitter.
-SLOW = 0.25
+SLOW = 0.4
 
 
 async def test_no_store_blocks_the_loop_even_waiting_on_a_lock_held_elsewhere(
@@ -474,7 +474,7 @@ async def test_no_store_blocks_the_loop_even_waiting_on_a_lock_held_elsewhere(
             await holder.tell()
             assert await holder.finish() == 0
     assert slow.seen == []
-    assert ticks >= 20  # the loop kept turning while the lock was waited for
+    assert ticks >= 5  # the loop kept turning while the lock was waited for (blocked: 0 or 1)
 
 
 async def test_the_loop_check_does_catch_a_blocking_lock_wait(tmp_path: Path) -> None:

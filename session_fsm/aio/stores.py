@@ -172,6 +172,9 @@ class _ThreadHold:
         self._loop = asyncio.get_running_loop()
         self._taken: asyncio.Future[bool] = self._loop.create_future()
         self._ended: asyncio.Future[None] = self._loop.create_future()
+        # An error with nobody left to await it (the taker was cancelled) is marked retrieved,
+        # so asyncio does not log it (with its traceback's text) when the future is collected.
+        self._ended.add_done_callback(_retrieved)
         self._let_go = threading.Event()
         self._holding = threading.Event()
         self._thread = threading.Thread(target=self._hold, args=(store, key, timeout),
@@ -212,7 +215,8 @@ class _ThreadHold:
             self._loop.call_soon_threadsafe(settle)
 
     async def take(self) -> bool:
-        """Start the thread and wait for its lock; cancelled, the thread lets go at once."""
+        """Start the thread and wait for its lock. Cancelled, this returns at once and the
+        thread lets go of the lock as soon as it gets it (or gives up after ``timeout``)."""
         self._thread.start()
         try:
             return await self._taken
@@ -227,6 +231,11 @@ class _ThreadHold:
         """Tell the thread to leave its ``with`` (releasing the lock) and wait until it has."""
         self._let_go.set()
         await _to_the_end(self._ended)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class AsyncFileStore(AsyncThreadedStore):
