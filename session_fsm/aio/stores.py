@@ -6,9 +6,9 @@ process and an async process can share one file or one Redis, and wait on each o
 - :class:`AsyncMemoryStore`: in-process, per-key ``asyncio`` locks.
 - :class:`AsyncFileStore`: the sync :class:`~session_fsm.file_store.FileStore` run in worker
   threads, so the event loop never waits on the disk or on another process's lock.
-- :class:`AsyncRedisStore`: ``redis.asyncio`` with the sync store's keys, codec, fenced-save
-  script, lock token and lock renewal (a task instead of a thread); see
-  :mod:`session_fsm.redis_base`, which both use.
+- :class:`~session_fsm.aio.redis_store.AsyncRedisStore` (in its own module): ``redis.asyncio``
+  with the sync store's keys, codec, fenced-save script, lock token and lock renewal (a task
+  instead of a thread); see :mod:`session_fsm.redis_base`, which both use.
 - :class:`AsyncThreadedStore`: any sync :class:`~session_fsm.stores.TokenStore` (a user's
   own) in worker threads.
 
@@ -29,20 +29,12 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from ..file_store import FileStore
-from ..redis_base import (
-    CLIENT_DEFAULTS,
-    LockRenewal,
-    RedisStoreBase,
-    new_lock_token,
-    split_store_url,
-)
 from ..stores import (
     MemoryStore,
     StoredCooldown,
     StoredSession,
     TokenStore,
     clear_cooldown,
-    cooldown_key,
     is_async_store,
     load_cooldown,
     parse_store_spec,
@@ -92,7 +84,7 @@ class AsyncTokenStore(Protocol):
         ...
 
 
-async def _to_the_end(step: Awaitable[T]) -> T:
+async def to_the_end(step: Awaitable[T]) -> T:
     """Await ``step`` to its end even if this task is cancelled meanwhile, then re-raise the
     cancellation: a lock release cut in half would leave the lock held."""
     future = asyncio.ensure_future(step)
@@ -224,13 +216,13 @@ class _ThreadHold:
             self._let_go.set()
             if self._holding.is_set():  # got it just now: see it released before going
                 with contextlib.suppress(Exception):
-                    await _to_the_end(self._ended)
+                    await to_the_end(self._ended)
             raise
 
     async def let_go(self) -> None:
         """Tell the thread to leave its ``with`` (releasing the lock) and wait until it has."""
         self._let_go.set()
-        await _to_the_end(self._ended)
+        await to_the_end(self._ended)
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:
@@ -297,121 +289,6 @@ def _won(waiter: asyncio.Future[Any]) -> bool:
     return waiter.done() and not waiter.cancelled() and waiter.exception() is None
 
 
-class AsyncRedisStore(RedisStoreBase):
-    """Sessions in Redis through ``client`` (a ``redis.asyncio.Redis``), interchangeable with
-    the sync :class:`~session_fsm.redis_store.RedisStore` on the same Redis.
-
-    ``lock_ttl``/``max_hold`` as the sync store's: a held lock is renewed by a task every
-    third of ``lock_ttl`` for at most ``max_hold`` seconds; saves are fenced by generation.
-    """
-
-    @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> AsyncRedisStore:
-        """A store for ``redis://[:password@]host:port/db[?lock_ttl=S&max_hold=S]``: the same
-        URLs as the sync store's. No I/O happens here."""
-        client_url = split_store_url(url, kwargs)
-        from redis import asyncio as redis_asyncio
-
-        return cls(redis_asyncio.Redis.from_url(client_url, **CLIENT_DEFAULTS), **kwargs)
-
-    async def aclose(self) -> None:
-        """Close the client's connections."""
-        await self.client.aclose()
-
-    async def load(self, key: str) -> StoredSession | None:
-        """The session stored under ``key``, or None (also for a value that is not one)."""
-        with self._talking("load"):
-            return self._session_from(key, await self.client.get(key))
-
-    async def save(self, key: str, session: StoredSession) -> bool:
-        """Store ``session`` unless the stored one is as new or newer (False, nothing stored:
-        one atomic compare-and-set, the sync store's script)."""
-        with self._talking("save"):
-            answer = await self._fenced_script()(keys=[key], args=self._session_value(session))
-        return self._saved(key, session, answer)
-
-    async def delete(self, key: str) -> None:
-        """Forget ``key``'s session."""
-        with self._talking("delete"):
-            await self.client.delete(key)
-
-    async def load_cooldown(self, key: str) -> StoredCooldown | None:
-        """The login cool-down kept for ``key``, or None (also for a value that is not one)."""
-        with self._talking("load"):
-            return self._cooldown_from(key, await self.client.get(cooldown_key(key)))
-
-    async def save_cooldown(self, key: str, cooldown: StoredCooldown) -> None:
-        """Keep a login cool-down for ``key``; Redis deletes it when it ends."""
-        value, ttl_ms = self._cooldown_value(cooldown)
-        with self._talking("save"):
-            await self.client.set(cooldown_key(key), value, px=ttl_ms)
-
-    async def clear_cooldown(self, key: str) -> None:
-        """Forget ``key``'s login cool-down."""
-        with self._talking("delete"):
-            await self.client.delete(cooldown_key(key))
-
-    @contextlib.asynccontextmanager
-    async def lock(self, key: str, timeout: float) -> AsyncIterator[bool]:
-        """Hold ``key``'s re-login lock; False if not got within ``timeout``. While held, a
-        task renews it; the task is stopped before the lock is released."""
-        lock = self.client.lock(**self._lock_options(key, timeout))
-        token = new_lock_token()
-        try:
-            with self._talking("lock"):
-                got = bool(await lock.acquire(token=token))
-            if _cancel_swallowed():
-                raise asyncio.CancelledError
-        except asyncio.CancelledError:
-            # Cancelled perhaps after Redis applied the SET NX: remove the lock if it is ours.
-            await _to_the_end(_drop_if_ours(lock, token))
-            raise
-        renewer = asyncio.create_task(self._renew(lock)) if got else None
-        try:
-            yield got
-        finally:
-            if got:
-                await _to_the_end(self._end_hold(lock, renewer))
-
-    async def _renew(self, lock: Any) -> None:
-        loop = asyncio.get_running_loop()
-        renewal = LockRenewal(self, loop.time())
-        while True:
-            await asyncio.sleep(renewal.interval)
-            if not renewal.may_renew(loop.time()):
-                break
-            try:
-                await lock.reacquire()  # its TTL back to lock_ttl, if we still own it
-            except Exception as exc:
-                if not renewal.carry_on(exc):
-                    break
-
-    async def _end_hold(self, lock: Any, renewer: asyncio.Task[None] | None) -> None:
-        if renewer is not None:
-            renewer.cancel()
-            await asyncio.wait({renewer})
-        try:
-            await lock.release()
-        except Exception as exc:  # expired and maybe taken by another process meanwhile
-            self._release_failed(exc)
-
-
-def _cancel_swallowed() -> bool:
-    """Whether this task was cancelled but carries on: ``asyncio.wait_for`` (which redis-py
-    uses for its socket timeouts) returns a result that came in with the cancellation and
-    drops the cancellation. Seen on Python 3.11; 3.10 has no ``Task.cancelling`` to tell."""
-    task = asyncio.current_task()
-    cancelling = getattr(task, "cancelling", None)
-    return bool(cancelling is not None and cancelling())
-
-
-async def _drop_if_ours(lock: Any, token: bytes) -> None:
-    # The release script deletes the key only if it holds ``token``; any error leaves the TTL
-    # to end it.
-    with contextlib.suppress(Exception):
-        await lock.do_release(token)
-
-
 def open_async_store(spec: str | AsyncTokenStore | TokenStore | None) -> AsyncTokenStore:
     """An async store from an object or the strings :func:`~session_fsm.stores.open_store`
     takes (``memory:``, ``file:PATH``, ``redis://...``). A sync store object is run in threads
@@ -426,5 +303,7 @@ def open_async_store(spec: str | AsyncTokenStore | TokenStore | None) -> AsyncTo
     if kind == "file":
         return AsyncFileStore(where)
     if kind == "redis":
+        from .redis_store import AsyncRedisStore
+
         return AsyncRedisStore.from_url(where)
     return AsyncMemoryStore()
