@@ -8,6 +8,7 @@ which one process at a time re-logs in. Chosen by object or by URL-like string:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -240,20 +241,21 @@ def store_key(host: str, userid: str) -> str:
     return f"session_fsm:{host}:{userid}"
 
 
-def open_store(spec: str | TokenStore | None) -> TokenStore:
-    """A store from an object or a URL-like string (``memory:``, ``file:PATH``, ``redis://``).
+def is_async_store(store: object) -> bool:
+    """Whether ``store`` is an async token store (its ``load`` is a coroutine function): one
+    for :mod:`session_fsm.aio.stores`, not for a sync session."""
+    return inspect.iscoroutinefunction(getattr(store, "load", None))
+
+
+def parse_store_spec(spec: object) -> tuple[str, str]:
+    """``("memory", "")``, ``("file", PATH)`` or ``("redis", URL)`` for a store string, or
+    ConfigurationError (showing the spec masked: a misspelled redis URL may carry a password).
 
     ``file:PATH`` takes a plain path (``~`` expanded) or a ``file:///abs/path`` URL.
-    ``redis://[:password@]host:port/db`` may carry ``?lock_ttl=SECONDS`` (default 20): how long
-    a re-login lock outlives a process that died holding it. No I/O happens here.
     """
-    if spec is None or spec == "memory:":
-        return MemoryStore()
-    if isinstance(spec, TokenStore):
-        return spec
+    if spec == "memory:":
+        return "memory", ""
     if isinstance(spec, str) and spec.startswith("file:"):
-        from .file_store import FileStore
-
         path = spec[len("file:") :]
         if path.startswith("//"):  # file:///abs/path or file://localhost/abs/path
             netloc, _, rest = path[2:].partition("/")
@@ -265,14 +267,41 @@ def open_store(spec: str | TokenStore | None) -> TokenStore:
             path = "/" + rest
         if not path:
             raise ConfigurationError("file: store needs a path", hint="use file:/path/tokens.json")
-        file_store: TokenStore = FileStore(path)
-        return file_store
+        return "file", path
     if isinstance(spec, str) and spec.startswith(("redis://", "rediss://", "unix://")):
-        from .redis_store import RedisStore
-
-        redis_store: TokenStore = RedisStore.from_url(spec)
-        return redis_store
+        return "redis", spec
     shown = mask_url(spec)  # a misspelled redis URL may carry a password anywhere
     raise ConfigurationError(
         f"unknown store {shown!r}", hint="use memory:, file:PATH or redis://host:port/db"
     )
+
+
+def open_store(spec: str | TokenStore | None) -> TokenStore:
+    """A store from an object or a URL-like string (``memory:``, ``file:PATH``, ``redis://``).
+
+    ``file:PATH`` takes a plain path (``~`` expanded) or a ``file:///abs/path`` URL.
+    ``redis://[:password@]host:port/db`` may carry ``?lock_ttl=SECONDS`` (default 20): how long
+    a re-login lock outlives a process that died holding it. No I/O happens here. An async
+    store (:mod:`session_fsm.aio.stores`) is refused: a sync session cannot await it.
+    """
+    if spec is None:
+        return MemoryStore()
+    if is_async_store(spec):
+        raise ConfigurationError(
+            f"{type(spec).__name__} is an async token store; a sync session needs a sync one",
+            hint="give it to an async session, or use MemoryStore, FileStore or RedisStore",
+        )
+    if isinstance(spec, TokenStore):
+        return spec
+    kind, where = parse_store_spec(spec)
+    if kind == "file":
+        from .file_store import FileStore
+
+        file_store: TokenStore = FileStore(where)
+        return file_store
+    if kind == "redis":
+        from .redis_store import RedisStore
+
+        redis_store: TokenStore = RedisStore.from_url(where)
+        return redis_store
+    return MemoryStore()

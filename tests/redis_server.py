@@ -106,3 +106,19 @@ def running() -> Iterator[RedisServer]:
             yield server
         finally:
             server.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A fresh ``redis-server`` for the module (import this fixture into a test module)."""
+    with running() as server:
+        yield server.url
+
+
+@pytest.fixture
+def redis_db(redis_url: str) -> Iterator[redis.Redis]:
+    """A client of the module's server, its database emptied for the test."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.close()

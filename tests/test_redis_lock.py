@@ -30,18 +30,8 @@ SLOW_2FA = 2.5
 LOCK_TTL = 1.0
 
 
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    with redis_server.running() as server:
-        yield server.url
-
-
-@pytest.fixture
-def redis_db(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    yield client
-    client.close()
+redis_url = redis_server.redis_url  # fixtures: a module's redis-server, an emptied db
+redis_db = redis_server.redis_db
 
 
 @pytest.fixture

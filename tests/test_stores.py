@@ -8,7 +8,7 @@ import json
 import os
 import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -35,18 +35,8 @@ def record(generation: int = 1, token: str = TOKEN) -> StoredSession:
     return StoredSession("http://127.0.0.1:1/apim", "demo-user", Secret(token), generation, 1.5)
 
 
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    with redis_server.running() as server:
-        yield server.url
-
-
-@pytest.fixture
-def redis_db(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    yield client
-    client.close()
+redis_url = redis_server.redis_url  # fixtures: a module's redis-server, an emptied db
+redis_db = redis_server.redis_db
 
 
 @pytest.fixture(params=["memory", "file", "redis"])
