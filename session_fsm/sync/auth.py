@@ -59,12 +59,14 @@ def send_call(
         check_url(path, wire.config)  # the host urllib3 would connect to
 
     def send(effect: Send) -> Reply:
-        url = path if "://" in path else effect.snap.host + path
-        token = effect.snap.session_token
-        assert token is not None
-        extra = kwargs.get("headers")
-        rest = {k: v for k, v in kwargs.items() if k != "headers"}
-        response = wire.trading_request(method, url, effect.who, token, extra, **rest)
+        if "://" in path:  # an absolute URL: requests' own path
+            token = effect.snap.session_token
+            assert token is not None
+            extra = kwargs.get("headers")
+            rest = {k: v for k, v in kwargs.items() if k != "headers"}
+            response = wire.trading_request(method, path, effect.who, token, extra, **rest)
+        else:
+            response = driver.template(effect.snap, effect.who).send(method, path, **kwargs)
         if effect.replay_of is not None:
             response.history.insert(0, effect.replay_of.handle)
         return Reply(response.status_code, response)

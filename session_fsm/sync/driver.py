@@ -16,8 +16,10 @@ import requests
 
 from ..answers import answer, seal_response
 from ..core import effects as fx
-from ..core.calls import SessionCall
+from ..core.calls import Identity, SessionCall
+from ..core.snapshot import Snapshot
 from ..errors import Call
+from ..fast_send import RequestTemplate
 from ..locks import ForkSafeLock
 from ..stores import TokenStore, clear_cooldown, load_cooldown, save_cooldown
 from ..wire import Wire
@@ -35,6 +37,21 @@ class Driver:
         self.lock = lock
         #: Threads blocked now waiting for a re-login (``Lock(waiter=True)``).
         self.waiting: list[object] = []
+        #: The request template of the newest (host, session token, identity), swapped whole.
+        self._template: tuple[tuple[object, ...], RequestTemplate] | None = None
+
+    def template(self, snap: Snapshot, who: Identity) -> RequestTemplate:
+        """The fast-path request template of ``snap``'s host and tokens as ``who`` (made once
+        per session generation and Bearer token, see :mod:`session_fsm.fast_send`)."""
+        key = (snap.host, snap.session_token, who)
+        held = self._template
+        if held is not None and all(a is b for a, b in zip(held[0], key, strict=True)):
+            return held[1]
+        token = snap.session_token
+        assert token is not None  # requests are sent with Authenticated snapshots
+        template = RequestTemplate.trading(self.wire, snap.host, who, token)
+        self._template = (key, template)
+        return template
 
     def run(self, flow: fx.Flow[T], send: SendFn | None = None, value: Any = None) -> T:
         """Run ``flow`` to its end (``value``: the result of the effect it last yielded);
