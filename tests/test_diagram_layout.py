@@ -3,7 +3,7 @@
 - graphviz: no arrow's label lies on another arrow (the label boxes are estimated from the
   font size, the arrows sampled along their Bézier curves);
 - mermaid (mermaid-cli): the happy path Uninitialised -> ... -> LoggedOut is one column, top to
-  bottom. Known to fail with mermaid 11's dagre layout: see the xfail reason.
+  bottom (the notes and invisible spacers of ``diagrams.mermaid`` keep dagre from bending it).
 """
 
 from __future__ import annotations
@@ -146,16 +146,6 @@ def check_happy_path_straight(svg: str) -> None:
         raise HappyPathBends(f"happy path bends: x-centres {xs} (top to bottom)")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=HappyPathBends,
-    reason=(
-        "mermaid 11's dagre places nodes with Brandes-Koepf alignment: every extra arrow at a "
-        "happy-path state (three back edges into Initialised, the self-loops, restore) competes "
-        "with the happy-path arrow in some of the four alignment passes, so the column breaks; "
-        "no ordering, link length, invisible edge or ELK setting tried keeps it straight"
-    ),
-)
 def test_committed_mermaid_draws_the_happy_path_straight_down(tmp_path: Path) -> None:
     """Uninitialised -> Initialised -> OTT-issued -> Authenticated -> LoggedOut: one column,
     top to bottom, in the picture mermaid-cli draws (x-centres equal within 2 px)."""
