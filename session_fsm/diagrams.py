@@ -356,7 +356,7 @@ def mermaid(
     if d.failure is not None:
         state, text = d.failure
         lines.append(f'    {FAILURE_NODE}["{_mermaid_text(text)}"]')
-        lines.append(f"    {state.name} -.- {FAILURE_NODE}")
+        lines.append(f"    {FAILURE_NODE} -.- {state.name}")  # above it, balanced like a note
         styles.append(f"    linkStyle {index} stroke:{MARK}")
     lines += styles
     if d.first is not None:
@@ -393,6 +393,8 @@ def _spacers(d: _Drawing) -> list[tuple[str, State, str]]:
     for a in d.arrows:
         if a.group and a.dst in HAPPY_PATH:
             per[a.dst] = per.get(a.dst, 0) + 1
+    if d.failure is not None:  # the failure marker hangs above its state like a note
+        per[d.failure[0]] = per.get(d.failure[0], 0) + 1
     if d.first is not None and per.get(d.first):
         per[d.first] -= 1
     out = []

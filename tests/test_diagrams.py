@@ -296,7 +296,7 @@ def marked(text: str) -> list[tuple[str, str, str, str]]:
 def failure_note(text: str) -> list[tuple[str, str]]:
     """(state, text) of the red failure note and the state it is attached to."""
     label = re.findall(r'^    LAST_FAILURE\["(.*)"\]$', text, re.M)
-    attached = re.findall(r"^    (\w+) -\.- LAST_FAILURE$", text, re.M)
+    attached = re.findall(r"^    LAST_FAILURE -\.- (\w+)$", text, re.M)
     return list(zip(attached, label, strict=True))
 
 
