@@ -313,7 +313,9 @@ def mermaid(
     ``counts`` (from a trace) draws only the arrows taken, each labelled ``trigger xn`` and
     thicker the more it was taken, and ``attempts`` adds red dotted loops for attempts that did
     not move. ``start`` is where the start dot points (default: the initial state). The table
-    drawing draws edges from many states once, from a note, and carries a legend.
+    drawing draws every edge off the happy path from a note naming its states (see
+    :func:`arrows`), balances those notes with invisible spacers (see :func:`_spacers`) so
+    mermaid-cli draws the happy path as one column, and carries a legend.
     """
     d = _drawing(highlight, last, counts, attempts, start)
     lines = [
