@@ -50,7 +50,7 @@ class Arrow:
     ``count`` is how often a trace took it (None when drawing the table); ``attempt`` is the
     outcome (``refused``/``failed``) of attempts that did not move, drawn as a red dotted loop.
     ``group`` (table drawings only): the arrow stands for the same edge from each of these states
-    and is drawn once, from a note naming them (``any state``).
+    and is drawn once, from a note naming them (``from any state``, ``from OTT-issued``).
     """
 
     src: State
@@ -84,7 +84,7 @@ class Arrow:
     @property
     def tail(self) -> str:
         """The id of the node the arrow starts at (a note for a group)."""
-        return group_id(self.group) if self.group else self.src.name
+        return group_id(self.group, self.dst) if self.group else self.src.name
 
     @property
     def key(self) -> str:
@@ -94,8 +94,6 @@ class Arrow:
 
 #: Width (characters) a guard list is wrapped to.
 _WRAP = 22
-#: An edge drawn from at least this many states is drawn once, from a note naming them.
-GROUP_MIN = 3
 #: The happy path, drawn straight down.
 HAPPY_PATH: tuple[State, ...] = ALL_STATES
 _HAPPY = frozenset(itertools.pairwise(HAPPY_PATH))
@@ -117,18 +115,22 @@ def _rank(state: State) -> int:
     return HAPPY_PATH.index(state)
 
 
-def group_id(states: tuple[State, ...]) -> str:
-    """Node id of the note a group arrow starts at."""
+def group_id(states: tuple[State, ...], dst: State | None = None) -> str:
+    """Node id of the note a group arrow starts at (``ANY_OF_O_TO_INITIALISED``): a note per
+    arrow, so the same states may have notes for several destinations."""
     if set(states) == set(ALL_STATES):
         return "ANY_STATE"
-    return "ANY_OF_" + "_".join(s.name[0] for s in states)
+    return "ANY_OF_" + "_".join(s.name[0] for s in states) + (f"_TO_{dst.name}" if dst else "")
 
 
 def group_label(states: tuple[State, ...]) -> str:
-    """``from any state``, or ``from Uninitialised, Initialised or Authenticated``."""
+    """``from any state``, ``from OTT-issued``, or ``from Uninitialised, Initialised or
+    Authenticated``."""
     if set(states) == set(ALL_STATES):
         return "from any state"
     names = [s.value for s in states]
+    if len(names) == 1:
+        return "from " + names[0]
     return "from " + ", ".join(names[:-1]) + " or " + names[-1]
 
 
@@ -140,18 +142,20 @@ def edge_label(e: Edge) -> str:
 def arrows(edges: Iterable[Edge] = TRANSITIONS, grouped: bool = False) -> list[Arrow]:
     """Group edges by (src, dst), in table order.
 
-    ``grouped``: an edge (trigger, destination) from :data:`GROUP_MIN` or more states becomes
-    one arrow from a note naming them (edges sharing those states and destination share it);
-    the happy path's arrows come first (so layouts draw it straight down).
+    ``grouped`` (the table drawing): every edge off the happy path is drawn from a note naming
+    the states it leaves (``from OTT-issued``; one arrow per trigger and destination, edges
+    sharing those states and destination share it), so the happy-path states carry no other
+    arrow out and no loop, and a layout can draw the happy path straight down (see
+    :func:`mermaid`). The happy path's arrows come first.
     """
     edges = list(edges)
+    noted = [e for e in edges if grouped and (e.source, e.dest) not in _HAPPY]
     by_trigger: dict[tuple[str, State], list[Edge]] = {}
-    for e in edges:
+    for e in noted:
         by_trigger.setdefault((e.trigger, e.dest), []).append(e)
-    many = {k for k, es in by_trigger.items() if grouped and len(es) >= GROUP_MIN}
     groups: dict[tuple[State, State] | tuple[tuple[State, ...], State], list[Edge]] = {}
     for e in edges:
-        if (e.trigger, e.dest) in many:
+        if e in noted:
             sources = tuple(x.source for x in by_trigger[(e.trigger, e.dest)])
             groups.setdefault((sources, e.dest), []).append(e)
         else:
@@ -263,7 +267,7 @@ class _Drawing:
     states: list[State]
     arrows: list[Arrow]
     first: State | None
-    groups: list[tuple[State, ...]]
+    groups: list[tuple[tuple[State, ...], State]]
     failure: tuple[State, str] | None
 
 
@@ -279,7 +283,7 @@ def _drawing(
     drawn = _with_last(drawn, last, traced)
     states = _states(drawn, traced)
     first = start or (INITIAL if not traced or INITIAL in states else None)
-    groups = list(dict.fromkeys(a.group for a in drawn if a.group))
+    groups = list(dict.fromkeys((a.group, a.dst) for a in drawn if a.group))
     marker = failure_marker(last) if last is not None and not traced else None
     failure = (last.dst, marker) if last is not None and marker else None
     return _Drawing(traced, states, drawn, first, groups, failure)
@@ -309,7 +313,9 @@ def mermaid(
     ``counts`` (from a trace) draws only the arrows taken, each labelled ``trigger xn`` and
     thicker the more it was taken, and ``attempts`` adds red dotted loops for attempts that did
     not move. ``start`` is where the start dot points (default: the initial state). The table
-    drawing draws edges from many states once, from a note, and carries a legend.
+    drawing draws every edge off the happy path from a note naming its states (see
+    :func:`arrows`), balances those notes with invisible spacers (see :func:`_spacers`) so
+    mermaid-cli draws the happy path as one column, and carries a legend.
     """
     d = _drawing(highlight, last, counts, attempts, start)
     lines = [
@@ -318,20 +324,25 @@ def mermaid(
         "    %% " + (_TRACED if d.traced else _GENERATED),
         "    %% Solid: called by you. Dashed: internal, taken by the library on a server answer.",
     ]
+    spacers = [] if d.traced else _spacers(d)
+    for name, _, shape in spacers:
+        lines.append(f"    {name}{shape}")
+    for name, state, _ in spacers:
+        lines.append(f"    {name} ~~~ {state.name}")
     for s in d.states:
         lines.append(f'    {s.name}("{_mermaid_text(s.value)}")')
-    notes = [group_id(g) for g in d.groups]
-    for g in d.groups:
+    notes = [group_id(g, dst) for g, dst in d.groups]
+    for g, dst in d.groups:
         label = _mermaid_lines(textwrap.wrap(group_label(g), _WRAP))
-        lines.append(f'    {group_id(g)}["{label}"]')
+        lines.append(f'    {group_id(g, dst)}["{label}"]')
     if not d.traced:
         lines.append(f'    LEGEND["{_mermaid_lines(LEGEND)}"]')
         notes.append("LEGEND")
     styles: list[str] = []
-    index = 0
+    index = len(spacers)  # linkStyle counts the invisible links too
     if d.first is not None:
         lines.append("    start(( )) --> " + d.first.name)
-        index = 1
+        index += 1
     for a in d.arrows:
         arrow = "-.->" if a.internal or a.attempt else "-->"
         label = _mermaid_lines(a.lines()) if not d.traced else _mermaid_text(a.text())
@@ -347,7 +358,7 @@ def mermaid(
     if d.failure is not None:
         state, text = d.failure
         lines.append(f'    {FAILURE_NODE}["{_mermaid_text(text)}"]')
-        lines.append(f"    {state.name} -.- {FAILURE_NODE}")
+        lines.append(f"    {FAILURE_NODE} -.- {state.name}")  # above it, balanced like a note
         styles.append(f"    linkStyle {index} stroke:{MARK}")
     lines += styles
     if d.first is not None:
@@ -356,6 +367,9 @@ def mermaid(
     if notes:
         lines.append("    classDef note fill:#fffbe6,stroke:#999,stroke-dasharray:4 3")
         lines.append(f"    class {','.join(notes)} note")
+    if spacers:
+        lines.append("    classDef spacer fill:none,stroke:none")
+        lines.append(f"    class {','.join(name for name, _, _ in spacers)} spacer")
     if d.failure is not None:
         lines.append(f"    classDef failure fill:#fdecea,stroke:{MARK},color:{MARK}")
         lines.append(f"    class {FAILURE_NODE} failure")
@@ -363,6 +377,34 @@ def mermaid(
         lines.append(f"    classDef current fill:{CURRENT_FILL},stroke:#333,stroke-width:3px")
         lines.append(f"    class {highlight.name} current")
     return "\n".join(lines) + "\n"
+
+
+def _spacers(d: _Drawing) -> list[tuple[str, State, str]]:
+    """Invisible nodes that keep mermaid's happy path straight: (id, state, shape).
+
+    Mermaid lays flowcharts out with dagre, whose Brandes-Koepf placement lines a node up with
+    the median of its neighbours in the rank above. The notes' arrows all enter a happy-path state
+    from the same side, so with more than one of them the median is a note, not the state above,
+    and the column bends. One invisible node per note arrow, declared first (so dagre orders it on
+    the other side) and linked to the state by an invisible ``~~~`` link, puts the state above back
+    in the middle; the start dot already balances the note into the first state. Spacers of a
+    state with two or more notes are boxes, of one note a dot: the shapes with which mermaid-cli
+    draws the committed diagram straight (tests/test_diagram_layout.py measures it).
+    """
+    per: dict[State, int] = {}
+    for a in d.arrows:
+        if a.group and a.dst in HAPPY_PATH:
+            per[a.dst] = per.get(a.dst, 0) + 1
+    if d.failure is not None:  # the failure marker hangs above its state like a note
+        per[d.failure[0]] = per.get(d.failure[0], 0) + 1
+    if d.first is not None and per.get(d.first):
+        per[d.first] -= 1
+    out = []
+    for state in HAPPY_PATH:
+        n = per.get(state, 0)
+        shape = '[" "]' if n >= 2 else "(( ))"
+        out += [(f"SPACER_{state.name}_{i}", state, shape) for i in range(1, n + 1)]
+    return out
 
 
 def _far_back(a: Arrow) -> bool:
@@ -404,9 +446,10 @@ def dot(
         node = f'label="{_dot_text(s.value)}"{extra}, id="state-{s.name}"{group}'
         lines.append(f"  {s.name} [{node}];")
     note = 'shape=note, style="filled,dashed", fillcolor="#fffbe6", color="#999999", fontsize=10'
-    for g in d.groups:
+    for g, dst in d.groups:
         label = _dot_lines(textwrap.wrap(group_label(g), _WRAP))
-        lines.append(f'  {group_id(g)} [label="{label}", {note}, id="note-{group_id(g)}"];')
+        gid = group_id(g, dst)
+        lines.append(f'  {gid} [label="{label}", {note}, id="note-{gid}"];')
     if d.first is not None:
         lines.append('  start [shape=point, width=0.2, label=""];')
         lines.append(f"  start -> {d.first.name};")

@@ -39,7 +39,7 @@ from session_fsm import (
     contract,
     table,
 )
-from session_fsm.diagrams import mermaid
+from session_fsm.diagrams import group_id, mermaid
 from session_fsm.sandbox import Sandbox, SandboxConfig
 from session_fsm.sandbox.app import make_app
 from tests.conftest import FAST_RETRY, Clock, make_credentials
@@ -140,11 +140,15 @@ def test_refresh_is_an_authenticated_self_edge_drawn_in_the_diagram() -> None:
     e = table.edge(A, "refresh")
     assert e is not None and e.dest is A and e.internal
     assert e.guards == ("has_password", "has_access_code")
-    # A dashed (internal) self-loop on Authenticated, labelled with the trigger and its guards.
+    # A dashed (internal) arrow into Authenticated from the note "from Authenticated" (the table
+    # drawing draws every edge off the happy path from a note), labelled with trigger and guards.
+    text = mermaid()
+    note = group_id((A,), A)
+    assert f'    {note}["from Authenticated"]' in text.splitlines()
     loops = [
         line
-        for line in mermaid().splitlines()
-        if line.strip().startswith("AUTHENTICATED -.->") and line.rstrip().endswith("AUTHENTICATED")
+        for line in text.splitlines()
+        if line.strip().startswith(f"{note} -.->") and line.rstrip().endswith("AUTHENTICATED")
     ]
     assert any("refresh" in line and "has_access_code" in line for line in loops), loops
 

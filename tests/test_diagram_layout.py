@@ -3,7 +3,7 @@
 - graphviz: no arrow's label lies on another arrow (the label boxes are estimated from the
   font size, the arrows sampled along their Bézier curves);
 - mermaid (mermaid-cli): the happy path Uninitialised -> ... -> LoggedOut is one column, top to
-  bottom. Known to fail with mermaid 11's dagre layout: see the xfail reason.
+  bottom (the notes and invisible spacers of ``diagrams.mermaid`` keep dagre from bending it).
 """
 
 from __future__ import annotations
@@ -146,16 +146,6 @@ def check_happy_path_straight(svg: str) -> None:
         raise HappyPathBends(f"happy path bends: x-centres {xs} (top to bottom)")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=HappyPathBends,
-    reason=(
-        "mermaid 11's dagre places nodes with Brandes-Koepf alignment: every extra arrow at a "
-        "happy-path state (three back edges into Initialised, the self-loops, restore) competes "
-        "with the happy-path arrow in some of the four alignment passes, so the column breaks; "
-        "no ordering, link length, invisible edge or ELK setting tried keeps it straight"
-    ),
-)
 def test_committed_mermaid_draws_the_happy_path_straight_down(tmp_path: Path) -> None:
     """Uninitialised -> Initialised -> OTT-issued -> Authenticated -> LoggedOut: one column,
     top to bottom, in the picture mermaid-cli draws (x-centres equal within 2 px)."""
@@ -172,3 +162,66 @@ def test_straightness_check_accepts_a_straight_column(tmp_path: Path) -> None:
     source.write_text("\n".join(lines) + "\n", encoding="utf-8")
     svg, _ = render_with_mmdc(source, tmp_path / "happy.svg")
     check_happy_path_straight(svg)
+
+
+def boxes(svg: str) -> dict[str, Box]:
+    """Node id or ``label:<edge id>`` -> its box, from a mermaid-cli SVG (spacers have none)."""
+    out: dict[str, Box] = {}
+    for m in re.finditer(
+        r'<g class="node[^"]*" id="[\w-]*?flowchart-(\w+?)-\d+"[^>]*?'
+        r'transform="translate\(([-\d.]+),\s*([-\d.]+)\)"><rect[^>]*?'
+        r'width="([\d.]+)" height="([\d.]+)"',
+        svg,
+    ):
+        x, y, w, h = (float(m.group(i)) for i in range(2, 6))
+        out[m.group(1)] = (x - w / 2, y - h / 2, x + w / 2, y + h / 2)
+    for m in re.finditer(
+        r'<g class="edgeLabel" transform="translate\(([-\d.]+),\s*([-\d.]+)\)">'
+        r'<g class="label" data-id="([^"]+)"[^>]*><foreignObject width="([\d.]+)" '
+        r'height="([\d.]+)"',
+        svg,
+    ):
+        x, y, w, h = (float(m.group(i)) for i in (1, 2, 4, 5))
+        if w and h:
+            out["label:" + m.group(3)] = (x - w / 2, y - h / 2, x + w / 2, y + h / 2)
+    return out
+
+
+def _meet(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def test_box_check_sees_a_label_on_the_failure_note() -> None:
+    """The oracle itself: boxes read from mermaid-cli markup, and overlap found only when real."""
+    svg = (
+        '<g class="node default failure" id="x-flowchart-LAST_FAILURE-9" data-look="classic" '
+        'transform="translate(100, 50)"><rect class="basic" x="-50" y="-20" width="100" '
+        'height="40"/>'
+        '<g class="edgeLabel" transform="translate(140, 60)"><g class="label" data-id="L_A_B_0" '
+        'transform="translate(-10, -12)"><foreignObject width="20" height="24">'
+    )
+    found = boxes(svg)
+    assert found["LAST_FAILURE"] == (50.0, 30.0, 150.0, 70.0)
+    assert _meet(found["LAST_FAILURE"], found["label:L_A_B_0"])
+    assert not _meet(found["LAST_FAILURE"], (151.0, 0.0, 200.0, 100.0))
+
+
+@pytest.mark.parametrize("state", list(State), ids=lambda s: s.name)
+def test_live_mermaid_failure_marker_keeps_the_column_and_covers_no_label(
+    state: State, tmp_path: Path
+) -> None:
+    """The live diagram after a failed call (``login failed: LoginRejected 401001`` beside the
+    state it left the session in): happy path still one column, and the marker's box meets no
+    arrow label and no other node in the picture mermaid-cli draws."""
+    failed = TransitionRecord(
+        0.0, "login", state, state, "failed", error="LoginRejected", fault_code=401001
+    )
+    source = tmp_path / "live.mmd"
+    source.write_text(diagrams.mermaid(highlight=state, last=failed), encoding="utf-8")
+    svg, text = render_with_mmdc(source, tmp_path / "live.svg")
+    assert "login failed: LoginRejected 401001" in " ".join(text.split())
+    check_happy_path_straight(svg)
+    found = boxes(svg)
+    marker = found.pop(diagrams.FAILURE_NODE)
+    assert len(found) > 20  # every state, note and arrow label was read
+    assert [name for name, box in found.items() if _meet(marker, box)] == []
