@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-
 import io
 import json
 import os
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 

@@ -29,8 +29,8 @@ from session_fsm import (
     contract,
     replayable,
 )
-from session_fsm.sandbox import Sandbox, SandboxConfig, run_sandbox
 from session_fsm.core import relogin
+from session_fsm.sandbox import Sandbox, SandboxConfig, run_sandbox
 from tests.conftest import FAST_RETRY, SLEEPS, Clock, Gate, LogCapture, make_credentials
 
 Factory = Callable[..., KSSession]
@@ -493,8 +493,8 @@ def test_replays_are_logged_with_their_reason(
         if e["event"] == "request_replayed"
     ]
     assert replays == [
-        ("gateway token refreshed", "GET", ORDERS, 1),
-        ("session renewed", "GET", ORDERS, 2),
+        ("gateway token refreshed", "GET", "/apim" + ORDERS, 1),
+        ("session renewed", "GET", "/apim" + ORDERS, 2),
     ]
 
 
