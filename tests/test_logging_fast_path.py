@@ -18,7 +18,7 @@ import pytest
 import structlog
 
 from session_fsm import KSSession, Secret, Snapshot, State, TransitionRecord, configure_logging
-from session_fsm.core.snapshot import EVENT_KEYS
+from session_fsm.core.snapshot import EVENT_KEYS, Cooldown
 from session_fsm.logs import json_line
 from session_fsm.sandbox import Sandbox
 from session_fsm.wire import WireConfig, host_allowed
@@ -106,6 +106,11 @@ def test_snapshot_evolve_is_replace() -> None:
         "one_time_token": Secret("o"),
         "ott_time": 1.5,
         "login_time": 2.5,
+        "who": None,
+        "bearer_generation": 2,
+        "cooldown": Cooldown(5.0, "LoginRejected"),
+        "refreshing": True,
+        "refresh_retry_at": 7.5,
     }
     assert set(values) == {f.name for f in fields(Snapshot)}
     for name, value in values.items():

@@ -493,8 +493,8 @@ def test_replays_are_logged_with_their_reason(
         if e["event"] == "request_replayed"
     ]
     assert replays == [
-        ("gateway token refreshed", "GET", ORDERS, 1),
-        ("session renewed", "GET", ORDERS, 2),
+        ("gateway token refreshed", "GET", "/apim" + ORDERS, 1),
+        ("session renewed", "GET", "/apim" + ORDERS, 2),
     ]
 
 

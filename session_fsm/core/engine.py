@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import table, validation
@@ -190,14 +190,21 @@ class SessionCore:
 
     def notify(self, rec: TransitionRecord) -> None:
         """Call the ``on_transition`` callbacks; one that raises is logged and skipped."""
-        if not self.callbacks:
-            return
-        for cb in list(self.callbacks):
+        if self.callbacks:
+            self.observe(list(self.callbacks), (self.owner, rec), "callback")
+
+    def observe(self, observers: Sequence[Callable[..., object]], args: tuple[Any, ...],
+                role: str) -> None:  # fmt: skip
+        """Call each observer with ``args``; one that raises is logged (event
+        ``<role>_failed``, naming it and its error's class) and skipped: an observer must not
+        break the session."""
+        for observer in observers:
             try:
-                cb(self.owner, rec)
-            except Exception as exc:  # an observer must not break the session
-                emit(self.log, "error", "callback_failed", session_id=self.session_id,
-                     callback=getattr(cb, "__name__", "?"), error=type(exc).__name__)  # fmt: skip
+                observer(*args)
+            except Exception as exc:
+                name = getattr(observer, "__name__", "?")
+                emit(self.log, "error", f"{role}_failed", session_id=self.session_id,
+                     error=type(exc).__name__, **{role: name})  # fmt: skip
 
     def cooldown_error(self, kept: Cooldown) -> KSError:
         """The error a login trigger meets during ``kept``."""
@@ -276,7 +283,7 @@ def after_failure(core: SessionCore, exc: KSError) -> Flow[None]:
     if isinstance(exc, COOLDOWN_ERRORS) and core.config.cooldown > 0:
         until = core.clock() + core.config.cooldown
         core.snap = core.snap.evolve(
-            cooldown=Cooldown(until, type(exc).__name__, exc.status, exc.fault_code)
+            cooldown=Cooldown(until, type(exc).__name__, exc.status, exc.fault_code, exc)
         )
         kept = StoredCooldown(until, type(exc).__name__, exc.status, exc.fault_code)
         try:
@@ -309,9 +316,9 @@ def check_cooldown(core: SessionCore, trigger: str, src: State) -> Flow[None]:
         return
     if core.snap.cooldown is not kept:
         core.snap = core.snap.evolve(cooldown=kept)
-    err = core.cooldown_error(kept)
+    err = core.cooldown_error(kept) if kept.exc is None else kept.exc
     core.record(trigger, src, REFUSED, err, reason="cooldown")
-    raise err
+    raise err.with_traceback(None)
 
 
 def reset_cooldown(core: SessionCore) -> Flow[None]:

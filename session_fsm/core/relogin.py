@@ -17,6 +17,7 @@ and what a trading request does with a rejected answer (the replay rule).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from .. import table
 from ..errors import (
@@ -57,6 +58,14 @@ class Outgoing:
     method: str
     where: str
     streamed: bool = False
+    #: The path (below the session's host) or the absolute URL asked for: what the log names.
+    target: str = ""
+
+    def logged_path(self, snap: Snapshot) -> str:
+        """The URL path the request went to with ``snap`` (never the query string)."""
+        target = self.target
+        url = target if "://" in target else snap.host + target
+        return urlsplit(url).path
 
 
 def replayable(method: str, streamed: bool, replay_posts: bool = True) -> bool:
@@ -258,8 +267,9 @@ def answered(
         try:
             reply = yield from _recover(core, out, reply, err, snap)
         except KSError as exc:  # could not be renewed: the original answer, and why
+            path = out.logged_path(snap)
             emit(core.log, "warning", "request_not_renewed", session_id=core.session_id,
-                 method=out.method, path=_path(out), error=type(exc).__name__)  # fmt: skip
+                 method=out.method, path=path, error=type(exc).__name__)  # fmt: skip
             return reply, exc
         if 200 <= reply.status < 300 or not map_errors:
             return reply, None
@@ -280,10 +290,6 @@ def _error_of(core: SessionCore, out: Outgoing, reply: Reply) -> Flow[KSError]:
     except MalformedAnswer as exc:
         core.record("request", core.snap.state, FAILED, exc, reason="malformed_answer")
         return exc
-
-
-def _path(out: Outgoing) -> str:
-    return out.where.partition(" ")[2]
 
 
 def _recover(
@@ -325,7 +331,7 @@ def _replay(
     core: SessionCore, out: Outgoing, first: Reply, snap: Snapshot, why: str
 ) -> Flow[Reply]:
     emit(core.log, "info", "request_replayed", session_id=core.session_id, method=out.method,
-         path=_path(out), reason=why, generation=snap.generation)  # fmt: skip
+         path=out.logged_path(snap), reason=why, generation=snap.generation)  # fmt: skip
     who = core.snap.who if core.snap.who is not None else snap.who
     assert who is not None
     bearer = core.snap.bearer_generation

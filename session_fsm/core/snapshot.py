@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import KSError
 from ..secret import Secret
 from ..table import State
 from .calls import Identity
@@ -20,12 +21,14 @@ from .calls import Identity
 @dataclass(frozen=True, slots=True)
 class Cooldown:
     """A rejected login remembered until ``until`` (epoch s): the login endpoints are not called
-    again before then. ``error`` is the error class's name; ``stored``: read from the store."""
+    again before then. ``error`` is the error class's name."""
 
     until: float
     error: str
     status: int | None = None
     fault_code: int | None = None
+    #: The error itself, raised again during the cool-down (None: read from the store).
+    exc: KSError | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,7 +72,7 @@ def send_call(
         return Reply(response.status_code, response)
 
     streamed = _streamed(kwargs.get("data")) or "files" in kwargs
-    out = Outgoing(None, method.upper(), where(method, path), streamed)
+    out = Outgoing(None, method.upper(), where(method, path), streamed, path)
     reply, err = driver.run(relogin.request(core, out, map_errors=True), send=send)
     response: requests.Response = reply.handle
     if err is None:

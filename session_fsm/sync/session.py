@@ -7,8 +7,6 @@ never block.
 
 from __future__ import annotations
 
-import itertools
-import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -16,20 +14,15 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from .. import contract, validation
-from ..config import SessionConfig, check_wire_options
 from ..core import connect as flows
 from ..core import gateway, relogin
-from ..core.calls import Identity
 from ..core.effects import Flow
-from ..core.engine import Callback, SessionCore, adopt, ensure_loaded, reset_cooldown
-from ..core.machine import may
-from ..core.snapshot import Snapshot, TransitionRecord
+from ..core.engine import Callback, adopt, ensure_loaded, reset_cooldown
+from ..core.snapshot import Snapshot
+from ..core.view import SessionView, new_core
 from ..credentials import Credentials
 from ..errors import KSError
-from ..hosts import configured_host
 from ..locks import ForkSafeLock
-from ..logs import emit
-from ..masking import mask_url
 from ..stores import StoredSession, TokenStore, open_store
 from ..table import State
 from ..wire import Wire
@@ -39,23 +32,8 @@ from .driver import Driver
 if TYPE_CHECKING:
     from ..heartbeat import Heartbeat, Waiter
 
-#: ``hook(session, outcome)`` after each ``session.request``: ``"ok"`` or the error class name.
-RequestHook = Callable[[Any, str], None]
 
-
-def _new_id_prefix() -> None:
-    """A random prefix per process (made again in a forked child): with the counter, session
-    ids are unique across processes and restarts, so one log of several runs stays apart."""
-    global _id_prefix, _ids
-    _id_prefix, _ids = os.urandom(4).hex(), itertools.count(1)
-
-
-_id_prefix, _ids = "", itertools.count(1)
-_new_id_prefix()
-os.register_at_fork(after_in_child=_new_id_prefix)
-
-
-class KSSession:
+class KSSession(SessionView):
     """One trading session with the KS Trade API, as a guarded state machine.
 
     ``KSSession(credentials, host=..., store=..., **options)``: see
@@ -67,7 +45,6 @@ class KSSession:
     """
 
     _auth: SessionAuth | None = None
-    _request_hooks: list[RequestHook] | None = None
     _heartbeat: Heartbeat | None = None
 
     def __init__(
@@ -83,74 +60,27 @@ class KSSession:
         heartbeat_waiter: Waiter | None = None,
         **options: Any,
     ) -> None:
-        validation.instance("credentials", credentials, Credentials)
-        validation.instance("host", host, str)
-        validation.callable_("clock", clock)
         if wire is not None:
             validation.instance("wire", wire, Wire)
-        config = SessionConfig.from_options(options)
-        if wire is not None and options:
-            check_wire_options(options, wire.config)
-        self._wire = wire or Wire(config.wire_config())
-        wc = self._wire.config
-        allowed = (tuple(wc.allowed_domains), bool(wc.allow_loopback))
-        origin = configured_host(host, *allowed)
-        self._store = open_store(store)
-        #: Unique across processes and restarts: ``<8 random hex digits>-<n>``.
-        self.session_id = f"{_id_prefix}-{next(_ids)}"
-        self._core = SessionCore(
-            credentials, origin, config, session_id=self.session_id, owner=self,
-            allowed=allowed, clock=clock, logger=logger, on_transition=on_transition,
+        wire_config = wire.config if wire is not None else None
+        self._core = new_core(
+            self, credentials, host, wire_config, options, clock=clock, logger=logger,
+            on_transition=on_transition,
         )  # fmt: skip
+        self._wire = wire or Wire(self._core.config.wire_config())
+        self._store = open_store(store)
         # Bounded (relogin_timeout) and made afresh in a forked child: see session_fsm.locks.
-        lock = ForkSafeLock(config.relogin_timeout, reentrant=True)
+        lock = ForkSafeLock(self._core.config.relogin_timeout, reentrant=True)
         self._driver = Driver(self._wire, self._store, lock)
-        if config.heartbeat is not None:
+        heartbeat = self._core.config.heartbeat
+        if heartbeat is not None:
             from ..heartbeat import Heartbeat
 
-            self._heartbeat = Heartbeat(self, config.heartbeat, waiter=heartbeat_waiter)
+            self._heartbeat = Heartbeat(self, heartbeat, waiter=heartbeat_waiter)
             self._heartbeat.start()
 
     def _run(self, flow: Flow[Any]) -> Any:
         return self._driver.run(flow)
-
-    # --- introspection -------------------------------------------------------------------------
-
-    @property
-    def credentials(self) -> Credentials:
-        """The credentials the session logs in with."""
-        return self._core.credentials
-
-    @property
-    def config(self) -> SessionConfig:
-        """The session's settings."""
-        return self._core.config
-
-    @property
-    def origin(self) -> str:
-        """The configured API host (before any redirect)."""
-        return self._core.origin
-
-    @property
-    def state(self) -> State:
-        """The current state (never blocks)."""
-        return self._core.snap.state
-
-    def snapshot(self) -> Snapshot:
-        """The whole state (state, host, tokens, generations, cool-down, refresh) as one
-        immutable value."""
-        return self._core.snap
-
-    @property
-    def generation(self) -> int:
-        """How many session tokens this session has had (0: never authenticated)."""
-        return self._core.snap.generation
-
-    @property
-    def history(self) -> tuple[TransitionRecord, ...]:
-        """Recent attempted transitions, oldest first (bounded by ``history_size``)."""
-        h = self._core.history
-        return tuple(h) if h is not None else ()
 
     @property
     def wire(self) -> Wire:
@@ -163,50 +93,6 @@ class KSSession:
         return self._store
 
     @property
-    def _clock(self) -> Callable[[], float]:
-        return self._core.clock
-
-    @property
-    def _log(self) -> Any:
-        return self._core.log
-
-    def identity(self) -> Identity:
-        """Who the session calls as (carries the current Bearer token as a Secret)."""
-        who = self._core.snap.who
-        assert who is not None
-        return who
-
-    def store_key(self) -> str:
-        """The key this session is stored under (per origin host and userid)."""
-        return self._core.key
-
-    def deadlines(self, snap: Snapshot) -> tuple[float, float] | None:
-        """(soft, hard) proactive re-login times of ``snap`` (None when off)."""
-        return self._core.deadlines(snap)
-
-    def on_transition(self, callback: Callback) -> Callback:
-        """Register ``callback(session, record)``, called after every attempted transition.
-
-        Callbacks run in the thread that made the transition; an exception in one is logged
-        and swallowed. Returns the callback, so it can be used as a decorator.
-        """
-        core = self._core
-        core.callbacks = [*(core.callbacks or ()), callback]
-        return callback
-
-    def on_request(self, hook: RequestHook) -> RequestHook:
-        """Register ``hook(session, outcome)``, called after every ``request`` (and the verbs)
-        in the calling thread: ``outcome`` is ``"ok"`` or the raised error's class name
-        (``"other"`` for a non-library exception). Requests sent with ``auth=session.auth`` are
-        not seen. An exception in a hook is logged and swallowed. Returns the hook."""
-        self._request_hooks = [*(self._request_hooks or ()), hook]
-        return hook
-
-    def may(self, trigger: str) -> bool:
-        """Whether ``trigger`` would be attempted now: an edge exists and its guards hold. Pure."""
-        return may(self._core, self._core.snap, trigger)
-
-    @property
     def renewal_waiters(self) -> int:
         """How many threads are blocked now waiting for this session's re-login to finish."""
         return len(self._driver.waiting)
@@ -215,13 +101,6 @@ class KSSession:
     def heartbeat(self) -> Heartbeat | None:
         """The heartbeat (``heartbeat=SECONDS``), or None when off."""
         return self._heartbeat
-
-    def __repr__(self) -> str:
-        s = self._core.snap
-        return (
-            f"{type(self).__name__}(id={self.session_id}, userid={self.credentials.userid!r}, "
-            f"state={s.state.value}, host={mask_url(s.host)!r}, generation={s.generation})"
-        )
 
     # --- triggers ------------------------------------------------------------------------------
 
@@ -322,24 +201,15 @@ class KSSession:
         :func:`~session_fsm.core.relogin.replayable`); raises the typed error for any non-2xx
         answer (the response is on the error as ``.response``).
         """
-        hooks = self._request_hooks
-        if hooks is None:
+        if self._request_hooks is None:
             return send_call(self._core, self._driver, method, path, kwargs)
         try:
             response = send_call(self._core, self._driver, method, path, kwargs)
         except Exception as exc:
-            self._tell(hooks, type(exc).__name__ if isinstance(exc, KSError) else "other")
+            self._told(exc)
             raise
-        self._tell(hooks, "ok")
+        self._told(None)
         return response
-
-    def _tell(self, hooks: list[RequestHook], outcome: str) -> None:
-        for hook in hooks:
-            try:
-                hook(self, outcome)
-            except Exception as exc:  # an observer must not break a request
-                emit(self._log, "error", "request_hook_failed", session_id=self.session_id,
-                     hook=getattr(hook, "__name__", "?"), error=type(exc).__name__)  # fmt: skip
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:
         """``request("GET", path, ...)``."""
@@ -375,12 +245,5 @@ class KSSession:
         finally:
             self.close()
 
-    def diagram(self) -> str:
-        """Mermaid of the machine, current state highlighted, last transition marked."""
-        from ..diagrams import mermaid
 
-        h = self._core.history
-        return mermaid(highlight=self._core.snap.state, last=h[-1] if h else None)
-
-
-__all__ = ["KSSession", "RequestHook"]
+__all__ = ["KSSession"]
