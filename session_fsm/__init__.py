@@ -73,9 +73,20 @@ from .wire import Wire, WireConfig
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    """``AsyncKSSession`` is imported on first use: it needs the ``async`` extra (aiohttp,
+    httpx), which a threaded bot does not install."""
+    if name == "AsyncKSSession":
+        from .aio.session import AsyncKSSession
+
+        return AsyncKSSession
+    raise AttributeError(f"module 'session_fsm' has no attribute {name!r}")
+
 __all__ = [
     "TRANSITIONS",
     "APIError",
+    "AsyncKSSession",
     "AuthError",
     "BadRequest",
     "ConfigurationError",

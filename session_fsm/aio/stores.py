@@ -259,7 +259,7 @@ class AsyncMemoryStore(AsyncThreadedStore):
     async def lock(self, key: str, timeout: float) -> AsyncIterator[bool]:
         """A per-key asyncio lock; yields whether it was acquired within ``timeout``."""
         lock = self._locks.setdefault(key, asyncio.Lock())
-        got = await _acquire_within(lock, timeout)
+        got = await acquire_within(lock, timeout)
         try:
             yield got
         finally:
@@ -267,7 +267,7 @@ class AsyncMemoryStore(AsyncThreadedStore):
                 lock.release()
 
 
-async def _acquire_within(lock: asyncio.Lock, timeout: float) -> bool:
+async def acquire_within(lock: asyncio.Lock, timeout: float) -> bool:
     """Acquire ``lock`` within ``timeout`` seconds; a cancelled or timed-out wait holds nothing."""
     if not lock.locked():
         return await lock.acquire()  # free: taken without suspending, so never cut short

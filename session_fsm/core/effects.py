@@ -141,6 +141,17 @@ class ClearCooldown:
     key: str
 
 
+def advance(flow: Flow[Any], value: Any, error: BaseException | None) -> tuple[bool, Any]:
+    """Resume ``flow`` with the last effect's result (or throw its error in): ``(False,
+    next effect)``, or ``(True, the flow's result)`` when it ended. What every driver's loop
+    does between two effects."""
+    try:
+        effect = flow.send(value) if error is None else flow.throw(error)
+    except StopIteration as stop:
+        return True, stop.value
+    return False, effect
+
+
 __all__ = [
     "Answer",
     "ClearCooldown",
@@ -159,4 +170,5 @@ __all__ = [
     "StoreLock",
     "StoreUnlock",
     "Unlock",
+    "advance",
 ]

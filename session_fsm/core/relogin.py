@@ -68,6 +68,14 @@ class Outgoing:
         return urlsplit(url).path
 
 
+def where(method: str, path: str) -> str:
+    """``"GET /reports/1.0/orders"`` for a path below the host (an absolute URL: its path);
+    never the query string."""
+    if "://" in path:
+        path = urlsplit(path).path
+    return f"{method.upper()} {path.partition('?')[0].partition('#')[0]}"
+
+
 def replayable(method: str, streamed: bool, replay_posts: bool = True) -> bool:
     """Whether a request may be sent again after a re-login: its body can be sent twice (no
     body, bytes or str; never a stream), and its method is idempotent (GET, HEAD, PUT, DELETE,
@@ -347,4 +355,4 @@ def _replay(
     return again
 
 
-__all__ = ["Outgoing", "answered", "ready", "renew", "replayable", "request"]
+__all__ = ["Outgoing", "answered", "ready", "renew", "replayable", "request", "where"]

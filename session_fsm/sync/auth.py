@@ -21,19 +21,11 @@ from ..answers import seal_response, transport_error
 from ..core import relogin
 from ..core.effects import Reply, Send
 from ..core.engine import SessionCore
-from ..core.relogin import Outgoing
+from ..core.relogin import Outgoing, where
 from ..core.snapshot import Snapshot
 from ..errors import APIError, KSError, NotReplayable
 from ..wire import check_url, redirect_guard
 from .driver import Driver
-
-
-def where(method: str, path: str) -> str:
-    """``"GET /reports/1.0/orders"`` for a path below the host (an absolute URL: its path);
-    never the query string."""
-    if "://" in path:
-        path = urlsplit(path).path
-    return f"{method.upper()} {path.partition('?')[0].partition('#')[0]}"
 
 
 def _streamed(body: object) -> bool:

@@ -60,10 +60,9 @@ class Driver:
         error: BaseException | None = None
         try:
             while True:
-                try:
-                    effect = flow.send(value) if error is None else flow.throw(error)
-                except StopIteration as stop:
-                    return stop.value  # type: ignore[no-any-return]
+                done, effect = fx.advance(flow, value, error)
+                if done:
+                    return effect  # type: ignore[no-any-return]
                 error = None
                 try:
                     value = self.perform(effect, held, send)

@@ -1,0 +1,237 @@
+"""AsyncKSSession: the session for asyncio bots. The same core as :class:`~session_fsm.KSSession`
+(every decision, the table, the snapshot, re-login, refresh, replay), run by the async driver
+(:mod:`session_fsm.aio.driver`) over :class:`~session_fsm.aio.wire.AsyncWire` and an async
+token store. The readers (``state``, ``snapshot()``, ``history``, ``diagram()``) are the same
+synchronous ones; everything that talks to the server is awaited.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .. import contract, validation
+from ..core import connect as flows
+from ..core import gateway, relogin
+from ..core.effects import Flow, Reply, Send
+from ..core.engine import Callback, adopt, ensure_loaded, reset_cooldown
+from ..core.relogin import Outgoing, where
+from ..core.snapshot import Snapshot
+from ..core.view import SessionView, new_core
+from ..credentials import Credentials
+from ..errors import APIError
+from ..stores import StoredSession, TokenStore
+from ..table import State
+from ..wire import check_url
+from .driver import AsyncDriver
+from .response import AsyncResponse
+from .stores import AsyncTokenStore, open_async_store
+from .wire import AsyncWire
+
+#: Keyword arguments ``AsyncKSSession.request`` passes on to the wire.
+REQUEST_KEYWORDS = frozenset({"headers", "params", "json", "data"})
+
+
+class AsyncKSSession(SessionView):
+    """One trading session with the KS Trade API, for asyncio programs.
+
+    ``AsyncKSSession(credentials, host=..., store=..., **options)``: the constructor arguments
+    and options of :class:`~session_fsm.KSSession`; ``wire`` is an
+    :class:`~session_fsm.aio.wire.AsyncWire` and ``store`` a store spec, an async store or a
+    sync store (run in worker threads). No I/O until a coroutine is awaited. As an async
+    context manager it closes its connections on exit (logging out first with
+    ``logout_on_exit=True``).
+    """
+
+    _auth: Any = None
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        host: str = contract.PRODUCTION_HOST,
+        *,
+        wire: AsyncWire | None = None,
+        store: str | TokenStore | AsyncTokenStore | None = None,
+        clock: Callable[[], float] = time.time,
+        logger: Any = None,
+        on_transition: Callback | list[Callback] | None = None,
+        **options: Any,
+    ) -> None:
+        if wire is not None:
+            validation.instance("wire", wire, AsyncWire)
+        wire_config = wire.config if wire is not None else None
+        self._core = new_core(
+            self, credentials, host, wire_config, options, clock=clock, logger=logger,
+            on_transition=on_transition,
+        )  # fmt: skip
+        self._wire = wire or AsyncWire(self._core.config.wire_config())
+        self._store = open_async_store(store)
+        self._driver = AsyncDriver(self._wire, self._store)
+
+    async def _run(self, flow: Flow[Any]) -> Any:
+        return await self._driver.run(flow)
+
+    @property
+    def wire(self) -> AsyncWire:
+        """The transport (shareable between the sessions of one event loop)."""
+        return self._wire
+
+    @property
+    def store(self) -> AsyncTokenStore:
+        """The token store."""
+        return self._store
+
+    @property
+    def renewal_waiters(self) -> int:
+        """How many tasks are waiting now for this session's re-login to finish."""
+        return len(self._driver.waiting)
+
+    # --- triggers ------------------------------------------------------------------------------
+
+    async def init(self) -> None:
+        """Uninitialised/LoggedOut -> Initialised: session_init, following an allowed redirect."""
+        await self._run(flows.trigger(self._core, "init"))
+
+    async def login(self) -> None:
+        """Initialised/OTT-issued -> OTT-issued: login_with_user_id for a one-time token."""
+        await self._run(flows.trigger(self._core, "login"))
+
+    async def authenticate(self) -> None:
+        """OTT-issued -> Authenticated: generate_session2_fa for the session token."""
+        await self._run(flows.trigger(self._core, "authenticate"))
+
+    async def logout(self) -> None:
+        """Authenticated -> LoggedOut: session_logout; tokens are forgotten even if it fails.
+        A session that is not logged in is left as it is (the attempt is recorded)."""
+        await self._run(flows.logout(self._core))
+
+    async def connect(self) -> Snapshot:
+        """Walk the table's shortest path to Authenticated (see :meth:`KSSession.connect
+        <session_fsm.KSSession.connect>`); returns the snapshot."""
+        snap: Snapshot = await self._run(flows.connect(self._core))
+        return snap
+
+    async def resume(self) -> bool:
+        """Resume a session saved in the store (no HTTP call); True if one was taken."""
+        await self._run(flows.locked(self._core, ensure_loaded(self._core)))
+        return self._core.snap.state is State.AUTHENTICATED
+
+    async def adopt(self, record: StoredSession, reason: str) -> None:
+        """Take a session token made elsewhere (store, other process) via the restore edge."""
+        await self._run(flows.locked(self._core, adopt(self._core, record, reason), load=False))
+
+    async def reset_cooldown(self) -> None:
+        """Forget a remembered login failure, here and in the token store."""
+        await self._run(flows.locked(self._core, reset_cooldown(self._core)))
+
+    async def renew(self, seen_generation: int, reason: str) -> Snapshot:
+        """Make a new session unless one newer than ``seen_generation`` exists (single flight
+        across tasks: callers wait up to ``relogin_timeout`` for whoever is renewing)."""
+        snap: Snapshot = await self._run(relogin.renew(self._core, seen_generation, reason))
+        return snap
+
+    async def ready(self) -> Snapshot:
+        """The one snapshot a trading request would be sent with now, renewing first when
+        needed."""
+        snap = self._core.usable()
+        if snap is None:
+            snap = await self._run(relogin.ready(self._core))
+        return snap
+
+    async def refresh_bearer(self, rejected: int | None = None) -> bool:
+        """Replace the gateway token from ``access_token_provider`` (single flight per
+        rejected Bearer generation); False if there is no provider."""
+        gen = self._core.snap.bearer_generation if rejected is None else rejected
+        return bool(await self._run(gateway.refresh(self._core, gen)))
+
+    # --- requests ------------------------------------------------------------------------------
+
+    @property
+    def auth(self) -> Any:
+        """An ``httpx.Auth``: ``httpx.AsyncClient(auth=session.auth)`` sends the session's
+        headers and gets the re-login on 401 with the replay rule of :meth:`request`; answers
+        are returned, never raised (see :mod:`session_fsm.aio.auth`)."""
+        if self._auth is None:
+            from .auth import HttpxAuth
+
+            self._auth = HttpxAuth(self._core, self._driver)
+        return self._auth
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> AsyncResponse:
+        """Send an authorised trading request relative to the session's host (or to an
+        absolute URL on the allow-list). ``kwargs``: ``headers``, ``params``, ``json``,
+        ``data`` (bytes or str). Re-logs in once on an expired session and replays when safe;
+        raises the typed error of a non-2xx answer, with the response as ``.response``."""
+        try:
+            response = await self._request(method, path, kwargs)
+        except Exception as exc:
+            self._told(exc)
+            raise
+        self._told(None)
+        return response
+
+    async def _request(self, method: str, path: str, kwargs: dict[str, Any]) -> AsyncResponse:
+        unknown = set(kwargs) - REQUEST_KEYWORDS
+        if unknown:
+            raise TypeError(f"request() got unexpected keyword arguments {sorted(unknown)}")
+        wire = self._wire
+        absolute = "://" in path
+        if absolute:
+            check_url(path, wire.config)  # the host the request would connect to
+        extra = kwargs.get("headers")
+        options = {k: kwargs.get(k) for k in ("params", "json", "data")}
+
+        async def send(effect: Send) -> Reply:
+            token = effect.snap.session_token
+            assert token is not None  # requests are sent with Authenticated snapshots
+            url = path if absolute else effect.snap.host + path
+            response = await wire.trading_request(method, url, effect.who, token, extra, **options)
+            return Reply(response.status, response)
+
+        data = options["data"]
+        streamed = not (data is None or isinstance(data, (bytes, str)))
+        out = Outgoing(None, method.upper(), where(method, path), streamed, path)
+        flow = relogin.request(self._core, out, map_errors=True)
+        reply, err = await self._driver.run(flow, send=send)
+        response: AsyncResponse = reply.handle
+        if err is None:
+            return response
+        if isinstance(err, APIError) and err.response is None:
+            err.response = response
+        raise err
+
+    async def get(self, path: str, **kwargs: Any) -> AsyncResponse:
+        """``request("GET", path, ...)``."""
+        return await self.request("GET", path, **kwargs)
+
+    async def post(self, path: str, **kwargs: Any) -> AsyncResponse:
+        """``request("POST", path, ...)``."""
+        return await self.request("POST", path, **kwargs)
+
+    async def put(self, path: str, **kwargs: Any) -> AsyncResponse:
+        """``request("PUT", path, ...)``."""
+        return await self.request("PUT", path, **kwargs)
+
+    async def delete(self, path: str, **kwargs: Any) -> AsyncResponse:
+        """``request("DELETE", path, ...)``."""
+        return await self.request("DELETE", path, **kwargs)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close the transport's pooled connections (the session stays usable)."""
+        await self._wire.close()
+
+    async def __aenter__(self) -> AsyncKSSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            if self.config.logout_on_exit and self._core.snap.state is State.AUTHENTICATED:
+                await self.logout()
+        finally:
+            await self.close()
+
+
+__all__ = ["AsyncKSSession"]
