@@ -10,7 +10,6 @@ event, and re-logs in by itself, once, when a request meets an expired session.
         s.get("/reports/1.0/orders")
 """
 
-from .answers import Identity
 from .config import SessionConfig
 from .core.snapshot import Snapshot, TransitionRecord
 from .credentials import (
@@ -22,7 +21,6 @@ from .credentials import (
     SecretProvider,
     Totp,
 )
-from .environment import EnvironmentSettings
 from .errors import (
     APIError,
     AuthError,
@@ -50,23 +48,11 @@ from .errors import (
 )
 from .file_store import FileStore
 from .logs import configure_logging, redact
-from .models import (
-    Encryption,
-    Fault,
-    Redirect,
-    ResLogin,
-    ResLogout,
-    ResSession2FA,
-    ResSessionInit,
-    UserCredentials,
-    UserDetails,
-    Weblink,
-)
 from .redis_store import RedisStore
 from .retry import RetryPolicy
 from .secret import Secret
 from .stores import MemoryStore, StoredSession, StoreError, TokenStore, open_store
-from .sync.auth import SessionAuth, replayable
+from .sync.auth import SessionAuth
 from .sync.session import KSSession
 from .table import TRANSITIONS, Edge, State
 from .wire import Wire, WireConfig
@@ -92,15 +78,11 @@ __all__ = [
     "ConfigurationError",
     "Credentials",
     "Edge",
-    "Encryption",
-    "EnvironmentSettings",
-    "Fault",
     "FileStore",
     "FromCallable",
     "FromEnv",
     "GatewayAuthError",
     "GuardFailed",
-    "Identity",
     "InvalidTransition",
     "KSError",
     "KSSession",
@@ -114,14 +96,9 @@ __all__ = [
     "OneShot",
     "OneTimeTokenRejected",
     "RateLimited",
-    "Redirect",
     "RedisStore",
     "ReloginNeedsHuman",
     "RequestTimeout",
-    "ResLogin",
-    "ResLogout",
-    "ResSession2FA",
-    "ResSessionInit",
     "RetryPolicy",
     "Secret",
     "SecretProvider",
@@ -139,9 +116,6 @@ __all__ = [
     "TransportError",
     "UnexpectedStatus",
     "UnsafeRedirect",
-    "UserCredentials",
-    "UserDetails",
-    "Weblink",
     "Wire",
     "WireConfig",
     "WrongDomain",
@@ -149,5 +123,4 @@ __all__ = [
     "configure_logging",
     "open_store",
     "redact",
-    "replayable",
 ]

@@ -24,10 +24,6 @@ from session_fsm import (
     NetworkError,
     RateLimited,
     RequestTimeout,
-    ResLogin,
-    ResLogout,
-    ResSession2FA,
-    ResSessionInit,
     RetryPolicy,
     Secret,
     ServiceUnavailable,
@@ -37,6 +33,7 @@ from session_fsm import (
 )
 from session_fsm.aio.wire import AsyncResponse, AsyncWire
 from session_fsm.errors import Call
+from session_fsm.models import ResLogin, ResLogout, ResSession2FA, ResSessionInit
 from session_fsm.sandbox import Sandbox
 from session_fsm.wire import Identity
 from tests.loopback_listeners import dripping, listening

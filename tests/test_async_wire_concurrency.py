@@ -18,8 +18,13 @@ import pytest
 
 pytest.importorskip("aiohttp")
 
-from session_fsm import ResSessionInit, RetryPolicy, WireConfig, contract
+from session_fsm import (
+    RetryPolicy,
+    WireConfig,
+    contract,
+)
 from session_fsm.aio.wire import AsyncResponse, AsyncWire
+from session_fsm.models import ResSessionInit
 from session_fsm.sandbox import Sandbox
 from tests.loopback_listeners import dripping
 from tests.test_async_wire import authenticate

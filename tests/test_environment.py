@@ -18,7 +18,6 @@ import requests
 
 from session_fsm import (
     ConfigurationError,
-    EnvironmentSettings,
     KSSession,
     NetworkError,
     State,
@@ -26,6 +25,7 @@ from session_fsm import (
     WireConfig,
     contract,
 )
+from session_fsm.environment import EnvironmentSettings
 from session_fsm.sandbox import Sandbox
 from session_fsm.wire import NO_RETRY
 from tests.test_wire import who

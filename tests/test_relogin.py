@@ -27,10 +27,10 @@ from session_fsm import (
     State,
     UnsafeRedirect,
     contract,
-    replayable,
 )
 from session_fsm.core import relogin
 from session_fsm.sandbox import Sandbox, SandboxConfig, run_sandbox
+from session_fsm.sync.auth import replayable
 from tests.conftest import FAST_RETRY, SLEEPS, Clock, Gate, LogCapture, make_credentials
 
 Factory = Callable[..., KSSession]

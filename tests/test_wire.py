@@ -18,23 +18,25 @@ from session_fsm import (
     OneTimeTokenRejected,
     RateLimited,
     RequestTimeout,
-    ResLogin,
-    ResLogout,
-    ResSession2FA,
-    ResSessionInit,
     RetryPolicy,
     Secret,
     ServiceUnavailable,
     SessionExpired,
     UnsafeRedirect,
-    UserCredentials,
-    UserDetails,
     Wire,
     WireConfig,
     WrongDomain,
     contract,
 )
 from session_fsm.errors import Call, error_for
+from session_fsm.models import (
+    ResLogin,
+    ResLogout,
+    ResSession2FA,
+    ResSessionInit,
+    UserCredentials,
+    UserDetails,
+)
 from session_fsm.sandbox import Sandbox, SandboxConfig, run_sandbox
 from session_fsm.wire import Identity, check_host, host_allowed
 
