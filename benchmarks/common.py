@@ -25,7 +25,8 @@ from typing import Any
 
 import requests
 
-from session_fsm import Credentials, EnvironmentSettings, configure_logging, contract
+from session_fsm import Credentials, configure_logging, contract
+from session_fsm.environment import EnvironmentSettings
 from session_fsm.sandbox import ControlPlane, HttpSandboxControl, run_sandbox
 
 #: Users of their own for benchmarks whose clients each log in as a different user.
