@@ -86,6 +86,7 @@ class SessionVersusModel(RuleBasedStateMachine):
         self.tokens: dict[tuple[str, int], Secret] = {}
         self.peer_used = False
         self.provider_calls = 0
+        self.provider_gives = True  # the access_token_provider gives a token, or raises
 
     @initialize(
         password=secret_text, code=secret_text, bearer=secret_text,
@@ -106,6 +107,8 @@ class SessionVersusModel(RuleBasedStateMachine):
 
         def provide() -> str:  # a fresh Bearer token (the sandbox's one), counted
             self.provider_calls += 1
+            if not self.provider_gives:
+                raise RuntimeError("the token service is down")
             return bearer
 
         def session(pw: Any, ac: Any, tokens: Any = None, **opts: Any) -> KSSession:
@@ -113,7 +116,7 @@ class SessionVersusModel(RuleBasedStateMachine):
                                 access_token_provider=tokens)  # fmt: skip
             s = KSSession(creds, host=sb.url, clock=self.clock, timeout=TIMEOUT, retry=retry,
                           store=store, history_size=100_000, **opts)  # fmt: skip
-            s.on_transition(lambda s, _rec: self._remember(s.snapshot()))
+            s.on_transition(lambda s, rec: self._remember(s.snapshot(), rec))
             return s
 
         options["soft_window"] = 150.0  # 100 s clock steps land in [3450, 3600) s after login
@@ -183,7 +186,7 @@ class SessionVersusModel(RuleBasedStateMachine):
                    lambda: self.sb.control.fault(path, **spec),
                    lambda: self.server.faults.append((kind, path, spec)))  # fmt: skip
 
-    @rule(sandbox=st.booleans(), seconds=st.sampled_from([50, 100, 300, 3500, 3600]))
+    @rule(sandbox=st.booleans(), seconds=st.sampled_from([1, 50, 100, 300, 3500, 3600]))
     def advance_clock(self, sandbox: bool, seconds: int) -> None:
         def model() -> None:
             if sandbox:
@@ -204,11 +207,16 @@ class SessionVersusModel(RuleBasedStateMachine):
             and self.m.clock < self.m.login_time + self.m.max_age - self.m.soft_window
         )
     )
-    @rule(into=st.sampled_from([10, 100]), fault=st.sampled_from([None, "503", "401-bare", "400"]))
+    @rule(
+        into=st.sampled_from([10, 100, 147]),
+        fault=st.sampled_from([None, "503", "401-bare", "400"]),
+    )
     def reach_soft_window(self, into: int, fault: str | None) -> None:
         """The client clock moves ``into`` seconds into the soft window of the current session,
         and the next login may be made to fail: a renewal ahead of the deadline, and above all
-        its failure (the old token carried on), are rare with round clock steps."""
+        its failure (the old token carried on), are rare with round clock steps. A failed one is
+        tried again after a quarter of the time left: 35 s, 12.5 s, and at 147 s (3 s left) the
+        floor of 1 s, which the 1 s clock step crosses."""
         m = self.m
         assert m.max_age is not None and m.login_time is not None
         self.advance_clock(False, int(m.login_time + m.max_age - m.soft_window + into - m.clock))
@@ -221,10 +229,17 @@ class SessionVersusModel(RuleBasedStateMachine):
         self._step(f"{which} {'on' if on else 'off'}", lambda: setattr(provider, "on", on),
                    lambda: setattr(self.m, which, on))  # fmt: skip
 
+    @rule(gives=st.booleans())
+    def switch_provider(self, gives: bool) -> None:
+        """The access_token_provider (in the examples that have one) gives a token, or raises:
+        then a rejected Bearer token stays rejected and the session takes gateway_rejected."""
+        self._step(f"provider {'gives' if gives else 'fails'}",
+                   lambda: setattr(self, "provider_gives", gives),
+                   lambda: setattr(self.m, "provider_ok", gives))  # fmt: skip
+
     @rule()
     def reset_cooldown(self) -> None:
-        self._step("reset_cooldown", self.s.reset_cooldown,
-                   lambda: setattr(self.m, "cooldown", None))  # fmt: skip
+        self._step("reset_cooldown", self.s.reset_cooldown, self.m.reset_cooldown)
 
     # --- one step, compared ----------------------------------------------------------------
 
@@ -278,7 +293,8 @@ class SessionVersusModel(RuleBasedStateMachine):
         diffs["calls"] = (dict(calls), dict(self.server.calls - calls0))
         diffs["provider calls"] = (self.provider_calls - asked, self.m.provider_calls - m_asked)
         if self.provider_calls > asked:
-            event(f"{label.split()[0]}: the provider replaced a rejected Bearer token")
+            done = "replaced a rejected Bearer token" if self.provider_gives else "failed"
+            event(f"{label.split()[0]}: the provider {done}")
         diffs["sleeps"] = (self.sleeps, self.server.sleeps)
         counters = self.server.stats()
         diffs.update({k: (stats[k], counters[k]) for k in counters if k != "calls"})
@@ -310,7 +326,13 @@ class SessionVersusModel(RuleBasedStateMachine):
                 why = f", {r.reason}" if r.reason else ""
                 event(f"{n}: {r.src.value} --{r.trigger}--> {r.dst.value} ({r.outcome}{why})")
 
-    def _remember(self, snap: Any) -> None:
+    def _remember(self, snap: Any, rec: Any) -> None:
+        """Called on every transition: its snapshot is whole (the state with its own tokens
+        and generation, read as one), and the secrets it holds are hunted in the logs."""
+        assert snap.state is rec.dst, f"{rec.trigger}: snapshot {snap.state} != record {rec.dst}"
+        assert snap.generation == rec.generation, f"{rec.trigger}: half a snapshot"
+        assert (snap.session_token is not None) == (snap.state is A), "token iff Authenticated"
+        assert (snap.one_time_token is not None) == (snap.state is OTT_ISSUED), "OTT iff OTT"
         for token in (snap.session_token, snap.one_time_token):
             if token is not None:
                 self.secrets.add(token.reveal())
@@ -456,6 +478,6 @@ def test_model_coverage_is_complete(
         # Under the derandomised ci profile the property test itself must use every kind.
         wanted = {f"fault {k}" for k in FAULT_KINDS} | {
             *table.USER_TRIGGERS, "connect", "GET", "POST", "expire_session", "expire_ott",
-            "peer", "client", "sandbox", "password", "access_code", "reset_cooldown",
+            "peer", "client", "sandbox", "password", "access_code", "reset_cooldown", "provider",
         }  # fmt: skip
         assert not wanted - set(KINDS), f"the property test never used {wanted - set(KINDS)}"
