@@ -232,13 +232,13 @@ class Client:
     def _wire(self, call: str) -> str | None:
         """The edge's call; raises its error, applies its effect, returns a deferred error."""
         path = TARGETS[call]
-        for _ in range(2):  # a second time only after a new Bearer token from the provider
+        for attempt in range(2):  # a second time only after a new Bearer token from the provider
             ans = self.server.exchange(METHOD_OF_PATH[path], path, self.ott, self.token, self.name)
             if call == "login" and ans.body == "missing":
                 self.ghost_logins += 1
             err = error_of(call, ans)
-            if err != "GatewayAuthError" or call == "logout" or not self.provider:
-                break
+            if err != "GatewayAuthError" or call == "logout" or not self.provider or attempt:
+                break  # (the new token rejected too: the provider is not asked twice)
             self.provider_calls += 1
             if not self.provider_ok:
                 break  # the edge fails with a GatewayAuthError (the provider's)
