@@ -216,12 +216,13 @@ class SessionVersusModel(RuleBasedStateMachine):
         and the next login may be made to fail: a renewal ahead of the deadline, and above all
         its failure (the old token carried on), are rare with round clock steps. A failed one is
         tried again after a quarter of the time left: 35 s, 12.5 s, and at 147 s (3 s left) the
-        floor of 1 s, which the 1 s clock step crosses."""
+        floor of 1 s, which the 1 s clock step crosses. A GET follows, which meets the window."""
         m = self.m
         assert m.max_age is not None and m.login_time is not None
         self.advance_clock(False, int(m.login_time + m.max_age - m.soft_window + into - m.clock))
         if fault is not None:
             self.inject_fault(fault, "login")
+        self.get()
 
     @rule(which=st.sampled_from(["password", "access_code"]), on=st.booleans())
     def switch_secret(self, which: str, on: bool) -> None:
@@ -327,6 +328,8 @@ class SessionVersusModel(RuleBasedStateMachine):
         for n, s, _ in pairs:
             for r in s.history[before[n][1] :]:
                 COVERAGE.add(r, "property")
+                if r.trigger == "refresh" and r.outcome != oracle.REFUSED:
+                    KINDS[f"refresh {r.outcome}"] += 1
                 why = f", {r.reason}" if r.reason else ""
                 event(f"{n}: {r.src.value} --{r.trigger}--> {r.dst.value} ({r.outcome}{why})")
 
@@ -483,6 +486,6 @@ def test_model_coverage_is_complete(
         wanted = {f"fault {k}" for k in FAULT_KINDS} | {
             *table.USER_TRIGGERS, "connect", "GET", "POST", "expire_session", "expire_ott",
             "peer", "client", "sandbox", "password", "access_code", "reset_cooldown", "provider",
-            "provider replaced", "provider failed",
+            "provider replaced", "provider failed", "refresh ok", "refresh failed",
         }  # fmt: skip
         assert not wanted - set(KINDS), f"the property test never used {wanted - set(KINDS)}"
