@@ -196,7 +196,8 @@ class Client:
         try:
             call = _WIRE_CALL[e.call] if e.call else None
             if call == "refresh":
-                deferred = self._refresh_call()
+                self._refresh_call()  # (raises its error: nothing is deferred)
+                deferred = None
             else:
                 deferred = self._wire(call) if call else None
         except Predicted as exc:
