@@ -121,9 +121,9 @@ def test_a_failing_provider_alone_takes_gateway_rejected(world: World) -> None:
 @pytest.mark.xfail(
     strict=True,
     reason="issue 15: 'the provider is asked once per rejected Bearer generation, whatever the "
-    "number of threads'. Today refresh_bearer bumps the Bearer generation only on success, so "
-    "after the provider failed each waiting thread asks it again for the same rejected "
-    "generation: n calls for n threads, not 1.",
+    "number of threads'. Today edge_calls.refresh_bearer moves the Bearer generation on only "
+    "when the provider gives a token, so after it failed each thread waiting on the lock asks "
+    "it again for the same rejected generation: n calls for n threads, not 1.",
 )
 @pytest.mark.parametrize("n", [3])
 def test_a_failing_provider_is_asked_once_per_rejected_generation(world: World, n: int) -> None:
@@ -144,8 +144,9 @@ def test_a_failing_provider_is_asked_once_per_rejected_generation(world: World, 
 @pytest.mark.xfail(
     strict=True,
     reason="a provider giving no token leaves the Bearer rejected just as one that raises, but "
-    "today it only raises the (documented) ConfigurationError: the session stays Authenticated "
-    "with the rejected Bearer, no gateway_rejected edge is taken and nothing is recorded.",
+    "today it only raises the (documented) ConfigurationError: as_secret raises it inside "
+    "refresh_bearer and relogin._recover takes gateway_rejected on GatewayAuthError only, so "
+    "the session stays Authenticated with the rejected Bearer and nothing is recorded.",
 )
 @pytest.mark.parametrize("gives", [None, ""])
 def test_a_provider_giving_nothing_takes_gateway_rejected(world: World, gives: object) -> None:
