@@ -48,6 +48,9 @@ secret_text = st.text(alphabet="abcdefghjkmnpqrstuvwxyzACDEFGHJKLMNPQRTUVWXY3467
 ORDER_BODY = {"instrumentToken": 11536, "quantity": 1, "price": 0, "transactionType": "BUY"}
 #: Which rules and fault kinds the property test exercised (checked under the ci profile).
 KINDS: Counter[str] = Counter()
+#: The fault kinds as drawn: a "timeout" costs the read timeout in real time, so it comes a
+#: quarter as often as each other kind (still dozens of times in a ci run).
+FAULT_DRAW = [k for k in sorted(FAULT_KINDS) for _ in range(1 if k == "timeout" else 4)]
 
 
 class LineHandler(logging.Handler):
@@ -179,7 +182,7 @@ class SessionVersusModel(RuleBasedStateMachine):
                    control.expire_ott if ott else control.expire,
                    lambda: setattr(self.server, what, None))  # fmt: skip
 
-    @rule(kind=st.sampled_from(sorted(FAULT_KINDS)), where=st.sampled_from(sorted(TARGETS)))
+    @rule(kind=st.sampled_from(FAULT_DRAW), where=st.sampled_from(sorted(TARGETS)))
     def inject_fault(self, kind: str, where: str) -> None:
         path, spec = TARGETS[where], FAULT_KINDS[kind]
         KINDS[f"fault {kind}"] += 1
