@@ -55,10 +55,13 @@ _INTERNAL_EDGE_FOR = {"GatewayAuthError": "gateway_rejected", "WrongDomain": "re
 
 
 class Store:
-    """The token store sessions share: one record (token id, generation, login time)."""
+    """The token store sessions share: one record (token id, generation, login time), and the
+    login cool-down a session keeps there (error, until), which every session sharing the
+    store honours until it ends or a ``reset_cooldown()`` forgets it."""
 
     def __init__(self) -> None:
         self.record: tuple[int, int, float] | None = None
+        self.cooldown: tuple[str, float] | None = None
 
 
 class Predicted(Exception):
@@ -115,6 +118,9 @@ class Client:
         #: With an access_token_provider, a rejected Bearer token (900901) is replaced once
         #: (the provider is asked) and the call made again, instead of failing.
         self.provider: bool = options.get("provider", False)
+        #: Whether the provider gives a token when asked (else it raises: the Bearer stays
+        #: rejected, a GatewayAuthError, and the gateway_rejected edge).
+        self.provider_ok = True
         self.provider_calls = 0
         self.max_age: float | None = options.get("max_session_age")
         self.soft_window: float = options.get("soft_window", 60.0)
@@ -127,6 +133,9 @@ class Client:
         #: (generation, time): a soft refresh of that session failed and is tried again then;
         #: until then (and the hard deadline) requests carry on with its token.
         self.refresh_retry: tuple[int, float] | None = None
+        #: Another thread is renewing or refreshing: a request in the soft window does not wait
+        #: for it (nor refresh itself), it goes with the current token.
+        self.busy = False
         self.password = self.access_code = True
         self.cooldown: tuple[str, float] | None = None
         self.loaded = False  # the store is read on the first trigger, connect or request
@@ -169,6 +178,9 @@ class Client:
         if e is None:
             self._rec(trigger, src, REFUSED, reason=reason or "no edge")
             raise Predicted("InvalidTransition")
+        if trigger in _LOGIN_TRIGGERS and self.cooldown is None:
+            kept = self.store.cooldown  # one another session (or an earlier one) kept
+            self.cooldown = kept if kept is not None and self.clock < kept[1] else None
         if trigger in _LOGIN_TRIGGERS and self.cooldown is not None:
             err, until = self.cooldown
             if self.clock < until:
@@ -184,7 +196,8 @@ class Client:
         try:
             call = _WIRE_CALL[e.call] if e.call else None
             if call == "refresh":
-                deferred = self._refresh_call()
+                self._refresh_call()  # (raises its error: nothing is deferred)
+                deferred = None
             else:
                 deferred = self._wire(call) if call else None
         except Predicted as exc:
@@ -197,6 +210,10 @@ class Client:
         if deferred:
             raise Predicted(deferred)
 
+    def reset_cooldown(self) -> None:
+        """``session.reset_cooldown()``: its own cool-down and the one kept in the store."""
+        self.cooldown = self.store.cooldown = None
+
     def move(self, dest: State) -> None:
         """Enter ``dest``: tokens that do not belong to it are dropped."""
         self.state = dest
@@ -208,7 +225,7 @@ class Client:
     def after_failure(self, error: str) -> None:
         """Cool-down after some errors; the internal edge an error takes, if the table has it."""
         if error in _COOLDOWN_ERRORS and self.cooldown_s > 0:
-            self.cooldown = (error, self.clock + self.cooldown_s)
+            self.cooldown = self.store.cooldown = (error, self.clock + self.cooldown_s)
         internal = _INTERNAL_EDGE_FOR.get(error)
         if internal and table.edge(self.state, internal):
             self.fire(internal, reason=error)
@@ -216,14 +233,16 @@ class Client:
     def _wire(self, call: str) -> str | None:
         """The edge's call; raises its error, applies its effect, returns a deferred error."""
         path = TARGETS[call]
-        for _ in range(2):  # a second time only after a new Bearer token from the provider
+        for attempt in range(2):  # a second time only after a new Bearer token from the provider
             ans = self.server.exchange(METHOD_OF_PATH[path], path, self.ott, self.token, self.name)
             if call == "login" and ans.body == "missing":
                 self.ghost_logins += 1
             err = error_of(call, ans)
-            if err != "GatewayAuthError" or call == "logout" or not self.provider:
-                break
+            if err != "GatewayAuthError" or call == "logout" or not self.provider or attempt:
+                break  # (the new token rejected too: the provider is not asked twice)
             self.provider_calls += 1
+            if not self.provider_ok:
+                break  # the edge fails with a GatewayAuthError (the provider's)
         if call == "logout":  # forgotten whatever the answer; never another's newer session
             if self.store.record and self.store.record[1] <= self.gen:
                 self.store.record = None
@@ -330,6 +349,8 @@ class Client:
             retry = self.refresh_retry
             if retry is not None and retry[0] == self.gen and self.clock < retry[1]:
                 return self.token
+            if self.busy:
+                return self.token
             return self._refresh_soft(hard)
         if self.gen == 0 or self.state is L or not self.auto_relogin:
             raise Predicted("InvalidTransition")
@@ -361,6 +382,9 @@ class Client:
                 self.renew("expired", cause=err)
             elif self.provider:  # one provider call per rejected Bearer token
                 self.provider_calls += 1
+                if not self.provider_ok:  # the rejected Bearer stays: gateway_rejected
+                    self.after_failure(err)
+                    raise Predicted(err)
             else:
                 self.after_failure(err)
                 raise Predicted(err)
@@ -376,3 +400,57 @@ class Client:
             self.after_failure(err)
         if err:
             raise Predicted(err)
+
+    # --- concurrency, as the single-flight rules order it -----------------------------------
+
+    def bearer_storm(self, n: int, method: str, path: str) -> list[str | None]:
+        """``n`` threads send ``method path`` with one Bearer token (one Bearer generation) and
+        every one of them is answered 900901 before any goes on. The provider is asked once for
+        that generation, whatever ``n``: with a token, every request is sent again with it; when
+        it fails, the session takes gateway_rejected once and every request raises
+        GatewayAuthError. Returns each thread's error (None: it succeeded)."""
+        token = self.ready()
+        for _ in range(n):
+            ans = self.server.exchange(method, path, None, token, self.name)
+            assert (ans.status, ans.code) == (401, c.FAULT_GATEWAY_TOKEN), "a storm of 900901"
+        if not self.provider:
+            self.after_failure("GatewayAuthError")
+            return ["GatewayAuthError"] * n
+        self.provider_calls += 1
+        if not self.provider_ok:
+            self.after_failure("GatewayAuthError")
+            return ["GatewayAuthError"] * n
+        replays = [self.server.exchange(method, path, None, self.token, self.name)
+                   for _ in range(n)]  # fmt: skip
+        return [error_of("trading", ans) for ans in replays]
+
+    def sent(self, method: str, path: str, busy: bool = False) -> tuple[int, Answer]:
+        """The first half of a request: sent with one snapshot's token (``busy``: while another
+        thread refreshes); returns that snapshot's generation and the answer (see
+        :meth:`finish`)."""
+        self.busy = busy
+        try:
+            token, gen = self.ready(), self.gen
+        finally:
+            self.busy = False
+        return gen, self.server.exchange(method, path, None, token, self.name)
+
+    def finish(self, seen: int, first: Answer, method: str, path: str) -> str | None:
+        """The second half of a request sent with generation ``seen`` and answered ``first``
+        (:meth:`sent`), after other threads acted meanwhile. On an expired session, single
+        flight: a newer session (another thread renewed, or refreshed) is used as it is; a
+        logout is never undone; else this request renews. Then it is sent once more. Returns
+        the request's error (None: it succeeded)."""
+        err = error_of("trading", first)
+        if err != "SessionExpired":
+            return err
+        if self.state is L:
+            return "InvalidTransition"
+        if self.gen == seen or self.state is not A:
+            try:
+                self.renew("expired", cause=err)
+            except Predicted as exc:
+                return exc.name
+        self.replays.append((method, path, self.gen))
+        again = self.server.exchange(method, path, None, self.token, self.name)
+        return error_of("trading", again)
