@@ -118,13 +118,6 @@ def test_a_failing_provider_alone_takes_gateway_rejected(world: World) -> None:
     assert s.state is U and provider.asked == m.provider_calls == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 15: 'the provider is asked once per rejected Bearer generation, whatever the "
-    "number of threads'. Today edge_calls.refresh_bearer moves the Bearer generation on only "
-    "when the provider gives a token, so after it failed each thread waiting on the lock asks "
-    "it again for the same rejected generation: n calls for n threads, not 1.",
-)
 @pytest.mark.parametrize("n", [3])
 def test_a_failing_provider_is_asked_once_per_rejected_generation(world: World, n: int) -> None:
     provider = Provider(RuntimeError("token service down"))
@@ -141,13 +134,6 @@ def test_a_failing_provider_is_asked_once_per_rejected_generation(world: World, 
     agree(world, s, m)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a provider giving no token leaves the Bearer rejected just as one that raises, but "
-    "today it only raises the (documented) ConfigurationError: as_secret raises it inside "
-    "refresh_bearer and relogin._recover takes gateway_rejected on GatewayAuthError only, so "
-    "the session stays Authenticated with the rejected Bearer and nothing is recorded.",
-)
 @pytest.mark.parametrize("gives", [None, ""])
 def test_a_provider_giving_nothing_takes_gateway_rejected(world: World, gives: object) -> None:
     provider = Provider(gives)

@@ -9,30 +9,58 @@ snapshot, like every other part of the session's state.
 from __future__ import annotations
 
 from ..credentials import as_secret
-from ..errors import GatewayAuthError
+from ..errors import GatewayAuthError, KSError
 from ..logs import emit
 from ..validation import secret_header
 from .calls import Identity
 from .effects import Flow, Lock, Unlock
-from .engine import SessionCore
+from .engine import SessionCore, after_failure, same_session
+from .snapshot import Snapshot
 
 
-def refresh(core: SessionCore, rejected: int, *, locked: bool = False) -> Flow[bool]:
+def refresh(
+    core: SessionCore,
+    rejected: int,
+    *,
+    locked: bool = False,
+    sent: Snapshot | None = None,
+    cause: GatewayAuthError | None = None,
+) -> Flow[bool]:
     """Replace the Bearer token of generation ``rejected`` from the provider; False when there
-    is no provider. True at once when another caller already replaced it. ``locked``: the
-    caller holds the session's lock (an edge's call)."""
-    if not locked:
-        timeout = core.config.relogin_timeout
-        if not (yield Lock(timeout, waiter=True)):
-            raise GatewayAuthError(
-                f"gave up after {timeout:g}s waiting for another thread's gateway token refresh",
-                hint="raise relogin_timeout, or retry",
-            )
-    try:
+    is no provider. True at once when another caller already replaced it.
+
+    ``locked``: the caller holds the session's lock (an edge's call, whose failure takes the
+    gateway edge itself). Otherwise the lock is taken here, and a refresh that cannot give a
+    token (no provider, the provider failed or gave nothing) takes the ``gateway_rejected``
+    edge for ``cause`` (the 900901 that ``sent``, the caller's snapshot, met) before the lock is
+    released, unless the session moved on meanwhile: so the callers waiting on the lock find
+    the session moved, and raise, instead of asking the provider again.
+    """
+    if locked:
         return replace(core, rejected)
+    timeout = core.config.relogin_timeout
+    if not (yield Lock(timeout, waiter=True)):
+        raise GatewayAuthError(
+            f"gave up after {timeout:g}s waiting for another thread's gateway token refresh",
+            hint="raise relogin_timeout, or retry",
+        )
+    try:
+        snap = core.snap
+        if rejected != snap.bearer_generation:
+            return True  # another caller replaced that token meanwhile
+        if sent is not None and not same_session(snap, sent):
+            raise cause or GatewayAuthError("the gateway token was rejected")  # handled already
+        try:
+            refreshed = replace(core, rejected)
+        except KSError:
+            if cause is not None:
+                yield from after_failure(core, cause)
+            raise
+        if not refreshed and cause is not None:
+            yield from after_failure(core, cause)
+        return refreshed
     finally:
-        if not locked:
-            yield Unlock()
+        yield Unlock()
 
 
 def replace(core: SessionCore, rejected: int) -> bool:

@@ -305,13 +305,8 @@ def _recover(
 ) -> Flow[Reply]:
     yield Discard(reply)
     if isinstance(err, GatewayAuthError):
-        try:
-            refreshed = yield from gateway.refresh(core, sent.bearer_generation)
-        except GatewayAuthError:
-            yield from gateway_rejected(core, err, sent)
-            raise
-        if not refreshed:
-            yield from gateway_rejected(core, err, sent)
+        # Without a new token the gateway edge is taken in the refresh, under the lock.
+        if not (yield from gateway.refresh(core, sent.bearer_generation, sent=sent, cause=err)):
             raise err
         _check_replayable(core, out, reply, err, "gateway token refreshed")
         now = core.snap  # a newer session, if another caller renewed meanwhile
