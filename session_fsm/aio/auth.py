@@ -14,7 +14,7 @@ is an ``asyncio.Lock``, which any task may release, so single flight holds acros
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import httpx
@@ -65,7 +65,7 @@ class HttpxAuth(httpx.Auth):
         out = Outgoing(None, method, where(method, _below(url, snap)), streamed, url)
         flow = relogin.answered(core, out, fx.Reply(response.status_code, response), snap,
                                 map_errors=False)  # fmt: skip
-        held: list[Callable[[], Awaitable[None]]] = []
+        held: list[fx.Held] = []
         value: Any = None
         error: BaseException | None = None
         try:
@@ -73,24 +73,25 @@ class HttpxAuth(httpx.Auth):
                 done, effect = fx.advance(flow, value, error)
                 if done:
                     return
-                error = None
-                try:
-                    if type(effect) is fx.Send:  # the replay: httpx sends it
-                        again = _replay(request, snap, effect, core)
-                        answer = yield again
-                        await answer.aread()
-                        value = fx.Reply(answer.status_code, answer)
-                    elif type(effect) is fx.ReadAnswer:
-                        value = _answer(effect.reply.handle, driver.wire.config.max_answer_bytes)
-                    elif type(effect) is fx.Discard:
-                        value = None  # the body was read: nothing to give back
-                    else:
-                        value = await driver.perform(effect, held, None)
-                except Exception as exc:
-                    value, error = None, exc
+                if type(effect) is fx.Send:  # the replay: httpx sends it
+                    answer = yield _replay(request, snap, effect, core)
+                    await answer.aread()
+                    value, error = fx.Reply(answer.status_code, answer), None
+                elif type(effect) is fx.ReadAnswer:
+                    cap = driver.wire.config.max_answer_bytes
+                    value, error = _attempt(_answer, effect.reply.handle, cap)
+                else:  # (Discard: the body was read)
+                    value, error = await driver.attempt(effect, held, None)
         finally:
-            for release in reversed(held):
+            for _, release in reversed(held):
                 await release()
+
+
+def _attempt(read: Callable[..., Any], *args: Any) -> tuple[Any, BaseException | None]:
+    try:
+        return read(*args), None
+    except Exception as exc:
+        return None, exc
 
 
 def _below(url: str, snap: Snapshot) -> str:

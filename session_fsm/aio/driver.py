@@ -11,12 +11,13 @@ clauses give back what it holds; the driver releases anything still held as a la
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 from ..core import effects as fx
 from ..core.calls import SessionCall
+from ..core.effects import Held, release
 from ..errors import Call
 from .stores import AsyncTokenStore, acquire_within
 from .wire import AsyncWire
@@ -37,7 +38,7 @@ class AsyncDriver:
 
     async def run(self, flow: fx.Flow[T], send: SendFn | None = None) -> T:
         """Run ``flow`` to its end; ``send`` performs its trading Send effects."""
-        held: list[Callable[[], Awaitable[None]]] = []
+        held: list[Held] = []
         value: Any = None
         error: BaseException | None = None
         try:
@@ -45,19 +46,26 @@ class AsyncDriver:
                 done, effect = fx.advance(flow, value, error)
                 if done:
                     return effect  # type: ignore[no-any-return]
-                error = None
-                try:
-                    value = await self.perform(effect, held, send)
-                except BaseException as exc:  # cancellation too: the flow's finally runs
-                    value, error = None, exc
+                value, error = await self.attempt(effect, held, send)
         finally:
             error = None
-            for release in reversed(held):  # a flow closed half-way: nothing stays held
-                await release()
+            for _, release_held in reversed(held):  # a flow closed half-way: nothing stays held
+                await release_held()
 
-    async def perform(
-        self, effect: Any, held: list[Callable[[], Awaitable[None]]], send: SendFn | None
-    ) -> Any:
+    async def attempt(
+        self, effect: Any, held: list[Held], send: SendFn | None
+    ) -> tuple[Any, BaseException | None]:
+        """Perform ``effect``: (its result, None), or (None, the error to throw into the
+        flow, cancellation too, so the flow's ``finally`` clauses give back what it holds)."""
+        try:
+            return await self.perform(effect, held, send), None
+        except BaseException as exc:
+            return None, exc
+
+    async def perform(self, effect: Any, held: list[Held], send: SendFn | None) -> Any:
+        """Perform one effect (see :mod:`session_fsm.core.effects`)."""
+        if isinstance(effect, fx.StoreOp):
+            return await getattr(self.store, effect.op)(*effect.args())
         kind = type(effect)
         if kind is SessionCall:
             return await self.wire.exchange(effect)
@@ -70,38 +78,22 @@ class AsyncDriver:
             return None  # the async wire reads every answer whole: nothing to give back
         if kind is fx.Lock:
             return await self._lock(effect, held)
-        if kind is fx.Unlock:
-            held.remove(self._release)
-            self.lock.release()
-            return None
         if kind is fx.StoreLock:
-            return await self._store_lock(effect, held)
-        if kind is fx.StoreUnlock:
-            for release in reversed(held):
-                if getattr(release, "key", None) == effect.key:
-                    held.remove(release)
-                    await release()
-                    break
+            manager = self.store.lock(effect.key, effect.timeout)
+            if not await manager.__aenter__():
+                await manager.__aexit__(None, None, None)
+                return False
+            held.append((effect.key, functools.partial(manager.__aexit__, None, None, None)))
+            return True
+        if kind in (fx.Unlock, fx.StoreUnlock):
+            await release(held, getattr(effect, "key", None))()
             return None
-        store = self.store
-        if kind is fx.Load:
-            return await store.load(effect.key)
-        if kind is fx.Save:
-            return await store.save(effect.key, effect.record)
-        if kind is fx.Delete:
-            return await store.delete(effect.key)
-        if kind is fx.LoadCooldown:
-            return await store.load_cooldown(effect.key)
-        if kind is fx.SaveCooldown:
-            return await store.save_cooldown(effect.key, effect.cooldown)
-        if kind is fx.ClearCooldown:
-            return await store.clear_cooldown(effect.key)
         raise TypeError(f"no driver for effect {kind.__name__}")
 
-    async def _release(self) -> None:
+    async def _unlock(self) -> None:
         self.lock.release()
 
-    async def _lock(self, effect: fx.Lock, held: list[Callable[[], Awaitable[None]]]) -> bool:
+    async def _lock(self, effect: fx.Lock, held: list[Held]) -> bool:
         lock = self.lock
         if not effect.wait:
             got = not lock.locked() and await lock.acquire()
@@ -115,29 +107,5 @@ class AsyncDriver:
             finally:
                 self.waiting.remove(me)
         if got:
-            held.append(self._release)
+            held.append((None, self._unlock))
         return got
-
-    async def _store_lock(
-        self, effect: fx.StoreLock, held: list[Callable[[], Awaitable[None]]]
-    ) -> bool:
-        manager = self.store.lock(effect.key, effect.timeout)
-        got = bool(await manager.__aenter__())
-        if not got:
-            await manager.__aexit__(None, None, None)
-            return False
-        held.append(_Release(effect.key, manager))
-        return True
-
-
-class _Release:
-    """Leaves an async store lock's context manager (a held store lock)."""
-
-    __slots__ = ("key", "manager")
-
-    def __init__(self, key: str, manager: AbstractAsyncContextManager[bool]) -> None:
-        self.key = key
-        self.manager = manager
-
-    async def __call__(self) -> None:
-        await self.manager.__aexit__(None, None, None)

@@ -14,15 +14,16 @@ is a small frozen value; none holds a plain secret (tokens are Secrets).
 - :class:`Lock` / :class:`Unlock`: the session's own lock (single flight of a re-login, a
   refresh or a logout) -> bool (taken within ``timeout``; ``wait=False``: only if free);
 - :class:`StoreLock` / :class:`StoreUnlock`: the token store's lock on ``key`` -> bool;
-- :class:`Load` / :class:`Save` / :class:`Delete` and the ``*Cooldown`` effects: the token
-  store's records -> what the store returns.
+- :class:`Load` / :class:`Save` / :class:`Delete` and the ``*Cooldown`` effects (each a
+  :class:`StoreOp`: the store's method to call and its arguments): the token store's records
+  -> what the store returns.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from ..stores import StoredCooldown, StoredSession
 from .calls import Answer, Identity, SessionCall
@@ -97,48 +98,98 @@ class StoreUnlock:
     key: str
 
 
+class StoreOp:
+    """An operation on the token store's records: the store's method ``op`` called with
+    :meth:`args`, its answer the result. A store without that method (cool-downs are optional
+    for a sync :class:`~session_fsm.stores.TokenStore`) answers None."""
+
+    __slots__ = ()
+    op: ClassVar[str]
+
+    def args(self) -> tuple[Any, ...]:
+        """The arguments of the store's method."""
+        raise NotImplementedError
+
+
 @dataclass(frozen=True, slots=True)
-class Load:
+class Load(StoreOp):
     """The stored session under ``key`` (or None)."""
 
     key: str
+    op: ClassVar[str] = "load"
+
+    def args(self) -> tuple[Any, ...]:
+        return (self.key,)
 
 
 @dataclass(frozen=True, slots=True)
-class Save:
+class Save(StoreOp):
     """Save ``record`` under ``key``; the store's answer (False: fenced, refused)."""
 
     key: str
     record: StoredSession
+    op: ClassVar[str] = "save"
+
+    def args(self) -> tuple[Any, ...]:
+        return (self.key, self.record)
 
 
 @dataclass(frozen=True, slots=True)
-class Delete:
+class Delete(StoreOp):
     """Delete the stored session under ``key``."""
 
     key: str
+    op: ClassVar[str] = "delete"
+
+    def args(self) -> tuple[Any, ...]:
+        return (self.key,)
 
 
 @dataclass(frozen=True, slots=True)
-class LoadCooldown:
+class LoadCooldown(StoreOp):
     """The cool-down kept under ``key`` (or None)."""
 
     key: str
+    op: ClassVar[str] = "load_cooldown"
+
+    def args(self) -> tuple[Any, ...]:
+        return (self.key,)
 
 
 @dataclass(frozen=True, slots=True)
-class SaveCooldown:
+class SaveCooldown(StoreOp):
     """Keep ``cooldown`` under ``key``."""
 
     key: str
     cooldown: StoredCooldown
+    op: ClassVar[str] = "save_cooldown"
+
+    def args(self) -> tuple[Any, ...]:
+        return (self.key, self.cooldown)
 
 
 @dataclass(frozen=True, slots=True)
-class ClearCooldown:
+class ClearCooldown(StoreOp):
     """Forget the cool-down under ``key``."""
 
     key: str
+    op: ClassVar[str] = "clear_cooldown"
+
+    def args(self) -> tuple[Any, ...]:
+        return (self.key,)
+
+
+#: What a running flow holds, as its driver keeps it: (the store key, or None for the
+#: session's lock; the call that releases it).
+Held = tuple["str | None", Callable[[], Any]]
+
+
+def release(held: list[Held], key: str | None) -> Callable[[], Any]:
+    """Take the newest hold of ``key`` (None: the session's lock) off ``held``: its release."""
+    for i in range(len(held) - 1, -1, -1):
+        if held[i][0] == key:
+            return held.pop(i)[1]
+    raise RuntimeError(f"released what the flow does not hold ({key or 'the session lock'})")
 
 
 def advance(flow: Flow[Any], value: Any, error: BaseException | None) -> tuple[bool, Any]:
@@ -158,6 +209,7 @@ __all__ = [
     "Delete",
     "Discard",
     "Flow",
+    "Held",
     "Load",
     "LoadCooldown",
     "Lock",
@@ -168,7 +220,9 @@ __all__ = [
     "Send",
     "SessionCall",
     "StoreLock",
+    "StoreOp",
     "StoreUnlock",
     "Unlock",
     "advance",
+    "release",
 ]

@@ -8,8 +8,8 @@ resort (a flow closed half-way).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 import requests
@@ -17,11 +17,12 @@ import requests
 from ..answers import answer, seal_response
 from ..core import effects as fx
 from ..core.calls import Identity, SessionCall
+from ..core.effects import Held, release
 from ..core.snapshot import Snapshot
 from ..errors import Call
 from ..fast_send import RequestTemplate
 from ..locks import ForkSafeLock
-from ..stores import TokenStore, clear_cooldown, load_cooldown, save_cooldown
+from ..stores import TokenStore
 from ..wire import Wire
 
 T = TypeVar("T")
@@ -56,26 +57,36 @@ class Driver:
     def run(self, flow: fx.Flow[T], send: SendFn | None = None, value: Any = None) -> T:
         """Run ``flow`` to its end (``value``: the result of the effect it last yielded);
         ``send`` performs its trading :class:`~session_fsm.core.effects.Send` effects."""
-        held: list[Any] = []
+        held: list[Held] = []
         error: BaseException | None = None
         try:
             while True:
                 done, effect = fx.advance(flow, value, error)
                 if done:
                     return effect  # type: ignore[no-any-return]
-                error = None
-                try:
-                    value = self.perform(effect, held, send)
-                except BaseException as exc:  # thrown into the flow, so its finally clauses run
-                    value, error = None, exc
+                value, error = self.attempt(effect, held, send)
         finally:
             error = None  # no frame of ours keeps the error (and what it references) alive
-            for release in reversed(held):  # a flow closed half-way: nothing stays held
+            for _, release in reversed(held):  # a flow closed half-way: nothing stays held
                 release()
+
+    def attempt(
+        self, effect: Any, held: list[Held], send: SendFn | None
+    ) -> tuple[Any, BaseException | None]:
+        """Perform ``effect``: (its result, None), or (None, the error to throw into the
+        flow, cancellation and interrupts too, so the flow's ``finally`` clauses run)."""
+        try:
+            return self.perform(effect, held, send), None
+        except BaseException as exc:
+            return None, exc
 
     # --- effects ---------------------------------------------------------------------------------
 
-    def perform(self, effect: Any, held: list[Any], send: SendFn | None) -> Any:
+    def perform(self, effect: Any, held: list[Held], send: SendFn | None) -> Any:
+        """Perform one effect (see :mod:`session_fsm.core.effects`)."""
+        if isinstance(effect, fx.StoreOp):
+            method = getattr(self.store, effect.op, None)
+            return None if method is None else method(*effect.args())
         kind = type(effect)
         if kind is SessionCall:
             return self.wire.exchange(effect)
@@ -93,35 +104,19 @@ class Driver:
             return None
         if kind is fx.Lock:
             return self._lock(effect, held)
-        if kind is fx.Unlock:
-            held.remove(self.lock.release)
-            self.lock.release()
-            return None
         if kind is fx.StoreLock:
-            return self._store_lock(effect, held)
-        if kind is fx.StoreUnlock:
-            for release in reversed(held):
-                if getattr(release, "key", None) == effect.key:
-                    held.remove(release)
-                    release()
-                    break
+            manager = self.store.lock(effect.key, effect.timeout)
+            if not manager.__enter__():
+                manager.__exit__(None, None, None)
+                return False
+            held.append((effect.key, functools.partial(manager.__exit__, None, None, None)))
+            return True
+        if kind in (fx.Unlock, fx.StoreUnlock):
+            release(held, getattr(effect, "key", None))()
             return None
-        store = self.store
-        if kind is fx.Load:
-            return store.load(effect.key)
-        if kind is fx.Save:
-            return store.save(effect.key, effect.record)
-        if kind is fx.Delete:
-            return store.delete(effect.key)
-        if kind is fx.LoadCooldown:
-            return load_cooldown(store, effect.key)
-        if kind is fx.SaveCooldown:
-            return save_cooldown(store, effect.key, effect.cooldown)
-        if kind is fx.ClearCooldown:
-            return clear_cooldown(store, effect.key)
         raise TypeError(f"no driver for effect {kind.__name__}")
 
-    def _lock(self, effect: fx.Lock, held: list[Any]) -> bool:
+    def _lock(self, effect: fx.Lock, held: list[Held]) -> bool:
         lock = self.lock
         if not effect.wait:
             got = lock.acquire(blocking=False)
@@ -137,27 +132,5 @@ class Driver:
         else:
             got = lock.acquire(timeout=effect.timeout)
         if got:
-            held.append(lock.release)
+            held.append((None, lock.release))
         return got
-
-    def _store_lock(self, effect: fx.StoreLock, held: list[Any]) -> bool:
-        manager = self.store.lock(effect.key, effect.timeout)
-        got = bool(manager.__enter__())
-        if not got:
-            manager.__exit__(None, None, None)
-            return False
-        held.append(_Release(effect.key, manager))
-        return True
-
-
-class _Release:
-    """Leaves a store lock's context manager (the driver's record of a held store lock)."""
-
-    __slots__ = ("key", "manager")
-
-    def __init__(self, key: str, manager: AbstractContextManager[bool]) -> None:
-        self.key = key
-        self.manager = manager
-
-    def __call__(self) -> None:
-        self.manager.__exit__(None, None, None)
