@@ -259,13 +259,16 @@ class RequestTemplate:
             or self.wire._given  # a caller's requests.Session is used as it is
         ):
             return self._slow(method, url, kwargs)
+        route = None
         try:
             route = self._route
             if route is None or route.stale(self.wire):
                 route = self._route = _Route(self.wire, self.origin)
         except _Unusual:
-            return self._slow(method, url, kwargs)
+            route = None
         except OSError:  # an unusable CA bundle path: Wire.send raises its ConfigurationError
+            route = None  # (after this block: the OSError is not its context)
+        if route is None:
             return self._slow(method, url, kwargs)
         http = route.http
         if _has_cookies(http.cookies) or http.hooks["response"] or http.auth or http.params:
@@ -297,9 +300,12 @@ class RequestTemplate:
     ) -> requests.Response:
         config = self.wire.config
         params = kwargs.get("params")
+        sent = ""
         try:
             sent = _prepared_url(url) if not params else _prepare_url(url, params)
-        except requests.RequestException:  # Wire.send raises the typed error for it
+        except requests.RequestException:  # Wire.send raises the typed error for it, after
+            pass  # this block: requests' error (which quotes the value) is not its context
+        if not sent:
             return self._slow(method, url, kwargs)
         if route.mounts != len(route.http.adapters):
             route.remount()
@@ -312,10 +318,13 @@ class RequestTemplate:
         # The allow-list decides by origin, and ``sent`` is below the template's: this is the
         # check of what is sent, made at send time (as Wire.send and the GuardedAdapter do).
         check_url(sent, config.allowed_domains, config.allow_loopback)
+        refused = False
         try:
             headers, wire_headers = self._headers(route)
         except requests.RequestException:  # a template header requests refuses (CR/LF, ...):
-            return self._slow(method, url, kwargs)  # Wire.send raises the Wire's error for it
+            refused = True  # Wire.send raises the Wire's error for it, outside this block
+        if refused:
+            return self._slow(method, url, kwargs)
         prep: PreparedRequest = PreparedRequest.__new__(PreparedRequest)
         prep.__dict__.update(method=method, url=sent, headers=headers, _cookies=None, body=None,
                              hooks={"response": []}, _body_position=None)  # fmt: skip
@@ -335,7 +344,9 @@ class RequestTemplate:
                 if data is not None or body_json is not None:
                     prep.prepare_body(data, None, body_json)  # requests' bodies, Content-Length
             except (requests.RequestException, ValueError):  # no secret is in them yet
-                return self._slow(method, url, kwargs)  # which raises the Wire's error
+                refused = True  # Wire.send raises the Wire's error, outside this block
+            if refused:
+                return self._slow(method, url, kwargs)
             if extra or prep.body is not None:
                 wire_headers = dict(headers.items())
             timeout = kwargs.get("timeout")
