@@ -26,13 +26,15 @@ class Attempt:
     """One attempted trigger: the machine's model (``state`` is the source state's name, and
     the destination's once the machine moved it) and what the guards read and found."""
 
-    __slots__ = ("core", "seen", "snap", "state")
+    __slots__ = ("core", "moved", "seen", "snap", "state")
 
     def __init__(self, core: SessionCore, snap: Snapshot) -> None:
         self.core = core
         self.snap = snap
         self.state = snap.state.name
         self.seen: list[tuple[str, bool]] = []
+        #: Whether the machine took the edge (a self-loop's state does not say so).
+        self.moved = False
 
 
 def has_password(core: SessionCore, snap: Snapshot) -> bool:
@@ -105,7 +107,7 @@ def attempt(core: SessionCore, snap: Snapshot, trigger: str) -> Attempt:
     """Let the machine try ``trigger`` from ``snap``: the attempt moved (its guards held) or
     not (``seen`` names the guard that failed). The table must have the edge."""
     att = Attempt(core, snap)
-    shared_machine().events[trigger].trigger(att, att)
+    att.moved = bool(shared_machine().events[trigger].trigger(att, att))
     return att
 
 
