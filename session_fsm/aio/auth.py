@@ -86,7 +86,9 @@ class HttpxAuth(httpx.Auth):
                         value = None  # the body was read: nothing to give back
                     else:
                         value = await driver.perform(effect, held, None)
-                except Exception as exc:
+                except GeneratorExit:
+                    raise  # httpx closed this auth flow at the replay: the core's flow holds nothing
+                except BaseException as exc:  # cancellation too: the flow's finally clauses run
                     value, error = None, exc
         finally:
             for release in reversed(held):
