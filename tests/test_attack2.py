@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from session_fsm import AsyncKSSession, KSSession, LoginRejected, State, contract
+from session_fsm import KSSession, LoginRejected, State, contract
+from session_fsm.aio.session import AsyncKSSession
 from session_fsm.sandbox import Sandbox
-from session_fsm.secret import Secret
 from session_fsm.stores import MemoryStore
 from tests.conftest import FAST_RETRY, Clock, make_credentials
 
@@ -107,7 +107,11 @@ def test_cooldown_error_is_not_one_shared_object(new_session: Any) -> None:
     assert first.value is not second.value
 
 
-@pytest.mark.xfail(strict=True, reason="a session keeps its own cool-down; a reset in the store (another session, the CLI) is not seen")
+@pytest.mark.xfail(
+    strict=True,
+    reason="a session keeps its own cool-down; a reset in the store (another session, the "
+    "CLI's --reset-cooldown) is not seen until it ends",
+)
 def test_reset_cooldown_elsewhere_is_honoured(new_session: Any) -> None:
     store = MemoryStore()
     password = {"v": "wrong-password"}

@@ -86,8 +86,8 @@ class HttpxAuth(httpx.Auth):
                         value = None  # the body was read: nothing to give back
                     else:
                         value = await driver.perform(effect, held, None)
-                except GeneratorExit:
-                    raise  # httpx closed this auth flow at the replay: the core's flow holds nothing
+                except GeneratorExit:  # httpx closed this auth flow at the replay (a Send):
+                    raise  # the core's flow holds nothing there
                 except BaseException as exc:  # cancellation too: the flow's finally clauses run
                     value, error = None, exc
         finally:
