@@ -331,3 +331,46 @@ def test_gateway_rejection_meeting_a_renewed_session_refreshes_the_bearer(
     s.renew(s.generation, "test")  # the session moves while the GET waits for its answer
     t.join(10)
     assert out == [200] and asked == [1]
+
+
+def test_plain_requests_auth_takes_the_wrong_domain_edge(new_session: Any, sb: Sandbox) -> None:
+    """A trading answer 999024 (the user belongs to another host) moves the session to
+    re-initialise, whether the request went through ``session.get`` or through
+    ``requests.get(url, auth=session.auth)``: the edge is the core's decision, not the path's."""
+    import requests
+
+    from session_fsm import WrongDomain
+
+    mapped: KSSession = new_session()
+    mapped.connect()
+    sb.control.fault(ORDERS, status=401, code=contract.FAULT_WRONG_DOMAIN)
+    with pytest.raises(WrongDomain):
+        mapped.get(ORDERS)
+    plain: KSSession = new_session()
+    plain.connect()
+    sb.control.fault(ORDERS, status=401, code=contract.FAULT_WRONG_DOMAIN)
+    r = requests.get(plain.snapshot().host + ORDERS, auth=plain.auth, timeout=5)
+    assert r.status_code == 401
+    assert (plain.state, plain.history[-1].trigger) == (mapped.state, mapped.history[-1].trigger)
+    assert mapped.state is not State.AUTHENTICATED
+
+
+@pytest.mark.anyio
+async def test_httpx_auth_returns_an_oversized_401_instead_of_raising() -> None:
+    """An httpx auth returns answers, as the sync ``session.auth`` does: a 401 whose body is
+    over ``max_answer_bytes`` (the core cannot read its fault) is returned, not raised out of
+    ``httpx.AsyncClient.get``."""
+    from tests.answer_server import TRADING, answer_server
+
+    with answer_server() as api:
+        s = AsyncKSSession(make_credentials(), host=api.url, timeout=(2.0, 5.0),
+                           max_answer_bytes=1024)  # fmt: skip
+        try:
+            await s.connect()
+            api.script(*TRADING, 401, b'{"fault": {"code": 99999, "message": "' + b"x" * 4096
+                       + b'"}}')  # fmt: skip
+            async with httpx.AsyncClient(auth=s.auth) as client:
+                r = await client.get(s.snapshot().host + TRADING[1])
+            assert r.status_code == 401
+        finally:
+            await s.close()

@@ -25,7 +25,7 @@ from ..core import relogin
 from ..core.engine import SessionCore
 from ..core.relogin import Outgoing, where
 from ..core.snapshot import Snapshot
-from ..errors import Call
+from ..errors import Call, KSError
 from ..hosts import check_url
 from .driver import AsyncDriver
 
@@ -70,7 +70,10 @@ class HttpxAuth(httpx.Auth):
         error: BaseException | None = None
         try:
             while True:
-                done, effect = fx.advance(flow, value, error)
+                try:
+                    done, effect = fx.advance(flow, value, error)
+                except KSError:  # the flow returns its errors: an auth returns the answer
+                    return
                 if done:
                     return
                 error = None
