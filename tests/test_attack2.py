@@ -374,3 +374,36 @@ async def test_httpx_auth_returns_an_oversized_401_instead_of_raising() -> None:
             assert r.status_code == 401
         finally:
             await s.close()
+
+
+class FlakyLoadStore(MemoryStore):
+    """A shared store whose next ``load`` fails (a Redis blip, a file being replaced)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_loads = 0
+
+    def load(self, key: str) -> Any:
+        if self.fail_loads:
+            self.fail_loads -= 1
+            from session_fsm.stores import StoreError
+
+            raise StoreError("the token store is not reachable")
+        return super().load(key)
+
+
+def test_a_failed_first_store_read_is_tried_again(new_session: Any) -> None:
+    """The first request adopts the session kept in the store; when that first read fails,
+    the next request reads again, instead of taking the store as looked at for good (the
+    session then refused every request with 'call connect() first')."""
+    from session_fsm.stores import StoreError
+
+    store = FlakyLoadStore()
+    first: KSSession = new_session(store=store)
+    first.connect()
+    second: KSSession = new_session(store=store)
+    store.fail_loads = 1
+    with pytest.raises(StoreError):
+        second.get(ORDERS)
+    assert second.get(ORDERS).status_code == 200
+    assert second.generation == first.generation

@@ -345,8 +345,8 @@ def ensure_loaded(core: SessionCore) -> Flow[None]:
     """At the first trigger or request: take a usable session kept in the store."""
     if core.loaded:
         return
-    core.loaded = True
     record = yield from load_usable(core)
+    core.loaded = True  # only once read: a failed read (StoreError) is tried again next time
     if record is not None and core.snap.state is table.INITIAL:
         yield from adopt(core, record, reason="store")
 
