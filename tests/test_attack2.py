@@ -407,3 +407,27 @@ def test_a_failed_first_store_read_is_tried_again(new_session: Any) -> None:
         second.get(ORDERS)
     assert second.get(ORDERS).status_code == 200
     assert second.generation == first.generation
+
+
+@pytest.mark.parametrize("how", ["403 invalid session, replay_posts off", "streamed body"])
+def test_replay_rule_on_a_post(new_session: Any, sb: Sandbox, how: str) -> None:
+    """A POST met by an expired session (a 403 "Invalid session" too) is not sent again when
+    replay_posts is off or its body is a stream: the session is renewed, the POST was sent
+    once, and the error carries the original answer."""
+    from session_fsm import NotReplayable
+
+    path = contract.ORDER_NORMAL[1]
+    s: KSSession = new_session(replay_posts=not how.startswith("403"))
+    s.connect()
+    sb.control.expire()
+    if how.startswith("403"):
+        sb.control.settings(invalid_session=403)  # 403 "Invalid session, please re-login"
+        body: Any = b'{"es": "nse_cm"}'
+    else:
+        body = iter([b'{"es": ', b'"nse_cm"}'])
+    sent = sb.control.stats()["calls"].get(f"POST {path}", 0)
+    with pytest.raises(NotReplayable) as info:
+        s.post(path, data=body)
+    assert sb.control.stats()["calls"][f"POST {path}"] == sent + 1
+    assert info.value.response is not None and info.value.response.status_code in (401, 403)
+    assert s.generation == 2 and s.state is State.AUTHENTICATED
