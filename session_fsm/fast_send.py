@@ -48,6 +48,7 @@ with ``response.connection.send(prepared, timeout=..., verify=..., proxies=...)`
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -301,10 +302,10 @@ class RequestTemplate:
         config = self.wire.config
         params = kwargs.get("params")
         sent = ""
-        try:
+        # Wire.send raises the typed error of a URL requests refuses, after this block:
+        # requests' error (which quotes the value) is not its context.
+        with contextlib.suppress(requests.RequestException):
             sent = _prepared_url(url) if not params else _prepare_url(url, params)
-        except requests.RequestException:  # Wire.send raises the typed error for it, after
-            pass  # this block: requests' error (which quotes the value) is not its context
         if not sent:
             return self._slow(method, url, kwargs)
         if route.mounts != len(route.http.adapters):

@@ -14,7 +14,7 @@ is an ``asyncio.Lock``, which any task may release, so single flight holds acros
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -25,7 +25,7 @@ from ..core import relogin
 from ..core.engine import SessionCore
 from ..core.relogin import Outgoing, where
 from ..core.snapshot import Snapshot
-from ..errors import Call
+from ..errors import Call, KSError
 from ..hosts import check_url
 from .driver import AsyncDriver
 
@@ -70,28 +70,32 @@ class HttpxAuth(httpx.Auth):
         error: BaseException | None = None
         try:
             while True:
-                done, effect = fx.advance(flow, value, error)
+                try:
+                    done, effect = fx.advance(flow, value, error)
+                except KSError:  # the flow returns its errors: an auth returns the answer
+                    return
                 if done:
                     return
-                if type(effect) is fx.Send:  # the replay: httpx sends it
-                    answer = yield _replay(request, snap, effect, core)
-                    await answer.aread()
-                    value, error = fx.Reply(answer.status_code, answer), None
-                elif type(effect) is fx.ReadAnswer:
-                    cap = driver.wire.config.max_answer_bytes
-                    value, error = _attempt(_answer, effect.reply.handle, cap)
-                else:  # (Discard: the body was read)
-                    value, error = await driver.attempt(effect, held, None)
+                error = None
+                try:
+                    if type(effect) is fx.Send:  # the replay: httpx sends it
+                        again = _replay(request, snap, effect, core)
+                        answer = yield again
+                        await answer.aread()
+                        value = fx.Reply(answer.status_code, answer)
+                    elif type(effect) is fx.ReadAnswer:
+                        value = _answer(effect.reply.handle, driver.wire.config.max_answer_bytes)
+                    elif type(effect) is fx.Discard:
+                        value = None  # the body was read: nothing to give back
+                    else:
+                        value = await driver.perform(effect, held, None)
+                except GeneratorExit:  # httpx closed this auth flow at the replay (a Send):
+                    raise  # the core's flow holds nothing there
+                except BaseException as exc:  # cancellation too: the flow's finally clauses run
+                    value, error = None, exc
         finally:
             for _, release in reversed(held):
                 await release()
-
-
-def _attempt(read: Callable[..., Any], *args: Any) -> tuple[Any, BaseException | None]:
-    try:
-        return read(*args), None
-    except Exception as exc:
-        return None, exc
 
 
 def _below(url: str, snap: Snapshot) -> str:

@@ -283,7 +283,7 @@ def after_failure(core: SessionCore, exc: KSError) -> Flow[None]:
     if isinstance(exc, COOLDOWN_ERRORS) and core.config.cooldown > 0:
         until = core.clock() + core.config.cooldown
         core.snap = core.snap.evolve(
-            cooldown=Cooldown(until, type(exc).__name__, exc.status, exc.fault_code, exc)
+            cooldown=Cooldown(until, type(exc).__name__, exc.status, exc.fault_code, fresh(exc))
         )
         kept = StoredCooldown(until, type(exc).__name__, exc.status, exc.fault_code)
         try:
@@ -316,9 +316,20 @@ def check_cooldown(core: SessionCore, trigger: str, src: State) -> Flow[None]:
         return
     if core.snap.cooldown is not kept:
         core.snap = core.snap.evolve(cooldown=kept)
-    err = core.cooldown_error(kept) if kept.exc is None else kept.exc
+    err = core.cooldown_error(kept) if kept.exc is None else fresh(kept.exc)
     core.record(trigger, src, REFUSED, err, reason="cooldown")
-    raise err.with_traceback(None)
+    raise err
+
+
+def fresh(exc: KSError) -> KSError:
+    """A copy of ``exc`` with no traceback, cause or context: the cool-down's error is raised
+    again as a new object each time, so one raise (another thread's, or one inside a caller's
+    ``except`` block) never changes what an earlier or later caller holds, and the kept error
+    holds no frames of the flow that met it."""
+    new = type(exc).__new__(type(exc))
+    new.__dict__.update(exc.__dict__)
+    new.args = exc.args
+    return new
 
 
 def reset_cooldown(core: SessionCore) -> Flow[None]:
@@ -334,8 +345,8 @@ def ensure_loaded(core: SessionCore) -> Flow[None]:
     """At the first trigger or request: take a usable session kept in the store."""
     if core.loaded:
         return
-    core.loaded = True
     record = yield from load_usable(core)
+    core.loaded = True  # only once read: a failed read (StoreError) is tried again next time
     if record is not None and core.snap.state is table.INITIAL:
         yield from adopt(core, record, reason="store")
 

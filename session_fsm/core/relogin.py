@@ -282,10 +282,10 @@ def answered(
         if 200 <= reply.status < 300 or not map_errors:
             return reply, None
         err = yield from _error_of(core, out, reply)
-    elif not map_errors:
-        return reply, err if isinstance(err, MalformedAnswer) else None
     if isinstance(err, WrongDomain):  # the user moved host: re-init on the next request
-        yield from gateway_rejected(core, err)
+        yield from gateway_rejected(core, err)  # (whoever sent it: session.auth users too)
+    if not map_errors:
+        return reply, err if isinstance(err, MalformedAnswer) else None
     return reply, err
 
 
