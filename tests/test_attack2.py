@@ -107,11 +107,6 @@ def test_cooldown_error_is_not_one_shared_object(new_session: Any) -> None:
     assert first.value is not second.value
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a session keeps its own cool-down; a reset in the store (another session, the "
-    "CLI's --reset-cooldown) is not seen until it ends",
-)
 def test_reset_cooldown_elsewhere_is_honoured(new_session: Any) -> None:
     store = MemoryStore()
     password = {"v": "wrong-password"}
@@ -298,11 +293,6 @@ async def test_async_relogin_cut_by_a_cancel_scope_leaves_no_store_lock(
     assert (await asyncio.wait_for(s.get(ORDERS), 10)).status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway.refresh takes 'the session moved since the request was sent' for 'another "
-    "caller dealt with this 900901' and raises it without asking the provider",
-)
 def test_gateway_rejection_meeting_a_renewed_session_refreshes_the_bearer(
     new_session: Any, sb: Sandbox
 ) -> None:

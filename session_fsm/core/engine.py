@@ -15,6 +15,7 @@ performs); readers never lock.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -282,15 +283,17 @@ def after_failure(core: SessionCore, exc: KSError) -> Flow[None]:
     the answer names."""
     if isinstance(exc, COOLDOWN_ERRORS) and core.config.cooldown > 0:
         until = core.clock() + core.config.cooldown
-        core.snap = core.snap.evolve(
-            cooldown=Cooldown(until, type(exc).__name__, exc.status, exc.fault_code, fresh(exc))
-        )
+        mine = Cooldown(until, type(exc).__name__, exc.status, exc.fault_code, fresh(exc))
+        core.snap = core.snap.evolve(cooldown=mine)
         kept = StoredCooldown(until, type(exc).__name__, exc.status, exc.fault_code)
         try:
             yield SaveCooldown(core.key, kept)
         except StoreError as store_exc:  # the login error is the one to raise
             emit(core.log, "warning", "cooldown_not_stored", session_id=core.session_id,
                  error=type(store_exc).__name__)  # fmt: skip
+        else:
+            if core.snap.cooldown is mine:
+                core.snap = core.snap.evolve(cooldown=dataclasses.replace(mine, stored=True))
     for kind, internal in _INTERNAL_EDGE_FOR:
         if isinstance(exc, kind) and table.edge(core.snap.state, internal):
             yield from fire(core, internal, reason=type(exc).__name__)
@@ -301,13 +304,16 @@ def check_cooldown(core: SessionCore, trigger: str, src: State) -> Flow[None]:
     """Refuse a login trigger while a cool-down (this session's or one kept in the store by
     another process or an earlier run) lasts."""
     kept = core.snap.cooldown
-    if kept is None:
+    if kept is None or kept.stored:
         try:
             stored = yield LoadCooldown(core.key)
-        except StoreError:
-            stored = None  # the login itself will meet (and report) the store's failure
-        if stored is not None and stored.error in _COOLDOWN_BY_NAME:
+        except StoreError:  # the login itself will meet (and report) the store's failure
+            stored = False
+        if kept is None and stored and stored.error in _COOLDOWN_BY_NAME:
             kept = Cooldown(stored.until, stored.error, stored.status, stored.fault_code)
+        elif kept is not None and stored is None:  # reset in the store (another process,
+            core.snap = core.snap.evolve(cooldown=None)  # the CLI): over here too
+            return
     if kept is None:
         return
     if core.clock() >= kept.until:

@@ -11,10 +11,11 @@ from __future__ import annotations
 from ..credentials import as_secret
 from ..errors import GatewayAuthError, KSError
 from ..logs import emit
+from ..table import State
 from ..validation import secret_header
 from .calls import Identity
 from .effects import Flow, Lock, Unlock
-from .engine import SessionCore, after_failure, same_session
+from .engine import SessionCore, after_failure
 from .snapshot import Snapshot
 
 
@@ -48,8 +49,10 @@ def refresh(
         snap = core.snap
         if rejected != snap.bearer_generation:
             return True  # another caller replaced that token meanwhile
-        if sent is not None and not same_session(snap, sent):
-            raise cause or GatewayAuthError("the gateway token was rejected")  # handled already
+        if sent is not None and snap.state is not State.AUTHENTICATED:
+            # Another caller met the same rejection and took the gateway edge (or the session
+            # was logged out): nothing to refresh for this request any more.
+            raise cause or GatewayAuthError("the gateway token was rejected")
         try:
             refreshed = replace(core, rejected)
         except KSError:

@@ -29,6 +29,8 @@ class Cooldown:
     fault_code: int | None = None
     #: The error itself, raised again during the cool-down (None: read from the store).
     exc: KSError | None = field(default=None, compare=False, repr=False)
+    #: Kept in the token store too: a reset there (another process, the CLI) ends it here.
+    stored: bool = False
 
 
 @dataclass(frozen=True, slots=True)
