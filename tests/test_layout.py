@@ -127,3 +127,13 @@ def test_the_snapshot_is_the_whole_state() -> None:
     # The session object holds its parts (core, driver, wire, store), no state of its own.
     assert set(vars(s)) <= {"_wire", "_store", "session_id", "_core", "_driver"}
     assert s.snapshot().state is State.UNINITIALISED and s.snapshot().who is not None
+
+
+def test_every_package_is_installed() -> None:
+    """A wheel holds every package of the source tree (pyproject lists them by hand)."""
+    import tomllib
+
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]
+                 ["setuptools"]["packages"])  # fmt: skip
+    found = {_module_name(p.parent / "__init__.py") for p in PACKAGE.rglob("__init__.py")}
+    assert found == listed
