@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import contract, validation
 from ..core import connect as flows
@@ -29,6 +29,9 @@ from .response import AsyncResponse
 from .stores import AsyncTokenStore, open_async_store
 from .wire import AsyncWire
 
+if TYPE_CHECKING:
+    from .heartbeat import AsyncHeartbeat, AsyncWaiter
+
 #: Keyword arguments ``AsyncKSSession.request`` passes on to the wire.
 REQUEST_KEYWORDS = frozenset({"headers", "params", "json", "data"})
 
@@ -45,6 +48,7 @@ class AsyncKSSession(SessionView):
     """
 
     _auth: Any = None
+    _heartbeat: AsyncHeartbeat | None = None
 
     def __init__(
         self,
@@ -56,6 +60,7 @@ class AsyncKSSession(SessionView):
         clock: Callable[[], float] = time.time,
         logger: Any = None,
         on_transition: Callback | list[Callback] | None = None,
+        heartbeat_waiter: AsyncWaiter | None = None,
         **options: Any,
     ) -> None:
         if wire is not None:
@@ -68,8 +73,16 @@ class AsyncKSSession(SessionView):
         self._wire = wire or AsyncWire(self._core.config.wire_config())
         self._store = open_async_store(store)
         self._driver = AsyncDriver(self._wire, self._store)
+        heartbeat = self._core.config.heartbeat
+        if heartbeat is not None:
+            from .heartbeat import AsyncHeartbeat
+
+            self._heartbeat = AsyncHeartbeat(self, heartbeat, waiter=heartbeat_waiter)
+            self._heartbeat.ensure()  # now if a loop runs, else at the first awaited call
 
     async def _run(self, flow: Flow[Any]) -> Any:
+        if self._heartbeat is not None:
+            self._heartbeat.ensure()
         return await self._driver.run(flow)
 
     @property
@@ -87,6 +100,11 @@ class AsyncKSSession(SessionView):
         """How many tasks are waiting now for this session's re-login to finish."""
         return len(self._driver.waiting)
 
+    @property
+    def heartbeat(self) -> AsyncHeartbeat | None:
+        """The heartbeat task's keeper (``heartbeat=SECONDS``), or None when off."""
+        return self._heartbeat
+
     # --- triggers ------------------------------------------------------------------------------
 
     async def init(self) -> None:
@@ -103,7 +121,10 @@ class AsyncKSSession(SessionView):
 
     async def logout(self) -> None:
         """Authenticated -> LoggedOut: session_logout; tokens are forgotten even if it fails.
-        A session that is not logged in is left as it is (the attempt is recorded)."""
+        A session that is not logged in is left as it is (the attempt is recorded). Stops the
+        heartbeat first."""
+        if self._heartbeat is not None:
+            await self._heartbeat.stop()
         await self._run(flows.logout(self._core))
 
     async def connect(self) -> Snapshot:
@@ -163,6 +184,8 @@ class AsyncKSSession(SessionView):
         absolute URL on the allow-list). ``kwargs``: ``headers``, ``params``, ``json``,
         ``data`` (bytes or str). Re-logs in once on an expired session and replays when safe;
         raises the typed error of a non-2xx answer, with the response as ``.response``."""
+        if self._heartbeat is not None:
+            self._heartbeat.ensure()
         try:
             response = await self._request(method, path, kwargs)
         except Exception as exc:
@@ -220,10 +243,15 @@ class AsyncKSSession(SessionView):
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Close the transport's pooled connections (the session stays usable)."""
+        """Stop the heartbeat (if any) and close the transport's pooled connections (the
+        session stays usable)."""
+        if self._heartbeat is not None:
+            await self._heartbeat.stop()
         await self._wire.close()
 
     async def __aenter__(self) -> AsyncKSSession:
+        if self._heartbeat is not None:
+            self._heartbeat.ensure()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
