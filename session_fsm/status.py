@@ -68,9 +68,14 @@ _SECURITY_HEADERS = {
 class StatusSource(Protocol):
     """What the status server reads from a session (sync or async driver alike)."""
 
-    session_id: str
-    credentials: Credentials
-    config: SessionConfig
+    @property
+    def session_id(self) -> str: ...
+
+    @property
+    def credentials(self) -> Credentials: ...
+
+    @property
+    def config(self) -> SessionConfig: ...
 
     def snapshot(self) -> Snapshot: ...
 
