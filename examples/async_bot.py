@@ -27,10 +27,9 @@ import os
 import signal
 import sys
 import time
-from typing import Any
 
 import structlog
-from bot import NEEDS_HUMAN, credentials_from_env, demo_credentials  # examples/bot.py
+from bot import NEEDS_HUMAN, Alerting, credentials_from_env, demo_credentials  # examples/bot.py
 
 from session_fsm import (
     AsyncKSSession,
@@ -38,7 +37,6 @@ from session_fsm import (
     RateLimited,
     ServiceUnavailable,
     SessionExpired,
-    TransitionRecord,
     TransportError,
     configure_logging,
 )
@@ -50,21 +48,13 @@ log = structlog.get_logger("async_bot")
 WATCHLIST = ("11536", "1594", "11536-1594")
 
 
-class AsyncBot:
+class AsyncBot(Alerting):
     """Watches a few instruments concurrently, places an order now and then, counts."""
 
     def __init__(self, session: AsyncKSSession) -> None:
         self.session = session
         self.ticks = self.calls = self.errors = self.relogins = 0
-        session.on_transition(self.on_transition)
-
-    def on_transition(self, session: Any, record: TransitionRecord) -> None:
-        """The alerting hook (runs in the task that made the transition)."""
-        if record.trigger == "session_expired":
-            self.relogins += 1
-        if record.outcome != "ok":
-            log.warning("ALERT", trigger=record.trigger, outcome=record.outcome,
-                        error=record.error, status=record.status)  # fmt: skip
+        session.on_transition(self.on_transition)  # the alerting hook of examples/bot.py
 
     async def tick(self) -> None:
         """One round: every quote and the positions at once; an order every third tick."""

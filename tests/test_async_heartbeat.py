@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -25,16 +25,14 @@ from session_fsm.heartbeat import Heartbeat, Pulse
 from session_fsm.sandbox import Sandbox
 from session_fsm.table import State
 from tests.conftest import FAST_RETRY, Clock, make_credentials
+from tests.test_async_session import anyio_backend, new_async
 
 pytestmark = pytest.mark.anyio
 ORDERS = contract.ORDERS_REPORT[1]
 POSITIONS = contract.POSITIONS_TODAY[1]
 Factory = Callable[..., AsyncKSSession]
+__all__ = ["anyio_backend", "new_async"]  # the fixtures, shared with test_async_session
 
-
-@pytest.fixture
-def anyio_backend() -> tuple[str, dict[str, Any]]:
-    return "asyncio", {"debug": True}
 
 
 class AsyncStepper:
@@ -66,21 +64,6 @@ class AsyncStepper:
         self._go.release()
         return await self.parked()
 
-
-@pytest.fixture
-async def new_async(sb: Sandbox, clock: Clock) -> AsyncIterator[Factory]:
-    made: list[AsyncKSSession] = []
-
-    def make(**options: Any) -> AsyncKSSession:
-        options.setdefault("retry", FAST_RETRY)
-        options.setdefault("timeout", (2.0, 5.0))
-        s = AsyncKSSession(make_credentials(), host=sb.url, clock=clock, **options)
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        await s.close()
 
 
 def beating(new_async: Factory, seconds: float = 30.0, **options: Any) -> tuple[

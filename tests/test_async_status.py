@@ -6,7 +6,7 @@ prometheus_client's own parser."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,34 +21,17 @@ from session_fsm.metrics import SessionMetrics
 from session_fsm.sandbox import Sandbox
 from session_fsm.status import serve_status
 from session_fsm.table import State
-from tests.conftest import FAST_RETRY, Clock, make_credentials
+from tests.conftest import Clock, make_credentials
 from tests.test_async_heartbeat import AsyncStepper
+from tests.test_async_session import anyio_backend, new_async
 
 pytestmark = pytest.mark.anyio
 ORDERS = contract.ORDERS_REPORT[1]
 LOGIN = contract.LOGIN_USERID[1]
 Factory = Callable[..., AsyncKSSession]
+__all__ = ["anyio_backend", "new_async"]  # the fixtures, shared with test_async_session
 
 
-@pytest.fixture
-def anyio_backend() -> tuple[str, dict[str, Any]]:
-    return "asyncio", {"debug": True}
-
-
-@pytest.fixture
-async def new_async(sb: Sandbox, clock: Clock) -> AsyncIterator[Factory]:
-    made: list[AsyncKSSession] = []
-
-    def make(creds: Any = None, **options: Any) -> AsyncKSSession:
-        options.setdefault("retry", FAST_RETRY)
-        options.setdefault("timeout", (2.0, 5.0))
-        s = AsyncKSSession(creds or make_credentials(), host=sb.url, clock=clock, **options)
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        await s.close()
 
 
 async def fetch(url: str) -> tuple[int, Any]:
