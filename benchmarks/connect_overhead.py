@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 import requests
@@ -41,11 +41,16 @@ from session_fsm.wire import USER_AGENT
 TARGET_RATIO = 1.10
 
 
-def raw_connect(http: requests.Session, url: str, timeout: Any, **extra: Any) -> str:
-    """The three session calls by hand; returns the session token. ``extra``: more keyword
-    arguments of each call (proxies, verify)."""
+#: One raw session call: (method, URL, headers, JSON body or None).
+RawCall = tuple[str, str, dict[str, str], dict[str, str] | None]
+
+
+def connect_calls(url: str, userid: str = "demo-user") -> Generator[RawCall, Any, str]:
+    """The three session calls by hand, for any client: yields each call and is sent its
+    answer's JSON; returns the session token (what any client must do at least: the same
+    headers and bodies, the redirect host followed, the tokens taken from the answers)."""
     c = contract
-    creds = credentials()
+    creds = credentials(userid)
     base = {
         c.H_AUTHORIZATION: f"Bearer {creds.bearer.reveal()}",
         "Accept": "application/json",
@@ -53,38 +58,32 @@ def raw_connect(http: requests.Session, url: str, timeout: Any, **extra: Any) ->
         c.H_IP: creds.ip,
         c.H_APP_ID: creds.app_id,
     }
-    r = http.get(
-        url + c.SESSION_INIT[1],
-        headers={**base, c.H_USERID: creds.userid},
-        timeout=timeout,
-        allow_redirects=False,
-        **extra,
-    )
-    r.raise_for_status()
-    host = r.json()["Success"]["redirect"]["host"].rstrip("/")
+    answer = yield ("GET", url + c.SESSION_INIT[1], {**base, c.H_USERID: creds.userid}, None)
+    host = answer["Success"]["redirect"]["host"].rstrip("/")
     body = {"userid": creds.userid, "password": "demo-password"}
-    r = http.post(
-        host + c.LOGIN_USERID[1],
-        headers=base,
-        json=body,
-        timeout=timeout,
-        allow_redirects=False,
-        **extra,
-    )
-    r.raise_for_status()
-    ott = r.json()["Success"]["oneTimeToken"]
+    answer = yield ("POST", host + c.LOGIN_USERID[1], base, body)
+    ott = answer["Success"]["oneTimeToken"]
     body = {"userid": creds.userid, "accessCode": "1234"}
-    r = http.post(
-        host + c.TWO_FA_ACCESSCODE[1],
-        headers={**base, c.H_ONE_TIME_TOKEN: ott},
-        json=body,
-        timeout=timeout,
-        allow_redirects=False,
-        **extra,
-    )
-    r.raise_for_status()
-    token: str = r.json()["Success"]["sessionToken"]
+    answer = yield ("POST", host + c.TWO_FA_ACCESSCODE[1], {**base, c.H_ONE_TIME_TOKEN: ott}, body)
+    token: str = answer["Success"]["sessionToken"]
     return token
+
+
+def raw_connect(http: requests.Session, url: str, timeout: Any, **extra: Any) -> str:
+    """The three session calls by hand with ``requests``; returns the session token. ``extra``:
+    more keyword arguments of each call (proxies, verify)."""
+    calls = connect_calls(url)
+    answer: Any = None
+    while True:
+        try:
+            method, where, headers, body = calls.send(answer)
+        except StopIteration as done:
+            token: str = done.value
+            return token
+        r = http.request(method, where, headers=headers, json=body, timeout=timeout,
+                         allow_redirects=False, **extra)  # fmt: skip
+        r.raise_for_status()
+        answer = r.json()
 
 
 def run(target: Target, smoke: bool = False) -> Result:

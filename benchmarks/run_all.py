@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import async_clients
+import async_session
 import common
 import connect_overhead
 import get_four_arms
@@ -39,6 +40,7 @@ BENCHMARKS: dict[str, tuple[Callable[..., common.Result], bool]] = {
     "connect_overhead": (connect_overhead.run, True),
     "metrics_overhead": (metrics_overhead.run, True),
     "async_clients": (async_clients.run, True),
+    "async_session": (async_session.run, True),
     "soak": (soak.run, True),
 }
 RESULTS = Path(__file__).with_name("RESULTS.md")

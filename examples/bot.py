@@ -48,21 +48,28 @@ log = structlog.get_logger("bot")
 NEEDS_HUMAN = (ReloginNeedsHuman, GatewayAuthError, LoginRejected, NotAuthorized)
 
 
-class Bot:
+class Alerting:
+    """The alerting hook of a bot (also examples/async_bot.py's): counts re-logins, shouts
+    about anything that failed."""
+
+    relogins = 0
+
+    def on_transition(self, session: Any, record: TransitionRecord) -> None:
+        """Called after every attempted transition, where it was made (thread or task)."""
+        if record.trigger == "session_expired":
+            self.relogins += 1
+        if record.outcome != "ok":
+            log.warning("ALERT", trigger=record.trigger, outcome=record.outcome,
+                        error=record.error, status=record.status)  # fmt: skip
+
+
+class Bot(Alerting):
     """Watches a few instruments, places an order now and then, counts what happened."""
 
     def __init__(self, session: KSSession) -> None:
         self.session = session
         self.ticks = self.calls = self.errors = self.relogins = 0
         session.on_transition(self.on_transition)
-
-    def on_transition(self, session: Any, record: TransitionRecord) -> None:
-        """The alerting hook: count re-logins, shout about anything that failed."""
-        if record.trigger == "session_expired":
-            self.relogins += 1
-        if record.outcome != "ok":
-            log.warning("ALERT", trigger=record.trigger, outcome=record.outcome,
-                        error=record.error, status=record.status)  # fmt: skip
 
     def tick(self) -> None:
         """One round of the strategy: quotes and positions; an order every third tick."""

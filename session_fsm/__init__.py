@@ -10,6 +10,8 @@ event, and re-logs in by itself, once, when a request meets an expired session.
         s.get("/reports/1.0/orders")
 """
 
+from typing import TYPE_CHECKING
+
 from .config import SessionConfig
 from .core.snapshot import Snapshot, TransitionRecord
 from .credentials import (
@@ -56,6 +58,9 @@ from .sync.auth import SessionAuth
 from .sync.session import KSSession
 from .table import TRANSITIONS, Edge, State
 from .wire import Wire, WireConfig
+
+if TYPE_CHECKING:  # imported on first use at run time (see __getattr__); typed for checkers
+    from .aio.session import AsyncKSSession
 
 __version__ = "0.1.0"
 

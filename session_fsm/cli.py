@@ -68,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
         "a 429 waited out, logout; then the path taken and a summary. Takes a few seconds.",
     )
     d.add_argument("--json", action="store_true", help="print JSON lines instead of a console")
+    d.add_argument(
+        "--async",
+        dest="use_async",
+        action="store_true",
+        help="play it on AsyncKSSession in an asyncio event loop (needs session_fsm[async])",
+    )
 
     sb = sub.add_parser(
         "sandbox",
@@ -286,7 +292,15 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(json_lines=args.json)
+    if args.use_async:
+        try:
+            import aiohttp  # noqa: F401
+        except ImportError:
+            raise ConfigurationError(
+                "session-fsm demo --async needs aiohttp, which is not installed",
+                hint="pip install 'session_fsm[async]'",
+            ) from None
+    return run_demo(json_lines=args.json, use_async=args.use_async)
 
 
 _COMMANDS = {

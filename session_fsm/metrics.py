@@ -4,7 +4,7 @@
 ``on_transition`` callbacks and ``on_request`` hooks into plain integers (a dictionary update
 per request, no lock), and builds every metric family when Prometheus scrapes, in one custom
 collector: counters from those integers, and everything that describes the present (state,
-generation, age, the next proactive deadline, threads waiting on a re-login) from
+generation, age, the next proactive deadline, callers waiting on a re-login) from
 ``session.snapshot()``, so the request path pays nothing for those.
 
 Labels are ``userid`` and ``session_id`` (plus the counter's own label), never a token or any
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .core.snapshot import FAILED, OK, REFUSED, TransitionRecord
 from .errors import ConfigurationError
@@ -39,8 +39,14 @@ except ImportError:  # pragma: no cover -- exercised by test_metrics with the mo
     ) from None
 
 if TYPE_CHECKING:
+    from .aio.session import AsyncKSSession
     from .sync.session import KSSession
 
+    #: What :meth:`SessionMetrics.watch` takes: a session of either driver.
+    Watched = KSSession | AsyncKSSession
+
+#: A watched session, given back as it came.
+W = TypeVar("W", "KSSession", "AsyncKSSession")
 LABELS = ("userid", "session_id")
 #: Re-login reasons (``session_fsm_relogins_total{reason}``), by the transition that began one.
 RELOGIN_REASONS = {
@@ -93,7 +99,7 @@ class _Counts:
     re-logins, store errors) are rare and counted under a lock.
     """
 
-    def __init__(self, session: KSSession) -> None:
+    def __init__(self, session: Watched) -> None:
         self.labels = (session.credentials.userid, session.session_id)
         self._local = threading.local()
         self._per_thread: list[dict[str, int]] = []
@@ -137,16 +143,16 @@ class SessionMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        self._counts: list[tuple[KSSession, _Counts]] = []
+        self._counts: list[tuple[Watched, _Counts]] = []
         self._lock = threading.Lock()
         self.registry.register(_Collector(self))
 
     @property
-    def sessions(self) -> tuple[KSSession, ...]:
+    def sessions(self) -> tuple[Watched, ...]:
         """The watched sessions."""
         return tuple(s for s, _ in self._counts)
 
-    def watch(self, session: KSSession) -> KSSession:
+    def watch(self, session: W) -> W:
         """Count ``session``'s logins, re-logins, requests and store errors from now on, and
         report its present state at each scrape. Watching a session twice is a no-op."""
         with self._lock:
@@ -158,7 +164,7 @@ class SessionMetrics:
         session.on_request(counts.on_request)
         return session
 
-    def counted(self) -> tuple[tuple[KSSession, _Counts], ...]:
+    def counted(self) -> tuple[tuple[Watched, _Counts], ...]:
         """(session, its counts) for every watched session."""
         with self._lock:
             return tuple(self._counts)
@@ -252,6 +258,6 @@ class _Collector(Collector):
             ),
             GaugeMetricFamily(
                 "session_fsm_relogin_waiters",
-                "Threads blocked now, waiting for a re-login to finish", labels=LABELS,
+                "Threads or tasks waiting now for a re-login to finish", labels=LABELS,
             ),
         )

@@ -9,9 +9,10 @@
 It runs werkzeug's threaded server in a background thread and only *reads* the sessions:
 ``snapshot()``, ``history``, ``deadlines()``, ``renewal_waiters``, ``session_id`` and
 ``credentials.userid`` (the :class:`StatusSource` protocol), none of which blocks or does I/O.
-So it never slows a session down, and a session of another driver (the async session to come)
-plugs in by offering the same readers; ``serve_status`` never blocks, so it can be called from
-inside a running event loop as it is.
+So it never slows a session down, and a session of either driver (``KSSession``,
+``AsyncKSSession``) plugs in; ``serve_status`` never blocks, so it can be called from inside a
+running event loop as it is. Only stopping blocks (up to half a second, while the server
+thread notices): inside a loop, ``await server.aclose()`` or ``async with serve_status(...)``.
 
 - ``/metrics``: Prometheus text (needs ``session_fsm[metrics]``; 501 naming the extra without).
 - ``/healthz``: 200 when every session is Authenticated (a soft refresh under way counts),
@@ -28,6 +29,7 @@ The server binds loopback by default; while bound to loopback it also refuses re
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
@@ -66,9 +68,14 @@ _SECURITY_HEADERS = {
 class StatusSource(Protocol):
     """What the status server reads from a session (sync or async driver alike)."""
 
-    session_id: str
-    credentials: Credentials
-    config: SessionConfig
+    @property
+    def session_id(self) -> str: ...
+
+    @property
+    def credentials(self) -> Credentials: ...
+
+    @property
+    def config(self) -> SessionConfig: ...
 
     def snapshot(self) -> Snapshot: ...
 
@@ -199,11 +206,22 @@ class StatusServer:
             self._thread.join(5)
         self._server.server_close()
 
+    async def aclose(self) -> None:
+        """:meth:`close` for a coroutine: stops the server from a worker thread, so the event
+        loop is not blocked while the server thread notices."""
+        await asyncio.to_thread(self.close)
+
     def __enter__(self) -> StatusServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    async def __aenter__(self) -> StatusServer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     def __repr__(self) -> str:
         return f"StatusServer(url={self.url!r}, sessions={len(self.sessions)})"
@@ -278,7 +296,7 @@ def _metrics_for(sessions: tuple[StatusSource, ...]) -> Any:
         return None
     metrics = SessionMetrics()
     for s in sessions:
-        metrics.watch(s)  # type: ignore[arg-type]
+        metrics.watch(s)  # type: ignore[type-var]
     return metrics
 
 
@@ -295,5 +313,7 @@ def serve_status(
     :class:`~session_fsm.metrics.SessionMetrics` already watching the sessions (default: a new
     one, when prometheus_client is installed). ``refresh``: how often the page polls, in
     seconds. Binding anything but loopback exposes the page to the network: see the README.
+    Sessions of both drivers mix; from a coroutine, stop it with ``await server.aclose()`` (or
+    ``async with serve_status(...) as server``).
     """
     return StatusServer(sessions, host, port, metrics=metrics, refresh=refresh)

@@ -1,0 +1,293 @@
+"""Issue 16: what AsyncKSSession adds to the fastest raw async client, side by side in one run.
+
+1. Authenticated GET (``/reports/1.0/orders``, JSON parsed): A ``await session.get()``; B raw
+   ``aiohttp.ClientSession`` with the same headers (the session's trading headers, its token),
+   one keep-alive pool; C raw ``httpx.AsyncClient`` with the same headers. Alternating blocks
+   (A B C, C B A, ...), each request timed on its own; A/B <= 1.05 (goal 1.02), A/C reported.
+2. 1,000 GETs started at once through one session from a cold pool: none may fail for lack of
+   a pooled connection (the wire queues for its ``pool_maxsize`` connections).
+3. 1,000 tasks meet one expiry: the sandbox expires the session, then 1,000 tasks each send one
+   GET; exactly 1 login, 1,000 successes. Baseline: the same 1,000 tasks each make two GETs, no
+   expiry (a storm costs each task a 401 and a replay). Rounds alternate; median(storm) /
+   median(baseline) <= 1.5.
+4. ``await connect()`` on a new session (sessions share one ``AsyncWire``, so connections stay
+   warm) vs the same three session calls by hand through raw aiohttp (the shared
+   ``connect_overhead.connect_calls``: same headers and bodies, JSON parsed, the redirect host
+   followed); alternating; <= 1.10. A third arm, for information, runs ``connect()`` with the
+   application dropping the library's info events (what the three transition events cost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from common import ORDERS, Figure, Result, Target, cli, credentials, median, quiet_logging
+from connect_overhead import connect_calls
+
+from session_fsm import Wire, contract
+from session_fsm.wire import USER_AGENT
+
+TARGET_GET, GOAL_GET = 1.05, 1.02
+TARGET_STORM = 1.5
+TARGET_CONNECT = 1.10
+CONCURRENT = 1_000
+
+Timed = Callable[[], Awaitable[float]]
+
+
+def run(target: Target, smoke: bool = False) -> Result:
+    """Measure and return the figures."""
+    return asyncio.run(_run(target, smoke))
+
+
+async def _alternate(arms: list[tuple[Timed, list[float]]], rounds: int, block: int) -> None:
+    """Warm each arm, then run ``rounds`` rounds of ``block`` calls per arm, the arms' order
+    reversed every other round."""
+    for fn, _ in arms:
+        await fn()
+    for i in range(rounds):
+        for fn, out in arms if i % 2 == 0 else arms[::-1]:
+            for _ in range(block):
+                out.append(await fn())
+
+
+async def _run(target: Target, smoke: bool) -> Result:
+    import aiohttp
+    import httpx
+
+    from session_fsm import AsyncKSSession
+    from session_fsm.aio.wire import AsyncWire
+
+    rounds, block = (2, 10) if smoke else (20, 100)
+    tasks = 50 if smoke else CONCURRENT
+    storm_rounds = 2 if smoke else 8
+    connect_rounds = 4 if smoke else 400
+    t_start = time.perf_counter()
+    control = target.control
+    control.reset()
+
+    # --- 1. authenticated GET ------------------------------------------------------------------
+    session = AsyncKSSession(credentials(), host=target.url)
+    await session.connect()
+    snap = session.snapshot()
+    assert snap.session_token is not None
+    headers = {"User-Agent": USER_AGENT, **Wire.trading_headers(session.identity(),
+                                                                 snap.session_token)}  # fmt: skip
+    url = snap.host + ORDERS
+    connect, read = session.config.timeout
+    aio = aiohttp.ClientSession(
+        headers=headers, timeout=aiohttp.ClientTimeout(sock_connect=connect, sock_read=read)
+    )
+    hx = httpx.AsyncClient(headers=headers, trust_env=False,
+                           timeout=httpx.Timeout(read, connect=connect))  # fmt: skip
+
+    async def through_session() -> float:
+        t0 = time.perf_counter()
+        (await session.get(ORDERS)).json()
+        return time.perf_counter() - t0
+
+    async def through_aiohttp() -> float:
+        t0 = time.perf_counter()
+        async with aio.get(url, allow_redirects=False) as r:
+            r.raise_for_status()
+            await r.json()
+        return time.perf_counter() - t0
+
+    async def through_httpx() -> float:
+        t0 = time.perf_counter()
+        r = await hx.get(url)
+        r.raise_for_status()
+        r.json()
+        return time.perf_counter() - t0
+
+    get_arms: list[tuple[Timed, list[float]]] = [
+        (through_session, []), (through_aiohttp, []), (through_httpx, []),
+    ]  # fmt: skip
+    await _alternate(get_arms, rounds, block)
+    a, b, c = (out for _, out in get_arms)
+    await hx.aclose()
+    await aio.close()
+
+    # --- 2. 1,000 concurrent GETs from a cold pool ---------------------------------------------
+    await session.close()  # the next request makes a new pool
+    kinds: dict[str, int] = {}
+    t0 = time.perf_counter()
+    done = await asyncio.gather(*(session.get(ORDERS) for _ in range(tasks)),
+                                return_exceptions=True)  # fmt: skip
+    burst_wall = time.perf_counter() - t0
+    for d in done:
+        if isinstance(d, BaseException):
+            kinds[type(d).__name__] = kinds.get(type(d).__name__, 0) + 1
+    burst_failed = sum(kinds.values())
+
+    # --- 3. 1,000 tasks meeting one expiry -----------------------------------------------------
+    async def one_get() -> int:
+        return 1 if (await session.get(ORDERS)).ok else 0
+
+    async def two_gets() -> int:
+        return await one_get() & await one_get()
+
+    async def crowd(work: Callable[[], Awaitable[int]]) -> tuple[float, int]:
+        t0 = time.perf_counter()
+        ok = await asyncio.gather(*(work() for _ in range(tasks)), return_exceptions=True)
+        return time.perf_counter() - t0, sum(x for x in ok if isinstance(x, int))
+
+    await crowd(two_gets)  # warm-up: the pool full, the server's threads started
+    storm: list[float] = []
+    base: list[float] = []
+    logins: list[int] = []
+    successes: list[int] = []
+    for i in range(storm_rounds):
+        for kind in ("storm", "base") if i % 2 == 0 else ("base", "storm"):
+            if kind == "base":
+                base.append((await crowd(two_gets))[0])
+                continue
+            before = control.stats()["logins"]
+            control.expire()
+            wall, ok = await crowd(one_get)
+            storm.append(wall)
+            logins.append(control.stats()["logins"] - before)
+            successes.append(ok)
+    await session.close()
+
+    # --- 4. connect() vs the three raw calls ---------------------------------------------------
+    user = "demo-user"  # (the session of parts 1-3 is closed: one session per user is fine)
+    wire = AsyncWire()
+    raw = aiohttp.ClientSession(headers={"User-Agent": USER_AGENT},
+                                timeout=aiohttp.ClientTimeout(sock_connect=connect,
+                                                              sock_read=read))  # fmt: skip
+    creds = credentials(user)
+    calls_before = control.stats()["calls"]
+
+    async def library_connect() -> float:
+        s = AsyncKSSession(creds, host=target.url, wire=wire)  # not timed: no I/O
+        t0 = time.perf_counter()
+        await s.connect()
+        return time.perf_counter() - t0
+
+    async def raw_connect() -> float:
+        t0 = time.perf_counter()
+        calls = connect_calls(target.url, user)
+        answer: Any = None
+        while True:
+            try:
+                method, where, hdrs, body = calls.send(answer)
+            except StopIteration:
+                break
+            async with raw.request(method, where, headers=hdrs, json=body,
+                                   allow_redirects=False) as r:  # fmt: skip
+                r.raise_for_status()
+                answer = await r.json()
+        return time.perf_counter() - t0
+
+    async def filtered_connect() -> float:
+        quiet_logging(logging.WARNING)  # the application drops the library's info events
+        try:
+            return await library_connect()
+        finally:
+            quiet_logging()
+
+    connect_arms: list[tuple[Timed, list[float]]] = [
+        (library_connect, []), (raw_connect, []), (filtered_connect, []),
+    ]  # fmt: skip
+    await _alternate(connect_arms, connect_rounds, 1)
+    la, lb, lc = (out for _, out in connect_arms)
+    await raw.close()
+    await wire.close()
+    calls = control.stats()["calls"]
+    made = {k: n - calls_before.get(k, 0) for k, n in calls.items() if n > calls_before.get(k, 0)}
+    expected = {
+        f"{m} {p}": 3 * (connect_rounds + 1)
+        for m, p in (contract.SESSION_INIT, contract.LOGIN_USERID, contract.TWO_FA_ACCESSCODE)
+    }
+
+    get_ratio = median(a) / median(b)
+    hx_ratio = median(a) / median(c)
+    storm_ratio = median(storm) / median(base)
+    connect_ratio = median(la) / median(lb)
+    quiet_ratio = median(lc) / median(lb)
+    one_login = all(n == 1 for n in logins)
+    all_ok = all(n == tasks for n in successes)
+    same_calls = made == expected
+    failed_kinds = " ".join(f"{k} x{n}" for k, n in sorted(kinds.items()))
+    figures = [
+        Figure("GET + JSON, AsyncKSSession, median", median(a) * 1e6, "us", "", None),
+        Figure("GET + JSON, raw aiohttp, median", median(b) * 1e6, "us", "", None),
+        Figure("GET + JSON, raw httpx.AsyncClient, median", median(c) * 1e6, "us", "", None),
+        Figure(
+            "session / raw aiohttp median ratio",
+            get_ratio,
+            "x",
+            f"<= {TARGET_GET} (goal {GOAL_GET})",
+            get_ratio <= TARGET_GET,
+        ),
+        Figure("session / raw httpx median ratio", hx_ratio, "x", "(information)", None),
+        Figure(
+            f"{tasks} concurrent GETs, cold pool, failed",
+            burst_failed,
+            "",
+            f"== 0 {failed_kinds}".strip(),
+            burst_failed == 0,
+            full_only=False,
+        ),
+        Figure(f"{tasks} concurrent GETs, cold pool, wall", burst_wall * 1e3, "ms", "", None),
+        Figure(
+            "storm rounds with exactly 1 login",
+            sum(n == 1 for n in logins),
+            "rounds",
+            f"== {storm_rounds}",
+            one_login,
+            full_only=False,
+        ),
+        Figure(
+            f"GETs succeeded per storm (of {tasks}), min",
+            min(successes),
+            "GETs",
+            f"== {tasks}",
+            all_ok,
+            full_only=False,
+        ),
+        Figure("storm wall time, median", median(storm) * 1e3, "ms", "", None),
+        Figure("baseline (2 GETs/task) wall time, median", median(base) * 1e3, "ms", "", None),
+        Figure(
+            "storm / baseline ratio",
+            storm_ratio,
+            "x",
+            f"<= {TARGET_STORM}",
+            storm_ratio <= TARGET_STORM,
+        ),
+        Figure(
+            "both connect arms made the same 3 calls",
+            float(same_calls),
+            "bool",
+            "== 1",
+            same_calls,
+            full_only=False,
+        ),
+        Figure("await connect() median", median(la) * 1e3, "ms", "", None),
+        Figure("3 raw aiohttp calls median", median(lb) * 1e3, "ms", "", None),
+        Figure(
+            "connect / raw median ratio",
+            connect_ratio,
+            "x",
+            f"<= {TARGET_CONNECT}",
+            connect_ratio <= TARGET_CONNECT,
+        ),
+        Figure("  same, library info events filtered out", quiet_ratio, "x", "(information)", None),
+    ]
+    data = {
+        "get_ratio": get_ratio, "httpx_ratio": hx_ratio, "burst_failed": burst_failed,
+        "burst_errors": kinds, "logins": logins, "successes": successes,
+        "storm_ratio": storm_ratio, "connect_ratio": connect_ratio, "connect_calls": made,
+        "connect_ratio_quiet": quiet_ratio,
+        "tasks": tasks,
+    }  # fmt: skip
+    return Result("async_session", figures, data, time.perf_counter() - t_start)
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli("async_session", run))

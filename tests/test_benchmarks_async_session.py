@@ -1,0 +1,30 @@
+"""benchmarks/async_session.py at a tiny size against the in-process sandbox: its structural
+figures (none of the concurrent GETs failed, exactly one login per storm, every task served,
+both connect arms made the same three calls) hold; timings are not judged at this size."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("aiohttp")
+
+from session_fsm import contract
+from tests.test_benchmarks_smoke import _judged_ok, bench, target
+
+__all__ = ["target"]  # the fixture, imported for this module's test
+
+
+def test_async_session_benchmark_structure(target: object) -> None:
+    result = bench("async_session").run(target, smoke=True)
+    _judged_ok(result)
+    data = result.data
+    assert data["burst_failed"] == 0 and data["burst_errors"] == {}
+    assert data["logins"] == [1, 1] and data["successes"] == [data["tasks"]] * 2
+    calls = {f"{m} {p}" for m, p in (contract.SESSION_INIT, contract.LOGIN_USERID,
+                                      contract.TWO_FA_ACCESSCODE)}  # fmt: skip
+    assert set(data["connect_calls"]) == calls
+    assert len(set(data["connect_calls"].values())) == 1  # as many of each, from both arms
+    names = [f.name for f in result.figures]
+    assert "session / raw aiohttp median ratio" in names
+    assert "session / raw httpx median ratio" in names
+    assert "connect / raw median ratio" in names and "storm / baseline ratio" in names
