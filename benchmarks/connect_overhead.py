@@ -1,12 +1,12 @@
-"""Issue 8: what ``connect()`` adds to the three session calls it makes.
+"""Issues 8 and 15: what ``connect()`` adds to the three session calls it makes.
 
 A: ``connect()`` on a new session (Uninitialised -> Authenticated: session_init, login, 2FA),
 sessions sharing one ``Wire`` so their connections stay warm. B: the same three calls made by
 hand with a raw ``requests.Session``: same headers and bodies, JSON parsed, the redirect host
 followed, the one-time token and the session token taken from the answers (what any client must
-do at least). A and B alternate in one run; the figure is median(A) / median(B), target at most
-1.10. The library logs one event per transition (three per connect) through the application's
-structlog configuration, here ``configure_logging(json=True)`` into /dev/null; a third arm C,
+do at least). Every arm is timed in wall time and in the client thread's CPU time. The library
+logs one event per transition (three per connect) through the application's structlog
+configuration, here ``configure_logging(json=True)`` into /dev/null; a third arm C,
 interleaved too, runs A with the application filtering those info events out, to show what the
 events cost.
 
@@ -14,6 +14,12 @@ The Wire reads proxy settings and the CA bundle from the environment once, where
 default (``trust_env``) reads them on every call, about 90 us each here. That makes the library's
 calls cheaper than B's, so a fourth arm D shows the library's own work without that saving: B
 with ``trust_env`` off and the same proxies/verify passed explicitly, as the Wire sends them.
+
+Judged (issue 15): median CPU time of A / median CPU time of D <= 1.10, ``connect()`` against
+the same three raw calls with the environment read once. CPU time, as in ``get_four_arms``:
+what the client spends, without the sandbox's share of three round trips, which dilutes a wall
+ratio towards 1 and swings it by more than the margin on a shared machine. The wall ratios
+(A / D, and A / B, issue 8's figure) are printed for information.
 """
 
 from __future__ import annotations
@@ -100,37 +106,44 @@ def run(target: Target, smoke: bool = False) -> Result:
     timeout = wire.config.timeout
     calls_before = target.control.stats()["calls"]
 
-    def library() -> float:
+    clock, thread_clock = time.perf_counter, time.thread_time
+
+    def library() -> tuple[float, float]:
         session = KSSession(creds, host=target.url, wire=wire)  # not timed: no I/O
-        t0 = time.perf_counter()
+        c0, t0 = thread_clock(), clock()
         session.connect()
-        return time.perf_counter() - t0
+        t1, c1 = clock(), thread_clock()
+        return t1 - t0, c1 - c0
 
-    def by_hand() -> float:
-        t0 = time.perf_counter()
+    def by_hand() -> tuple[float, float]:
+        c0, t0 = thread_clock(), clock()
         raw_connect(http, target.url, timeout)
-        return time.perf_counter() - t0
+        t1, c1 = clock(), thread_clock()
+        return t1 - t0, c1 - c0
 
-    def by_hand_env_once() -> float:
-        t0 = time.perf_counter()
+    def by_hand_env_once() -> tuple[float, float]:
+        c0, t0 = thread_clock(), clock()
         raw_connect(lean, target.url, timeout, **env_once)
-        return time.perf_counter() - t0
+        t1, c1 = clock(), thread_clock()
+        return t1 - t0, c1 - c0
 
-    def filtered() -> float:
+    def filtered() -> tuple[float, float]:
         quiet_logging(logging.WARNING)  # the application drops the library's info events
         try:
             return library()
         finally:
             quiet_logging()
 
-    arms: list[tuple[Callable[[], float], list[float]]] = [(library, []), (by_hand, [])]
-    arms += [(filtered, []), (by_hand_env_once, [])]
+    arms: list[tuple[Callable[[], tuple[float, float]], list[tuple[float, float]]]] = [
+        (library, []), (by_hand, []), (filtered, []), (by_hand_env_once, []),
+    ]  # fmt: skip
     for fn, _ in arms:
         fn()  # warm up
     for i in range(rounds):
         for fn, out in arms if i % 2 == 0 else arms[::-1]:
             out.append(fn())
-    a, b, c, d = (out for _, out in arms)
+    a, b, c, d = ([w for w, _ in out] for _, out in arms)
+    ca, cb, cc, cd = ([u for _, u in out] for _, out in arms)
     http.close()
     lean.close()
     wire.close()
@@ -144,6 +157,7 @@ def run(target: Target, smoke: bool = False) -> Result:
     ratio = median(a) / median(b)
     quiet = median(c) / median(b)
     own = median(a) / median(d)
+    judged = median(ca) / median(cd)
     figures = [
         Figure(
             "all arms made the same 3 calls per connect",
@@ -154,15 +168,32 @@ def run(target: Target, smoke: bool = False) -> Result:
             full_only=False,
         ),
         Figure("connect() median", median(a) * 1e3, "ms", "", None),
-        Figure("3 raw requests calls median", median(b) * 1e3, "ms", "", None),
-        Figure(
-            "connect / raw median ratio", ratio, "x", f"<= {TARGET_RATIO}", ratio <= TARGET_RATIO
-        ),
-        Figure("  same, library info events filtered out", quiet, "x", "(information)", None),
         Figure("3 raw calls, environment read once, median", median(d) * 1e3, "ms", "", None),
-        Figure("connect / raw with environment read once", own, "x", "(information)", None),
+        Figure("3 raw requests calls (defaults) median", median(b) * 1e3, "ms", "", None),
+        Figure("connect(), client CPU", median(ca) * 1e3, "ms", "", None),
+        Figure("3 raw calls, env read once, client CPU", median(cd) * 1e3, "ms", "", None),
+        Figure("3 raw calls (defaults), client CPU", median(cb) * 1e3, "ms", "", None),
+        Figure(
+            "CPU: connect / raw env read once",
+            judged,
+            "x",
+            f"<= {TARGET_RATIO}",
+            judged <= TARGET_RATIO,
+        ),
+        Figure("wall: connect / raw env read once", own, "x", "(information)", None),
+        Figure("wall: connect / raw defaults (issue 8)", ratio, "x", "(information)", None),
+        Figure("CPU: connect / raw defaults", median(ca) / median(cb), "x", "(information)", None),
+        Figure("  wall, library info events filtered out", quiet, "x", "(information)", None),
+        Figure(
+            "  CPU, library info events filtered / env once",
+            median(cc) / median(cd),
+            "x",
+            "(information)",
+            None,
+        ),
     ]
-    data = {"rounds": rounds, "calls": made, "ratio": ratio, "ratio_env_once": own}
+    data = {"rounds": rounds, "calls": made, "ratio": judged, "ratio_wall": own,
+            "ratio_default": ratio}  # fmt: skip
     return Result("connect_overhead", figures, data, time.perf_counter() - t_start)
 
 

@@ -49,6 +49,12 @@ NOTES = """\
 
 - Every ratio is measured side by side in one run: the arms alternate (A B, B A, ...) so
   machine noise hits every arm alike. Medians, not means.
+- The per-call ratios against another client (get_four_arms, request_overhead,
+  connect_overhead) are judged on the client thread's CPU time (`time.thread_time`): what the
+  client spends, without the sandbox's share, which is the same work for every arm but swings
+  one arm's wall time against another's by more than the margins judged on this shared
+  machine (and, being added to both sides, dilutes every wall ratio towards 1). The wall
+  ratios are printed next to them for information.
 - The sandbox runs in a separate process (`serve()` on a free port), so its CPU time does not
   compete with the measured client for the GIL; with 2 cores, client and server each get one.
   The library logs through `configure_logging(json=True)` into /dev/null, as an application
@@ -56,7 +62,8 @@ NOTES = """\
 - The machine is shared: other engineers were running test suites on the same 2 cores at the
   same time, so absolute times are noisy (the load average is recorded above). Ratios are
   steadier than times, but a ratio near its target can land on either side from run to run.
-- Re-run with `python benchmarks/run_all.py --write-results` (a few minutes; the soak dominates).
+- Re-run with `python benchmarks/run_all.py --write-results` (10 to 15 minutes on this machine:
+  the soak, the async clients' httpx storms and the 100,000 sessions dominate).
 """
 
 
@@ -106,7 +113,7 @@ def markdown(results: list[common.Result], info: dict[str, str], smoke: bool) ->
         f"- Python {info['python']}; run {info['date']}; load average at the end {info['load']}",
         "",
     ]
-    lines += [NOTES]
+    lines += [NOTES, *verdicts(results, smoke)]
     for r in results:
         lines += [
             f"## {r.name} ({r.seconds:.0f} s)",
@@ -119,6 +126,23 @@ def markdown(results: list[common.Result], info: dict[str, str], smoke: bool) ->
             lines.append(f"| {f.name.strip()} | {value} | {f.target} | {f.verdict(smoke)} |")
         lines.append("")
     return "\n".join(lines) + _analysis()
+
+
+def verdicts(results: list[common.Result], smoke: bool) -> list[str]:
+    """The ``## Verdicts`` part: every judged figure of this run, failures first."""
+    judged = [(r.name, f) for r in results for f in r.figures if f.judged(smoke) is not None]
+    failed = [(n, f) for n, f in judged if f.judged(smoke) is False]
+    lines = [
+        "## Verdicts of this run",
+        "",
+        f"{len(judged) - len(failed)} of {len(judged)} judged figures PASS"
+        + (f"; {len(failed)} FAIL:" if failed else "."),
+        "",
+    ]
+    for name, f in sorted(judged, key=lambda nf: nf[1].judged(smoke) is not False):
+        value = f"{common.Figure.format_value(f.value)} {f.unit}"
+        lines.append(f"- {f.verdict(smoke)}: {name}: {f.name.strip()} = {value} ({f.target})")
+    return [*lines, ""]
 
 
 def _analysis() -> str:

@@ -186,6 +186,11 @@ class TokenStore(Protocol):
         ...
 
 
+#: Serialises the making of MemoryStores' per-key locks (a dict lookup held for a moment):
+#: one for all stores, so a store (one per session by default) carries no lock of its own.
+_MEMORY_LOCKS_GUARD = ForkSafeLock()
+
+
 class MemoryStore:
     """In-process store (the default): survives nothing, shares within one process."""
 
@@ -193,7 +198,6 @@ class MemoryStore:
         self._data: dict[str, StoredSession] = {}
         # Made afresh in a forked child (a parent thread may hold one at the fork): see locks.
         self._locks: dict[str, ForkSafeLock] = {}
-        self._guard = ForkSafeLock()
         self._cooldowns: dict[str, StoredCooldown] = {}
 
     def load_cooldown(self, key: str) -> StoredCooldown | None:
@@ -223,7 +227,7 @@ class MemoryStore:
     @contextlib.contextmanager
     def lock(self, key: str, timeout: float) -> Iterator[bool]:
         """A per-key thread lock; yields whether it was acquired within ``timeout``."""
-        with self._guard:
+        with _MEMORY_LOCKS_GUARD:
             lock = self._locks.setdefault(key, ForkSafeLock())
         got = lock.acquire(timeout=timeout)
         try:

@@ -63,9 +63,24 @@ def send_call(
             response.history.insert(0, effect.replay_of.handle)
         return Reply(response.status_code, response)
 
+    # The hot path: a usable snapshot and a 2xx answer are the request flow's first step and
+    # its end (relogin.request: usable -> Send -> answered), taken here without making the
+    # flow; any other answer continues in the flow exactly where the Send would have left it.
+    snap = core.usable() if "://" not in path else None
+    first: Reply | None = None
+    if snap is not None:
+        assert snap.who is not None
+        sent = driver.template(snap, snap.who).send(method, path, **kwargs)
+        if 200 <= sent.status_code < 300:
+            return sent
+        first = Reply(sent.status_code, sent)
     streamed = _streamed(kwargs.get("data")) or "files" in kwargs
     out = Outgoing(None, method.upper(), where(method, path), streamed, path)
-    reply, err = driver.run(relogin.request(core, out, map_errors=True), send=send)
+    if first is not None and snap is not None:
+        flow = relogin.answered(core, out, first, snap, map_errors=True)
+    else:
+        flow = relogin.request(core, out, map_errors=True)
+    reply, err = driver.run(flow, send=send)
     response: requests.Response = reply.handle
     if err is None:
         return response
