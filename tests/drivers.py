@@ -118,6 +118,22 @@ SYNC, ASYNC = Driver("sync"), Driver("async")
 DRIVERS = (SYNC, ASYNC)
 
 
+def concurrently(session: Any, method: str, path: str, n: int) -> list[Any]:
+    """``n`` calls of ``session.<method>(path)`` at once: threads for a KSSession, tasks on
+    the loop for an async one; the answers, or the first error raised."""
+    if isinstance(session, Blocking):
+        inner = session.session
+
+        async def together() -> list[Any]:
+            return list(await asyncio.gather(*(getattr(inner, method)(path) for _ in range(n))))
+
+        return session._loop.run(together())
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(lambda _: getattr(session, method)(path), range(n)))
+
+
 @contextmanager
 def sessions_of(driver: Driver, url: str, clock: Callable[[], float]) -> Iterator[Any]:
     """A factory of ``driver``'s sessions on the sandbox at ``url``, with the defaults of the
