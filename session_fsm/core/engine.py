@@ -254,7 +254,7 @@ def fire(
     t0 = time.perf_counter()
     att = attempt(core, snap, trigger)
     guards = tuple(att.seen)
-    if att.state != e.dest.name:
+    if att.state != e.dest.name or not all(ok for _, ok in guards):  # a self-loop stays put
         guard = next(g for g, ok in guards if not ok)
         core.record(trigger, src, REFUSED, t0=t0, reason=f"guard {guard}", guards=guards)
         raise GuardFailed(
