@@ -59,18 +59,23 @@ def run_script(
     """Open a session on ``store`` and run ``script``; one report per step on ``results``.
 
     Steps: ``("barrier",)``, ``("wait", name)`` / ``("set", name)`` on the events in ``sync``,
-    ``("resume",)``, ``("connect",)``, ``("get", path)``. A failing step is reported with the
-    error's type and message (which never hold a secret) and ends the child with status 1.
+    ``("resume",)``, ``("connect",)``, ``("get", path)``, ``("gets", path, n)`` (n at once:
+    threads, or tasks). ``options["driver"]``: ``"sync"`` (KSSession, the default) or
+    ``"async"`` (AsyncKSSession on an event loop, see :mod:`tests.drivers`). A failing step
+    is reported with the error's type and message (which never hold a secret) and ends the
+    child with status 1.
     """
     _log_to(log_path)
-    from session_fsm import Credentials, KSSession
+    from session_fsm import Credentials
+    from tests.drivers import Driver, concurrently
 
     creds = Credentials(
         userid="demo-user", consumer_key="demo-consumer-key", access_token="demo-access-token",
         password="demo-password", access_code="1234", app_id=f"mp-worker-{worker}",
     )  # fmt: skip
     options = {"timeout": (2.0, 10.0), "relogin_timeout": 10.0, **options}
-    session = KSSession(creds, host=base_url, store=store, **options)
+    driver = Driver(options.pop("driver", "sync"))
+    session = driver.session(creds, host=base_url, store=store, **options)
     seen = 0
     status = 0
     for step in script:
@@ -91,6 +96,8 @@ def run_script(
                 session.connect()
             elif name == "get":
                 session.get(args[0])
+            elif name == "gets":
+                concurrently(session, "get", args[0], args[1])
             else:
                 raise ValueError(f"unknown step {name!r}")
         except Exception as exc:
@@ -101,6 +108,7 @@ def run_script(
             {
                 "worker": worker,
                 "pid": os.getpid(),
+                "kind": type(getattr(session, "session", session)).__name__,
                 "step": name,
                 "ok": error is None,
                 "error": error,

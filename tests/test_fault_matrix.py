@@ -44,7 +44,8 @@ from session_fsm import (
     table,
 )
 from session_fsm.sandbox import Account, Sandbox, SandboxConfig, run_sandbox
-from tests.conftest import FAST_RETRY, SLEEPS, LogCapture, tables_wanted
+from tests.conftest import FAST_RETRY, SLEEPS, Clock, LogCapture, tables_wanted
+from tests.drivers import DRIVERS, sessions_of
 
 # --- the cells --------------------------------------------------------------------------------
 
@@ -215,6 +216,15 @@ def sandbox() -> Iterator[Sandbox]:
     )
     with run_sandbox(config) as sb:
         yield sb
+
+
+@pytest.fixture(params=DRIVERS, ids=str)
+def new_session(
+    request: pytest.FixtureRequest, sb: Sandbox, clock: Clock
+) -> Iterator[Callable[..., Any]]:
+    """Every cell runs on both drivers: KSSession and AsyncKSSession (see tests/drivers.py)."""
+    with sessions_of(request.param, sb.url, clock) as make:
+        yield make
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -29,7 +29,6 @@ from session_fsm import (
     Credentials,
     KSError,
     KSSession,
-    MemoryStore,
     RetryPolicy,
     Secret,
     State,
@@ -38,6 +37,7 @@ from session_fsm import (
 from session_fsm.sandbox import Account, Sandbox, SandboxConfig
 from tests import oracle
 from tests.conftest import FAST_RETRY, Clock, capture_logs, make_credentials, tables_wanted
+from tests.drivers import SYNC, Driver
 from tests.model_coverage import COVERAGE, UNREACHABLE, Switch, all_journeys, replay
 from tests.sandbox_model import FAULT_KINDS, ORDER, ORDERS, TARGETS, TIMEOUT, Server
 
@@ -80,6 +80,9 @@ def as_rec(r: Any) -> oracle.Rec:
 class SessionVersusModel(RuleBasedStateMachine):
     """A session and a peer sharing its token store, their sandbox, and the model of all three."""
 
+    #: Which session runs: KSSession, or AsyncKSSession (tests/test_async_properties.py).
+    driver: Driver = SYNC
+
     def __init__(self) -> None:
         super().__init__()
         self.sb: Any = None  # the example's sandbox, started by the initialize rule
@@ -106,7 +109,7 @@ class SessionVersusModel(RuleBasedStateMachine):
                                ott_ttl=300.0, session_ttl=3600.0)  # fmt: skip
         self.sb = sb = Sandbox(config).start()
         self.password, self.code = Switch(password), Switch(code)
-        self.clock, store = Clock(), MemoryStore()
+        self.clock, store = Clock(), self.driver.memory_store()
         retry = RetryPolicy(backoff_factor=0.0, backoff_jitter=0.0, sleeper=self.sleeps.append)
 
         def provide() -> str:  # a fresh Bearer token (the sandbox's one), counted
@@ -115,11 +118,12 @@ class SessionVersusModel(RuleBasedStateMachine):
                 raise RuntimeError("the token service is down")
             return bearer
 
-        def session(pw: Any, ac: Any, tokens: Any = None, **opts: Any) -> KSSession:
+        def session(pw: Any, ac: Any, tokens: Any = None, **opts: Any) -> Any:
             creds = Credentials(USERID, config.consumer_key, bearer, pw, ac,
                                 access_token_provider=tokens)  # fmt: skip
-            s = KSSession(creds, host=sb.url, clock=self.clock, timeout=TIMEOUT, retry=retry,
-                          store=store, history_size=100_000, **opts)  # fmt: skip
+            s = self.driver.session(creds, host=sb.url, clock=self.clock, timeout=TIMEOUT,
+                                    retry=retry, store=store, history_size=100_000,
+                                    **opts)  # fmt: skip
             s.on_transition(lambda s, rec: self._remember(s.snapshot(), rec))
             return s
 

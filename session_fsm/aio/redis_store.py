@@ -39,9 +39,19 @@ class AsyncRedisStore(RedisStoreBase):
         """A store for ``redis://[:password@]host:port/db[?lock_ttl=S&max_hold=S]``: the same
         URLs as the sync store's. No I/O happens here."""
         client_url = split_store_url(url, kwargs)
+        import redis
         from redis import asyncio as redis_asyncio
 
-        return cls(redis_asyncio.Redis.from_url(client_url, **CLIENT_DEFAULTS), **kwargs)
+        # Its version given, redis-py does not look it up (files read on the event loop) at
+        # each new connection.
+        try:
+            from redis.driver_info import DriverInfo
+        except ImportError:  # redis-py < 7.1
+            known: dict[str, Any] = {"lib_version": redis.__version__}
+        else:
+            known = {"driver_info": DriverInfo(lib_version=redis.__version__)}
+        client = redis_asyncio.Redis.from_url(client_url, **known, **CLIENT_DEFAULTS)
+        return cls(client, **kwargs)
 
     async def aclose(self) -> None:
         """Close the client's connections."""

@@ -262,6 +262,8 @@ class AsyncWire:
         raise error
 
     async def _wait(self, seconds: float) -> None:
+        if seconds <= 0:  # as CappedRetry.sleep: no wait, and the sleeper is not called
+            return
         sleeper = self.config.retry.sleeper
         if sleeper is _TIME_SLEEP:
             await asyncio.sleep(seconds)

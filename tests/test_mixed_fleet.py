@@ -1,0 +1,80 @@
+"""A mixed fleet (issue 16): a sync process (KSSession) and an async process (AsyncKSSession,
+its requests as concurrent tasks) sharing one token store meet one expiry together: one
+re-login between them, the other adopts it, and every request succeeds. Real processes
+(:mod:`tests.mp_worker`), a real ``redis-server`` (and a shared file), the sandbox over
+loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("aiohttp")
+import redis
+
+from session_fsm import KSSession, open_store
+from session_fsm.sandbox import Sandbox
+from tests import redis_server
+from tests.mp_worker import CTX, ORDERS, Fleet, fleet
+
+#: Requests each process sends at once when the expiry is met.
+AT_ONCE = 20
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    with redis_server.running() as server:
+        yield server.url
+
+
+@pytest.fixture(params=["redis", "file"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "file":
+        return f"file:{tmp_path / 'tokens.json'}"
+    url: str = request.getfixturevalue("redis_url")
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    return url
+
+
+@pytest.fixture
+def children(sb: Sandbox, tmp_path: Path) -> Iterator[Fleet]:
+    with fleet(sb.url, tmp_path) as f:
+        yield f
+
+
+def logged_in(report: dict[str, Any]) -> bool:
+    return any(t == "authenticate" and o == "ok" for t, o, _ in report["records"])
+
+
+def test_a_sync_and_an_async_process_meet_one_expiry_with_one_login(
+    sb: Sandbox, children: Fleet, store_url: str, new_session: Callable[..., KSSession]
+) -> None:
+    first = new_session(store=store_url)
+    first.connect()
+    old = first.snapshot().session_token
+    sb.control.expire()
+    barrier = CTX.Barrier(2)
+    script = [("resume",), ("barrier",), ("gets", ORDERS, AT_ONCE)]
+    ids = [children.start(store_url, script, {"barrier": barrier}, driver=driver)
+           for driver in ("sync", "async")]  # fmt: skip
+    done = [children.reports(i, len(script), timeout=60) for i in ids]  # each step succeeded
+    assert all(children.join(i) == 0 for i in ids)
+
+    assert [steps[0]["kind"] for steps in done] == ["KSSession", "AsyncKSSession"]
+    assert [steps[0]["generation"] for steps in done] == [1, 1]  # both resumed the old token
+    stats = sb.control.stats()
+    assert stats["logins"] == 2 and stats["sessions"] == 2  # ours, then one re-login in all
+    assert [steps[-1]["generation"] for steps in done] == [2, 2]
+    assert sorted(logged_in(steps[-1]) for steps in done) == [False, True]  # one logged in
+    assert stats["calls"][f"GET {ORDERS}"] >= 2 * AT_ONCE
+    assert stats["logged_out_token_uses"] == 0
+    new = open_store(store_url).load(first.store_key())
+    assert old is not None and new is not None and new.generation == 2
+    text = children.all_logs()
+    for token in (old, new.session_token):
+        assert token.reveal() not in text
