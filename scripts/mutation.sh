@@ -27,6 +27,8 @@ if [[ ${FRESH:-0} == 1 || ! -f $work/setup.cfg ]]; then
     # checkout). Left out: test_properties (the stateful property test takes about 2 minutes
     # under the ci profile, which every surviving mutant would pay), test_secrets and
     # test_error_secrets (about 20 s each, and they test redaction, not the core's decisions).
+    # mutmut copies only session_fsm/ and tests/ into mutants/, so the benchmark smoke test
+    # (which imports benchmarks/) is deselected below.
     tests=""
     for t in test_machine test_relogin test_core_fixes test_core_mutants test_edge_calls \
              test_transition_records test_table test_model_paths test_fault_matrix test_deadlines \
@@ -47,6 +49,8 @@ pytest_add_cli_args_test_selection =$tests
 pytest_add_cli_args =
     -p
     no:cacheprovider
+    --deselect
+    tests/test_fast_send.py::test_benchmark_runs_at_smoke_size
 use_git_change_detection = false
 CFG
 fi
