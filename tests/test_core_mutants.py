@@ -50,7 +50,7 @@ def calls(sb: Sandbox) -> dict[str, int]:
     return dict(sb.control.stats()["calls"])
 
 
-# --- the cool-down another session left in the store ---------------------------------------------
+# --- the cool-down another session left in the store ----------------------------------------------
 
 
 def _wrong_password(sb: Sandbox) -> dict[str, Any]:
@@ -160,7 +160,7 @@ def test_session_ids_are_a_random_prefix_and_a_counter_made_again_in_a_forked_ch
     assert got.split("-")[0] != parent.split("-")[0]
 
 
-# --- waiting for the session's lock ----------------------------------------------------------------
+# --- waiting for the session's lock ---------------------------------------------------------------
 
 
 class Holder:
@@ -210,10 +210,12 @@ def test_a_rejected_bearer_token_waits_relogin_timeout_for_the_lock_counted_as_a
     new_session: Factory, sb: Sandbox
 ) -> None:
     asked: list[int] = []
-    s = new_session(
-        make_credentials(access_token_provider=lambda: asked.append(1) or "new-token"),
-        relogin_timeout=0.3,
-    )
+
+    def provider() -> str:
+        asked.append(1)
+        return "demo-access-token"
+
+    s = new_session(make_credentials(access_token_provider=provider), relogin_timeout=0.3)
     s.connect()
     sb.control.fault(ORDERS, status=401, code=900901)
     errors: list[BaseException] = []
@@ -221,7 +223,7 @@ def test_a_rejected_bearer_token_waits_relogin_timeout_for_the_lock_counted_as_a
     def request() -> None:
         try:
             s.get(ORDERS)
-        except BaseException as exc:  # noqa: BLE001 (the test reads it)
+        except BaseException as exc:  # (the test reads it)
             errors.append(exc)
 
     with Holder(s, "login", s.login):  # a refused login() holds the lock in its callback
@@ -244,7 +246,7 @@ def test_a_rejected_bearer_token_waits_relogin_timeout_for_the_lock_counted_as_a
     assert asked == [] and s.state is A  # nothing was decided without the lock
 
 
-# --- the gateway token's provider ------------------------------------------------------------------
+# --- the gateway token's provider -----------------------------------------------------------------
 
 
 def test_each_refresh_of_the_bearer_token_is_one_generation(
@@ -281,7 +283,7 @@ def test_a_failing_token_provider_is_named(
     assert s.snapshot().bearer_generation == 0
 
 
-# --- re-login and the proactive refresh -------------------------------------------------------------
+# --- re-login and the proactive refresh -----------------------------------------------------------
 
 
 def test_with_auto_relogin_off_an_expired_session_asks_for_connect(
@@ -306,7 +308,8 @@ def stats_logins(sb: Sandbox) -> int:
 
 
 def test_a_relogin_missing_both_secrets_names_both(new_session: Factory, sb: Sandbox) -> None:
-    s = new_session(make_credentials(password=OneShot("demo-password"), access_code=OneShot("1234")))
+    creds = make_credentials(password=OneShot("demo-password"), access_code=OneShot("1234"))
+    s = new_session(creds)
     s.connect()
     sb.control.expire()
     with pytest.raises(ReloginNeedsHuman) as info:
