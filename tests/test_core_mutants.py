@@ -96,7 +96,7 @@ def test_a_cooldown_kept_in_the_store_holds_back_another_session(
         failed.value.fault_code,
     )
     assert calls(sb)[LOGIN] == 1 and calls(sb)[INIT] == 1  # the second one sent nothing
-    assert second.snapshot().cooldown is not None
+    assert second.snapshot().cooldown is None  # read from the store, not copied: refused, unchanged
     assert second.history[-1].reason == "cooldown"
 
 

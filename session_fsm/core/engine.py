@@ -320,8 +320,8 @@ def check_cooldown(core: SessionCore, trigger: str, src: State) -> Flow[None]:
         if core.snap.cooldown is not None:
             core.snap = core.snap.evolve(cooldown=None)
         return
-    if core.snap.cooldown is not kept:
-        core.snap = core.snap.evolve(cooldown=kept)
+    # (A cool-down read from the store is not copied into the snapshot: a refused trigger
+    # changes nothing; the next one reads the store again.)
     err = core.cooldown_error(kept) if kept.exc is None else fresh(kept.exc)
     core.record(trigger, src, REFUSED, err, reason="cooldown")
     raise err

@@ -15,7 +15,7 @@ from ..table import State
 from ..validation import secret_header
 from .calls import Identity
 from .effects import Flow, Lock, Unlock
-from .engine import SessionCore, after_failure
+from .engine import SessionCore, after_failure, same_session
 from .snapshot import Snapshot
 
 
@@ -49,10 +49,13 @@ def refresh(
         snap = core.snap
         if rejected != snap.bearer_generation:
             return True  # another caller replaced that token meanwhile
-        if sent is not None and snap.state is not State.AUTHENTICATED:
-            # Another caller met the same rejection and took the gateway edge (or the session
-            # was logged out): nothing to refresh for this request any more.
-            raise cause or GatewayAuthError("the gateway token was rejected")
+        if sent is not None and not same_session(snap, sent):
+            # The session moved on since this request was sent: another caller took the
+            # gateway edge (or logged out), or a new session exists. Only a provider can help
+            # a new session; without one, a late rejection does not take its edge.
+            no_help = core.credentials.access_token_provider is None
+            if snap.state is not State.AUTHENTICATED or no_help:
+                raise cause or GatewayAuthError("the gateway token was rejected")
         try:
             refreshed = replace(core, rejected)
         except KSError:
