@@ -273,7 +273,7 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     try:
         serve(
-            config, args.host, args.port, ready=lambda url: print(banner(url, config), flush=True)
+            config, args.host, args.port, ready=lambda url: _say(banner(url, config))
         )
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
@@ -352,6 +352,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(error_line(args.command, exc) + "\n")
         usage = isinstance(exc, (UserError, ConfigurationError))
         return EXIT_USAGE if usage else EXIT_FAILED
+
+
+def _say(text: str) -> None:
+    """The command line's own output (the sandbox's banner): one line, flushed at once, so a
+    parent process reading our stdout sees it while the server runs."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":  # pragma: no cover
