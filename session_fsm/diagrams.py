@@ -1,9 +1,7 @@
 """State diagrams drawn from the transition table: mermaid text, graphviz DOT, SVG/PNG.
 
-Every renderer reads :data:`~session_fsm.table.TRANSITIONS`; edges between the same two states
-are merged into one arrow whose label lists the triggers (guards in brackets), and internal
-edges (taken by the library when the server says so) are drawn dashed. The same drawing model
-serves three pictures:
+Both renderers draw the model of :mod:`session_fsm.drawing`, which reads
+:data:`~session_fsm.table.TRANSITIONS`. The same model serves three pictures:
 
 - the whole machine (``session-fsm diagram``), optionally with one state highlighted;
 - the live machine (``session.diagram()``): current state highlighted, last transition in red;
@@ -16,277 +14,48 @@ dashed (internal edges), colour one arrow (the last transition) or thicken it (a
 
 from __future__ import annotations
 
-import itertools
 import re
 import textwrap
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable
 from xml.sax.saxutils import escape
 
-from .core.snapshot import OK, TransitionRecord
+from .core.snapshot import TransitionRecord
+from .drawing import (
+    CURRENT_FILL,
+    FAILURE_NODE,
+    GENERATED,
+    HAPPY_EDGES,
+    HAPPY_PATH,
+    LEGEND,
+    MARK,
+    TRACED,
+    WRAP,
+    Arrow,
+    Attempts,
+    Counts,
+    Drawing,
+    arrows,
+    drawing,
+    group_id,
+    group_label,
+    rank,
+    width,
+)
 from .errors import ConfigurationError
-from .table import ALL_STATES, INITIAL, INTERNAL_TRIGGERS, TRANSITIONS, Edge, State
+from .table import State
+
+__all__ = [
+    "CURRENT_FILL", "DOT_METADATA_ID", "FAILURE_NODE", "FORMATS", "HAPPY_PATH", "MARK",
+    "MERMAID_INIT", "arrows", "dot", "embedded_dot", "group_id", "mermaid", "render",
+]  # fmt: skip
 
 FORMATS = ("mermaid", "dot", "svg", "png")
-#: A taken edge of a trace: (source, destination, trigger) -> how often.
-Counts = Mapping[tuple[State, State, str], int]
-#: An attempt that left the state unchanged (refused, or failed before moving):
-#: (state, trigger, outcome) -> how often.
-Attempts = Mapping[tuple[State, str, str], int]
-
-#: Colours shared by every format: the highlighted state, the marked (last) arrow, failures.
-CURRENT_FILL = "#f9d65c"
-MARK = "#dd3333"
 #: The element of an SVG that carries the DOT it was drawn from (see :func:`embedded_dot`).
 DOT_METADATA_ID = "session-fsm-dot"
-_GENERATED = "Generated from session_fsm.table.TRANSITIONS; do not edit by hand."
-_TRACED = "Replayed from a transition log; each arrow says how often it was taken."
-
-
-@dataclass(frozen=True)
-class Arrow:
-    """One drawn arrow: all edges from ``src`` to ``dst`` (or one kind of stalled attempt).
-
-    ``count`` is how often a trace took it (None when drawing the table); ``attempt`` is the
-    outcome (``refused``/``failed``) of attempts that did not move, drawn as a red dotted loop.
-    ``group`` (table drawings only): the arrow stands for the same edge from each of these states
-    and is drawn once, from a note naming them (``from any state``, ``from OTT-issued``).
-    """
-
-    src: State
-    dst: State
-    labels: tuple[str, ...]
-    internal: bool
-    triggers: tuple[str, ...] = ()
-    count: int | None = None
-    attempt: str | None = None
-    marked: bool = False
-    group: tuple[State, ...] = ()
-
-    def text(self) -> str:
-        """The arrow's label on one line (``" ".join(self.lines())``)."""
-        return " / ".join(self.labels) + (f" (last: {self.attempt or OK})" if self.marked else "")
-
-    def lines(self) -> list[str]:
-        """The label as drawn: a trigger per line, its guards wrapped below it."""
-        out: list[str] = []
-        for i, label in enumerate(self.labels):
-            if i:
-                out[-1] += " /"
-            trigger, _, guards = label.partition(" [")
-            out.append(trigger)
-            if guards:
-                out += textwrap.wrap("[" + guards, _WRAP, break_long_words=False)
-        if self.marked:
-            out.append(f"(last: {self.attempt or OK})")
-        return out
-
-    @property
-    def tail(self) -> str:
-        """The id of the node the arrow starts at (a note for a group)."""
-        return group_id(self.group, self.dst) if self.group else self.src.name
-
-    @property
-    def key(self) -> str:
-        """The arrow's element id in the SVG (``arrow-TAIL-DST``), used by the status page."""
-        return f"arrow-{self.tail}-{self.dst.name}"
-
-
-#: Width (characters) a guard list is wrapped to.
-_WRAP = 22
-#: The happy path, drawn straight down.
-HAPPY_PATH: tuple[State, ...] = ALL_STATES
-_HAPPY = frozenset(itertools.pairwise(HAPPY_PATH))
-LEGEND = (
-    "Legend",
-    "solid arrow: you call it",
-    "dashed arrow: the library takes it on a server answer",
-    "[guard]: must hold, or the call is refused",
-    "yellow: current state; red: last transition",
-)
-FAILURE_NODE = "LAST_FAILURE"
 #: Mermaid's layout settings: straight segments and room between nodes keep labels apart.
 MERMAID_INIT = (
     '%%{init: {"flowchart": {"curve": "linear", "nodeSpacing": 80, "rankSpacing": 60}}}%%'
 )
-
-
-def _rank(state: State) -> int:
-    return HAPPY_PATH.index(state)
-
-
-def group_id(states: tuple[State, ...], dst: State | None = None) -> str:
-    """Node id of the note a group arrow starts at (``ANY_OF_O_TO_INITIALISED``): a note per
-    arrow, so the same states may have notes for several destinations."""
-    if set(states) == set(ALL_STATES):
-        return "ANY_STATE"
-    return "ANY_OF_" + "_".join(s.name[0] for s in states) + (f"_TO_{dst.name}" if dst else "")
-
-
-def group_label(states: tuple[State, ...]) -> str:
-    """``from any state``, ``from OTT-issued``, or ``from Uninitialised, Initialised or
-    Authenticated``."""
-    if set(states) == set(ALL_STATES):
-        return "from any state"
-    names = [s.value for s in states]
-    if len(names) == 1:
-        return "from " + names[0]
-    return "from " + ", ".join(names[:-1]) + " or " + names[-1]
-
-
-def edge_label(e: Edge) -> str:
-    """``trigger [guard, guard]`` for one edge."""
-    return f"{e.trigger} [{', '.join(e.guards)}]" if e.guards else e.trigger
-
-
-def arrows(edges: Iterable[Edge] = TRANSITIONS, grouped: bool = False) -> list[Arrow]:
-    """Group edges by (src, dst), in table order.
-
-    ``grouped`` (the table drawing): every edge off the happy path is drawn from a note naming
-    the states it leaves (``from OTT-issued``; one arrow per trigger and destination, edges
-    sharing those states and destination share it), so the happy-path states carry no other
-    arrow out and no loop, and a layout can draw the happy path straight down (see
-    :func:`mermaid`). The happy path's arrows come first.
-    """
-    edges = list(edges)
-    noted = [e for e in edges if grouped and (e.source, e.dest) not in _HAPPY]
-    by_trigger: dict[tuple[str, State], list[Edge]] = {}
-    for e in noted:
-        by_trigger.setdefault((e.trigger, e.dest), []).append(e)
-    groups: dict[tuple[State, State] | tuple[tuple[State, ...], State], list[Edge]] = {}
-    for e in edges:
-        if e in noted:
-            sources = tuple(x.source for x in by_trigger[(e.trigger, e.dest)])
-            groups.setdefault((sources, e.dest), []).append(e)
-        else:
-            groups.setdefault((e.source, e.dest), []).append(e)
-    out = []
-    for (src, dst), es in groups.items():
-        labels = tuple(dict.fromkeys(edge_label(e) for e in es))
-        triggers = tuple(dict.fromkeys(e.trigger for e in es))
-        internal = all(e.internal for e in es)
-        if isinstance(src, tuple):
-            out.append(Arrow(src[0], dst, labels, internal, triggers, group=src))
-        else:
-            out.append(Arrow(src, dst, labels, internal, triggers))
-    if grouped:
-        out.sort(key=lambda a: not (not a.group and (a.src, a.dst) in _HAPPY))
-    return out
-
-
-def arrow_for(record: TransitionRecord, drawn: Iterable[Arrow] | None = None) -> Arrow | None:
-    """The arrow of the table drawing (grouped) that ``record``'s move takes, or None (an
-    attempt that did not move, or a move the table does not have)."""
-    for a in arrows(grouped=True) if drawn is None else drawn:
-        source_ok = (record.src in a.group) if a.group else a.src is record.src
-        if a.dst is record.dst and record.trigger in a.triggers and source_ok:
-            return a
-    return None
-
-
-def failure_marker(record: TransitionRecord) -> str | None:
-    """``login failed: LoginRejected 401001`` for a record that did not succeed, else None."""
-    if record.outcome == OK:
-        return None
-    code = record.fault_code if record.fault_code is not None else record.status
-    detail = " ".join(str(x) for x in (record.error, code) if x is not None)
-    if not detail:
-        detail = record.reason or ""
-    elif record.reason == "cooldown":
-        detail += " (cooldown)"
-    return f"{record.trigger} {record.outcome}: {detail}".rstrip(": ")
-
-
-def trace_arrows(counts: Counts, attempts: Attempts | None = None) -> list[Arrow]:
-    """The arrows of a replayed log: taken edges grouped by (src, dst), then stalled attempts."""
-    groups: dict[tuple[State, State], dict[str, int]] = {}
-    for (src, dst, trigger), n in counts.items():
-        per = groups.setdefault((src, dst), {})
-        per[trigger] = per.get(trigger, 0) + n
-    out = [
-        Arrow(
-            src,
-            dst,
-            labels=tuple(f"{t} x{n}" for t, n in per.items()),
-            internal=all(t in INTERNAL_TRIGGERS for t in per),
-            triggers=tuple(per),
-            count=sum(per.values()),
-        )
-        for (src, dst), per in groups.items()
-    ]
-    for (state, trigger, outcome), n in (attempts or {}).items():
-        out.append(_attempt(state, trigger, outcome, f" x{n}", n))
-    return out
-
-
-def _attempt(state: State, trigger: str, outcome: str, suffix: str, n: int | None) -> Arrow:
-    label = f"{trigger} {outcome}{suffix}"
-    return Arrow(state, state, (label,), False, (trigger,), n, attempt=outcome)
-
-
-def _with_last(drawn: list[Arrow], last: TransitionRecord | None, traced: bool) -> list[Arrow]:
-    """Mark the arrow ``last`` took. In a trace, an attempt that did not move gets its own red
-    loop; in the table drawing, a failure is a note instead (see :func:`_drawing`)."""
-    if last is None:
-        return drawn
-    if last.outcome != OK and last.src == last.dst:
-        if not traced:
-            return drawn
-        return [*drawn, _marked(_attempt(last.src, last.trigger, last.outcome, "", None))]
-    hit = arrow_for(last, drawn)
-    if hit is not None:
-        return [_marked(a, last.outcome) if a is hit else a for a in drawn]
-    # Not in the table (a transition logged by another version): draw it anyway, marked.
-    extra = Arrow(last.src, last.dst, (last.trigger,), False, (last.trigger,))
-    return [*drawn, _marked(extra, last.outcome)]
-
-
-def _marked(a: Arrow, outcome: str | None = None) -> Arrow:
-    attempt = a.attempt if outcome is None or outcome == OK else outcome
-    return Arrow(a.src, a.dst, a.labels, a.internal, a.triggers, a.count, attempt, True, a.group)
-
-
-def _states(drawn: list[Arrow], traced: bool) -> list[State]:
-    """Every state for the table; for a trace only the states it visited, in table order."""
-    if not traced:
-        return list(ALL_STATES)
-    seen = {a.src for a in drawn} | {a.dst for a in drawn}
-    return [s for s in ALL_STATES if s in seen]
-
-
-def _width(count: int | None) -> float:
-    """Line width of a traced arrow: grows with the log of how often it was taken."""
-    return 2.0 + min(4, (count or 1).bit_length() - 1)
-
-
-@dataclass(frozen=True)
-class _Drawing:
-    """What both renderers draw: states, arrows, notes (groups, legend, failure marker)."""
-
-    traced: bool
-    states: list[State]
-    arrows: list[Arrow]
-    first: State | None
-    groups: list[tuple[tuple[State, ...], State]]
-    failure: tuple[State, str] | None
-
-
-def _drawing(
-    highlight: State | None,
-    last: TransitionRecord | None,
-    counts: Counts | None,
-    attempts: Attempts | None,
-    start: State | None,
-) -> _Drawing:
-    traced = counts is not None or attempts is not None
-    drawn = trace_arrows(counts or {}, attempts) if traced else arrows(grouped=True)
-    drawn = _with_last(drawn, last, traced)
-    states = _states(drawn, traced)
-    first = start or (INITIAL if not traced or INITIAL in states else None)
-    groups = list(dict.fromkeys((a.group, a.dst) for a in drawn if a.group))
-    marker = failure_marker(last) if last is not None and not traced else None
-    failure = (last.dst, marker) if last is not None and marker else None
-    return _Drawing(traced, states, drawn, first, groups, failure)
 
 
 def _mermaid_text(text: str) -> str:
@@ -317,11 +86,11 @@ def mermaid(
     :func:`arrows`), balances those notes with invisible spacers (see :func:`_spacers`) so
     mermaid-cli draws the happy path as one column, and carries a legend.
     """
-    d = _drawing(highlight, last, counts, attempts, start)
+    d = drawing(highlight, last, counts, attempts, start)
     lines = [
         MERMAID_INIT,
         "flowchart TD",
-        "    %% " + (_TRACED if d.traced else _GENERATED),
+        "    %% " + (TRACED if d.traced else GENERATED),
         "    %% Solid: called by you. Dashed: internal, taken by the library on a server answer.",
     ]
     spacers = [] if d.traced else _spacers(d)
@@ -333,7 +102,7 @@ def mermaid(
         lines.append(f'    {s.name}("{_mermaid_text(s.value)}")')
     notes = [group_id(g, dst) for g, dst in d.groups]
     for g, dst in d.groups:
-        label = _mermaid_lines(textwrap.wrap(group_label(g), _WRAP))
+        label = _mermaid_lines(textwrap.wrap(group_label(g), WRAP))
         lines.append(f'    {group_id(g, dst)}["{label}"]')
     if not d.traced:
         lines.append(f'    LEGEND["{_mermaid_lines(LEGEND)}"]')
@@ -351,7 +120,7 @@ def mermaid(
         if a.marked or a.attempt:
             style += [f"stroke:{MARK}", f"color:{MARK}"]
         if a.count is not None or a.marked:
-            style.append(f"stroke-width:{_width(a.count) if a.count else 3:g}px")
+            style.append(f"stroke-width:{width(a.count) if a.count else 3:g}px")
         if style:
             styles.append(f"    linkStyle {index} {','.join(style)}")
         index += 1
@@ -379,7 +148,7 @@ def mermaid(
     return "\n".join(lines) + "\n"
 
 
-def _spacers(d: _Drawing) -> list[tuple[str, State, str]]:
+def _spacers(d: Drawing) -> list[tuple[str, State, str]]:
     """Invisible nodes that keep mermaid's happy path straight: (id, state, shape).
 
     Mermaid lays flowcharts out with dagre, whose Brandes-Koepf placement lines a node up with
@@ -409,7 +178,7 @@ def _spacers(d: _Drawing) -> list[tuple[str, State, str]]:
 
 def _far_back(a: Arrow) -> bool:
     """An internal arrow of the table drawing that goes back more than one state."""
-    return a.internal and not a.group and _rank(a.src) - _rank(a.dst) > 1
+    return a.internal and not a.group and rank(a.src) - rank(a.dst) > 1
 
 
 def _dot_text(text: str) -> str:
@@ -432,10 +201,10 @@ def dot(
 
     Every state and arrow carries an ``id`` (``state-NAME``, ``arrow-TAIL-DST``) that the SVG
     keeps, so a page can highlight them without drawing again."""
-    d = _drawing(highlight, last, counts, attempts, start)
+    d = drawing(highlight, last, counts, attempts, start)
     lines = [
         "digraph session {",
-        f"  // {_TRACED if d.traced else _GENERATED} Dashed edges are internal.",
+        f"  // {TRACED if d.traced else GENERATED} Dashed edges are internal.",
         "  rankdir=TB; nodesep=0.8; ranksep=0.6;",
         '  node [shape=box, style="rounded", fontname="Helvetica"];',
         '  edge [fontname="Helvetica", fontsize=10];',
@@ -447,7 +216,7 @@ def dot(
         lines.append(f"  {s.name} [{node}];")
     note = 'shape=note, style="filled,dashed", fillcolor="#fffbe6", color="#999999", fontsize=10'
     for g, dst in d.groups:
-        label = _dot_lines(textwrap.wrap(group_label(g), _WRAP))
+        label = _dot_lines(textwrap.wrap(group_label(g), WRAP))
         gid = group_id(g, dst)
         lines.append(f'  {gid} [label="{label}", {note}, id="note-{gid}"];')
     if d.first is not None:
@@ -463,9 +232,9 @@ def dot(
         if a.marked or a.attempt:
             attrs += [f'color="{MARK}"', f'fontcolor="{MARK}"']
         if a.count is not None or a.marked:
-            attrs.append(f"penwidth={_width(a.count) / 2 + 0.5 if a.count else 2.5:g}")
+            attrs.append(f"penwidth={width(a.count) / 2 + 0.5 if a.count else 2.5:g}")
         if not d.traced:
-            if not a.group and (a.src, a.dst) in _HAPPY:
+            if not a.group and (a.src, a.dst) in HAPPY_EDGES:
                 attrs.append("weight=10")
             elif _far_back(a):
                 attrs.append("tailport=e, headport=e")  # a long way back: round the right side

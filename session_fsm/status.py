@@ -44,7 +44,7 @@ from werkzeug.wrappers import Request, Response
 from .config import SessionConfig
 from .core.snapshot import Snapshot, TransitionRecord
 from .credentials import Credentials
-from .diagrams import arrow_for, failure_marker
+from .drawing import arrow_for, failure_marker
 from .errors import ConfigurationError
 from .table import State
 

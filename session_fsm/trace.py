@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .core.snapshot import FAILED, OK, REFUSED
-from .diagrams import Attempts, Counts, render
+from .diagrams import render
+from .drawing import Attempts, Counts
 from .errors import ConfigurationError
 from .table import State
 
