@@ -38,7 +38,15 @@ from . import gateway
 from .calls import Answer
 from .connect import walk, with_store
 from .effects import Discard, Flow, Lock, ReadAnswer, Reply, Send, Unlock
-from .engine import SessionCore, after_failure, ensure_loaded, fire, same_session, stored_newer
+from .engine import (
+    SessionCore,
+    after_failure,
+    ensure_loaded,
+    fire,
+    fresh,
+    same_session,
+    stored_newer,
+)
 from .engine import adopt as adopt_stored
 from .machine import GUARDS
 from .snapshot import FAILED, Snapshot
@@ -190,6 +198,7 @@ def renew(
     ``cause`` (the server's answer) and ``call`` (the request that met it) go on the
     ``session_expired`` record, so the expiry says what caused it.
     """
+    failed = core.snap.relogins_failed  # a re-login that fails after this one was waited for
     if not (yield Lock(core.config.relogin_timeout, waiter=True)):
         raise _waited(core)
     try:
@@ -198,6 +207,9 @@ def renew(
             return snap  # another caller renewed while we waited
         if snap.state is State.LOGGED_OUT:  # logged out meanwhile: never undo a logout
             raise _not_authenticated(snap)
+        if snap.relogins_failed != failed and snap.relogin_error is not None:
+            # The re-login we waited for failed: its error, not one more login per waiter.
+            raise fresh(snap.relogin_error)
 
         def flow() -> Flow[Snapshot]:
             newer = yield from stored_newer(core, snap.generation)
@@ -213,7 +225,12 @@ def renew(
             require_repeatable_secrets(core)
             return (yield from walk(core))
 
-        return (yield from with_store(core, flow()))
+        try:
+            return (yield from with_store(core, flow()))
+        except KSError as exc:
+            count = core.snap.relogins_failed + 1
+            core.snap = core.snap.evolve(relogins_failed=count, relogin_error=fresh(exc))
+            raise
     finally:
         yield Unlock()
 

@@ -44,7 +44,9 @@ class Snapshot:
       ``bearer_generation``: how many times the provider replaced that token;
     - ``cooldown``: a rejected login remembered (None: none);
     - ``refreshing``: a proactive refresh is under way (the session stays Authenticated);
-      ``refresh_retry_at``: when a failed proactive refresh of this generation is tried again.
+      ``refresh_retry_at``: when a failed proactive refresh of this generation is tried again;
+    - ``relogins_failed``: how many automatic re-logins failed, and ``relogin_error`` the last
+      one's error: the callers that waited for that re-login raise it rather than try again.
     """
 
     state: State
@@ -59,6 +61,8 @@ class Snapshot:
     cooldown: Cooldown | None = None
     refreshing: bool = False
     refresh_retry_at: float | None = None
+    relogins_failed: int = 0
+    relogin_error: KSError | None = field(default=None, repr=False, compare=False)
 
     def evolve(self, **changes: Any) -> Snapshot:
         """A copy with ``changes``: ``dataclasses.replace`` without its per-call field scan
@@ -77,6 +81,8 @@ class Snapshot:
             get("cooldown", self.cooldown),
             get("refreshing", self.refreshing),
             get("refresh_retry_at", self.refresh_retry_at),
+            get("relogins_failed", self.relogins_failed),
+            get("relogin_error", self.relogin_error),
         )
         if changes:
             raise TypeError(f"Snapshot has no field {next(iter(changes))!r}")
