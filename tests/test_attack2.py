@@ -192,12 +192,6 @@ async def test_httpx_auth_task_cancelled_in_its_relogin(
     assert [type(u.exc_value).__name__ for u in unraisable] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SessionAuth.__call__ runs ready(), whose renewal errors (here ServiceUnavailable) "
-    "escape requests.get(url, auth=session.auth): only the response hook keeps requests' "
-    "auth contract",
-)
 def test_plain_requests_auth_past_the_hard_deadline_with_a_failing_login(
     new_session: Any, sb: Sandbox, clock: Clock
 ) -> None:

@@ -93,8 +93,14 @@ def send_call(
 class SessionAuth(AuthBase):
     """Adds the session's headers; on an expired session renews it and replays once.
 
-    The response hook never raises (requests' auth contract, as with ``HTTPDigestAuth``): it
-    returns the replay's answer, or the original one when the session could not be renewed.
+    requests' auth contract holds, as with ``HTTPDigestAuth``: answers are returned, never
+    raised. The response hook returns the replay's answer, or the original one when the
+    session could not be renewed; when no usable session can be had before sending (past the
+    hard deadline with the login failing, say), the request goes without the session's
+    headers and the server's 401 is returned, the failure being in ``session.history`` and
+    the log (``request_not_renewed``). Before the first ``connect()`` and after ``logout()``
+    it raises InvalidTransition (a program's mistake), and a URL off the allow-list raises
+    UnsafeRedirect (nothing is sent there).
     """
 
     def __init__(self, core: SessionCore, driver: Driver) -> None:
@@ -106,7 +112,14 @@ class SessionAuth(AuthBase):
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         core, driver = self._core, self._driver
-        snap = core.usable() or driver.run(relogin.ready(core))
+        snap = core.usable()
+        if snap is None:
+            method, url = (r.method or "GET").upper(), r.url or ""
+            out = Outgoing(None, method, where(method, url), _streamed(r.body), url)
+            snap = driver.run(relogin.ready_or_none(core, out))
+            if snap is None:  # no usable session now (recorded, logged): the server answers
+                check_url(url, driver.wire.config)  # the request without session headers
+                return r
         _apply(r, snap, driver)
         r.register_hook(  # type: ignore[no-untyped-call]
             "response", redirect_guard(functools.partial(check_url, config=driver.wire.config),
