@@ -186,6 +186,24 @@ async def test_sync_client_on_the_loops_own_thread(new_async: AFactory, sb: Sand
     assert (await s.get(ORDERS)).status_code == 200  # the session is untouched
 
 
+@pytest.mark.anyio
+async def test_the_loop_error_after_a_401_holds_no_secret(new_async: AFactory, sb: Sandbox) -> None:
+    """The error is raised after the request went with the session's token (its 401 needs
+    a re-login): what it reaches (frames' locals, chain, renderings with locals) shows no
+    secret."""
+    from tests.secret_hunt import hunt
+
+    s = new_async()
+    await s.connect()
+    token = s.snapshot().session_token
+    assert token is not None
+    sb.control.expire()
+    with pytest.raises(EventLoopUnavailable) as info:
+        sync_get(s.auth, s.snapshot().host + ORDERS)
+    assert info.value.status is None
+    assert hunt(info.value, [token.reveal(), "demo-password", "demo-access-token"]) == []
+
+
 def test_sync_client_when_no_loop_runs_the_session(sb: Sandbox) -> None:
     s = AsyncKSSession(make_credentials(), host=sb.url, retry=FAST_RETRY, timeout=(2.0, 10.0))
     loop = asyncio.new_event_loop()
