@@ -110,6 +110,19 @@ class ReloginNeedsHuman(KSError):
     hint = "supply a fresh access code (or a TOTP secret) and call connect()"
 
 
+class EventLoopUnavailable(KSError):
+    """An :class:`~session_fsm.AsyncKSSession`'s work (a re-login, a first read of its store)
+    was asked for from synchronous code (``httpx.Client(auth=session.auth)``) where it cannot
+    run: on the session's own event loop thread (waiting there would stop the loop the work
+    needs), or when the session has no running event loop (never awaited yet, or its loop has
+    ended). That work is done on the session's loop; nothing was sent for it."""
+
+    hint = (
+        "use httpx.AsyncClient on the session's event loop, call httpx.Client from another "
+        "thread while that loop runs, or use a KSSession in threaded code"
+    )
+
+
 # --- transport ---------------------------------------------------------------------------------
 
 

@@ -192,12 +192,6 @@ async def test_httpx_auth_task_cancelled_in_its_relogin(
     assert [type(u.exc_value).__name__ for u in unraisable] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SessionAuth.__call__ runs ready(), whose renewal errors (here ServiceUnavailable) "
-    "escape requests.get(url, auth=session.auth): only the response hook keeps requests' "
-    "auth contract",
-)
 def test_plain_requests_auth_past_the_hard_deadline_with_a_failing_login(
     new_session: Any, sb: Sandbox, clock: Clock
 ) -> None:
@@ -215,11 +209,6 @@ def test_plain_requests_auth_past_the_hard_deadline_with_a_failing_login(
     assert r.status_code in (200, 401)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16 asks that httpx.Client(auth=s.auth) work too; the async session's auth "
-    "raises RuntimeError in sync_auth_flow, and KSSession.auth is no httpx.Auth",
-)
 @pytest.mark.anyio
 async def test_httpx_sync_client_with_the_async_session_auth(
     new_async: Callable[..., AsyncKSSession], sb: Sandbox

@@ -1,38 +1,42 @@
-"""``httpx.Auth`` for bots on httpx: ``httpx.AsyncClient(auth=session.auth)``.
+"""``httpx.Auth`` for bots on httpx: ``httpx.AsyncClient(auth=session.auth)``, and
+``httpx.Client(auth=session.auth)`` from the other threads of the program.
 
-The auth adds the session's headers (one snapshot: host check, Bearer and session token of
-one generation) and, on an expired session (401, or 403 "Invalid session") or a rejected
-Bearer token, runs the core's flow: renewal with single flight, then one replay by the replay
-rule of :meth:`AsyncKSSession.request <session_fsm.aio.session.AsyncKSSession.request>`. The
-replay is a request the flow yields back to httpx, so httpx sends it on its own client.
-Answers are returned, never raised (as with every httpx auth): the replay's, or the original
-one when the session could not be renewed (what happened is in the session's history).
+The flow is the one of :mod:`session_fsm.httpx_auth` (the session's headers; on an expired
+session or a rejected Bearer token, the core's renewal with single flight and one replay by
+the replay rule; answers returned, never raised). What is particular to an
+:class:`~session_fsm.aio.session.AsyncKSSession` is where the core's flows run:
 
-httpx may resume an auth flow in another task than the one that began it; the session's lock
-is an ``asyncio.Lock``, which any task may release, so single flight holds across tasks.
+- ``httpx.AsyncClient``: awaited on the running loop. httpx may resume an auth flow in another
+  task than the one that began it; the session's lock is an ``asyncio.Lock``, which any task
+  may release, so single flight holds across tasks.
+- ``httpx.Client`` (a worker thread of an asyncio bot, say): the headers come from the
+  snapshot, read without blocking and without the loop; a renewal is run on the session's own
+  event loop (the loop its last flow ran on), the thread waiting for it, so it is single flight
+  with the session's tasks and its state and locks stay on that loop. On the loop's own thread
+  (waiting there would stop the loop the renewal needs), or when no loop runs the session, it
+  raises :class:`~session_fsm.errors.EventLoopUnavailable` instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
-from typing import Any
+import asyncio
+import concurrent.futures
+from typing import TypeVar
 
-import httpx
-
-from ..answers import answer_of
 from ..core import effects as fx
-from ..core import relogin
 from ..core.engine import SessionCore
-from ..core.relogin import Outgoing, where
-from ..core.snapshot import Snapshot
-from ..errors import Call, KSError
-from ..hosts import check_url
+from ..errors import EventLoopUnavailable
+from ..httpx_auth import FlowAuth
 from .driver import AsyncDriver
 
+T = TypeVar("T")
+#: How often a thread waiting for the loop's renewal checks that the loop still runs (s).
+LOOP_CHECK_EVERY = 0.5
 
-class HttpxAuth(httpx.Auth):
+
+class HttpxAuth(FlowAuth):
     """The ``httpx.Auth`` of an :class:`~session_fsm.aio.session.AsyncKSSession` (see the
-    module docstring). Use it with ``httpx.AsyncClient``."""
+    module docstring): for ``httpx.AsyncClient``, and ``httpx.Client`` in other threads."""
 
     def __init__(self, core: SessionCore, driver: AsyncDriver) -> None:
         self._core = core
@@ -41,88 +45,39 @@ class HttpxAuth(httpx.Auth):
     def __repr__(self) -> str:
         return f"HttpxAuth(session={self._core.session_id})"
 
-    def sync_auth_flow(self, request: httpx.Request) -> Any:
-        raise RuntimeError(
-            "the auth of an AsyncKSSession needs httpx.AsyncClient; with httpx.Client use a "
-            "KSSession"
-        )
+    async def arun(self, flow: fx.Flow[T]) -> T:
+        return await self._driver.run(flow)
 
-    async def async_auth_flow(
-        self, request: httpx.Request
-    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        core, driver = self._core, self._driver
-        snap = core.usable()
-        if snap is None:
-            snap = await driver.run(relogin.ready(core))
-        _apply(request, snap, core)
-        response = yield request
-        if response.status_code not in (401, 403):
-            return
-        await response.aread()  # the fault code says what to do
-        method = request.method.upper()
-        url = str(request.url)
-        streamed = not isinstance(request.stream, httpx.ByteStream)
-        out = Outgoing(None, method, where(method, _below(url, snap)), streamed, url)
-        flow = relogin.answered(core, out, fx.Reply(response.status_code, response), snap,
-                                map_errors=False)  # fmt: skip
-        held: list[fx.Held] = []
-        value: Any = None
-        error: BaseException | None = None
+    def run(self, flow: fx.Flow[T]) -> T:
+        """Run ``flow`` on the session's event loop and wait for it (``httpx.Client``)."""
+        loop = self._driver.loop
+        if loop is None or loop.is_closed() or not loop.is_running():
+            raise EventLoopUnavailable(
+                "httpx.Client needs this AsyncKSSession's renewal, which runs on its event "
+                "loop, and no event loop runs the session now"
+            )
         try:
-            while True:
-                try:
-                    done, effect = fx.advance(flow, value, error)
-                except KSError:  # the flow returns its errors: an auth returns the answer
-                    return
-                if done:
-                    return
-                error = None
-                try:
-                    if type(effect) is fx.Send:  # the replay: httpx sends it
-                        again = _replay(request, snap, effect, core)
-                        answer = yield again
-                        await answer.aread()
-                        value = fx.Reply(answer.status_code, answer)
-                    elif type(effect) is fx.ReadAnswer:
-                        value = _answer(effect.reply.handle, driver.wire.config.max_answer_bytes)
-                    elif type(effect) is fx.Discard:
-                        value = None  # the body was read: nothing to give back
-                    else:
-                        value = await driver.perform(effect, held, None)
-                except GeneratorExit:  # httpx closed this auth flow at the replay (a Send):
-                    raise  # the core's flow holds nothing there
-                except BaseException as exc:  # cancellation too: the flow's finally clauses run
-                    value, error = None, exc
-        finally:
-            for _, release in reversed(held):
-                await release()
-
-
-def _below(url: str, snap: Snapshot) -> str:
-    return url[len(snap.host) :] if url.startswith(snap.host) else url
-
-
-def _apply(request: httpx.Request, snap: Snapshot, core: SessionCore) -> None:
-    check_url(str(request.url), *core.allowed)  # what is sent
-    token, who = snap.session_token, snap.who
-    assert token is not None and who is not None  # ready() gives Authenticated snapshots
-    request.headers.update(who.trading_headers(token))
-
-
-def _replay(
-    first: httpx.Request, sent_with: Snapshot, effect: fx.Send, core: SessionCore
-) -> httpx.Request:
-    url = str(first.url)
-    if sent_with.host != effect.snap.host and url.startswith(sent_with.host):
-        url = effect.snap.host + url[len(sent_with.host) :]
-    again = httpx.Request(first.method, url, headers=first.headers, content=first.content)
-    who, token = effect.who, effect.snap.session_token
-    assert token is not None
-    check_url(url, *core.allowed)
-    again.headers.update(who.trading_headers(token))
-    return again
-
-
-def _answer(response: httpx.Response, cap: int) -> Any:
-    retry_after = response.headers.get("Retry-After")
-    return answer_of(Call.TRADING, response.status_code, retry_after, response.content, cap)
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if here is loop:
+            raise EventLoopUnavailable(
+                "httpx.Client was used on the event loop thread of its AsyncKSSession, whose "
+                "renewal must run on that loop: waiting for it there would stop the loop"
+            )
+        future = asyncio.run_coroutine_threadsafe(self._driver.run(flow), loop)
+        try:
+            while not future.done():
+                concurrent.futures.wait((future,), timeout=LOOP_CHECK_EVERY)
+                if not future.done() and (loop.is_closed() or not loop.is_running()):
+                    raise EventLoopUnavailable(
+                        "the event loop of this AsyncKSSession stopped before its renewal ended"
+                    )
+            if future.cancelled():  # the loop is shutting down (asyncio.run cancels its tasks)
+                raise EventLoopUnavailable(
+                    "the event loop of this AsyncKSSession cancelled the renewal (it is ending)"
+                )
+            return future.result()
+        except BaseException:
+            future.cancel()  # an interrupted thread: the flow on the loop is cancelled, and
+            raise  # its finally clauses give back what it holds

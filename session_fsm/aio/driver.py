@@ -33,11 +33,14 @@ class AsyncDriver:
         self.wire = wire
         self.store = store
         self.lock = asyncio.Lock()
+        #: The event loop the last flow ran on: the session's (its lock and pool are there).
+        self.loop: asyncio.AbstractEventLoop | None = None
         #: Tasks waiting now for a re-login (``Lock(waiter=True)``).
         self.waiting: list[object] = []
 
     async def run(self, flow: fx.Flow[T], send: SendFn | None = None) -> T:
         """Run ``flow`` to its end; ``send`` performs its trading Send effects."""
+        self.loop = asyncio.get_running_loop()
         held: list[Held] = []
         value: Any = None
         error: BaseException | None = None

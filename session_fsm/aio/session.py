@@ -172,7 +172,9 @@ class AsyncKSSession(SessionView):
     def auth(self) -> Any:
         """An ``httpx.Auth``: ``httpx.AsyncClient(auth=session.auth)`` sends the session's
         headers and gets the re-login on 401 with the replay rule of :meth:`request`; answers
-        are returned, never raised (see :mod:`session_fsm.aio.auth`)."""
+        are returned, never raised. ``httpx.Client(auth=session.auth)`` works from the
+        program's other threads, its re-logins run on this session's event loop (see
+        :mod:`session_fsm.aio.auth`)."""
         if self._auth is None:
             from .auth import HttpxAuth
 

@@ -125,6 +125,27 @@ def ready(core: SessionCore) -> Flow[Snapshot]:
     return (yield from renew(core, snap.generation, "not_authenticated"))
 
 
+def ready_or_none(core: SessionCore, out: Outgoing) -> Flow[Snapshot | None]:
+    """:func:`ready` for an auth object (``requests``' or httpx's), whose contract is to
+    return answers, never to raise: None when no usable session can be had now (the renewal
+    failed, or waiting for another caller's renewal timed out). The caller then sends ``out``
+    without the session's headers, so the server answers it (401) and that answer is returned;
+    what happened is in the session's history (the failed renewal) and the log
+    (``request_not_renewed``). Before the first connect() and after logout() it raises
+    :func:`ready`'s InvalidTransition: a program's mistake, not a server's answer."""
+    try:
+        return (yield from ready(core))
+    except KSError as exc:
+        snap = core.snap
+        if isinstance(exc, InvalidTransition) and (
+            snap.generation == 0 or snap.state is State.LOGGED_OUT
+        ):
+            raise
+        emit(core.log, "warning", "request_not_renewed", session_id=core.session_id,
+             method=out.method, path=out.logged_path(snap), error=type(exc).__name__)  # fmt: skip
+        return None
+
+
 def _not_authenticated(snap: Snapshot) -> InvalidTransition:
     return InvalidTransition(
         f"requests need Authenticated, session is {snap.state.value}: call connect() first",
@@ -367,4 +388,13 @@ def _replay(
     return again
 
 
-__all__ = ["Outgoing", "answered", "ready", "renew", "replayable", "request", "where"]
+__all__ = [
+    "Outgoing",
+    "answered",
+    "ready",
+    "ready_or_none",
+    "renew",
+    "replayable",
+    "request",
+    "where",
+]

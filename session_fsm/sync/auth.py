@@ -11,7 +11,7 @@ raises: when the session cannot be renewed the original answer is returned.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -19,7 +19,7 @@ from requests.auth import AuthBase
 
 from ..answers import seal_response, transport_error
 from ..core import relogin
-from ..core.effects import Reply, Send
+from ..core.effects import Flow, Reply, Send
 from ..core.engine import SessionCore
 from ..core.relogin import Outgoing, where
 from ..core.snapshot import Snapshot
@@ -27,6 +27,15 @@ from ..errors import APIError, KSError, NotReplayable
 from ..wire import check_url, redirect_guard
 from .driver import Driver
 
+if TYPE_CHECKING:
+    from ..httpx_auth import FlowAuth
+else:
+    try:  # with httpx installed (the async extra), session.auth is an httpx.Auth too
+        from ..httpx_auth import FlowAuth
+    except ImportError:  # pragma: no cover - a threaded install without httpx
+        FlowAuth = object
+
+T = TypeVar("T")
 
 def _streamed(body: object) -> bool:
     return not (body is None or isinstance(body, (bytes, str)))
@@ -90,11 +99,21 @@ def send_call(
     raise err
 
 
-class SessionAuth(AuthBase):
+class SessionAuth(AuthBase, FlowAuth):
     """Adds the session's headers; on an expired session renews it and replays once.
 
-    The response hook never raises (requests' auth contract, as with ``HTTPDigestAuth``): it
-    returns the replay's answer, or the original one when the session could not be renewed.
+    requests' auth contract holds, as with ``HTTPDigestAuth``: answers are returned, never
+    raised. The response hook returns the replay's answer, or the original one when the
+    session could not be renewed; when no usable session can be had before sending (past the
+    hard deadline with the login failing, say), the request goes without the session's
+    headers and the server's 401 is returned, the failure being in ``session.history`` and
+    the log (``request_not_renewed``). Before the first ``connect()`` and after ``logout()``
+    it raises InvalidTransition (a program's mistake), and a URL off the allow-list raises
+    UnsafeRedirect (nothing is sent there).
+
+    With httpx installed it is an ``httpx.Auth`` as well, with the same behaviour:
+    ``httpx.Client(auth=session.auth)`` (and ``httpx.AsyncClient``, whose renewals run in a
+    worker thread); see :mod:`session_fsm.httpx_auth`.
     """
 
     def __init__(self, core: SessionCore, driver: Driver) -> None:
@@ -104,9 +123,27 @@ class SessionAuth(AuthBase):
     def __repr__(self) -> str:
         return f"SessionAuth(session={self._core.session_id})"
 
+    def run(self, flow: Flow[T]) -> T:
+        """Run one of the core's flows for ``httpx.Client``."""
+        return self._driver.run(flow)
+
+    async def arun(self, flow: Flow[T]) -> T:
+        """Run one of the core's flows for ``httpx.AsyncClient``, in a worker thread (the
+        sync driver blocks)."""
+        import asyncio
+
+        return await asyncio.to_thread(self._driver.run, flow)
+
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         core, driver = self._core, self._driver
-        snap = core.usable() or driver.run(relogin.ready(core))
+        snap = core.usable()
+        if snap is None:
+            method, url = (r.method or "GET").upper(), r.url or ""
+            out = Outgoing(None, method, where(method, url), _streamed(r.body), url)
+            snap = driver.run(relogin.ready_or_none(core, out))
+            if snap is None:  # no usable session now (recorded, logged): the server answers
+                check_url(url, driver.wire.config)  # the request without session headers
+                return r
         _apply(r, snap, driver)
         r.register_hook(  # type: ignore[no-untyped-call]
             "response", redirect_guard(functools.partial(check_url, config=driver.wire.config),

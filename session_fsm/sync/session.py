@@ -188,7 +188,8 @@ class KSSession(SessionView):
         ``requests.get(url, auth=session.auth)`` gets the same expiry handling as
         :meth:`request`, but, as with every ``requests`` auth, answers are returned, never
         raised: the replay's, or the original 401/403 when the session could not be renewed
-        (what happened is in :attr:`history` and the log).
+        (what happened is in :attr:`history` and the log). With httpx installed it is an
+        ``httpx.Auth`` too: ``httpx.Client(auth=session.auth)`` or ``httpx.AsyncClient``.
         """
         if self._auth is None:
             self._auth = SessionAuth(self._core, self._driver)

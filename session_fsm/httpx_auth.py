@@ -1,0 +1,176 @@
+"""One httpx auth flow for both sessions: ``httpx.Client(auth=session.auth)`` and
+``httpx.AsyncClient(auth=session.auth)``, with a :class:`~session_fsm.KSSession` or an
+:class:`~session_fsm.AsyncKSSession`.
+
+The flow adds the session's headers (one snapshot: host check, Bearer and session token of one
+generation) and, on an expired session (401, or 403 "Invalid session") or a rejected Bearer
+token, runs the core's flow (:func:`session_fsm.core.relogin.answered`): renewal with single
+flight, then one replay by the replay rule of ``session.request``. The replay is a request the
+flow yields back to httpx, so httpx sends it on its own client. Answers are returned, never
+raised (as with every httpx auth): the replay's, or the original one when the session could not
+be renewed; when no usable session can be had before sending, the request goes without the
+session's headers and the server's answer is returned (see
+:func:`session_fsm.core.relogin.ready_or_none`). What happened is in the session's history.
+
+:meth:`FlowAuth.steps` is that one flow. It yields three kinds of step, which httpx's two entry
+points (``sync_auth_flow``, ``async_auth_flow``) perform, as httpx's own ``Auth`` does with its
+body reads: an ``httpx.Request`` (send it; its answer comes back), an ``httpx.Response`` (read
+its body) and a flow of the core (run it to its end on the session's driver: :meth:`FlowAuth.run`
+and :meth:`FlowAuth.arun`, which each session's auth defines).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Generator
+from typing import Any, TypeVar
+
+import httpx
+
+from .answers import answer_of
+from .core import effects as fx
+from .core import relogin
+from .core.calls import Identity
+from .core.engine import SessionCore
+from .core.relogin import Outgoing, where
+from .core.snapshot import Snapshot
+from .errors import Call, KSError
+from .hosts import check_url
+from .secret import Secret
+
+T = TypeVar("T")
+#: What :meth:`FlowAuth.steps` yields: a request to send, an answer to read, a core flow to run.
+Step = httpx.Request | httpx.Response | fx.Flow[Any]
+SyncFlow = Generator[httpx.Request, httpx.Response, None]
+AsyncFlow = AsyncGenerator[httpx.Request, httpx.Response]
+
+
+class FlowAuth(httpx.Auth):
+    """The ``httpx.Auth`` of a session (see the module docstring): a subclass gives the core
+    and says how the core's flows run, blocking (:meth:`run`) and awaited (:meth:`arun`)."""
+
+    _core: SessionCore
+
+    def run(self, flow: fx.Flow[T]) -> T:
+        """Run ``flow`` to its end for ``httpx.Client``."""
+        raise NotImplementedError
+
+    async def arun(self, flow: fx.Flow[T]) -> T:
+        """Run ``flow`` to its end for ``httpx.AsyncClient``."""
+        raise NotImplementedError
+
+    def sync_auth_flow(self, request: httpx.Request) -> SyncFlow:
+        steps = self.steps(request)
+        step: Step | None = next(steps)
+        while step is not None:
+            result = (yield step) if isinstance(step, httpx.Request) else self._perform(step)
+            step = _resume(steps, result)
+
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncFlow:
+        steps = self.steps(request)
+        step: Step | None = next(steps)
+        while step is not None:
+            result = (yield step) if isinstance(step, httpx.Request) else await self._aperform(step)
+            step = _resume(steps, result)
+
+    def _perform(self, step: httpx.Response | fx.Flow[Any]) -> Any:
+        return step.read() if isinstance(step, httpx.Response) else self.run(step)
+
+    async def _aperform(self, step: httpx.Response | fx.Flow[Any]) -> Any:
+        return await step.aread() if isinstance(step, httpx.Response) else await self.arun(step)
+
+    def steps(self, request: httpx.Request) -> Generator[Step, Any, None]:
+        """The one flow of this auth for ``request`` (see the module docstring)."""
+        core = self._core
+        method, url = request.method.upper(), str(request.url)
+        check_url(url, *core.allowed)  # what is sent
+        streamed = not isinstance(request.stream, httpx.ByteStream)
+        snap: Snapshot | None = core.usable()  # readers never block
+        if snap is None:
+            out = Outgoing(None, method, where(method, url), streamed, url)
+            snap = yield relogin.ready_or_none(core, out)
+            if snap is None:  # no usable session now (recorded, logged): the server answers
+                yield request  # the request without session headers
+                return
+        _apply(request, snap.session_token, snap.who)
+        response = yield request
+        if response.status_code not in (401, 403):
+            return
+        yield response  # read its body: the fault code says what to do
+        out = Outgoing(None, method, where(method, _below(url, snap)), streamed, url)
+        flow = relogin.answered(core, out, fx.Reply(response.status_code, response), snap,
+                                map_errors=False)  # fmt: skip
+        value: Any = None
+        while True:
+            send = yield _to_replay(flow, value, core.config.max_answer_bytes)
+            if send is None:
+                return
+            try:
+                answer = yield _replay(request, snap, send, core)
+            except GeneratorExit:  # the client did not send the replay (an error, a close):
+                flow.close()  # the core's flow, at its Send, holds nothing
+                raise
+            yield answer
+            value = fx.Reply(answer.status_code, answer)
+
+
+def _resume(steps: Generator[Step, Any, None], result: Any) -> Step | None:
+    """The next step of ``steps`` given the last one's ``result`` (None: the flow ended)."""
+    try:
+        return steps.send(result)
+    except StopIteration:
+        return None
+
+
+def _to_replay(flow: fx.Flow[Any], value: Any, cap: int) -> fx.Flow[fx.Send | None]:
+    """Resume the core's ``flow`` with ``value`` (the reply to its last Send) until it asks
+    for a replay (its Send) or ends (None). Its other effects go to the driver, except the
+    reading of an httpx answer, read already, which is done here."""
+    error: BaseException | None = None
+    while True:
+        try:
+            done, effect = fx.advance(flow, value, error)
+        except KSError:  # the flow returns its errors: an auth returns the answer
+            return None
+        if done:
+            return None
+        if type(effect) is fx.Send:
+            send: fx.Send = effect
+            return send
+        error = None
+        try:
+            if type(effect) is fx.ReadAnswer:
+                value = _answer(effect.reply.handle, cap)
+            elif type(effect) is fx.Discard:
+                value = None  # the body was read: nothing to give back
+            else:
+                value = yield effect
+        except GeneratorExit:
+            raise
+        except BaseException as exc:  # cancellation too: the flow's finally clauses run
+            value, error = None, exc
+
+
+def _below(url: str, snap: Snapshot) -> str:
+    return url[len(snap.host) :] if url.startswith(snap.host) else url
+
+
+def _apply(request: httpx.Request, token: Secret | None, who: Identity | None) -> None:
+    assert token is not None and who is not None  # requests go with Authenticated snapshots
+    request.headers.update(who.trading_headers(token))
+
+
+def _replay(
+    first: httpx.Request, sent_with: Snapshot, effect: fx.Send, core: SessionCore
+) -> httpx.Request:
+    url = str(first.url)
+    if sent_with.host != effect.snap.host and url.startswith(sent_with.host):
+        url = effect.snap.host + url[len(sent_with.host) :]
+    check_url(url, *core.allowed)
+    again = httpx.Request(first.method, url, headers=first.headers, content=first.content)
+    _apply(again, effect.snap.session_token, effect.who)
+    return again
+
+
+def _answer(response: httpx.Response, cap: int) -> Any:
+    retry_after = response.headers.get("Retry-After")
+    return answer_of(Call.TRADING, response.status_code, retry_after, response.content, cap)
