@@ -68,6 +68,7 @@ from ..models import (
 from ..retry import CappedRetry
 from ..secret import Secret
 from ..wire import USER_AGENT, WireConfig, check_url
+from .deadline import FINISHED, STATE, TASK, Deadlines
 from .response import AsyncResponse, Failure, failure
 from .template import TradingTemplate
 
@@ -106,9 +107,10 @@ class AsyncWire:
         self._making: asyncio.Future[aiohttp.ClientSession] | None = None
         self._trading_retry = self.config.retry.for_trading()
         self._session_retry = self.config.retry.for_session_calls()
-        # Worked out once per pool (see _pool): the first attempt's timeout (the whole
-        # deadline) and each origin's proxy (a Secret: its URL may carry a password).
-        self._first_timeout: aiohttp.ClientTimeout | None = None
+        # Made once per pool (see _pool): the calls' deadlines, the attempts' timeouts and each
+        # origin's proxy (a Secret: its URL may carry a password).
+        self._deadlines: Deadlines | None = None
+        self._timeout: aiohttp.ClientTimeout | None = None
         self._proxy_of: dict[str, Secret | None] = {}
         self._may_retry: frozenset[int] = frozenset()
 
@@ -179,10 +181,10 @@ class AsyncWire:
              *(self._session_retry.status_forcelist or ()), *Retry.RETRY_AFTER_STATUS_CODES}
         )  # fmt: skip
         connect, read = self.config.timeout
-        self._first_timeout = aiohttp.ClientTimeout(
-            total=self.config.deadline, sock_connect=connect, sock_read=read,
-            ceil_threshold=_NO_CEIL,
-        )  # fmt: skip
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect, sock_read=read, ceil_threshold=_NO_CEIL
+        )
+        self._deadlines = Deadlines(loop)
         self._making = None
         making.set_result(http)
         return http
@@ -252,68 +254,76 @@ class AsyncWire:
         options: dict[str, Any],
     ) -> AsyncResponse:
         """The retry loop of one call (``options``: aiohttp's ``params``/``json``/``data``,
-        none of them None)."""
+        none of them None), bounded by the deadline (see :mod:`session_fsm.aio.deadline`)."""
         config = self.config
         loop = asyncio.get_running_loop()
         deadline = loop.time() + config.deadline
         error: KSError
         http = self._http
-        # The first attempt of a call on a ready pool is given the whole deadline, which
-        # aiohttp's timer starts a few microseconds after ``deadline`` was read (an expiry is
-        # then past ``deadline``: the same error); a later attempt, or one after the pool was
-        # made, gets what is left.
-        first = self._first_timeout
         if http is None or self._loop is not loop or self._pid != os.getpid():  # (_mine)
-            first = None
             try:
                 http = await self._pool()
             except OSError as exc:  # the CA bundle (verify= or the environment's) is unusable
                 error = tls_files_unusable(method, url, exc)
                 raise error from None
-        while True:
-            check_url(url, config)  # at send time, before every attempt
-            if first is not None:
-                timeout, first = first, None
-            else:
+        deadlines, timeout = self._deadlines, self._timeout
+        assert deadlines is not None and timeout is not None  # made with the pool
+        watch = deadlines.watch(deadline)
+        expired = False
+        try:
+            while True:
+                check_url(url, config)  # at send time, before every attempt
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     error = passed_deadline(method, url, config)
                     break
-                connect, read = config.timeout
-                timeout = aiohttp.ClientTimeout(
-                    total=remaining, sock_connect=connect, sock_read=read,
-                    ceil_threshold=_NO_CEIL,
-                )  # fmt: skip
-            outcome = await self._attempt(
-                http, method, url, headers, auth, call, cap, timeout, deadline, options
-            )
-            if isinstance(outcome, AsyncResponse):
-                status = outcome.status
-                if status not in self._may_retry and status not in (retry.status_forcelist or ()):
-                    return outcome  # Retry.is_retry says no to it, whatever the method
-                has_retry_after = "Retry-After" in outcome.headers
-                if not retry.is_retry(method, status, has_retry_after):
-                    return outcome
+                if watch is None:  # not in a task: aiohttp's own total timeout bounds it
+                    connect, read = config.timeout
+                    timeout = aiohttp.ClientTimeout(
+                        total=remaining, sock_connect=connect, sock_read=read,
+                        ceil_threshold=_NO_CEIL,
+                    )  # fmt: skip
+                outcome = await self._attempt(
+                    http, method, url, headers, auth, call, cap, timeout, deadline, options
+                )
+                if isinstance(outcome, AsyncResponse):
+                    status = outcome.status
+                    if status not in self._may_retry and status not in (
+                        retry.status_forcelist or ()
+                    ):
+                        return outcome  # Retry.is_retry says no to it, whatever the method
+                    has_retry_after = "Retry-After" in outcome.headers
+                    if not retry.is_retry(method, status, has_retry_after):
+                        return outcome
+                    try:
+                        retry = retry.increment(method, url, response=outcome)
+                    except u3.MaxRetryError:  # retries used up: the answer as it is
+                        return outcome
+                    if retry.ends_past(deadline, loop.time(), outcome):
+                        return outcome
+                    await self._wait(retry._delay(outcome))
+                    continue
+                if outcome.retryable is None:
+                    error = outcome.error
+                    break
                 try:
-                    retry = retry.increment(method, url, response=outcome)
-                except u3.MaxRetryError:  # retries used up: the answer as it is
-                    return outcome
-                if retry.ends_past(deadline, loop.time(), outcome):
-                    return outcome
-                await self._wait(retry._delay(outcome))
-                continue
-            if outcome.retryable is None:
-                error = outcome.error
-                break
-            try:
-                retry = retry.increment(method, url, error=outcome.retryable)
-            except (u3.MaxRetryError, u3.HTTPError):  # not retried (used up, or not this kind)
-                error = outcome.error
-                break
-            if retry.ends_past(deadline, loop.time()):
-                error = passed_deadline(method, url, config)
-                break
-            await self._wait(retry._delay(None))
+                    retry = retry.increment(method, url, error=outcome.retryable)
+                except (u3.MaxRetryError, u3.HTTPError):  # not retried (used up, or this kind)
+                    error = outcome.error
+                    break
+                if retry.ends_past(deadline, loop.time()):
+                    error = passed_deadline(method, url, config)
+                    break
+                await self._wait(retry._delay(None))
+        except asyncio.CancelledError:
+            if watch is None or not Deadlines.expired(watch):
+                raise  # the task was cancelled (not by the deadline alone): passed on
+            expired = True  # raised below, outside this handler: nothing chains to it
+        finally:
+            if watch is not None:
+                watch[STATE], watch[TASK] = FINISHED, None
+        if expired:
+            error = passed_deadline(method, url, config)
         raise error
 
     async def _wait(self, seconds: float) -> None:
