@@ -23,7 +23,11 @@ What is the async wire's own: driving one call's attempts with ``await``, tellin
 exceptions apart, and the pool. The pool is one ``aiohttp.ClientSession`` per process and event
 loop, made at the first call (a forked child, or another loop, makes its own and leaves the
 other's untouched); its ``pool_maxsize`` connections are shared by all tasks, and a request
-that finds them all busy waits its turn (under the call's deadline) instead of failing.
+that finds them all busy waits its turn (under the call's deadline) instead of failing. Each
+pool keeps its calls' deadlines with one loop timer (:mod:`session_fsm.aio.deadline`), and
+works out once what every attempt would otherwise redo (the attempts' timeouts, each origin's
+proxy); the session's hot path sends with a per-generation template
+(:mod:`session_fsm.aio.template`) through :meth:`AsyncWire.send_trading`.
 
 It never follows a redirect: a 3xx answer is returned as it is, and every URL it sends to,
 whoever computed it, is checked against the allow-list just before it is sent.
