@@ -3,7 +3,14 @@
 1. Authenticated GET (``/reports/1.0/orders``, JSON parsed): A ``await session.get()``; B raw
    ``aiohttp.ClientSession`` with the same headers (the session's trading headers, its token),
    one keep-alive pool; C raw ``httpx.AsyncClient`` with the same headers. Alternating blocks
-   (A B C, C B A, ...), each request timed on its own; A/B <= 1.05 (goal 1.02), A/C reported.
+   (A B C, C B A, ...), each request timed on its own, in wall time and in the event loop
+   thread's CPU time (``time.thread_time``: only this request's task runs on the loop while it
+   is timed). A/B <= 1.05 (goal 1.02) is judged on the CPU time, as the sync benchmarks judge
+   theirs (``get_four_arms``): the sandbox runs in its own process, so its share of every
+   request, the same work for every arm, is not in that figure, while on a shared 2-core machine
+   it swings one arm's wall time against another's by more than the margin judged (and, added
+   to both arms, dilutes the wall ratio towards 1). The wall ratio is printed beside it, for
+   information, as are both ratios against C.
 2. 1,000 GETs started at once through one session from a cold pool: none may fail for lack of
    a pooled connection (the wire queues for its ``pool_maxsize`` connections).
 3. 1,000 tasks meet one expiry: the sandbox expires the session, then 1,000 tasks each send one
@@ -85,30 +92,42 @@ async def _run(target: Target, smoke: bool) -> Result:
     hx = httpx.AsyncClient(headers=headers, trust_env=False,
                            timeout=httpx.Timeout(read, connect=connect))  # fmt: skip
 
+    cpu_a: list[float] = []
+    cpu_b: list[float] = []
+    cpu_c: list[float] = []
+    clock, thread_clock = time.perf_counter, time.thread_time
+
     async def through_session() -> float:
-        t0 = time.perf_counter()
+        c0, t0 = thread_clock(), clock()
         (await session.get(ORDERS)).json()
-        return time.perf_counter() - t0
+        t1, c1 = clock(), thread_clock()
+        cpu_a.append(c1 - c0)
+        return t1 - t0
 
     async def through_aiohttp() -> float:
-        t0 = time.perf_counter()
+        c0, t0 = thread_clock(), clock()
         async with aio.get(url, allow_redirects=False) as r:
             r.raise_for_status()
             await r.json()
-        return time.perf_counter() - t0
+        t1, c1 = clock(), thread_clock()
+        cpu_b.append(c1 - c0)
+        return t1 - t0
 
     async def through_httpx() -> float:
-        t0 = time.perf_counter()
+        c0, t0 = thread_clock(), clock()
         r = await hx.get(url)
         r.raise_for_status()
         r.json()
-        return time.perf_counter() - t0
+        t1, c1 = clock(), thread_clock()
+        cpu_c.append(c1 - c0)
+        return t1 - t0
 
     get_arms: list[tuple[Timed, list[float]]] = [
         (through_session, []), (through_aiohttp, []), (through_httpx, []),
     ]  # fmt: skip
     await _alternate(get_arms, rounds, block)
     a, b, c = (out for _, out in get_arms)
+    del cpu_a[0], cpu_b[0], cpu_c[0]  # the warm-up calls (not in the wall lists either)
     await hx.aclose()
     await aio.close()
 
@@ -207,6 +226,8 @@ async def _run(target: Target, smoke: bool) -> Result:
 
     get_ratio = median(a) / median(b)
     hx_ratio = median(a) / median(c)
+    cpu_ratio = median(cpu_a) / median(cpu_b)
+    cpu_hx_ratio = median(cpu_a) / median(cpu_c)
     storm_ratio = median(storm) / median(base)
     connect_ratio = median(la) / median(lb)
     quiet_ratio = median(lc) / median(lb)
@@ -218,13 +239,19 @@ async def _run(target: Target, smoke: bool) -> Result:
         Figure("GET + JSON, AsyncKSSession, median", median(a) * 1e6, "us", "", None),
         Figure("GET + JSON, raw aiohttp, median", median(b) * 1e6, "us", "", None),
         Figure("GET + JSON, raw httpx.AsyncClient, median", median(c) * 1e6, "us", "", None),
+        Figure("GET + JSON, AsyncKSSession, loop CPU", median(cpu_a) * 1e6, "us", "", None),
+        Figure("GET + JSON, raw aiohttp, loop CPU", median(cpu_b) * 1e6, "us", "", None),
+        Figure("GET + JSON, raw httpx.AsyncClient, loop CPU", median(cpu_c) * 1e6, "us", "",
+               None),
         Figure(
-            "session / raw aiohttp median ratio",
-            get_ratio,
+            "CPU: session / raw aiohttp",
+            cpu_ratio,
             "x",
             f"<= {TARGET_GET} (goal {GOAL_GET})",
-            get_ratio <= TARGET_GET,
+            cpu_ratio <= TARGET_GET,
         ),
+        Figure("session / raw aiohttp median ratio", get_ratio, "x", "(information)", None),
+        Figure("CPU: session / raw httpx", cpu_hx_ratio, "x", "(information)", None),
         Figure("session / raw httpx median ratio", hx_ratio, "x", "(information)", None),
         Figure(
             f"{tasks} concurrent GETs, cold pool, failed",
@@ -280,7 +307,8 @@ async def _run(target: Target, smoke: bool) -> Result:
         Figure("  same, library info events filtered out", quiet_ratio, "x", "(information)", None),
     ]
     data = {
-        "get_ratio": get_ratio, "httpx_ratio": hx_ratio, "burst_failed": burst_failed,
+        "get_ratio": get_ratio, "httpx_ratio": hx_ratio, "get_cpu_ratio": cpu_ratio,
+        "httpx_cpu_ratio": cpu_hx_ratio, "burst_failed": burst_failed,
         "burst_errors": kinds, "logins": logins, "successes": successes,
         "storm_ratio": storm_ratio, "connect_ratio": connect_ratio, "connect_calls": made,
         "connect_ratio_quiet": quiet_ratio,

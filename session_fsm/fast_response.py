@@ -48,9 +48,17 @@ def build_response(
     """The ``requests.Response`` of ``raw``, as ``HTTPAdapter.build_response`` and
     ``Session.send`` make it (the body already read; no redirect prepared)."""
     response: requests.Response = requests.Response.__new__(requests.Response)
-    store = OrderedDict()
-    for name, value in raw.headers.itermerged():  # repeated headers joined, as requests does
-        store[name.lower()] = (name, value)
+    store: OrderedDict[str, tuple[str, str]] = OrderedDict()
+    container = getattr(raw.headers, "_container", None)
+    if type(container) is dict:
+        # urllib3's HTTPHeaderDict keeps {lower-case name: [name as sent, value, ...]}: what
+        # ``itermerged()`` yields, read without its generator (repeated values joined as it
+        # joins them, as requests does)
+        for key, values in container.items():
+            store[key] = (values[0], ", ".join(values[1:]))
+    else:
+        for name, value in raw.headers.itermerged():
+            store[name.lower()] = (name, value)
     headers: CaseInsensitiveDict[str] = CaseInsensitiveDict.__new__(CaseInsensitiveDict)
     headers._store = store  # type: ignore[attr-defined]
     response.__dict__.update(

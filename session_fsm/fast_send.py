@@ -48,7 +48,6 @@ with ``response.connection.send(prepared, timeout=..., verify=..., proxies=...)`
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import re
@@ -86,8 +85,8 @@ class _Route:
     for the host, the urllib3 pool that adapter picks (proxy and TLS settings applied) and the
     per-call settings requests would merge."""
 
-    __slots__ = ("absolute", "adapter", "headers", "http", "mounts", "others", "pid", "pool",
-                 "prefix", "proxies", "timeout", "verify", "wire_headers")  # fmt: skip
+    __slots__ = ("absolute", "adapter", "allowed", "headers", "http", "mounts", "others", "pid",
+                 "pool", "prefix", "proxies", "timeout", "verify", "wire_headers")  # fmt: skip
 
     def __init__(self, wire: Wire, origin: str) -> None:
         http = wire.http  # made here if need be (a forked child makes its own)
@@ -100,6 +99,8 @@ class _Route:
             raise _Unusual  # a caller's session: Wire.send uses it as it is
         config = wire.config
         self.prefix = url  # every URL sent on this route starts with it
+        #: The WireConfig whose allow-list this route's origin passed (None: not yet asked).
+        self.allowed: Any = None
         self.headers: CaseInsensitiveDict[str] | None = None  # the template's, merged once
         self.wire_headers: dict[str, str] = {}  # the same, as a plain dict
         self.adapter = adapter
@@ -263,8 +264,14 @@ class RequestTemplate:
         route = None
         try:
             route = self._route
-            if route is None or route.stale(self.wire):
-                route = self._route = _Route(self.wire, self.origin)
+            wire = self.wire
+            if (  # route.stale(wire), inline: this runs on every request
+                route is None
+                or wire._http is not route.http
+                or route.pool.pool is None
+                or route.pid != os.getpid()
+            ):
+                route = self._route = _Route(wire, self.origin)
         except _Unusual:
             route = None
         except OSError:  # an unusable CA bundle path: Wire.send raises its ConfigurationError
@@ -272,7 +279,10 @@ class RequestTemplate:
         if route is None:
             return self._slow(method, url, kwargs)
         http = route.http
-        if _has_cookies(http.cookies) or http.hooks["response"] or http.auth or http.params:
+        jar = http.cookies
+        inner = getattr(jar, "_cookies", None)  # (_has_cookies, inline)
+        cookies = bool(inner) if type(inner) is dict else _has_cookies(jar)
+        if cookies or http.hooks["response"] or http.auth or http.params:
             return self._slow(method, url, kwargs)  # the session's own state must be applied
         return self._fast(route, method.upper(), url, kwargs)
 
@@ -304,8 +314,10 @@ class RequestTemplate:
         sent = ""
         # Wire.send raises the typed error of a URL requests refuses, after this block:
         # requests' error (which quotes the value) is not its context.
-        with contextlib.suppress(requests.RequestException):
+        try:
             sent = _prepared_url(url) if not params else _prepare_url(url, params)
+        except requests.RequestException:  # (not contextlib.suppress: an object per call)
+            sent = ""
         if not sent:
             return self._slow(method, url, kwargs)
         if route.mounts != len(route.http.adapters):
@@ -316,9 +328,13 @@ class RequestTemplate:
             or (route.others and sent.lower().startswith(route.others))
         ):
             return self._slow(method, url, kwargs)
-        # The allow-list decides by origin, and ``sent`` is below the template's: this is the
+        # The allow-list decides by origin, and ``sent`` is below the route's: this is the
         # check of what is sent, made at send time (as Wire.send and the GuardedAdapter do).
-        check_url(sent, config.allowed_domains, config.allow_loopback)
+        # Its verdict is a function of the origin and the allow-list alone, so the route keeps
+        # the configuration its origin passed under and asks again for any other.
+        if route.allowed is not config:
+            check_url(sent, config.allowed_domains, config.allow_loopback)
+            route.allowed = config
         refused = False
         try:
             headers, wire_headers = self._headers(route)

@@ -79,13 +79,15 @@ class _Watchdog:
         self._reset()
 
     def _reset(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        # Taken directly on the hot path (a C-level context manager, not the Condition's)
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._heap: list[tuple[float, int, Call]] = []
         self._order = itertools.count()
         self._pid = 0  # the process whose thread serves the heap (none yet)
 
     def watch(self, call: Call) -> None:
-        with self._cond:
+        with self._lock:
             if self._pid != os.getpid():  # first call in this process (or in a forked child)
                 self._heap.clear()
                 threading.Thread(target=self._run, name="session_fsm-deadline", daemon=True).start()
@@ -95,7 +97,7 @@ class _Watchdog:
                 self._cond.notify()
 
     def finish(self, call: Call) -> None:
-        with self._cond:  # after this, the watchdog never touches the call's socket
+        with self._lock:  # after this, the watchdog never touches the call's socket
             call.done = True
             call.conn = None  # the heap keeps the call until its deadline: not the connection
 
@@ -133,7 +135,7 @@ class _Watched:
 
 
 def _attach(conn: Any) -> None:
-    call = current_call()
+    call: Call | None = getattr(_local, "call", None)  # (current_call(), on every request)
     if call is not None:
         if call.expired:  # a retry after the deadline: urllib3 counts it and gives up
             raise TimeoutError("the call's deadline has passed")

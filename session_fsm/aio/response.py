@@ -20,6 +20,10 @@ from ..explain import connection_cause
 from ..models import DEFAULT_MAX_ANSWER_BYTES
 from ..wire import WireConfig
 
+#: The first byte of a JSON object or array: a body starting so, with a second byte that is
+#: not NUL, is UTF-8 to ``json.loads``.
+_OPENERS = frozenset(b"{[")
+
 
 class AsyncResponse:
     """A whole answer of the async wire: status, headers and body, read before it is returned.
@@ -61,7 +65,12 @@ class AsyncResponse:
 
     def json(self) -> Any:
         """The body parsed as JSON (``json.loads``' errors for one that is not)."""
-        return json.loads(self.content)
+        content = self.content
+        if len(content) > 1 and content[0] in _OPENERS and content[1]:
+            # what json.loads' encoding detection decides for it: UTF-8 (no BOM, no NUL byte
+            # among the first two), decoded as it decodes
+            return json.loads(content.decode("utf-8", "surrogatepass"))
+        return json.loads(content)
 
     @property
     def text(self) -> str:

@@ -27,6 +27,7 @@ from ..wire import check_url
 from .driver import AsyncDriver
 from .response import AsyncResponse
 from .stores import AsyncTokenStore, open_async_store
+from .template import TradingTemplate
 from .wire import AsyncWire
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ class AsyncKSSession(SessionView):
 
     _auth: Any = None
     _heartbeat: AsyncHeartbeat | None = None
+    #: The hot path's request template of the newest (host, session token, identity).
+    _template: TradingTemplate | None = None
 
     def __init__(
         self,
@@ -188,15 +191,46 @@ class AsyncKSSession(SessionView):
         raises the typed error of a non-2xx answer, with the response as ``.response``."""
         if self._heartbeat is not None:
             self._heartbeat.ensure()
+        core = self._core
+        snap = core.usable()
+        reply: Reply | None = None
+        if snap is not None and "://" not in path and REQUEST_KEYWORDS.issuperset(kwargs):
+            # The hot path: relogin.request's own first step (the usable snapshot, one Send)
+            # through the generation's template, without the driver's loop; a 2xx answer
+            # (nothing for the core to do) is returned at once, any other goes to the core as
+            # in that flow.
+            try:
+                template = self._template
+                if (
+                    template is None
+                    or template.token is not snap.session_token
+                    or template.who is not snap.who
+                    or template.host != snap.host
+                ):
+                    template = self._template = _template_of(snap)
+                fast = await self._wire.send_trading(template, method, path, kwargs)
+            except Exception as exc:
+                self._told(exc)
+                raise
+            if 200 <= fast.status < 300:
+                if self._request_hooks:
+                    self._told(None)
+                return fast
+            reply = Reply(fast.status, fast)
         try:
-            response = await self._request(method, path, kwargs)
+            response = await self._request(method, path, kwargs, snap, reply)
         except Exception as exc:
             self._told(exc)
             raise
         self._told(None)
         return response
 
-    async def _request(self, method: str, path: str, kwargs: dict[str, Any]) -> AsyncResponse:
+    async def _request(
+        self, method: str, path: str, kwargs: dict[str, Any], snap: Snapshot | None,
+        reply: Reply | None,
+    ) -> AsyncResponse:  # fmt: skip
+        """The request through the core: ``reply`` is the hot path's non-2xx answer, sent
+        with ``snap`` (None: ``snap`` was not usable, or the request is not the hot path's)."""
         if kwargs and not REQUEST_KEYWORDS.issuperset(kwargs):
             unknown = sorted(set(kwargs) - REQUEST_KEYWORDS)
             raise TypeError(f"request() got unexpected keyword arguments {unknown}")
@@ -217,11 +251,8 @@ class AsyncKSSession(SessionView):
             return Reply(response.status, response)
 
         core = self._core
-        snap = core.usable()
-        if snap is not None:
-            # The hot path: relogin.request's own first step (the usable snapshot, one Send),
-            # without the driver's loop; a 2xx answer (nothing for the core to do) is returned
-            # at once, any other goes to the core as in that flow.
+        if reply is None and snap is not None:
+            # An absolute URL with a usable snapshot: the same first step, through the wire.
             assert snap.who is not None
             reply = await send(Send(None, snap, snap.who))
             if 200 <= reply.status < 300:
@@ -229,12 +260,12 @@ class AsyncKSSession(SessionView):
                 return fast
         streamed = not (data is None or isinstance(data, (bytes, str)))
         out = Outgoing(None, method.upper(), where(method, path), streamed, path)
-        if snap is None:  # a renewal is due first: the whole flow of the core
+        if snap is None or reply is None:  # a renewal is due first: the core's whole flow
             flow = relogin.request(core, out, map_errors=True)
         else:
             flow = relogin.answered(core, out, reply, snap, map_errors=True)
-        reply, err = await self._driver.run(flow, send=send)
-        response: AsyncResponse = reply.handle
+        final, err = await self._driver.run(flow, send=send)
+        response: AsyncResponse = final.handle
         if err is None:
             return response
         if isinstance(err, APIError) and err.response is None:
@@ -277,6 +308,13 @@ class AsyncKSSession(SessionView):
                 await self.logout()
         finally:
             await self.close()
+
+
+def _template_of(snap: Snapshot) -> TradingTemplate:
+    """The request template of ``snap``'s host and tokens (an Authenticated snapshot)."""
+    who, token = snap.who, snap.session_token
+    assert who is not None and token is not None  # usable() gives Authenticated snapshots
+    return TradingTemplate(snap.host, who, token)
 
 
 __all__ = ["AsyncKSSession"]

@@ -23,7 +23,11 @@ What is the async wire's own: driving one call's attempts with ``await``, tellin
 exceptions apart, and the pool. The pool is one ``aiohttp.ClientSession`` per process and event
 loop, made at the first call (a forked child, or another loop, makes its own and leaves the
 other's untouched); its ``pool_maxsize`` connections are shared by all tasks, and a request
-that finds them all busy waits its turn (under the call's deadline) instead of failing.
+that finds them all busy waits its turn (under the call's deadline) instead of failing. Each
+pool keeps its calls' deadlines with one loop timer (:mod:`session_fsm.aio.deadline`), and
+works out once what every attempt would otherwise redo (the attempts' timeouts, each origin's
+proxy); the session's hot path sends with a per-generation template
+(:mod:`session_fsm.aio.template`) through :meth:`AsyncWire.send_trading`.
 
 It never follows a redirect: a 3xx answer is returned as it is, and every URL it sends to,
 whoever computed it, is checked against the allow-list just before it is sent.
@@ -36,12 +40,13 @@ import inspect
 import os
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar
 
 import aiohttp
 from requests.utils import select_proxy
 from urllib3 import exceptions as u3
+from urllib3.util.retry import Retry
 
 from ..answers import (
     CallAuth,
@@ -54,7 +59,7 @@ from ..answers import (
     unsendable,
 )
 from ..core.calls import Answer, Identity, SessionCall, result_of
-from ..environment import EnvironmentSettings
+from ..environment import EnvironmentSettings, _origin
 from ..errors import Call, KSError
 from ..models import (
     ResLogin,
@@ -67,7 +72,9 @@ from ..models import (
 from ..retry import CappedRetry
 from ..secret import Secret
 from ..wire import USER_AGENT, WireConfig, check_url
+from .deadline import FINISHED, STATE, TASK, Deadlines
 from .response import AsyncResponse, Failure, failure
+from .template import TradingTemplate
 
 T = TypeVar("T")
 
@@ -104,6 +111,12 @@ class AsyncWire:
         self._making: asyncio.Future[aiohttp.ClientSession] | None = None
         self._trading_retry = self.config.retry.for_trading()
         self._session_retry = self.config.retry.for_session_calls()
+        # Made once per pool (see _pool): the calls' deadlines, the attempts' timeouts and each
+        # origin's proxy (a Secret: its URL may carry a password).
+        self._deadlines: Deadlines | None = None
+        self._timeout: aiohttp.ClientTimeout | None = None
+        self._proxy_of: dict[str, Secret | None] = {}
+        self._may_retry: frozenset[int] = frozenset()
 
     def __repr__(self) -> str:
         return f"AsyncWire(timeout={self.config.timeout})"
@@ -164,6 +177,18 @@ class AsyncWire:
                 making.exception()  # retrieved: the waiters (if any) get it too
             raise
         self._http, self._loop, self._env = http, loop, env
+        self._proxy_of = {}
+        # The statuses urllib3's ``Retry.is_retry`` can say yes to under the wire's retries
+        # (their ``status_forcelist``s and the ``Retry-After`` statuses): any other is final.
+        self._may_retry = frozenset(
+            {*(self._trading_retry.status_forcelist or ()),
+             *(self._session_retry.status_forcelist or ()), *Retry.RETRY_AFTER_STATUS_CODES}
+        )  # fmt: skip
+        connect, read = self.config.timeout
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect, sock_read=read, ceil_threshold=_NO_CEIL
+        )
+        self._deadlines = Deadlines(loop)
         self._making = None
         making.set_result(http)
         return http
@@ -200,9 +225,26 @@ class AsyncWire:
         429/5xx, dropped connections and read timeouts; a POST never on 5xx); return the
         whole answer whatever its status, or raise RequestTimeout/NetworkError/
         ConfigurationError/UnsafeRedirect. ``auth`` writes the call's secrets in."""
-        options = {"params": params, "json": json, "data": data}
+        options = {k: v for k, v in (("params", params), ("json", json), ("data", data))
+                   if v is not None}  # fmt: skip
         retry = self._trading_retry
         return await self._send(method, url, headers, auth, retry, Call.TRADING, None, options)
+
+    def send_trading(
+        self, template: TradingTemplate, method: str, path: str, kwargs: dict[str, Any]
+    ) -> Coroutine[Any, Any, AsyncResponse]:
+        """:meth:`trading_request` to ``template.host + path`` with ``template``'s headers and
+        auth (the session's hot path): ``kwargs`` are ``headers``, ``params``, ``json`` and
+        ``data``. The coroutine of the one retry loop, without a frame of its own."""
+        headers: Mapping[str, str] = template.headers
+        options: dict[str, Any] = {}
+        if kwargs:
+            extra = kwargs.get("headers")
+            if extra:
+                headers = {**headers, **extra}
+            options = {k: v for k, v in kwargs.items() if v is not None and k != "headers"}
+        return self._send(method, template.host + path, headers, template.auth,
+                          self._trading_retry, Call.TRADING, None, options)  # fmt: skip
 
     async def _send(
         self,
@@ -215,50 +257,77 @@ class AsyncWire:
         cap: int | None,
         options: dict[str, Any],
     ) -> AsyncResponse:
+        """The retry loop of one call (``options``: aiohttp's ``params``/``json``/``data``,
+        none of them None), bounded by the deadline (see :mod:`session_fsm.aio.deadline`)."""
         config = self.config
         loop = asyncio.get_running_loop()
         deadline = loop.time() + config.deadline
         error: KSError
         http = self._http
-        if http is None or not self._mine(loop):
+        if http is None or self._loop is not loop or self._pid != os.getpid():  # (_mine)
             try:
                 http = await self._pool()
             except OSError as exc:  # the CA bundle (verify= or the environment's) is unusable
                 error = tls_files_unusable(method, url, exc)
                 raise error from None
-        while True:
-            check_url(url, config)  # at send time, before every attempt
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                error = passed_deadline(method, url, config)
-                break
-            outcome = await self._attempt(
-                http, method, url, headers, auth, call, cap, remaining, deadline, options
-            )
-            if isinstance(outcome, AsyncResponse):
-                has_retry_after = "Retry-After" in outcome.headers
-                if not retry.is_retry(method, outcome.status, has_retry_after):
-                    return outcome
+        deadlines, timeout = self._deadlines, self._timeout
+        assert deadlines is not None and timeout is not None  # made with the pool
+        watch = deadlines.watch(deadline)
+        expired = False
+        try:
+            while True:
+                check_url(url, config)  # at send time, before every attempt
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    error = passed_deadline(method, url, config)
+                    break
+                if watch is None:  # not in a task: aiohttp's own total timeout bounds it
+                    connect, read = config.timeout
+                    timeout = aiohttp.ClientTimeout(
+                        total=remaining, sock_connect=connect, sock_read=read,
+                        ceil_threshold=_NO_CEIL,
+                    )  # fmt: skip
+                outcome = await self._attempt(
+                    http, method, url, headers, auth, call, cap, timeout, deadline, options
+                )
+                if isinstance(outcome, AsyncResponse):
+                    status = outcome.status
+                    if status not in self._may_retry and status not in (
+                        retry.status_forcelist or ()
+                    ):
+                        return outcome  # Retry.is_retry says no to it, whatever the method
+                    has_retry_after = "Retry-After" in outcome.headers
+                    if not retry.is_retry(method, status, has_retry_after):
+                        return outcome
+                    try:
+                        retry = retry.increment(method, url, response=outcome)
+                    except u3.MaxRetryError:  # retries used up: the answer as it is
+                        return outcome
+                    if retry.ends_past(deadline, loop.time(), outcome):
+                        return outcome
+                    await self._wait(retry._delay(outcome))
+                    continue
+                if outcome.retryable is None:
+                    error = outcome.error
+                    break
                 try:
-                    retry = retry.increment(method, url, response=outcome)
-                except u3.MaxRetryError:  # retries used up: the answer as it is
-                    return outcome
-                if retry.ends_past(deadline, loop.time(), outcome):
-                    return outcome
-                await self._wait(retry._delay(outcome))
-                continue
-            if outcome.retryable is None:
-                error = outcome.error
-                break
-            try:
-                retry = retry.increment(method, url, error=outcome.retryable)
-            except (u3.MaxRetryError, u3.HTTPError):  # not retried (used up, or not this kind)
-                error = outcome.error
-                break
-            if retry.ends_past(deadline, loop.time()):
-                error = passed_deadline(method, url, config)
-                break
-            await self._wait(retry._delay(None))
+                    retry = retry.increment(method, url, error=outcome.retryable)
+                except (u3.MaxRetryError, u3.HTTPError):  # not retried (used up, or this kind)
+                    error = outcome.error
+                    break
+                if retry.ends_past(deadline, loop.time()):
+                    error = passed_deadline(method, url, config)
+                    break
+                await self._wait(retry._delay(None))
+        except asyncio.CancelledError:
+            if watch is None or not Deadlines.expired(watch):
+                raise  # the task was cancelled (not by the deadline alone): passed on
+            expired = True  # raised below, outside this handler: nothing chains to it
+        finally:
+            if watch is not None:
+                watch[STATE], watch[TASK] = FINISHED, None
+        if expired:
+            error = passed_deadline(method, url, config)
         raise error
 
     async def _wait(self, seconds: float) -> None:
@@ -272,6 +341,23 @@ class AsyncWire:
         if inspect.isawaitable(result):
             await result
 
+    def _proxy(self, url: str) -> Secret | None:
+        """The environment's proxy for ``url`` (``NO_PROXY`` applied), looked up once per
+        origin and pool."""
+        origin = _origin(url)
+        try:
+            return self._proxy_of[origin]
+        except KeyError:
+            pass
+        env = self._env
+        proxies = env.proxies(url) if env is not None else None
+        proxy = select_proxy(url, proxies) if proxies else None
+        found = None if proxy is None else Secret(proxy)
+        proxies = proxy = None
+        if env is not None:
+            self._proxy_of[origin] = found
+        return found
+
     async def _attempt(
         self,
         http: aiohttp.ClientSession,
@@ -281,7 +367,7 @@ class AsyncWire:
         auth: CallAuth | None,
         call: Call,
         cap: int | None,
-        remaining: float,
+        timeout: aiohttp.ClientTimeout,
         deadline: float,
         options: dict[str, Any],
     ) -> AsyncResponse | Failure:
@@ -289,7 +375,7 @@ class AsyncWire:
         cannot carry, and cancellation): every failure is returned, so no frame that held
         the revealed headers, or aiohttp's request (which keeps a copy), is on a traceback."""
         sent: dict[str, str] = dict(headers) if headers else {}
-        kwargs = dict(options)
+        kwargs = dict(options) if options else {}
         r: Any = None
         secret: dict[str, str] | None = None
         body: bytes | None = None
@@ -300,14 +386,9 @@ class AsyncWire:
                 sent.update(secret)
                 if body is not None:
                     kwargs["data"] = body
-            connect, read = self.config.timeout
-            timeout = aiohttp.ClientTimeout(
-                total=remaining, sock_connect=connect, sock_read=read, ceil_threshold=_NO_CEIL
-            )
-            env = self._env
-            proxies = env.proxies(url) if env is not None else None
-            proxy = select_proxy(url, proxies) if proxies else None
-            proxies = None
+            found = self._proxy(url)
+            if found is not None:
+                proxy = found.reveal()
             try:
                 async with http.request(
                     method,
@@ -316,7 +397,7 @@ class AsyncWire:
                     allow_redirects=False,
                     proxy=proxy,
                     timeout=timeout,
-                    **{k: v for k, v in kwargs.items() if v is not None},
+                    **kwargs,
                 ) as r:
                     content = await _body(r, cap)
                     if content is None:

@@ -55,12 +55,24 @@ def send_call(
 ) -> requests.Response:
     """``session.request``: one snapshot for host and tokens; the typed error of a non-2xx
     answer raised with the response on it as ``.response``."""
+    # The hot path: a usable snapshot and a 2xx answer are the request flow's first step and
+    # its end (relogin.request: usable -> Send -> answered), taken here without making the
+    # flow; any other answer continues in the flow exactly where the Send would have left it.
+    absolute = "://" in path
+    snap = core.usable() if not absolute else None
+    first: Reply | None = None
+    if snap is not None:
+        assert snap.who is not None
+        sent = driver.template(snap, snap.who).send(method, path, **kwargs)
+        if 200 <= sent.status_code < 300:
+            return sent
+        first = Reply(sent.status_code, sent)
     wire = driver.wire
-    if "://" in path:
+    if absolute:
         check_url(path, wire.config)  # the host urllib3 would connect to
 
     def send(effect: Send) -> Reply:
-        if "://" in path:  # an absolute URL: requests' own path
+        if absolute:  # an absolute URL: requests' own path
             token = effect.snap.session_token
             assert token is not None
             extra = kwargs.get("headers")
@@ -72,17 +84,6 @@ def send_call(
             response.history.insert(0, effect.replay_of.handle)
         return Reply(response.status_code, response)
 
-    # The hot path: a usable snapshot and a 2xx answer are the request flow's first step and
-    # its end (relogin.request: usable -> Send -> answered), taken here without making the
-    # flow; any other answer continues in the flow exactly where the Send would have left it.
-    snap = core.usable() if "://" not in path else None
-    first: Reply | None = None
-    if snap is not None:
-        assert snap.who is not None
-        sent = driver.template(snap, snap.who).send(method, path, **kwargs)
-        if 200 <= sent.status_code < 300:
-            return sent
-        first = Reply(sent.status_code, sent)
     streamed = _streamed(kwargs.get("data")) or "files" in kwargs
     out = Outgoing(None, method.upper(), where(method, path), streamed, path)
     if first is not None and snap is not None:

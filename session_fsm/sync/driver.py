@@ -44,10 +44,12 @@ class Driver:
     def template(self, snap: Snapshot, who: Identity) -> RequestTemplate:
         """The fast-path request template of ``snap``'s host and tokens as ``who`` (made once
         per session generation and Bearer token, see :mod:`session_fsm.fast_send`)."""
-        key = (snap.host, snap.session_token, who)
         held = self._template
-        if held is not None and all(a is b for a, b in zip(held[0], key, strict=True)):
-            return held[1]
+        if held is not None:
+            host, token, sent_as = held[0]
+            if token is snap.session_token and sent_as is who and host is snap.host:
+                return held[1]
+        key = (snap.host, snap.session_token, who)
         token = snap.session_token
         assert token is not None  # requests are sent with Authenticated snapshots
         template = RequestTemplate.trading(self.wire, snap.host, who, token)

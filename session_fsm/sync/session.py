@@ -214,6 +214,8 @@ class KSSession(SessionView):
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:
         """``request("GET", path, ...)``."""
+        if self._request_hooks is None:  # (request's own first step: one frame less)
+            return send_call(self._core, self._driver, "GET", path, kwargs)
         return self.request("GET", path, **kwargs)
 
     def post(self, path: str, **kwargs: Any) -> requests.Response:
