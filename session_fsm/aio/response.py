@@ -1,5 +1,6 @@
 """What the async wire returns: :class:`AsyncResponse`, a whole answer read off the wire, and
-(for the wire itself) what a failed attempt means (:func:`failure`)."""
+(for the wire itself) what a failed attempt means (:func:`failure`), how a body is read under
+its cap (:func:`read_body`) and a session call's answer decoded (:func:`session_answer`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 import aiohttp
 from urllib3 import exceptions as u3
 
-from ..answers import answer_of, passed_deadline, transport_failure, where_of
+from ..answers import CappedBody, answer_of, passed_deadline, transport_failure, where_of
 from ..core.calls import Answer
 from ..errors import APIError, Call, KSError
 from ..explain import connection_cause
@@ -140,3 +141,26 @@ def failure(
 
 
 _DROPPED = frozenset({errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE})
+
+
+def session_answer(call: Call, response: AsyncResponse, cap: int) -> Answer:
+    """The Answer of a session call's response; the response keeps no copy of the body (its
+    tokens live on only as Secrets in the decoded answer)."""
+    content, response.content = response.content, b""
+    try:
+        return answer_of(call, response.status, response.headers.get("Retry-After"), content, cap)
+    finally:
+        del content
+
+
+async def read_body(r: aiohttp.ClientResponse, cap: int | None) -> bytes | None:
+    """The whole body of ``r``; None when it is larger than ``cap`` (then left unread)."""
+    if cap is None:
+        return await r.read()
+    body = CappedBody(cap, r.headers.get("Content-Length"))
+    if not body.over:
+        async for chunk in r.content.iter_chunked(65536):
+            if not body.add(chunk):
+                break
+    data = body.take()
+    return None if body.over else data

@@ -3,31 +3,27 @@
 
 Chosen by measurement (``benchmarks/async_clients.py``): on the benchmark machine a plain
 authenticated GET with JSON parsing costs about a third of ``httpx.AsyncClient``'s through
-``aiohttp.ClientSession``, and 1,000 concurrent GETs all succeed through aiohttp's queueing
-pool where httpx's default limits fail them with ``PoolTimeout``.
+``aiohttp.ClientSession``, and 1,000 concurrent GETs all succeed through aiohttp's queueing pool
+where httpx's default limits fail them with ``PoolTimeout``.
 
-What is shared with the sync wire, not restated here: the :class:`~session_fsm.wire.WireConfig`
-it is configured by; the request of each session call (headers, body, the answer's parser:
-:class:`~session_fsm.core.calls.SessionCall`) and of a trading call
-(:func:`~session_fsm.answers.trading_call`); the one place secrets are revealed
-(:meth:`CallAuth.reveal <session_fsm.answers.CallAuth.reveal>`); the reading of an answer into a
-result or a typed error (:func:`~session_fsm.answers.answer_of`); the retry decisions, backoff and
-capped ``Retry-After`` (the same :class:`~session_fsm.retry.CappedRetry` values, asked
-``is_retry``/``increment``/``ends_past``, whose waits are awaited instead of slept); the host
-allow-list (:func:`~session_fsm.wire.check_url`); the environment read once
-(:class:`~session_fsm.environment.EnvironmentSettings`); the errors of failed transport
-(:func:`~session_fsm.answers.transport_failure`, from
-:func:`~session_fsm.explain.connection_cause`).
+What is shared with the sync wire, not restated here: the :class:`~session_fsm.wire.WireConfig`,
+each call's request (:class:`~session_fsm.core.calls.SessionCall`,
+:func:`~session_fsm.answers.trading_call`), the one place secrets are revealed
+(:class:`~session_fsm.answers.CallAuth`), the reading of answers
+(:func:`~session_fsm.answers.answer_of`), the retry decisions
+(:class:`~session_fsm.retry.CappedRetry`, whose waits are awaited), the allow-list
+(:func:`~session_fsm.wire.check_url`), the environment read once and the errors of failed
+transport (:func:`~session_fsm.answers.transport_failure`).
 
 What is the async wire's own: driving one call's attempts with ``await``, telling aiohttp's
-exceptions apart, and the pool. The pool is one ``aiohttp.ClientSession`` per process and event
-loop, made at the first call (a forked child, or another loop, makes its own and leaves the
-other's untouched); its ``pool_maxsize`` connections are shared by all tasks, and a request
-that finds them all busy waits its turn (under the call's deadline) instead of failing. Each
-pool keeps its calls' deadlines with one loop timer (:mod:`session_fsm.aio.deadline`), and
-works out once what every attempt would otherwise redo (the attempts' timeouts, each origin's
-proxy); the session's hot path sends with a per-generation template
-(:mod:`session_fsm.aio.template`) through :meth:`AsyncWire.send_trading`.
+exceptions apart, and the pool (made by :mod:`session_fsm.aio.pool`): one
+``aiohttp.ClientSession`` per process and event loop, made at the first call (a forked child, or
+another loop, makes its own and leaves the other's untouched); its ``pool_maxsize`` connections
+are shared by all tasks, and a request that finds them all busy waits its turn (under the call's
+deadline) instead of failing. Each pool keeps its calls' deadlines with one loop timer
+(:mod:`session_fsm.aio.deadline`), and works out once what every attempt would otherwise redo
+(the attempts' timeouts, each origin's proxy); the session's hot path sends with a per-
+generation template (:mod:`session_fsm.aio.template`) through :meth:`AsyncWire.send_trading`.
 
 It never follows a redirect: a 3xx answer is returned as it is, and every URL it sends to,
 whoever computed it, is checked against the allow-list just before it is sent.
@@ -38,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-import ssl
 import time
 from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar
@@ -50,9 +45,7 @@ from urllib3.util.retry import Retry
 
 from ..answers import (
     CallAuth,
-    CappedBody,
     _too_large,
-    answer_of,
     passed_deadline,
     tls_files_unusable,
     trading_call,
@@ -71,9 +64,10 @@ from ..models import (
 )
 from ..retry import CappedRetry
 from ..secret import Secret
-from ..wire import USER_AGENT, WireConfig, check_url
+from ..wire import WireConfig, check_url
 from .deadline import FINISHED, STATE, TASK, Deadlines
-from .response import AsyncResponse, Failure, failure
+from .pool import NO_CEIL, new_pool
+from .response import AsyncResponse, Failure, failure, read_body, session_answer
 from .template import TradingTemplate
 
 T = TypeVar("T")
@@ -84,8 +78,6 @@ _OTHERS_POOLS: list[aiohttp.ClientSession] = []
 #: RetryPolicy's default sleeper, which the async wire replaces by ``asyncio.sleep``.
 _TIME_SLEEP = time.sleep
 
-#: aiohttp rounds timeouts above this many seconds up to whole seconds; ours are kept exact.
-_NO_CEIL = 1e9
 
 
 class AsyncWire:
@@ -152,22 +144,7 @@ class AsyncWire:
         self._pid = os.getpid()
         self._making = making = loop.create_future()
         try:
-            env = EnvironmentSettings()
-            tls = await _tls(env.verify(self.config.verify))
-            connector = aiohttp.TCPConnector(
-                limit=self.config.pool_maxsize, ssl=tls, timeout_ceil_threshold=_NO_CEIL
-            )
-            http = aiohttp.ClientSession(
-                connector=connector,
-                headers={"User-Agent": USER_AGENT},
-                trust_env=False,  # the environment is read once, into self._env
-                raise_for_status=False,
-            )
-            # aiohttp resends an idempotent request once, on its own, when a kept-alive
-            # connection turns out closed; the retry policy is the one retry layer (it retries
-            # that case too, within its budget and the deadline), as on the sync wire.
-            if hasattr(http, "_retry_connection"):
-                http._retry_connection = False
+            http, env = await new_pool(self.config)
         except BaseException as exc:
             self._making = None
             if isinstance(exc, asyncio.CancelledError):
@@ -186,7 +163,7 @@ class AsyncWire:
         )  # fmt: skip
         connect, read = self.config.timeout
         self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect, sock_read=read, ceil_threshold=_NO_CEIL
+            total=None, sock_connect=connect, sock_read=read, ceil_threshold=NO_CEIL
         )
         self._deadlines = Deadlines(loop)
         self._making = None
@@ -285,7 +262,7 @@ class AsyncWire:
                     connect, read = config.timeout
                     timeout = aiohttp.ClientTimeout(
                         total=remaining, sock_connect=connect, sock_read=read,
-                        ceil_threshold=_NO_CEIL,
+                        ceil_threshold=NO_CEIL,
                     )  # fmt: skip
                 outcome = await self._attempt(
                     http, method, url, headers, auth, call, cap, timeout, deadline, options
@@ -399,7 +376,7 @@ class AsyncWire:
                     timeout=timeout,
                     **kwargs,
                 ) as r:
-                    content = await _body(r, cap)
+                    content = await read_body(r, cap)
                     if content is None:
                         return Failure(_too_large(call, r.status, cap or 0), None)
                     return AsyncResponse(method, url, r.status, r.reason or "", r.headers, content)
@@ -423,7 +400,7 @@ class AsyncWire:
         response = await self._send(
             method, call.host + path, headers, auth, self._session_retry, call.call, cap, {}
         )
-        return _answer(call.call, response, cap)
+        return session_answer(call.call, response, cap)
 
     async def session_init(self, host: str, who: Identity) -> ResSessionInit:
         """GET session/init: headers userid, consumerKey, ip, appId."""
@@ -470,41 +447,3 @@ class AsyncWire:
         return await self.send(
             method, url, headers=merged, auth=auth, params=params, json=json, data=data
         )
-
-
-def _answer(call: Call, response: AsyncResponse, cap: int) -> Answer:
-    """The Answer of a session call's response; the response keeps no copy of the body (its
-    tokens live on only as Secrets in the decoded answer)."""
-    content, response.content = response.content, b""
-    try:
-        return answer_of(call, response.status, response.headers.get("Retry-After"), content, cap)
-    finally:
-        del content
-
-
-async def _body(r: aiohttp.ClientResponse, cap: int | None) -> bytes | None:
-    """The whole body of ``r``; None when it is larger than ``cap`` (then left unread)."""
-    if cap is None:
-        return await r.read()
-    body = CappedBody(cap, r.headers.get("Content-Length"))
-    if not body.over:
-        async for chunk in r.content.iter_chunked(65536):
-            if not body.add(chunk):
-                break
-    data = body.take()
-    return None if body.over else data
-
-
-async def _tls(verify: bool | str) -> ssl.SSLContext | bool:
-    """aiohttp's ``ssl=`` for ``verify``: its own verified context for True, no checks for
-    False, or a context trusting the CA bundle file or directory (read in a worker thread:
-    file I/O never runs on the event loop). Raises OSError for an unusable bundle."""
-    if verify is True or verify is False:
-        return verify
-    return await asyncio.get_running_loop().run_in_executor(None, _context, verify)
-
-
-def _context(bundle: str) -> ssl.SSLContext:
-    if os.path.isdir(bundle):
-        return ssl.create_default_context(capath=bundle)
-    return ssl.create_default_context(cafile=bundle)
