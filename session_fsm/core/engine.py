@@ -309,11 +309,13 @@ def check_cooldown(core: SessionCore, trigger: str, src: State) -> Flow[None]:
             stored = yield LoadCooldown(core.key)
         except StoreError:  # the login itself will meet (and report) the store's failure
             stored = False
-        if kept is None and stored and stored.error in _COOLDOWN_BY_NAME:
-            kept = Cooldown(stored.until, stored.error, stored.status, stored.fault_code)
-        elif kept is not None and stored is None:  # reset in the store (another process,
+        if kept is not None and stored is None:  # reset in the store (another process,
             core.snap = core.snap.evolve(cooldown=None)  # the CLI): over here too
             return
+        longer = stored and (kept is None or stored.until > kept.until)
+        if longer and stored and stored.error in _COOLDOWN_BY_NAME:
+            # Another session's (or an earlier run's), lasting longer than ours: it applies.
+            kept = Cooldown(stored.until, stored.error, stored.status, stored.fault_code)
     if kept is None:
         return
     if core.clock() >= kept.until:
