@@ -64,14 +64,14 @@ class AsyncDriver:
 
     async def perform(self, effect: Any, held: list[Held], send: SendFn | None) -> Any:
         """Perform one effect (see :mod:`session_fsm.core.effects`)."""
-        if isinstance(effect, fx.StoreOp):
-            return await getattr(self.store, effect.op)(*effect.args())
         kind = type(effect)
         if kind is SessionCall:
             return await self.wire.exchange(effect)
         if kind is fx.Send:
             assert send is not None, "a trading request needs a send function"
             return await send(effect)
+        if isinstance(effect, fx.StoreOp):
+            return await getattr(self.store, effect.op)(*effect.args())
         if kind is fx.ReadAnswer:
             return effect.reply.handle.answer(Call.TRADING, self.wire.config.max_answer_bytes)
         if kind is fx.Discard:
