@@ -111,7 +111,10 @@ class Driver:
                 done, effect = fx.advance(flow, value, error)
                 if done:
                     return effect  # type: ignore[no-any-return]
-                value, error = self.attempt(effect, held, send)
+                try:  # (as attempt(), written in the loop: one call less per effect)
+                    value, error = self.perform(effect, held, send), None
+                except BaseException as exc:  # thrown into the flow (interrupts too)
+                    value, error = None, exc
         finally:
             error = None  # no frame of ours keeps the error (and what it references) alive
             for _, release in reversed(held):  # a flow closed half-way: nothing stays held
