@@ -79,9 +79,10 @@ class KSSession(SessionView):
     @property
     def _driver(self) -> Driver:
         """What performs the core's effects: made at the first trigger, request or look at the
-        store, so a session made and not (yet) used is four objects (itself, its core, its
-        snapshot and identity). The driver's own parts (a MemoryStore when no store was given,
-        the session's lock, its list of waiting threads) are made at their own first use."""
+        store, so a session made and not (yet) used is three objects (itself, its core and its
+        snapshot; its identity is its credentials'). The driver's own parts (a MemoryStore
+        when no store was given, the session's lock, its list of waiting threads) are made at
+        their own first use."""
         held = self.__dict__
         driver: Driver | None = held.get("_driver")
         if driver is None:
