@@ -16,7 +16,6 @@ performs); readers never lock.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -238,6 +237,8 @@ def fire(
     take an internal edge, kept on the record. ``changes``: snapshot fields an internal edge
     brings (``restore``: the stored session).
     """
+    from .edges import EDGE_CALLS  # the calls import this module's flows
+
     if trigger != "restore" and not core.loaded:
         yield from ensure_loaded(core)
     snap = core.snap
@@ -260,7 +261,7 @@ def fire(
     deferred: KSError | None = None
     try:
         if e.call is not None:
-            made, deferred = yield from _edge_calls()[e.call](core, snap)
+            made, deferred = yield from EDGE_CALLS[e.call](core, snap)
             changes = {**(changes or {}), **made}
     except KSError as exc:
         core.record(trigger, src, FAILED, exc, t0, reason=reason, attempt=attempt_no,
@@ -272,15 +273,6 @@ def fire(
                 attempt=attempt_no, call=call, guards=guards)  # fmt: skip
     if deferred is not None:
         raise deferred
-
-
-@functools.cache
-def _edge_calls() -> dict[str, Callable[[SessionCore, Snapshot], Flow[Any]]]:
-    """Each ``call`` of the table -> its flow (:mod:`~session_fsm.core.edges` imports this
-    module's flows, so it is imported at the first edge, once)."""
-    from .edges import EDGE_CALLS
-
-    return EDGE_CALLS
 
 
 def after_failure(core: SessionCore, exc: KSError) -> Flow[None]:
