@@ -14,13 +14,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import pyotp
 
 from . import validation as v
 from .errors import ConfigurationError
 from .secret import Secret
+
+if TYPE_CHECKING:
+    from .core.calls import Identity
 
 
 @runtime_checkable
@@ -324,6 +327,22 @@ class Credentials:
         v.header_text("Credentials.app_id", self.app_id, spaces=True)
         if self.access_token_provider is not None:
             v.callable_("Credentials.access_token_provider", self.access_token_provider)
+        from .core.calls import Identity  # (the core's modules import this one)
+
+        # Made once, with the credentials: every session of them starts from this one
+        # immutable value (a session made then costs no object for it).
+        object.__setattr__(
+            self, "_identity", Identity(self.userid, self.consumer_key, self.ip, self.app_id,
+                                        self.bearer)
+        )  # fmt: skip
+
+    @property
+    def identity(self) -> Identity:
+        """Who calls with these credentials: the identifiers and the Bearer token (a Secret),
+        as sessions start with them (a session's own changes when its provider replaces the
+        Bearer token)."""
+        who: Identity = self._identity  # type: ignore[attr-defined]
+        return who
 
     @property
     def password_provider(self) -> SecretProvider | None:

@@ -39,7 +39,6 @@ from ..hosts import refusal, shown_host
 from ..logs import emit, emit_record, get_logger
 from ..stores import StoredCooldown, StoredSession, StoreError, store_key
 from ..table import State
-from .calls import Identity
 from .effects import ClearCooldown, Flow, Load, LoadCooldown, SaveCooldown
 from .machine import attempt
 from .snapshot import EVENT_KEYS, FAILED, OK, REFUSED, Cooldown, Snapshot, TransitionRecord
@@ -95,9 +94,7 @@ class SessionCore:
         self.clock = clock
         self._logger = logger
         self.key = store_key(origin, credentials.userid)
-        c = credentials
-        who = Identity(c.userid, c.consumer_key, c.ip, c.app_id, c.bearer)
-        self.snap = Snapshot(state=table.INITIAL, host=origin, who=who)
+        self.snap = Snapshot(state=table.INITIAL, host=origin, who=credentials.identity)
         #: Whether the store has been looked at (the first trigger or request does).
         self.loaded = False
         self.history: deque[TransitionRecord] | None = None  # made at the first record

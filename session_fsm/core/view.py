@@ -7,6 +7,7 @@ readers (``state``, ``snapshot()``, ``history``, ``diagram()``...), the observer
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import time
@@ -62,12 +63,19 @@ def new_core(
         wire_config = config.wire_config()
     elif options:
         check_wire_options(options, wire_config)
-    allowed = (tuple(wire_config.allowed_domains), bool(wire_config.allow_loopback))
+    allowed = _allowed(tuple(wire_config.allowed_domains), bool(wire_config.allow_loopback))
     origin = configured_host(host, *allowed)
     return SessionCore(
         credentials, origin, config, session_id=f"{_id_prefix}-{next(_ids)}", owner=owner,
         allowed=allowed, clock=clock, logger=logger, on_transition=on_transition,
     )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=64)
+def _allowed(domains: tuple[str, ...], loopback: bool) -> tuple[tuple[str, ...], bool]:
+    """The allow-list as the core holds it: one tuple for every session of one setting (an
+    immutable value shared, not one more object per session)."""
+    return domains, loopback
 
 
 class SessionView:

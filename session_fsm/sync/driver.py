@@ -22,24 +22,71 @@ from ..core.snapshot import Snapshot
 from ..errors import Call
 from ..fast_send import RequestTemplate
 from ..locks import ForkSafeLock
-from ..stores import TokenStore
+from ..stores import MemoryStore, TokenStore
 from ..wire import Wire
 
 T = TypeVar("T")
 SendFn = Callable[[fx.Send], fx.Reply]
 
 
-class Driver:
-    """The effects of one session, performed synchronously (shareable between threads)."""
+#: The store effects of the core (a subclass of StoreOp elsewhere is found by isinstance).
+_STORE_OPS = frozenset({fx.Load, fx.Save, fx.Delete, fx.LoadCooldown, fx.SaveCooldown,
+                        fx.ClearCooldown})  # fmt: skip
 
-    def __init__(self, wire: Wire, store: TokenStore, lock: ForkSafeLock) -> None:
+
+class Driver:
+    """The effects of one session, performed synchronously (shareable between threads).
+
+    What a session may never use is made at its first use (a session made and dropped
+    unused, or one of 100,000 made at start-up, carries no lock, list of waiters or store):
+    its token store (a new :class:`~session_fsm.stores.MemoryStore` when none was given), its
+    lock and its list of waiting threads. Each is made once, whichever thread comes first
+    (``dict.setdefault`` keeps the first one made).
+    """
+
+    _store: TokenStore | None = None
+    _lock: ForkSafeLock | None = None
+    _waiting: list[object] | None = None
+    #: The request template of the newest (host, session token, identity), swapped whole.
+    _template: tuple[tuple[object, ...], RequestTemplate] | None = None
+
+    def __init__(self, wire: Wire, store: TokenStore | None, lock_timeout: float) -> None:
         self.wire = wire
-        self.store = store
-        self.lock = lock
-        #: Threads blocked now waiting for a re-login (``Lock(waiter=True)``).
-        self.waiting: list[object] = []
-        #: The request template of the newest (host, session token, identity), swapped whole.
-        self._template: tuple[tuple[object, ...], RequestTemplate] | None = None
+        if store is not None:
+            self._store = store
+        #: The session lock's bound (``relogin_timeout``), for when it is made.
+        self.lock_timeout = lock_timeout
+
+    @property
+    def store(self) -> TokenStore:
+        """The token store (a MemoryStore of this session's own when none was given)."""
+        store = self._store
+        if store is None:
+            store = self.__dict__.setdefault("_store", MemoryStore())
+        return store
+
+    @property
+    def lock(self) -> ForkSafeLock:
+        """The session's lock: re-entrant, bounded, made afresh in a forked child."""
+        lock = self._lock
+        if lock is None:
+            made = ForkSafeLock(self.lock_timeout, reentrant=True)
+            lock = self.__dict__.setdefault("_lock", made)
+        return lock
+
+    @property
+    def waiting(self) -> list[object]:
+        """Threads blocked now waiting for a re-login (``Lock(waiter=True)``)."""
+        waiting = self._waiting
+        if waiting is None:
+            waiting = self.__dict__.setdefault("_waiting", [])
+        return waiting
+
+    @property
+    def waiters(self) -> int:
+        """How many threads are blocked now waiting for a re-login."""
+        waiting = self._waiting
+        return 0 if waiting is None else len(waiting)
 
     def template(self, snap: Snapshot, who: Identity) -> RequestTemplate:
         """The fast-path request template of ``snap``'s host and tokens as ``who`` (made once
@@ -66,7 +113,10 @@ class Driver:
                 done, effect = fx.advance(flow, value, error)
                 if done:
                     return effect  # type: ignore[no-any-return]
-                value, error = self.attempt(effect, held, send)
+                try:  # (as attempt(), written in the loop: one call less per effect)
+                    value, error = self.perform(effect, held, send), None
+                except BaseException as exc:  # thrown into the flow (interrupts too)
+                    value, error = None, exc
         finally:
             error = None  # no frame of ours keeps the error (and what it references) alive
             for _, release in reversed(held):  # a flow closed half-way: nothing stays held
@@ -86,15 +136,30 @@ class Driver:
 
     def perform(self, effect: Any, held: list[Held], send: SendFn | None) -> Any:
         """Perform one effect (see :mod:`session_fsm.core.effects`)."""
-        if isinstance(effect, fx.StoreOp):
-            method = getattr(self.store, effect.op, None)
-            return None if method is None else method(*effect.args())
         kind = type(effect)
         if kind is SessionCall:
             return self.wire.exchange(effect)
         if kind is fx.Send:
             assert send is not None, "a trading request needs a send function"
             return send(effect)
+        if kind in _STORE_OPS or isinstance(effect, fx.StoreOp):
+            method = getattr(self.store, effect.op, None)
+            return None if method is None else method(*effect.args())
+        if kind is fx.Lock:
+            return self._take(effect, held)
+        if kind is fx.Unlock:
+            release(held, None)()
+            return None
+        if kind is fx.StoreLock:
+            manager = self.store.lock(effect.key, effect.timeout)
+            if not manager.__enter__():
+                manager.__exit__(None, None, None)
+                return False
+            held.append((effect.key, functools.partial(manager.__exit__, None, None, None)))
+            return True
+        if kind is fx.StoreUnlock:
+            release(held, effect.key)()
+            return None
         if kind is fx.ReadAnswer:
             response: requests.Response = effect.reply.handle
             seal_response(response)  # an error may follow: never our tokens with it
@@ -104,21 +169,9 @@ class Driver:
             _ = response.content  # read the body so the connection returns to the pool
             response.close()
             return None
-        if kind is fx.Lock:
-            return self._lock(effect, held)
-        if kind is fx.StoreLock:
-            manager = self.store.lock(effect.key, effect.timeout)
-            if not manager.__enter__():
-                manager.__exit__(None, None, None)
-                return False
-            held.append((effect.key, functools.partial(manager.__exit__, None, None, None)))
-            return True
-        if kind in (fx.Unlock, fx.StoreUnlock):
-            release(held, getattr(effect, "key", None))()
-            return None
         raise TypeError(f"no driver for effect {kind.__name__}")
 
-    def _lock(self, effect: fx.Lock, held: list[Held]) -> bool:
+    def _take(self, effect: fx.Lock, held: list[Held]) -> bool:
         lock = self.lock
         if not effect.wait:
             got = lock.acquire(blocking=False)

@@ -22,7 +22,6 @@ from ..core.snapshot import Snapshot
 from ..core.view import SessionView, new_core
 from ..credentials import Credentials
 from ..errors import KSError
-from ..locks import ForkSafeLock
 from ..stores import StoredSession, TokenStore, open_store
 from ..table import State
 from ..wire import Wire
@@ -68,16 +67,28 @@ class KSSession(SessionView):
             on_transition=on_transition,
         )  # fmt: skip
         self._wire = wire or Wire(self._core.config.wire_config())
-        self._store = open_store(store)
-        # Bounded (relogin_timeout) and made afresh in a forked child: see session_fsm.locks.
-        lock = ForkSafeLock(self._core.config.relogin_timeout, reentrant=True)
-        self._driver = Driver(self._wire, self._store, lock)
+        if store is not None:  # (none given: the driver makes the session's own at first use)
+            self._store = open_store(store)
         heartbeat = self._core.config.heartbeat
         if heartbeat is not None:
             from ..heartbeat import Heartbeat
 
             self._heartbeat = Heartbeat(self, heartbeat, waiter=heartbeat_waiter)
             self._heartbeat.start()
+
+    @property
+    def _driver(self) -> Driver:
+        """What performs the core's effects: made at the first trigger, request or look at the
+        store, so a session made and not (yet) used is three objects (itself, its core and its
+        snapshot; its identity is its credentials'). The driver's own parts (a MemoryStore
+        when no store was given, the session's lock, its list of waiting threads) are made at
+        their own first use."""
+        held = self.__dict__
+        driver: Driver | None = held.get("_driver")
+        if driver is None:
+            made = Driver(self._wire, held.get("_store"), self._core.config.relogin_timeout)
+            driver = held.setdefault("_driver", made)  # the first one made, whichever thread
+        return driver
 
     def _run(self, flow: Flow[Any]) -> Any:
         return self._driver.run(flow)
@@ -90,12 +101,12 @@ class KSSession(SessionView):
     @property
     def store(self) -> TokenStore:
         """The token store."""
-        return self._store
+        return self._driver.store
 
     @property
     def renewal_waiters(self) -> int:
         """How many threads are blocked now waiting for this session's re-login to finish."""
-        return len(self._driver.waiting)
+        return self._driver.waiters
 
     @property
     def heartbeat(self) -> Heartbeat | None:
