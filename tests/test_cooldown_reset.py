@@ -55,3 +55,30 @@ def test_reset_cooldown_does_not_restore_a_stored_session(
         s.get(contract.ORDERS_REPORT[1])  # the first request restores it, with no login
         assert [r.trigger for r in s.history] == ["restore"]
         assert s.generation == peer.generation and sb.control.stats()["logins"] == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core (engine.check_cooldown): a session whose own stored cool-down is over does "
+    "not look at a newer one another session kept in the store since (open, reported)",
+)
+@pytest.mark.parametrize("driver", DRIVERS, ids=str)
+def test_an_own_cooldown_over_gives_way_to_a_newer_one_in_the_store(
+    driver: Driver, sb: Sandbox, clock: Clock
+) -> None:
+    store = driver.memory_store()
+    with sessions_of(driver, sb.url, clock) as make:
+        a, b = (make(make_credentials(password="wrong-password"), store=store, cooldown=300.0)
+                for _ in range(2))  # fmt: skip
+        with pytest.raises(LoginRejected):
+            a.connect()  # a's cool-down: until t+300
+        clock.advance(100)
+        b.reset_cooldown()
+        with pytest.raises(LoginRejected):
+            b.connect()  # b's, kept in the store: until t+400
+        clock.advance(250)
+        calls = sb.control.stats()["calls"]
+        with pytest.raises(LoginRejected):
+            a.connect()  # b's cool-down lasts: refused, nothing sent
+        assert (a.history[-1].outcome, a.history[-1].reason) == ("refused", "cooldown")
+        assert sb.control.stats()["calls"] == calls
