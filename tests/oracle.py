@@ -57,7 +57,8 @@ _INTERNAL_EDGE_FOR = {"GatewayAuthError": "gateway_rejected", "WrongDomain": "re
 class Store:
     """The token store sessions share: one record (token id, generation, login time), and the
     login cool-down a session keeps there (error, until), which every session sharing the
-    store honours until it ends or a ``reset_cooldown()`` forgets it."""
+    store honours until it ends or a ``reset_cooldown()`` forgets it (a session reads it there
+    at each login trigger and keeps no copy, so a reset by any one of them holds for all)."""
 
     def __init__(self) -> None:
         self.record: tuple[int, int, float] | None = None
@@ -178,15 +179,10 @@ class Client:
         if e is None:
             self._rec(trigger, src, REFUSED, reason=reason or "no edge")
             raise Predicted("InvalidTransition")
-        if trigger in _LOGIN_TRIGGERS and self.cooldown is None:
-            kept = self.store.cooldown  # one another session (or an earlier one) kept
-            self.cooldown = kept if kept is not None and self.clock < kept[1] else None
-        if trigger in _LOGIN_TRIGGERS and self.cooldown is not None:
-            err, until = self.cooldown
-            if self.clock < until:
-                self._rec(trigger, src, REFUSED, err, reason="cooldown")
-                raise Predicted(err)
-            self.cooldown = None
+        kept = self.cooldown_now() if trigger in _LOGIN_TRIGGERS else None
+        if kept is not None:
+            self._rec(trigger, src, REFUSED, kept[0], reason="cooldown")
+            raise Predicted(kept[0])
         seen: list[tuple[str, bool]] = []
         for g in e.guards:
             seen.append((g, self.guard(g)))
@@ -209,6 +205,20 @@ class Client:
                   reason=reason)  # fmt: skip
         if deferred:
             raise Predicted(deferred)
+
+    def cooldown_now(self) -> tuple[str, float] | None:
+        """The cool-down a login trigger meets now (None: it may go on). This session's own,
+        while it lasts; else the one the shared store keeps (another session's, or an earlier
+        run's), while it lasts. The store is asked afresh each time: what a session read there
+        is not its own (a refused trigger changes nothing), so once anyone resets the store the
+        next trigger goes on; and its own cool-down, which it kept in the store too, ends with
+        a reset there (by another session, or the CLI) as well."""
+        if self.cooldown is not None and (
+            self.store.cooldown is None or self.clock >= self.cooldown[1]
+        ):
+            self.cooldown = None  # reset in the store, or over
+        kept = self.cooldown or self.store.cooldown
+        return kept if kept is not None and self.clock < kept[1] else None
 
     def reset_cooldown(self) -> None:
         """``session.reset_cooldown()``: its own cool-down and the one kept in the store."""

@@ -18,13 +18,16 @@ from session_fsm import contract as c
 
 ORDERS, ORDER = c.ORDERS_REPORT[1], c.ORDER_NORMAL[1]
 #: Timeouts of the sessions under test, and the injected delay that outlasts the read one.
-#: The read timeout is what a "timeout" fault costs in real time, and what a real answer must
-#: beat on a loaded machine: 0.3 s was beaten by scheduling stalls (a spurious RequestTimeout, a
-#: retried login the model did not predict); 0.8 s holds. The property test draws the timeout
-#: fault less often than the others (8 served in a ci run), so the wait stays ~6 s in all.
-#: The delay outlasts it by 0.4 s, so the client gives up before the sandbox drops the line.
-TIMEOUT = (2.0, 0.8)
-TIMEOUT_DELAY = 1.2
+#: The read timeout is judged only by the "timeout" fault kind (a RequestTimeout the model
+#: predicts); every other answer must merely beat it, and on a loaded machine (load average
+#: 5-15 on 2 cores, other processes' tests alongside) a scheduling stall can hold a loopback
+#: answer for most of a second: 0.3 s was beaten (a spurious RequestTimeout, a retried login
+#: the model did not predict), and so was 0.8 s. 2 s leaves a stall 2.5x that room. The cost
+#: is paid once per timeout fault served, so the property test draws that kind a sixteenth as
+#: often as each other kind (FAULT_DRAW in tests/test_properties.py).
+#: The delay outlasts it by 0.5 s, so the client gives up before the sandbox drops the line.
+TIMEOUT = (2.0, 2.0)
+TIMEOUT_DELAY = 2.5
 
 #: Every fault kind the world injects, as keyword arguments of ``sandbox.control.fault``.
 FAULT_KINDS: dict[str, dict[str, object]] = {

@@ -21,12 +21,3 @@ class AsyncSessionVersusModel(SessionVersusModel):
 
 AsyncSessionVersusModel.TestCase.settings = SessionVersusModel.TestCase.settings
 TestAsyncSessionVersusModel = AsyncSessionVersusModel.TestCase
-# Known open (issue 16, noted for the next session): the oracle keeps a peer's copy of a
-# cool-down read from the shared store after another session resets it there, while the core
-# now reads the store on every refused login (a refused trigger changes nothing, and a reset
-# elsewhere is honoured: tests/test_attack2.py). The derandomized `ci` run reaches that
-# sequence on this driver (reject_bearer, connect, peer_acts, reset_cooldown, peer_acts). Not
-# run until the oracle models it.
-TestAsyncSessionVersusModel = pytest.mark.xfail(
-    run=False, reason="oracle: a peer's store-read cool-down after a reset elsewhere (issue 16)"
-)(TestAsyncSessionVersusModel)

@@ -147,7 +147,7 @@ class AsyncKSSession(SessionView):
 
     async def reset_cooldown(self) -> None:
         """Forget a remembered login failure, here and in the token store."""
-        await self._run(flows.locked(self._core, reset_cooldown(self._core)))
+        await self._run(flows.locked(self._core, reset_cooldown(self._core), load=False))
 
     async def renew(self, seen_generation: int, reason: str) -> Snapshot:
         """Make a new session unless one newer than ``seen_generation`` exists (single flight

@@ -164,7 +164,7 @@ class KSSession(SessionView):
     def reset_cooldown(self) -> None:
         """Forget a remembered login failure so the next call hits the server again; also the
         one kept in the token store (that other processes honour too)."""
-        self._run(flows.locked(self._core, reset_cooldown(self._core)))
+        self._run(flows.locked(self._core, reset_cooldown(self._core), load=False))
 
     def renew(
         self, seen_generation: int, reason: str, *, cause: KSError | None = None,
