@@ -247,8 +247,7 @@ def fire(
     if e is None:
         core.record(trigger, src, REFUSED, reason=reason or "no edge")
         raise InvalidTransition(table.hint(src, trigger), state=src.value, trigger=trigger)
-    if trigger in LOGIN_TRIGGERS:
-        yield from check_cooldown(core, trigger, src)
+    over = trigger in LOGIN_TRIGGERS and (yield from check_cooldown(core, trigger, src))
     t0 = time.perf_counter()
     att = attempt(core, snap, trigger)
     guards = tuple(att.seen)
@@ -258,6 +257,8 @@ def fire(
         raise GuardFailed(
             table.guard_hint(trigger, guard), state=src.value, trigger=trigger, guard=guard
         )
+    if over:  # the trigger goes on: the cool-down that ended is forgotten
+        core.snap = snap = core.snap.evolve(cooldown=None)
     deferred: KSError | None = None
     try:
         if e.call is not None:
@@ -297,9 +298,11 @@ def after_failure(core: SessionCore, exc: KSError) -> Flow[None]:
             return
 
 
-def check_cooldown(core: SessionCore, trigger: str, src: State) -> Flow[None]:
+def check_cooldown(core: SessionCore, trigger: str, src: State) -> Flow[bool]:
     """Refuse a login trigger while a cool-down (this session's or one kept in the store by
-    another process or an earlier run) lasts."""
+    another process or an earlier run) lasts. Returns whether this session's own cool-down is
+    over (ended, or reset in the store): :func:`fire` forgets it once the trigger moves, so a
+    trigger refused for another reason (a guard) changes nothing."""
     kept = core.snap.cooldown
     if kept is None or kept.stored:
         try:
@@ -307,18 +310,15 @@ def check_cooldown(core: SessionCore, trigger: str, src: State) -> Flow[None]:
         except StoreError:  # the login itself will meet (and report) the store's failure
             stored = False
         if kept is not None and stored is None:  # reset in the store (another process,
-            core.snap = core.snap.evolve(cooldown=None)  # the CLI): over here too
-            return
+            return True  # the CLI): over here too
         longer = stored and (kept is None or stored.until > kept.until)
         if longer and stored and stored.error in _COOLDOWN_BY_NAME:
             # Another session's (or an earlier run's), lasting longer than ours: it applies.
             kept = Cooldown(stored.until, stored.error, stored.status, stored.fault_code)
     if kept is None:
-        return
+        return False
     if core.clock() >= kept.until:
-        if core.snap.cooldown is not None:
-            core.snap = core.snap.evolve(cooldown=None)
-        return
+        return core.snap.cooldown is not None
     # (A cool-down read from the store is not copied into the snapshot: a refused trigger
     # changes nothing; the next one reads the store again.)
     err = core.cooldown_error(kept) if kept.exc is None else fresh(kept.exc)
