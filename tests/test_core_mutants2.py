@@ -1,0 +1,180 @@
+"""Behaviour of the sans-IO core that the full mutation run (docs/mutation.md) found untested.
+
+A second companion of :mod:`tests.test_core_mutants`: each test pins something a surviving
+mutant of ``session_fsm/core`` changed while every other test still passed. Through the public
+API, against the sandbox over real loopback HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from session_fsm import (
+    GatewayAuthError,
+    KSSession,
+    NotReplayable,
+    OneShot,
+    ReloginNeedsHuman,
+    SessionExpired,
+    State,
+    contract,
+)
+from session_fsm.sandbox import Sandbox
+from tests.conftest import Clock, LogCapture, make_credentials
+from tests.test_core_mutants import Holder
+
+Factory = Callable[..., KSSession]
+ORDERS = contract.ORDERS_REPORT[1]
+PLACE = contract.ORDER_NORMAL[1]
+A = State.AUTHENTICATED
+
+
+# --- a replay the gateway refuses --------------------------------------------------------------
+
+
+def test_a_replay_answered_with_a_rejected_gateway_token_takes_its_edge(
+    new_session: Factory, sb: Sandbox
+) -> None:
+    s = new_session(cooldown=60)
+    s.connect()
+    sb.control.fault(ORDERS, status=401, code=contract.FAULT_SESSION_EXPIRED)  # the first send
+    sb.control.fault(ORDERS, status=401, code=contract.FAULT_GATEWAY_TOKEN)  # the replay
+    with pytest.raises(GatewayAuthError) as info:
+        s.get(ORDERS)
+    assert info.value.response is not None and len(info.value.response.history) == 1
+    # Renewed (generation 2), then the replay's 900901 took the gateway edge, like a first
+    # answer's: the next request re-initialises instead of sending a rejected Bearer token.
+    assert s.state is State.UNINITIALISED and s.generation == 2
+    last = s.history[-1]
+    assert (last.trigger, last.src, last.reason) == ("gateway_rejected", A, "GatewayAuthError")
+    # The rejection is remembered for the cool-down, as the replay's own error (its request).
+    with pytest.raises(GatewayAuthError) as held:
+        s.get(ORDERS)
+    assert str(held.value) == str(info.value)
+    assert f"GET {ORDERS}" in str(held.value)
+    assert s.history[-1].reason == "cooldown"
+
+
+def test_a_replay_is_logged_with_its_session(
+    new_session: Factory, sb: Sandbox, logs: LogCapture
+) -> None:
+    s = new_session(logger=None)
+    s.connect()
+    sb.control.expire()
+    assert s.get(ORDERS).status_code == 200
+    replayed = [e for e in logs.events() if e["event"] == "request_replayed"]
+    assert len(replayed) == 1
+    e = replayed[0]
+    assert (e["session_id"], e["method"], e["path"]) == (s.session_id, "GET", f"/apim{ORDERS}")
+    assert (e["reason"], e["generation"]) == ("session renewed", 2)
+
+
+# --- a request that may not be sent again -------------------------------------------------------
+
+
+def test_a_post_not_replayed_says_replay_posts_is_off(new_session: Factory, sb: Sandbox) -> None:
+    s = new_session(replay_posts=False)
+    s.connect()
+    sb.control.expire()
+    with pytest.raises(NotReplayable) as info:
+        s.post(PLACE, data="jData={}")  # a str body: sent twice as well as once
+    assert str(info.value).startswith(
+        "session renewed, but the POST was not sent again (replay_posts is off)"
+    )
+    assert s.state is A and s.generation == 2
+
+
+def test_a_streamed_body_not_replayed_says_so(new_session: Factory, sb: Sandbox) -> None:
+    s = new_session()  # replay_posts on: only the stream stops the replay
+    s.connect()
+    sb.control.expire()
+    with pytest.raises(NotReplayable) as info:
+        s.put(PLACE, data=iter([b"jData={}"]))
+    assert str(info.value).startswith(
+        "session renewed, but the PUT was not sent again (its body is a stream)"
+    )
+
+
+# --- what is recorded when a re-login needs a person ------------------------------------------
+
+
+def test_a_relogin_that_needs_a_person_is_recorded_as_a_failed_connect(
+    new_session: Factory, sb: Sandbox
+) -> None:
+    s = new_session(make_credentials(password=OneShot("demo-password")))
+    s.connect()
+    sb.control.expire()
+    with pytest.raises(ReloginNeedsHuman):
+        s.get(ORDERS)
+    last = s.history[-1]
+    assert (last.trigger, last.outcome, last.reason, last.error) == (
+        "connect", "failed", "needs_human", "ReloginNeedsHuman",
+    )  # fmt: skip
+    assert last.src is last.dst is State.INITIALISED and s.history[-2].trigger == "session_expired"
+
+
+# --- waiting for a call another thread is making -----------------------------------------------
+
+
+def test_a_call_waiting_past_relogin_timeout_says_what_it_waited_for(
+    new_session: Factory, sb: Sandbox
+) -> None:
+    s = new_session(relogin_timeout=0.2)
+    with Holder(s, "init", s.connect), pytest.raises(SessionExpired) as info:
+        s.logout()
+    assert str(info.value) == (
+        "gave up after 0.2s waiting for another thread's call on this session "
+        "(connect, re-login or logout): raise relogin_timeout, or retry"
+    )
+    assert info.value.hint == "raise relogin_timeout, or retry"
+
+
+# --- observers ----------------------------------------------------------------------------------
+
+
+def test_a_request_hook_that_raises_is_named_in_its_event(
+    new_session: Factory, sb: Sandbox, logs: LogCapture
+) -> None:
+    s = new_session(logger=None)
+
+    def broken_hook(_s: Any, _outcome: str) -> None:
+        raise LookupError("no")
+
+    s.on_request(broken_hook)
+    s.connect()
+    assert s.get(ORDERS).status_code == 200
+    failed = [e for e in logs.events() if e["event"].endswith("_failed")]
+    assert [(e["event"], e["request_hook"], e["error"]) for e in failed] == [
+        ("request_hook_failed", "broken_hook", "LookupError")
+    ]
+
+
+# --- a soft refresh cut by a non-library error --------------------------------------------------
+
+
+def test_a_soft_refresh_cut_by_a_foreign_error_is_not_left_under_way(
+    new_session: Factory, sb: Sandbox, clock: Clock
+) -> None:
+    vault = {"open": True}
+
+    def password() -> str:
+        if not vault["open"]:
+            raise LookupError("the vault is closed")
+        return "demo-password"
+
+    s = new_session(
+        make_credentials(password=password), max_session_age=1000, soft_window=100
+    )
+    s.connect()
+    vault["open"] = False
+    clock.advance(950)
+    with pytest.raises(LookupError):
+        s.get(ORDERS)  # the refresh's password could not be had: not a library error
+    snap = s.snapshot()
+    assert snap.refreshing is False and snap.state is A and snap.generation == 1
+    vault["open"] = True  # the next request refreshes
+    assert s.get(ORDERS).status_code == 200
+    assert s.generation == 2 and s.history[-1].trigger == "refresh"
