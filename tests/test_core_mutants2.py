@@ -15,6 +15,7 @@ import pytest
 from session_fsm import (
     GatewayAuthError,
     KSSession,
+    MemoryStore,
     NotReplayable,
     OneShot,
     ReloginNeedsHuman,
@@ -178,3 +179,22 @@ def test_a_soft_refresh_cut_by_a_foreign_error_is_not_left_under_way(
     vault["open"] = True  # the next request refreshes
     assert s.get(ORDERS).status_code == 200
     assert s.generation == 2 and s.history[-1].trigger == "refresh"
+
+
+# --- a renewal that finds another process's session ---------------------------------------------
+
+
+def test_a_renewal_adopts_the_session_another_process_stored(
+    new_session: Factory, sb: Sandbox
+) -> None:
+    store = MemoryStore()
+    first, second = new_session(store=store), new_session(store=store)
+    first.connect()
+    second.connect()  # adopts the first's session from the store
+    sb.control.expire()
+    assert first.get(ORDERS).status_code == 200 and first.generation == 2
+    logins = sb.control.stats()["logins"]
+    assert second.get(ORDERS).status_code == 200 and second.generation == 2
+    assert sb.control.stats()["logins"] == logins  # no login of its own
+    last = second.history[-1]
+    assert (last.trigger, last.src, last.dst, last.reason) == ("restore", A, A, "store")
