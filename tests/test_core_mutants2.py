@@ -7,6 +7,7 @@ API, against the sandbox over real loopback HTTP.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,8 @@ from session_fsm import (
     contract,
 )
 from session_fsm.sandbox import Sandbox
+from session_fsm.secret import Secret
+from session_fsm.stores import StoredSession
 from tests.conftest import Clock, LogCapture, make_credentials
 from tests.test_core_mutants import Holder
 
@@ -198,3 +201,38 @@ def test_a_renewal_adopts_the_session_another_process_stored(
     assert sb.control.stats()["logins"] == logins  # no login of its own
     last = second.history[-1]
     assert (last.trigger, last.src, last.dst, last.reason) == ("restore", A, A, "store")
+
+
+# --- another host's answer while the session's lock is held ------------------------------------
+
+
+def test_a_wrong_domain_answer_waits_relogin_timeout_for_the_lock(
+    new_session: Factory, sb: Sandbox
+) -> None:
+    s = new_session(relogin_timeout=0.2)
+    s.connect()
+    record = StoredSession(sb.url, "demo-user", Secret("made-elsewhere"), 5, 0.0)
+    sb.control.fault(ORDERS, status=401, code=contract.FAULT_WRONG_DOMAIN)
+    with Holder(s, "restore", lambda: s.adopt(record, "test")):
+        t0 = time.monotonic()
+        with pytest.raises(SessionExpired) as info:
+            s.get(ORDERS)  # answered "another host": the internal edge needs the lock
+        waited = time.monotonic() - t0
+    assert str(info.value).startswith("gave up after 0.2s waiting for another thread's re-login")
+    assert 0.15 < waited < 3
+    assert s.state is A and s.generation == 5  # the edge was not taken without the lock
+
+
+def test_an_expiry_met_by_a_request_records_its_cause_and_the_request(
+    new_session: Factory, sb: Sandbox
+) -> None:
+    s = new_session()
+    s.connect()
+    sb.control.expire()
+    assert s.get(ORDERS).status_code == 200
+    expired = [r for r in s.history if r.trigger == "session_expired"]
+    assert len(expired) == 1
+    r = expired[0]
+    expected = (401, contract.FAULT_SESSION_EXPIRED, "SessionExpired")
+    assert (r.status, r.fault_code, r.error) == expected
+    assert (r.call, r.reason, r.outcome) == (f"GET {ORDERS}", "expired", "ok")
