@@ -236,3 +236,21 @@ def test_an_expiry_met_by_a_request_records_its_cause_and_the_request(
     expected = (401, contract.FAULT_SESSION_EXPIRED, "SessionExpired")
     assert (r.status, r.fault_code, r.error) == expected
     assert (r.call, r.reason, r.outcome) == (f"GET {ORDERS}", "expired", "ok")
+
+
+def test_a_bearer_refresh_that_waited_too_long_says_what_to_do(
+    new_session: Factory, sb: Sandbox
+) -> None:
+    s = new_session(
+        make_credentials(access_token_provider=lambda: "demo-access-token"), relogin_timeout=0.2
+    )
+    s.connect()
+    sb.control.fault(ORDERS, status=401, code=contract.FAULT_GATEWAY_TOKEN)
+    with Holder(s, "login", s.login), pytest.raises(GatewayAuthError) as info:
+        s.get(ORDERS)  # a refused login() holds the lock in its callback
+    assert str(info.value) == (
+        "gave up after 0.2s waiting for another thread's gateway token refresh"
+        ": raise relogin_timeout, or retry"
+    )
+    assert info.value.hint == "raise relogin_timeout, or retry"
+    assert info.value.response is not None and info.value.response.status_code == 401
