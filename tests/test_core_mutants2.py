@@ -22,6 +22,7 @@ from session_fsm import (
     ReloginNeedsHuman,
     SessionExpired,
     State,
+    WrongDomain,
     contract,
 )
 from session_fsm.sandbox import Sandbox
@@ -254,3 +255,30 @@ def test_a_bearer_refresh_that_waited_too_long_says_what_to_do(
     )
     assert info.value.hint == "raise relogin_timeout, or retry"
     assert info.value.response is not None and info.value.response.status_code == 401
+
+
+def test_a_replay_answered_with_another_host_takes_that_edge_once(
+    new_session: Factory, sb: Sandbox
+) -> None:
+    s = new_session()
+    s.connect()
+    sb.control.fault(ORDERS, status=401, code=contract.FAULT_SESSION_EXPIRED)  # the first send
+    sb.control.fault(ORDERS, status=401, code=contract.FAULT_WRONG_DOMAIN)  # the replay
+    with pytest.raises(WrongDomain):
+        s.get(ORDERS)
+    assert s.state is State.UNINITIALISED
+    assert [r.trigger for r in s.history].count("redirect_changed") == 1
+
+
+def test_a_request_not_renewed_is_logged_with_its_path(
+    new_session: Factory, sb: Sandbox, logs: LogCapture
+) -> None:
+    s = new_session(replay_posts=False, logger=None)
+    s.connect()
+    sb.control.expire()
+    with pytest.raises(NotReplayable):
+        s.post(PLACE, data="jData={}")
+    events = [e for e in logs.events() if e["event"] == "request_not_renewed"]
+    assert [(e["session_id"], e["method"], e["path"], e["error"]) for e in events] == [
+        (s.session_id, "POST", f"/apim{PLACE}", "NotReplayable")
+    ]
