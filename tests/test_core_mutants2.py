@@ -25,6 +25,7 @@ from session_fsm import (
     WrongDomain,
     contract,
 )
+from session_fsm.core.effects import Held, release
 from session_fsm.sandbox import Sandbox
 from session_fsm.secret import Secret
 from session_fsm.stores import StoredSession
@@ -282,3 +283,27 @@ def test_a_request_not_renewed_is_logged_with_its_path(
     assert [(e["session_id"], e["method"], e["path"], e["error"]) for e in events] == [
         (s.session_id, "POST", f"/apim{PLACE}", "NotReplayable")
     ]
+
+
+# --- the snapshot and the effects, as pure values -----------------------------------------------
+
+
+def test_a_snapshot_outside_authenticated_has_no_refresh_under_way(
+    new_session: Factory, sb: Sandbox
+) -> None:
+    s = new_session()
+    s.connect()
+    s.logout()
+    snap = s.snapshot()
+    assert (snap.state, snap.session_token, snap.refreshing, snap.refresh_retry_at) == (
+        State.LOGGED_OUT, None, False, None,
+    )  # fmt: skip
+
+
+def test_releasing_what_a_flow_does_not_hold_is_a_runtime_error() -> None:
+    with pytest.raises(RuntimeError, match=r"does not hold \(the session lock\)"):
+        release([], None)
+    held: list[Held] = [("key", lambda: "store"), (None, lambda: "session")]
+    assert release(held, "key")() == "store" and held[0][0] is None
+    with pytest.raises(RuntimeError, match=r"does not hold \(key\)"):
+        release(held, "key")
