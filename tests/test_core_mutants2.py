@@ -20,6 +20,7 @@ from session_fsm import (
     NotReplayable,
     OneShot,
     ReloginNeedsHuman,
+    ServiceUnavailable,
     SessionExpired,
     State,
     WrongDomain,
@@ -307,3 +308,14 @@ def test_releasing_what_a_flow_does_not_hold_is_a_runtime_error() -> None:
     assert release(held, "key")() == "store" and held[0][0] is None
     with pytest.raises(RuntimeError, match=r"does not hold \(key\)"):
         release(held, "key")
+
+
+def test_a_request_to_an_absolute_url_maps_its_answer_to_a_typed_error(
+    new_session: Factory, sb: Sandbox
+) -> None:
+    s = new_session()
+    s.connect()
+    sb.control.fault(ORDERS, status=503, count=10)  # past the retries
+    with pytest.raises(ServiceUnavailable) as info:
+        s.get(s.snapshot().host + ORDERS)  # not the hot path: the core's request flow
+    assert info.value.response is not None and info.value.response.status_code == 503
