@@ -16,6 +16,7 @@ import pytest
 from session_fsm import (
     GatewayAuthError,
     KSSession,
+    LoginRejected,
     MemoryStore,
     NotReplayable,
     OneShot,
@@ -29,7 +30,7 @@ from session_fsm import (
 from session_fsm.core.effects import Held, release
 from session_fsm.sandbox import Sandbox
 from session_fsm.secret import Secret
-from session_fsm.stores import StoredSession
+from session_fsm.stores import StoredCooldown, StoredSession, StoreError
 from tests.conftest import Clock, LogCapture, make_credentials
 from tests.test_core_mutants import Holder
 
@@ -319,3 +320,27 @@ def test_a_request_to_an_absolute_url_maps_its_answer_to_a_typed_error(
     with pytest.raises(ServiceUnavailable) as info:
         s.get(s.snapshot().host + ORDERS)  # not the hot path: the core's request flow
     assert info.value.response is not None and info.value.response.status_code == 503
+
+
+class _NoCooldownStore(MemoryStore):
+    """A token store whose cool-down records cannot be written."""
+
+    def save_cooldown(self, key: str, cooldown: StoredCooldown) -> None:
+        raise StoreError("the store is read-only")
+
+
+def test_a_cooldown_the_store_refuses_is_logged_and_the_login_error_raised(
+    new_session: Factory, sb: Sandbox, logs: LogCapture
+) -> None:
+    s = new_session(
+        make_credentials(password="wrong"), store=_NoCooldownStore(), cooldown=60, logger=None
+    )
+    s.init()
+    with pytest.raises(LoginRejected):
+        s.login()  # the login's error, not the store's
+    events = [e for e in logs.events() if e["event"] == "cooldown_not_stored"]
+    assert [(e["level"], e["session_id"], e["error"]) for e in events] == [
+        ("warning", s.session_id, "StoreError")
+    ]
+    kept = s.snapshot().cooldown
+    assert kept is not None and kept.error == "LoginRejected" and not kept.stored
