@@ -28,9 +28,12 @@ if [[ ${FRESH:-0} == 1 || ! -f $work/setup.cfg ]]; then
     # under the ci profile, which every surviving mutant would pay), test_secrets and
     # test_error_secrets (about 20 s each, and they test redaction, not the core's decisions).
     # mutmut copies only session_fsm/ and tests/ into mutants/, so the benchmark smoke test
-    # (which imports benchmarks/) is deselected below.
+    # (which imports benchmarks/) is deselected below. A mutant that makes a flow wait on a lock
+    # forever uses no CPU, so only mutmut's wall-clock limit ends it: (the covering tests'
+    # time + timeout_constant) x timeout_multiplier, 15x by default, 2.5x here.
     tests=""
-    for t in test_machine test_relogin test_core_fixes test_core_mutants test_edge_calls \
+    for t in test_machine test_relogin test_core_fixes test_core_mutants test_core_mutants2 \
+             test_refresh_races test_request_hot_path test_strict_answers test_edge_calls \
              test_transition_records test_table test_model_paths test_fault_matrix test_deadlines \
              test_logging_fast_path test_config test_layout test_metrics test_heartbeat \
              test_wire test_fast_send; do
@@ -52,6 +55,8 @@ pytest_add_cli_args =
     --deselect
     tests/test_fast_send.py::test_benchmark_runs_at_smoke_size
 use_git_change_detection = false
+timeout_multiplier = 2.5
+timeout_constant = 10
 CFG
 fi
 cd "$work"
