@@ -101,3 +101,27 @@ async def test_tasks_waiting_for_a_failed_relogin_raise_its_error(sb: Sandbox) -
         assert login_calls(sb) == 2 + FAST_RETRY.total
     finally:
         await s.close()
+
+
+# --- the replay rule for form fields (the mutation run's finding) ------------------------------
+
+
+def test_a_post_of_form_fields_is_sent_again_after_the_relogin(
+    sb: Sandbox, new_session: Callable[..., KSSession]
+) -> None:
+    """Form fields (``data={"jData": ...}``, how the order API is called) are encoded again for
+    every send, so a POST of them is replayed like one of bytes; only a stream is not."""
+    s = new_session(replay_posts=True)
+    s.connect()
+    sb.control.reset()
+    sb.control.expire()
+    try:
+        answer = s.post(contract.ORDER_NORMAL[1], data={"jData": '{"qt": "1"}'})
+    except KSError as exc:  # the sandbox wants JSON: the replay's 400 is the order's own error
+        answer = exc.response  # type: ignore[attr-defined]
+    assert [h.status_code for h in answer.history] == [401]  # sent, renewed, sent again
+    assert sb.control.stats()["calls"][f"POST {contract.ORDER_NORMAL[1]}"] == 2
+    with pytest.raises(KSError) as err:
+        sb.control.expire()
+        s.post(contract.ORDER_NORMAL[1], data=iter([b'{"qt": "1"}']))  # a stream: never twice
+    assert type(err.value).__name__ == "NotReplayable"

@@ -16,7 +16,7 @@ from ..core import connect as flows
 from ..core import gateway, relogin
 from ..core.effects import Flow, Reply, Send
 from ..core.engine import Callback, adopt, ensure_loaded, reset_cooldown
-from ..core.relogin import Outgoing, where
+from ..core.relogin import Outgoing, streamed_body, where
 from ..core.snapshot import Snapshot
 from ..core.view import SessionView, new_core
 from ..credentials import Credentials
@@ -258,7 +258,7 @@ class AsyncKSSession(SessionView):
             if 200 <= reply.status < 300:
                 fast: AsyncResponse = reply.handle
                 return fast
-        streamed = not (data is None or isinstance(data, (bytes, str)))
+        streamed = streamed_body(data)
         out = Outgoing(None, method.upper(), where(method, path), streamed, path)
         if snap is None or reply is None:  # a renewal is due first: the core's whole flow
             flow = relogin.request(core, out, map_errors=True)

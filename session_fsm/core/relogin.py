@@ -16,6 +16,7 @@ and what a trading request does with a rejected answer (the replay rule).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -82,6 +83,13 @@ def where(method: str, path: str) -> str:
     if "://" in path:
         path = urlsplit(path).path
     return f"{method.upper()} {path.partition('?')[0].partition('#')[0]}"
+
+
+def streamed_body(body: object) -> bool:
+    """Whether a request body is a stream (a file, a generator, a multipart form: it can be
+    sent only once). No body, bytes, str and form fields (a mapping, or a list or tuple of
+    pairs, which the client encodes again for every send) are not."""
+    return not (body is None or isinstance(body, (bytes, str, Mapping, list, tuple)))
 
 
 def replayable(method: str, streamed: bool, replay_posts: bool = True) -> bool:

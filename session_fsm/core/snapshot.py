@@ -46,7 +46,8 @@ class Snapshot:
     - ``refreshing``: a proactive refresh is under way (the session stays Authenticated);
       ``refresh_retry_at``: when a failed proactive refresh of this generation is tried again;
     - ``relogins_failed``: how many automatic re-logins failed, and ``relogin_error`` the last
-      one's error: the callers that waited for that re-login raise it rather than try again.
+      one's error: the callers that waited for that re-login raise it rather than try again
+      (single-flight bookkeeping, left out of equality: a refused re-login changes nothing).
     """
 
     state: State
@@ -61,7 +62,7 @@ class Snapshot:
     cooldown: Cooldown | None = None
     refreshing: bool = False
     refresh_retry_at: float | None = None
-    relogins_failed: int = 0
+    relogins_failed: int = field(default=0, compare=False)
     relogin_error: KSError | None = field(default=None, repr=False, compare=False)
 
     def evolve(self, **changes: Any) -> Snapshot:

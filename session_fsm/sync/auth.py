@@ -21,7 +21,7 @@ from ..answers import seal_response, transport_error
 from ..core import relogin
 from ..core.effects import Flow, Reply, Send
 from ..core.engine import SessionCore
-from ..core.relogin import Outgoing, where
+from ..core.relogin import Outgoing, streamed_body, where
 from ..core.snapshot import Snapshot
 from ..errors import APIError, KSError, NotReplayable
 from ..wire import check_url, redirect_guard
@@ -37,17 +37,13 @@ else:
 
 T = TypeVar("T")
 
-def _streamed(body: object) -> bool:
-    return not (body is None or isinstance(body, (bytes, str)))
-
-
 def replayable(request: requests.PreparedRequest, replay_posts: bool = True) -> bool:
     """Whether ``request`` may be sent again after a re-login: its body can be sent twice (no
     body, bytes or str; ``json=`` bodies are bytes once prepared; never a file or generator)
     and its method is idempotent, or it is a POST/PATCH and ``replay_posts`` is on (the server
     refused it with a 401 before acting on it). The rule is the core's
     (:func:`session_fsm.core.relogin.replayable`)."""
-    return relogin.replayable(request.method or "GET", _streamed(request.body), replay_posts)
+    return relogin.replayable(request.method or "GET", streamed_body(request.body), replay_posts)
 
 
 def send_call(
@@ -84,7 +80,7 @@ def send_call(
             response.history.insert(0, effect.replay_of.handle)
         return Reply(response.status_code, response)
 
-    streamed = _streamed(kwargs.get("data")) or "files" in kwargs
+    streamed = streamed_body(kwargs.get("data")) or "files" in kwargs
     out = Outgoing(None, method.upper(), where(method, path), streamed, path)
     if first is not None and snap is not None:
         flow = relogin.answered(core, out, first, snap, map_errors=True)
@@ -140,7 +136,7 @@ class SessionAuth(AuthBase, FlowAuth):
         snap = core.usable()
         if snap is None:
             method, url = (r.method or "GET").upper(), r.url or ""
-            out = Outgoing(None, method, where(method, url), _streamed(r.body), url)
+            out = Outgoing(None, method, where(method, url), streamed_body(r.body), url)
             snap = driver.run(relogin.ready_or_none(core, out))
             if snap is None:  # no usable session now (recorded, logged): the server answers
                 check_url(url, driver.wire.config)  # the request without session headers
@@ -166,7 +162,7 @@ class SessionAuth(AuthBase, FlowAuth):
             None,
             method,
             f"{method} {_where_sent(request.url or '', snap)}",
-            _streamed(request.body),
+            streamed_body(request.body),
         )
 
         def replay(effect: Send) -> Reply:
