@@ -17,7 +17,15 @@ from typing import Any
 import pytest
 import structlog
 
-from session_fsm import KSSession, Secret, Snapshot, State, TransitionRecord, configure_logging
+from session_fsm import (
+    KSSession,
+    Secret,
+    SessionExpired,
+    Snapshot,
+    State,
+    TransitionRecord,
+    configure_logging,
+)
 from session_fsm.core.snapshot import EVENT_KEYS, Cooldown
 from session_fsm.logs import json_line
 from session_fsm.sandbox import Sandbox
@@ -111,10 +119,13 @@ def test_snapshot_evolve_is_replace() -> None:
         "cooldown": Cooldown(5.0, "LoginRejected"),
         "refreshing": True,
         "refresh_retry_at": 7.5,
+        "relogins_failed": 2,
+        "relogin_error": SessionExpired("the re-login failed"),
     }
     assert set(values) == {f.name for f in fields(Snapshot)}
     for name, value in values.items():
         assert snap.evolve(**{name: value}) == replace(snap, **{name: value})
+        assert getattr(snap.evolve(**{name: value}), name) is value  # compare=False ones too
     assert snap.evolve(**values) == replace(snap, **values) == Snapshot(**values)
     assert snap.evolve() == snap
     with pytest.raises(TypeError, match="'sessionToken'"):
