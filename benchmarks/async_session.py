@@ -241,7 +241,7 @@ async def _run(target: Target, smoke: bool) -> Result:
     storm_ratio = median(storm) / median(base)
     connect_ratio = median(la) / median(lb)
     quiet_ratio = median(lc) / median(lb)
-    cpu_ratio = median(cpu["library"]) / (median(cpu["raw"]) or 1.0)
+    connect_cpu_ratio = median(cpu["library"]) / (median(cpu["raw"]) or 1.0)
     one_login = all(n == 1 for n in logins)
     all_ok = all(n == tasks for n in successes)
     same_calls = made == expected
@@ -318,14 +318,14 @@ async def _run(target: Target, smoke: bool) -> Result:
         Figure("  same, library info events filtered out", quiet_ratio, "x", "(information)", None),
         Figure("await connect(), loop thread CPU", median(cpu["library"]) * 1e3, "ms", "", None),
         Figure("3 raw aiohttp calls, loop thread CPU", median(cpu["raw"]) * 1e3, "ms", "", None),
-        Figure("  CPU: connect / raw", cpu_ratio, "x", "(information)", None),
+        Figure("  CPU: connect / raw", connect_cpu_ratio, "x", "(information)", None),
     ]
     data = {
         "get_ratio": get_ratio, "httpx_ratio": hx_ratio, "get_cpu_ratio": cpu_ratio,
         "httpx_cpu_ratio": cpu_hx_ratio, "burst_failed": burst_failed,
         "burst_errors": kinds, "logins": logins, "successes": successes,
         "storm_ratio": storm_ratio, "connect_ratio": connect_ratio, "connect_calls": made,
-        "connect_ratio_quiet": quiet_ratio, "connect_ratio_cpu": cpu_ratio,
+        "connect_ratio_quiet": quiet_ratio, "connect_ratio_cpu": connect_cpu_ratio,
         "tasks": tasks,
     }  # fmt: skip
     return Result("async_session", figures, data, time.perf_counter() - t_start)

@@ -28,5 +28,11 @@ def test_async_session_benchmark_structure(target: object) -> None:
     assert "session / raw aiohttp median ratio" in names
     assert "CPU: session / raw aiohttp" in names  # the judged one (the event loop's CPU time)
     assert data["get_cpu_ratio"] > 0 and data["httpx_cpu_ratio"] > 0
+    # The judged GET ratio is the ratio of the two GET medians printed above it (a merge once
+    # overwrote it with the connect arm's CPU ratio).
+    value = {f.name: f.value for f in result.figures}
+    mine, raw = (value[f"GET + JSON, {arm}, loop CPU"] for arm in ("AsyncKSSession", "raw aiohttp"))
+    get_cpu = mine / raw
+    assert value["CPU: session / raw aiohttp"] == pytest.approx(get_cpu, rel=1e-9)
     assert "session / raw httpx median ratio" in names
     assert "connect / raw median ratio" in names and "storm / baseline ratio" in names
