@@ -2,7 +2,7 @@
 
     from session_fsm.status import serve_status
     server = serve_status(session, host="127.0.0.1", port=0)   # returns at once
-    print(server.url)   # http://127.0.0.1:PORT/
+    log.info("status page at %s", server.url)   # http://127.0.0.1:PORT/
     ...
     server.close()
 

@@ -93,10 +93,10 @@ def streamed_body(body: object) -> bool:
 
 
 def replayable(method: str, streamed: bool, replay_posts: bool = True) -> bool:
-    """Whether a request may be sent again after a re-login: its body can be sent twice (no
-    body, bytes or str; never a stream), and its method is idempotent (GET, HEAD, PUT, DELETE,
-    OPTIONS) or it is a POST/PATCH and ``replay_posts`` is on (the server refused it with a 401
-    before acting on it)."""
+    """Whether a request may be sent again after a re-login: its body can be sent twice (no body,
+    bytes, str or form fields; never a stream, see :func:`streamed_body`), and its method is
+    idempotent (GET, HEAD, PUT, DELETE, OPTIONS) or it is a POST/PATCH and ``replay_posts``
+    is on (the server refused it with a 401 before acting on it)."""
     if streamed:
         return False
     return method.upper() in IDEMPOTENT_METHODS or replay_posts
