@@ -6,8 +6,8 @@ import io
 import json
 import os
 import threading
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import structlog
@@ -15,6 +15,9 @@ from hypothesis import HealthCheck, settings
 
 from session_fsm import Credentials, KSSession, RetryPolicy
 from session_fsm.sandbox import Sandbox, run_sandbox
+
+if TYPE_CHECKING:
+    from session_fsm import AsyncKSSession
 
 settings.register_profile(
     "ci",
@@ -35,6 +38,7 @@ settings.register_profile(
     "dev", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
 
 def tables_wanted(config: pytest.Config) -> bool:
     """Whether to print the report tables (model coverage, fault matrix) on a green run: only
@@ -137,6 +141,32 @@ def new_session(sb: Sandbox, clock: Clock) -> Iterator[Callable[..., KSSession]]
     yield make
     for s in made:
         s.close()
+
+
+@pytest.fixture
+def anyio_backend() -> tuple[str, dict[str, Any]]:
+    """The async tests run on asyncio in debug mode (a slow callback is reported)."""
+    return "asyncio", {"debug": True}
+
+
+@pytest.fixture
+async def new_async(sb: Sandbox, clock: Clock) -> AsyncIterator[Callable[..., AsyncKSSession]]:
+    """Factory of async sessions on the sandbox (as ``new_session``); closed after."""
+    from session_fsm import AsyncKSSession  # (imported here: aiohttp only for async tests)
+
+    made: list[AsyncKSSession] = []
+
+    def make(creds: Credentials | None = None, **options: Any) -> AsyncKSSession:
+        options.setdefault("retry", FAST_RETRY)
+        options.setdefault("timeout", (2.0, 5.0))
+        options.setdefault("clock", clock)
+        s = AsyncKSSession(creds or make_credentials(), host=sb.url, **options)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        await s.close()
 
 
 class LogCapture:

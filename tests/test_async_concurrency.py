@@ -44,10 +44,6 @@ AT_ONCE = 1.0
 SLOW = 1.5
 
 
-@pytest.fixture
-def anyio_backend() -> tuple[str, dict[str, Any]]:
-    return "asyncio", {"debug": True}
-
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:

@@ -27,11 +27,9 @@ from session_fsm.aio.deadline import EXPIRED, FINISHED, RUNNING, STATE, TASK, De
 from session_fsm.aio.wire import AsyncWire
 from session_fsm.sandbox import Sandbox
 from tests.loopback_listeners import dripping
-from tests.test_async_session import anyio_backend, new_async
 from tests.test_wire import who
 
 pytestmark = pytest.mark.anyio
-__all__ = ["anyio_backend", "new_async"]  # the fixtures, shared with test_async_session
 ORDERS = contract.ORDERS_REPORT[1]
 
 

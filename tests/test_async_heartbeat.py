@@ -25,13 +25,11 @@ from session_fsm.heartbeat import Heartbeat, Pulse
 from session_fsm.sandbox import Sandbox
 from session_fsm.table import State
 from tests.conftest import FAST_RETRY, Clock, make_credentials
-from tests.test_async_session import anyio_backend, new_async
 
 pytestmark = pytest.mark.anyio
 ORDERS = contract.ORDERS_REPORT[1]
 POSITIONS = contract.POSITIONS_TODAY[1]
 Factory = Callable[..., AsyncKSSession]
-__all__ = ["anyio_backend", "new_async"]  # the fixtures, shared with test_async_session
 
 
 

@@ -14,10 +14,8 @@ pytest.importorskip("aiohttp")
 from session_fsm import AsyncKSSession, UnexpectedStatus, contract
 from session_fsm.aio.driver import AsyncDriver
 from session_fsm.sandbox import Sandbox
-from tests.test_async_session import anyio_backend, new_async
 
 pytestmark = pytest.mark.anyio
-__all__ = ["anyio_backend", "new_async"]  # the fixtures, shared with test_async_session
 ORDERS = contract.ORDERS_REPORT[1]
 
 

@@ -5,7 +5,7 @@ Bearer refresh, cancellation in the middle of a login, the httpx auth, the store
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,7 +24,7 @@ from session_fsm import (
     contract,
 )
 from session_fsm.sandbox import Sandbox
-from tests.conftest import FAST_RETRY, Clock, make_credentials
+from tests.conftest import make_credentials
 
 pytestmark = pytest.mark.anyio
 ORDERS = contract.ORDERS_REPORT[1]
@@ -32,26 +32,6 @@ LOGIN = contract.LOGIN_USERID[1]
 Factory = Callable[..., AsyncKSSession]
 
 
-@pytest.fixture
-def anyio_backend() -> tuple[str, dict[str, Any]]:
-    return "asyncio", {"debug": True}
-
-
-@pytest.fixture
-async def new_async(sb: Sandbox, clock: Clock) -> AsyncIterator[Factory]:
-    made: list[AsyncKSSession] = []
-
-    def make(creds: Any = None, **options: Any) -> AsyncKSSession:
-        options.setdefault("retry", FAST_RETRY)
-        options.setdefault("timeout", (2.0, 5.0))
-        options.setdefault("clock", clock)
-        s = AsyncKSSession(creds or make_credentials(), host=sb.url, **options)
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        await s.close()
 
 
 def stats(sb: Sandbox) -> dict[str, int]:

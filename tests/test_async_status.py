@@ -23,13 +23,11 @@ from session_fsm.status import serve_status
 from session_fsm.table import State
 from tests.conftest import Clock, make_credentials
 from tests.test_async_heartbeat import AsyncStepper
-from tests.test_async_session import anyio_backend, new_async
 
 pytestmark = pytest.mark.anyio
 ORDERS = contract.ORDERS_REPORT[1]
 LOGIN = contract.LOGIN_USERID[1]
 Factory = Callable[..., AsyncKSSession]
-__all__ = ["anyio_backend", "new_async"]  # the fixtures, shared with test_async_session
 
 
 

@@ -46,10 +46,6 @@ NO_RETRY = RetryPolicy(total=0)
 ORDERS = contract.ORDERS_REPORT[1]
 
 
-@pytest.fixture
-def anyio_backend() -> tuple[str, dict[str, Any]]:
-    return "asyncio", {"debug": True}
-
 
 @pytest.fixture
 async def wire() -> AsyncIterator[AsyncWire]:

@@ -35,10 +35,6 @@ pytestmark = pytest.mark.anyio
 ORDERS = contract.ORDERS_REPORT[1]
 
 
-@pytest.fixture
-def anyio_backend() -> tuple[str, dict[str, Any]]:
-    return "asyncio", {"debug": True}
-
 
 # --- concurrency and the event loop ----------------------------------------------------------
 

@@ -6,7 +6,7 @@ import asyncio
 import gc
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -16,7 +16,7 @@ from session_fsm import KSSession, LoginRejected, State, contract
 from session_fsm.aio.session import AsyncKSSession
 from session_fsm.sandbox import Sandbox
 from session_fsm.stores import MemoryStore
-from tests.conftest import FAST_RETRY, Clock, make_credentials
+from tests.conftest import Clock, make_credentials
 
 ORDERS = contract.ORDERS_REPORT[1]
 LOGIN = contract.LOGIN_USERID[1]
@@ -134,26 +134,6 @@ def test_cooldown_error_says_the_same_as_the_first(new_session: Any) -> None:
 # --- the async driver -----------------------------------------------------------------------
 
 
-@pytest.fixture
-def anyio_backend() -> tuple[str, dict[str, Any]]:
-    return "asyncio", {"debug": True}
-
-
-@pytest.fixture
-async def new_async(sb: Sandbox, clock: Clock) -> AsyncIterator[Callable[..., AsyncKSSession]]:
-    made: list[AsyncKSSession] = []
-
-    def make(creds: Any = None, **options: Any) -> AsyncKSSession:
-        options.setdefault("retry", FAST_RETRY)
-        options.setdefault("timeout", (2.0, 5.0))
-        options.setdefault("clock", clock)
-        s = AsyncKSSession(creds or make_credentials(), host=sb.url, **options)
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        await s.close()
 
 
 @pytest.mark.anyio

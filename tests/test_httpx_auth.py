@@ -24,9 +24,6 @@ from session_fsm.aio.session import AsyncKSSession
 from session_fsm.sandbox import Sandbox
 from session_fsm.stores import MemoryStore
 from tests.conftest import FAST_RETRY, Clock, LogCapture, make_credentials
-from tests.test_async_session import anyio_backend, new_async
-
-__all__ = ["anyio_backend", "new_async"]  # the fixtures, shared with test_async_session
 
 ORDERS = contract.ORDERS_REPORT[1]
 ORDER = contract.ORDER_NORMAL[1]

@@ -49,7 +49,7 @@ class AsyncDriver:
                 done, effect = fx.advance(flow, value, error)
                 if done:
                     return effect  # type: ignore[no-any-return]
-                try:  # (as attempt(), written in the loop: one coroutine less per effect)
+                try:
                     value, error = await self.perform(effect, held, send), None
                 except BaseException as exc:  # thrown into the flow (cancellation too)
                     value, error = None, exc
@@ -57,16 +57,6 @@ class AsyncDriver:
             error = None
             for _, release_held in reversed(held):  # a flow closed half-way: nothing stays held
                 await release_held()
-
-    async def attempt(
-        self, effect: Any, held: list[Held], send: SendFn | None
-    ) -> tuple[Any, BaseException | None]:
-        """Perform ``effect``: (its result, None), or (None, the error to throw into the
-        flow, cancellation too, so the flow's ``finally`` clauses give back what it holds)."""
-        try:
-            return await self.perform(effect, held, send), None
-        except BaseException as exc:
-            return None, exc
 
     async def perform(self, effect: Any, held: list[Held], send: SendFn | None) -> Any:
         """Perform one effect (see :mod:`session_fsm.core.effects`)."""

@@ -113,7 +113,7 @@ class Driver:
                 done, effect = fx.advance(flow, value, error)
                 if done:
                     return effect  # type: ignore[no-any-return]
-                try:  # (as attempt(), written in the loop: one call less per effect)
+                try:
                     value, error = self.perform(effect, held, send), None
                 except BaseException as exc:  # thrown into the flow (interrupts too)
                     value, error = None, exc
@@ -121,16 +121,6 @@ class Driver:
             error = None  # no frame of ours keeps the error (and what it references) alive
             for _, release in reversed(held):  # a flow closed half-way: nothing stays held
                 release()
-
-    def attempt(
-        self, effect: Any, held: list[Held], send: SendFn | None
-    ) -> tuple[Any, BaseException | None]:
-        """Perform ``effect``: (its result, None), or (None, the error to throw into the
-        flow, cancellation and interrupts too, so the flow's ``finally`` clauses run)."""
-        try:
-            return self.perform(effect, held, send), None
-        except BaseException as exc:
-            return None, exc
 
     # --- effects ---------------------------------------------------------------------------------
 
