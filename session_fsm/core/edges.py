@@ -84,10 +84,10 @@ def refresh_session(core: SessionCore, snap: Snapshot) -> Flow[Changes]:
     password, code = c.password_provider, c.access_code_provider
     assert password is not None and code is not None  # guarded
     host = snap.host
-    login = UserCredentials(c.userid, password.get())
+    login = UserCredentials(c.userid, produce(password, "password"))
     res: ResLogin = yield from call(core, lambda s: SessionCall(Call.LOGIN, host, s.who, login))  # type: ignore[arg-type]
     ott = res.one_time_token
-    details = UserDetails(c.userid, code.get())
+    details = UserDetails(c.userid, produce(code, "access_code"))
     res2: ResSession2FA = yield from call(
         core,
         lambda s: SessionCall(Call.TWO_FA, host, s.who, details, ott),  # type: ignore[arg-type]
