@@ -5,6 +5,7 @@ typed ConfigurationError naming the field, never its value), on both drivers."""
 from __future__ import annotations
 
 from collections.abc import Callable
+
 import pytest
 
 from session_fsm import AsyncKSSession, ConfigurationError, KSSession, Secret, contract
@@ -53,7 +54,11 @@ def test_a_bad_answer_in_a_soft_refresh_is_a_typed_failure_naming_the_field(
     assert s.get(ORDERS).status_code == 200  # the old token serves; the refresh failed
     assert s.generation == 1 and sb.control.stats()["logins"] == 1  # nothing was sent
     failed = s.history[-1]
-    assert (failed.trigger, failed.outcome, failed.error) == ("refresh", "failed", "ConfigurationError")
+    assert (failed.trigger, failed.outcome, failed.error) == (
+        "refresh",
+        "failed",
+        "ConfigurationError",
+    )
     clock.advance(50)  # the hard deadline: the blank answer is raised, typed, to the caller
     with pytest.raises(ConfigurationError, match=r"the password \(Credentials\(password=") as e:
         s.get(ORDERS)
