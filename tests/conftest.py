@@ -7,7 +7,7 @@ import json
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 import structlog
@@ -18,6 +18,8 @@ from session_fsm.sandbox import Sandbox, run_sandbox
 
 if TYPE_CHECKING:
     from session_fsm import AsyncKSSession
+
+T = TypeVar("T")
 
 settings.register_profile(
     "ci",
@@ -129,18 +131,23 @@ def clock() -> Clock:
 def new_session(sb: Sandbox, clock: Clock) -> Iterator[Callable[..., KSSession]]:
     """Factory of sessions on the sandbox (fast retries, injected clock); closed after."""
     made: list[KSSession] = []
+    yield maker(KSSession, made, sb, clock, (2.0, 2.0))
+    for s in made:
+        s.close()
 
-    def make(creds: Credentials | None = None, **options: Any) -> KSSession:
+
+def maker(cls: type[T], made: list[T], sb: Sandbox, clock: Clock, timeout: Any) -> Callable[..., T]:
+    """A factory of ``cls`` sessions on ``sb`` (fast retries, ``clock``), each kept in ``made``."""
+
+    def make(creds: Credentials | None = None, **options: Any) -> T:
         options.setdefault("retry", FAST_RETRY)
-        options.setdefault("timeout", (2.0, 2.0))
+        options.setdefault("timeout", timeout)
         options.setdefault("clock", clock)
-        s = KSSession(creds or make_credentials(), host=sb.url, **options)
+        s = cls(creds or make_credentials(), host=sb.url, **options)
         made.append(s)
         return s
 
-    yield make
-    for s in made:
-        s.close()
+    return make
 
 
 @pytest.fixture
@@ -155,16 +162,7 @@ async def new_async(sb: Sandbox, clock: Clock) -> AsyncIterator[Callable[..., As
     from session_fsm import AsyncKSSession  # (imported here: aiohttp only for async tests)
 
     made: list[AsyncKSSession] = []
-
-    def make(creds: Credentials | None = None, **options: Any) -> AsyncKSSession:
-        options.setdefault("retry", FAST_RETRY)
-        options.setdefault("timeout", (2.0, 5.0))
-        options.setdefault("clock", clock)
-        s = AsyncKSSession(creds or make_credentials(), host=sb.url, **options)
-        made.append(s)
-        return s
-
-    yield make
+    yield maker(AsyncKSSession, made, sb, clock, (2.0, 5.0))
     for s in made:
         await s.close()
 
