@@ -17,7 +17,10 @@ from session_fsm import Credentials, KSSession, RetryPolicy
 from session_fsm.sandbox import Sandbox, run_sandbox
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from session_fsm import AsyncKSSession
+    from tests.mp_worker import Fleet
 
 T = TypeVar("T")
 
@@ -165,6 +168,15 @@ async def new_async(sb: Sandbox, clock: Clock) -> AsyncIterator[Callable[..., As
     yield maker(AsyncKSSession, made, sb, clock, (2.0, 5.0))
     for s in made:
         await s.close()
+
+
+@pytest.fixture
+def children(sb: Sandbox, tmp_path: Path) -> Iterator[Fleet]:
+    """Worker processes (tests/mp_worker.py) on the sandbox, stopped after the test."""
+    from tests.mp_worker import fleet
+
+    with fleet(sb.url, tmp_path) as f:
+        yield f
 
 
 class LogCapture:

@@ -122,3 +122,21 @@ def redis_db(redis_url: str) -> Iterator[redis.Redis]:
     client.flushdb()
     yield client
     client.close()
+
+
+@pytest.fixture(params=["redis", "file"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh shared store of each kind: an emptied database of the module's redis-server, or
+    a new file (import this fixture and ``redis_url`` into a test module)."""
+    if request.param == "file":
+        return f"file:{tmp_path / 'tokens.json'}"
+    url: str = request.getfixturevalue("redis_url")
+    empty(url)
+    return url
+
+
+def empty(url: str) -> None:
+    """Empty the database at ``url``."""
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()

@@ -16,14 +16,13 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 pytest.importorskip("aiohttp")
-import redis
 
 from session_fsm import AsyncKSSession, RetryPolicy, State, contract, open_store
 from session_fsm.aio.stores import AsyncMemoryStore
@@ -43,12 +42,7 @@ AT_ONCE = 1.0
 #: busy shared 2-core machine stalls a step (0.5-0.8 s seen with debug mode's bookkeeping).
 SLOW = 1.5
 
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    with redis_server.running() as server:
-        yield server.url
+redis_url = redis_server.redis_url  # fixture
 
 
 @pytest.fixture(params=["memory", "file", "redis"])
@@ -60,9 +54,7 @@ def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     if request.param == "file":
         return f"file:{tmp_path / 'tokens.json'}"
     url: str = request.getfixturevalue("redis_url")
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    client.close()
+    redis_server.empty(url)
     return url
 
 
@@ -203,7 +195,7 @@ async def test_a_task_cancelled_while_waiting_for_the_store_lock(
         spec = f"file:{tmp_path / 'tokens.json'}"
     else:
         spec = request.getfixturevalue("redis_url")
-        redis.Redis.from_url(spec).flushdb()
+        redis_server.empty(spec)
     s = new_async(store=spec)
     await s.connect()
     logins = calls(sb, LOGIN)
@@ -248,7 +240,7 @@ async def test_no_blocking_call_on_the_event_loop(
     spec = f"file:{tmp_path / 'tokens.json'}"
     if kind == "redis":
         spec = request.getfixturevalue("redis_url").replace("127.0.0.1", "localhost")
-        redis.Redis.from_url(spec).flushdb()
+        redis_server.empty(spec)
     for module, name in ((time, "sleep"), (socket, "getaddrinfo"),
                          (socket, "gethostbyname")):  # fmt: skip
         monkeypatch.setattr(module, name, _recorded(name, getattr(module, name)))

@@ -6,45 +6,23 @@ loopback."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 pytest.importorskip("aiohttp")
-import redis
 
 from session_fsm import KSSession, open_store
 from session_fsm.sandbox import Sandbox
 from tests import redis_server
-from tests.mp_worker import CTX, ORDERS, Fleet, fleet
+from tests.mp_worker import CTX, ORDERS, Fleet
 
 #: Requests each process sends at once when the expiry is met.
 AT_ONCE = 20
 
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    with redis_server.running() as server:
-        yield server.url
-
-
-@pytest.fixture(params=["redis", "file"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "file":
-        return f"file:{tmp_path / 'tokens.json'}"
-    url: str = request.getfixturevalue("redis_url")
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    client.close()
-    return url
-
-
-@pytest.fixture
-def children(sb: Sandbox, tmp_path: Path) -> Iterator[Fleet]:
-    with fleet(sb.url, tmp_path) as f:
-        yield f
+redis_url = redis_server.redis_url  # fixture
+store_url = redis_server.store_url  # fixture
 
 
 def logged_in(report: dict[str, Any]) -> bool:

@@ -7,18 +7,16 @@ over loopback and control nothing. Counts come from the sandbox's own statistics
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 import redis
 
 from session_fsm import KSSession, open_store
 from session_fsm.sandbox import Sandbox
 from session_fsm.stores import store_key
 from tests import redis_server
-from tests.mp_worker import CTX, ORDERS, SESSION_CALLS, TWO_FA_PATH, Fleet, fleet, wait_for
+from tests.mp_worker import CTX, ORDERS, SESSION_CALLS, TWO_FA_PATH, Fleet, wait_for
 
 #: Seconds a Redis re-login lock outlives a killed holder in the kill test.
 LOCK_TTL = 2.0
@@ -26,29 +24,8 @@ LOCK_TTL = 2.0
 MARGIN = 3.0
 FOUR = 4
 
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    with redis_server.running() as server:
-        yield server.url
-
-
-@pytest.fixture(params=["redis", "file"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh store of each kind (an emptied Redis db, or a new file)."""
-    if request.param == "file":
-        return f"file:{tmp_path / 'tokens.json'}"
-    url: str = request.getfixturevalue("redis_url")
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    client.close()
-    return url
-
-
-@pytest.fixture
-def children(sb: Sandbox, tmp_path: Path) -> Iterator[Fleet]:
-    with fleet(sb.url, tmp_path) as f:
-        yield f
+redis_url = redis_server.redis_url  # fixture
+store_url = redis_server.store_url  # fixture
 
 
 def triggers(report: dict[str, Any]) -> list[str]:

@@ -10,26 +10,19 @@ several sessions) separate stores cost one login each and no more.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from session_fsm.sandbox import Sandbox
-from tests.mp_worker import CTX, ORDERS, Fleet, fleet
+from tests.mp_worker import CTX, ORDERS, Fleet
 
 # A and B take turns: A connects, B connects, then each reads the order book twice in turn.
 A_SCRIPT = [("connect",), ("set", "a1"), ("wait", "b1"), ("get", ORDERS), ("set", "a2"),
             ("wait", "b2"), ("get", ORDERS), ("set", "a3")]  # fmt: skip
 B_SCRIPT = [("wait", "a1"), ("connect",), ("set", "b1"), ("wait", "a2"), ("get", ORDERS),
             ("set", "b2"), ("wait", "a3"), ("get", ORDERS)]  # fmt: skip
-
-
-@pytest.fixture
-def children(sb: Sandbox, tmp_path: Path) -> Iterator[Fleet]:
-    with fleet(sb.url, tmp_path) as f:
-        yield f
 
 
 def logins_in(reports: list[dict[str, Any]]) -> int:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -22,7 +21,7 @@ from session_fsm.secret import Secret
 from session_fsm.stores import store_key
 from tests import redis_server
 from tests.conftest import LogCapture
-from tests.mp_worker import CTX, ORDERS, TWO_FA_PATH, Fleet, fleet
+from tests.mp_worker import CTX, ORDERS, TWO_FA_PATH, Fleet
 
 KEY = store_key("http://127.0.0.1:1/apim", "demo-user")
 #: The sandbox's 2FA answer is held this long: well past the lock's TTL below.
@@ -32,12 +31,6 @@ LOCK_TTL = 1.0
 
 redis_url = redis_server.redis_url  # fixtures: a module's redis-server, an emptied db
 redis_db = redis_server.redis_db
-
-
-@pytest.fixture
-def children(sb: Sandbox, tmp_path: Path) -> Iterator[Fleet]:
-    with fleet(sb.url, tmp_path) as f:
-        yield f
 
 
 def record(generation: int, token: str) -> StoredSession:
