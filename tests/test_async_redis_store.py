@@ -24,7 +24,7 @@ from tests import redis_server
 from tests.conftest import LogCapture
 from tests.test_async_stores import KEY, TOKEN, record
 
-pytestmark = pytest.mark.asyncio
+pytestmark = pytest.mark.anyio
 
 LOCK_TTL = 0.3
 # The renewal test asserts that no renewal came late, so its TTL leaves a loaded machine (CI ran

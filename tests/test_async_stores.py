@@ -40,7 +40,7 @@ from session_fsm.stores import (
 )
 from tests import redis_server
 
-pytestmark = pytest.mark.asyncio
+pytestmark = pytest.mark.anyio
 
 TOKEN = "tok-9c1e7a20b4d35f68"  # a stand-in session token no log, repr or error may show
 KEY = store_key("http://127.0.0.1:1/apim", "demo-user")
