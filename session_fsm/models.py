@@ -54,6 +54,8 @@ def decode_answer(raw: bytes) -> Any:
 
     Never raises: the decoder's exceptions hold the whole text, so none of them is kept.
     """
+    if too_deep(raw):  # refused before the decoder recurses (see MAX_DEPTH)
+        return Undecodable("is nested too deeply")
     reason = NOT_JSON
     try:
         return json.loads(raw, object_pairs_hook=_wrap_tokens)
@@ -63,6 +65,30 @@ def decode_answer(raw: bytes) -> Any:
         pass
     del raw  # nothing left in this frame holds the body
     return Undecodable(reason)
+
+
+#: The deepest nesting an answer may have (the API's answers are a few levels deep). A deeper
+#: body is refused before it is decoded: decoding it would run the interpreter to its recursion
+#: limit, where whatever else runs then (a finalizer the garbage collector calls, a signal
+#: handler of the application) fails for want of stack.
+MAX_DEPTH = 64
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def too_deep(raw: bytes | str) -> bool:
+    """Whether the JSON text ``raw`` nests arrays and objects more than :data:`MAX_DEPTH` deep
+    (brackets inside strings do not count). Cheap for every real answer: it counts brackets,
+    and only a body with more than ``MAX_DEPTH`` opening ones is scanned."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
+    if data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
+        return False
+    depth = 0
+    for bracket in _BRACKET.findall(_JSON_STRING.sub(b"", data)):
+        depth += 1 if bracket in b"[{" else -1
+        if depth > MAX_DEPTH:
+            return True
+    return False
 
 
 def valid_token(text: str) -> bool:
