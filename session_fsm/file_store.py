@@ -26,6 +26,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from .logs import emit, get_logger
+from .models import too_deep
 from .stores import StoredCooldown, StoredSession, StoreError, cooldown_key
 
 #: Marks a file as ours, so a foreign JSON file is recognised and not misread.
@@ -90,6 +91,8 @@ class FileStore:
 
     def _parse(self, raw: bytes) -> dict[str, Any]:
         try:
+            if too_deep(raw):  # refused, not decoded into the recursion limit
+                raise ValueError("nested too deeply")
             data = json.loads(raw.decode("utf-8"))
         except (ValueError, RecursionError):  # also UnicodeDecodeError; nested too deeply
             self._warn("corrupt", "not JSON (truncated, corrupt or foreign)")

@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .errors import ConfigurationError
 from .logs import emit, get_logger
+from .models import too_deep
 from .stores import StoredCooldown, StoredSession, StoreError, cooldown_key
 
 #: Default seconds after which a re-login lock held by a dead (or stuck) process expires: below
@@ -177,6 +178,8 @@ class RedisStoreBase:
         if raw is None:
             return None
         try:
+            if too_deep(raw):  # refused, not decoded into the recursion limit
+                raise ValueError("nested too deeply")
             data = json.loads(raw)
         except (ValueError, RecursionError):  # JSON/UTF-8 error (its text quotes the bytes)
             self._warn("bad-entry", key=key, why="not JSON", action="treated as absent")
@@ -207,6 +210,8 @@ class RedisStoreBase:
         if raw is None:
             return None
         try:
+            if too_deep(raw):  # refused, not decoded into the recursion limit
+                raise ValueError("nested too deeply")
             return StoredCooldown.from_json(json.loads(raw))
         except (ValueError, RecursionError) as exc:  # JSON, UTF-8, depth or field errors
             self._warn("bad-cooldown", key=cooldown_key(key), why=type(exc).__name__,

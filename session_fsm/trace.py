@@ -24,6 +24,7 @@ from .core.snapshot import FAILED, OK, REFUSED
 from .diagrams import render
 from .drawing import Attempts, Counts
 from .errors import ConfigurationError
+from .models import too_deep
 from .table import State
 
 #: Fields a transition event must have; each names a state, a trigger or an outcome.
@@ -98,6 +99,8 @@ def parse_line(line: str, number: int) -> Step | None:
     if not line.strip():
         return None
     try:
+        if too_deep(line):  # refused, not decoded into the recursion limit
+            raise ValueError("nested too deeply")
         obj = json.loads(line)
     except (ValueError, RecursionError):  # RecursionError: nested too deeply
         raise Skip("not JSON") from None

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
@@ -177,6 +179,40 @@ def children(sb: Sandbox, tmp_path: Path) -> Iterator[Fleet]:
 
     with fleet(sb.url, tmp_path) as f:
         yield f
+
+
+def probe(n: int) -> int:
+    return 0 if n == 0 else probe(n - 1) + 1
+
+
+@contextmanager
+def collections_probed(starved: list[str]) -> Iterator[list[str]]:
+    """Collect at (nearly) every allocation, and at each collection try 50 nested calls:
+    ``starved`` gets an entry each time there was no stack for them (code running near the
+    recursion limit)."""
+
+    def watch(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            try:
+                probe(50)
+            except RecursionError:
+                starved.append("no stack")
+
+    threshold = gc.get_threshold()
+    gc.callbacks.append(watch)
+    gc.set_threshold(1)
+    try:
+        yield starved
+    finally:
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(watch)
+
+
+@pytest.fixture
+def stack_at_collections() -> Iterator[list[str]]:
+    """:func:`collections_probed` for the whole test."""
+    with collections_probed([]) as starved:
+        yield starved
 
 
 class LogCapture:

@@ -143,17 +143,22 @@ def _nested(depth: int) -> bytes:
 
 
 @pytest.mark.parametrize("raw", [b"[" * DEEP + b"]" * DEEP, _nested(DEEP)], ids=["top", "inner"])
-def test_a_deeply_nested_token_file_is_ignored_not_raised(tmp_path: Path, raw: bytes) -> None:
+def test_a_deeply_nested_token_file_is_ignored_not_raised(
+    tmp_path: Path, raw: bytes, stack_at_collections: list[str]
+) -> None:
     path = tmp_path / "tokens.json"
     path.write_bytes(raw)
     store = FileStore(path)
     assert store.load("k") is None
     assert store.load_cooldown("k") is None
+    assert stack_at_collections == []  # refused, not decoded into the recursion limit
 
 
 def test_a_deeply_nested_redis_value_is_ignored_not_raised() -> None:
+    starved: list[str] = []
     from session_fsm.redis_store import RedisStore
     from tests import redis_server
+    from tests.conftest import collections_probed
 
     with redis_server.running() as server:
         client = server.client()
@@ -161,8 +166,10 @@ def test_a_deeply_nested_redis_value_is_ignored_not_raised() -> None:
         try:
             client.set("k", b"[" * DEEP + b"]" * DEEP)
             client.set("k:cooldown", b"[" * DEEP + b"]" * DEEP)
-            assert store.load("k") is None
-            assert store.load_cooldown("k") is None
+            with collections_probed(starved):
+                assert store.load("k") is None
+                assert store.load_cooldown("k") is None
+            assert starved == []  # refused, not decoded into the recursion limit
         finally:
             client.close()
 
@@ -247,7 +254,7 @@ def test_a_trailing_dot_loopback_redirect_never_gets_the_login() -> None:
 
 
 def test_trace_skips_a_deeply_nested_log_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], stack_at_collections: list[str]
 ) -> None:
     from session_fsm.cli import main
 
@@ -257,6 +264,7 @@ def test_trace_skips_a_deeply_nested_log_line(
     err = capsys.readouterr().err
     assert "RecursionError" not in err
     assert "skipped 1 line, not JSON: line 1" in err
+    assert stack_at_collections == []  # refused, not decoded into the recursion limit
 
 
 def test_a_config_file_that_is_not_utf8_is_a_settings_error_showing_no_byte(

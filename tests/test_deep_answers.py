@@ -6,10 +6,7 @@ reported it as an unraisable exception in ``test_strict_answers``."""
 
 from __future__ import annotations
 
-import gc
 import json
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -18,33 +15,6 @@ from session_fsm.models import MAX_DEPTH, Undecodable, decode_answer, too_deep
 
 def nested(n: int) -> bytes:
     return b"[" * n + b"]" * n
-
-
-def probe(n: int) -> int:
-    return 0 if n == 0 else probe(n - 1) + 1
-
-
-@pytest.fixture
-def stack_at_collections() -> Iterator[list[str]]:
-    """Collect at (nearly) every allocation, and at each collection try 50 nested calls: the
-    list says how often there was no stack for them."""
-    starved: list[str] = []
-
-    def watch(phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            try:
-                probe(50)
-            except RecursionError:
-                starved.append("no stack")
-
-    threshold = gc.get_threshold()
-    gc.callbacks.append(watch)
-    gc.set_threshold(1)
-    try:
-        yield starved
-    finally:
-        gc.set_threshold(*threshold)
-        gc.callbacks.remove(watch)
 
 
 @pytest.mark.parametrize("n", [MAX_DEPTH + 1, 5_000, 200_000])
