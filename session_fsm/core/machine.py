@@ -118,8 +118,11 @@ def attempt(core: SessionCore, snap: Snapshot, trigger: str) -> Attempt:
     event = machine.events[trigger]
     data = EventData(None, event, machine, att, (att,), {})
     for transition in event.transitions[att.state]:
-        if all(condition.check(data) for condition in transition.conditions):
-            att.state, att.moved = transition.dest, True
+        for condition in transition.conditions:
+            if not condition.check(data):
+                break
+        else:
+            att.state, att.moved = transition.dest or att.state, True
             break
     return att
 
