@@ -44,8 +44,16 @@ class Undecodable:
     reason: str
 
 
-def _wrap_tokens(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    return {k: Secret(v) if k in TOKEN_KEYS and type(v) is str else v for k, v in pairs}
+def _wrap_tokens(obj: dict[str, Any]) -> dict[str, Any]:
+    # (an object_hook: the decoder builds each object's dict, as it would without one; only
+    # an object that holds a token key is looked at again)
+    if not TOKEN_KEYS.isdisjoint(obj):
+        for key in TOKEN_KEYS.intersection(obj):
+            value = obj[key]
+            if type(value) is str:
+                obj[key] = Secret(value)
+        value = None
+    return obj
 
 
 def decode_answer(raw: bytes) -> Any:
@@ -56,7 +64,7 @@ def decode_answer(raw: bytes) -> Any:
     """
     reason = NOT_JSON
     try:
-        return json.loads(raw, object_pairs_hook=_wrap_tokens)
+        return json.loads(raw, object_hook=_wrap_tokens)
     except RecursionError:
         reason = "is nested too deeply"
     except ValueError:
