@@ -63,14 +63,24 @@ def decode_answer(raw: bytes) -> Any:
     Never raises: the decoder's exceptions hold the whole text, so none of them is kept.
     """
     reason = NOT_JSON
+    text: str | None = None
     try:
-        return json.loads(raw, object_hook=_wrap_tokens)
+        if not isinstance(raw, (bytes, bytearray)):
+            return json.loads(raw, object_hook=_wrap_tokens)
+        # json.loads' own steps for bytes, with one decoder made once (json.loads makes one
+        # per call when given a hook)
+        text = raw.decode(json.detect_encoding(raw), "surrogatepass")
+        return _DECODER.decode(text)
     except RecursionError:
         reason = "is nested too deeply"
     except ValueError:
         pass
-    del raw  # nothing left in this frame holds the body
+    del raw, text  # nothing left in this frame holds the body
     return Undecodable(reason)
+
+
+#: The decoder of answers (its object_hook wraps tokens as they are decoded).
+_DECODER = json.JSONDecoder(object_hook=_wrap_tokens)
 
 
 def valid_token(text: str) -> bool:
