@@ -111,15 +111,25 @@ class LibraryLogger:
     else the stdlib logger ``session_fsm``. Decided per event, so configuring logging after
     sessions were made still takes effect."""
 
-    __slots__ = ("_proxy",)
+    __slots__ = ("_bound", "_proxy")
 
     def __init__(self) -> None:
         self._proxy: Any = None
+        self._bound: Any = None
 
     def _structlog(self) -> Any:
+        """structlog's logger for the events: its lazy proxy, or the logger the proxy binds
+        once when structlog caches loggers on first use (the proxy then keeps that one for
+        good, whatever is configured later: so does this)."""
+        bound = self._bound
+        if bound is not None:
+            return bound
         proxy = self._proxy
         if proxy is None:
             proxy = self._proxy = structlog.get_logger("session_fsm")
+        if structlog.get_config()["cache_logger_on_first_use"]:
+            bound = self._bound = proxy.bind()
+            return bound
         return proxy
 
     def is_enabled_for(self, level: int) -> bool:
@@ -192,7 +202,10 @@ def emit_record(
     the per-transition cost stays small."""
     _vouched.keys = clean  # (a level the logger filters out costs a no-op call, no check)
     try:
-        getattr(logger, level)(event, **fields)
+        if type(logger) is LibraryLogger:
+            logger._log(level, event, fields)
+        else:
+            getattr(logger, level)(event, **fields)
     finally:
         _vouched.keys = _NONE
 
