@@ -106,6 +106,12 @@ def redact(
     return event_dict
 
 
+#: The parts of structlog's configuration a bound logger is made of.
+_CONFIG_KEYS: Final = ("processors", "context_class", "wrapper_class", "logger_factory")
+#: (those parts, the logger bound under them) while structlog caches loggers on first use.
+_shared: tuple[tuple[Any, ...], Any] | None = None
+
+
 class LibraryLogger:
     """The library's logger: the application's structlog chain if structlog is configured,
     else the stdlib logger ``session_fsm``. Decided per event, so configuring logging after
@@ -118,18 +124,29 @@ class LibraryLogger:
         self._bound: Any = None
 
     def _structlog(self) -> Any:
-        """structlog's logger for the events: its lazy proxy, or the logger the proxy binds
-        once when structlog caches loggers on first use (the proxy then keeps that one for
-        good, whatever is configured later: so does this)."""
+        """structlog's logger for the events: its lazy proxy, or, when structlog caches
+        loggers on first use, the logger such a proxy binds at its first event and keeps for
+        good (so does this logger, whatever is configured later). That logger is bound once
+        per configuration and shared by the library's loggers: a session made after the
+        application configures structlog again binds one under the new configuration."""
+        global _shared
         bound = self._bound
         if bound is not None:
+            return bound
+        config = structlog.get_config()
+        if config["cache_logger_on_first_use"]:
+            key = tuple(config[k] for k in _CONFIG_KEYS)
+            shared = _shared
+            if shared is not None and all(a is b for a, b in zip(shared[0], key, strict=True)):
+                bound = shared[1]
+            else:
+                bound = structlog.get_logger("session_fsm").bind()
+                _shared = (key, bound)
+            self._bound = bound
             return bound
         proxy = self._proxy
         if proxy is None:
             proxy = self._proxy = structlog.get_logger("session_fsm")
-        if structlog.get_config()["cache_logger_on_first_use"]:
-            bound = self._bound = proxy.bind()
-            return bound
         return proxy
 
     def is_enabled_for(self, level: int) -> bool:
