@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, MutableMapping
+from json.encoder import c_make_encoder as _c_make_encoder  # type: ignore[attr-defined]
 from typing import Any, Final, TextIO
 
 import structlog
@@ -272,6 +273,17 @@ def configure_logging(
 
 #: One encoder for every line (``json.dumps`` with ``default=`` builds a new one per call).
 _ENCODER: Final = _json.JSONEncoder(default=repr)
+#: ``_ENCODER``'s C encoder, made once (``JSONEncoder.encode`` makes one per call), without
+#: the circular-reference bookkeeping: :func:`redact` has rebuilt every value it did not skip
+#: (depth-bounded), and the ones it skips are the library's own flat values. None where the
+#: json module has no C accelerator.
+_C_ENCODE: Final = (
+    None
+    if _c_make_encoder is None
+    else _c_make_encoder(
+        None, repr, _json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True
+    )
+)
 _COMPACT: Final = _json.JSONEncoder(default=repr, separators=(",", ":"))
 _LEVEL_ALIASES: Final = {"warn": "warning", "exception": "error"}
 #: (second, "YYYY-MM-DDTHH:MM:SS") of the last event, swapped as one tuple (thread-safe).
@@ -295,4 +307,6 @@ def json_line(logger: Any, method_name: str, event_dict: MutableMapping[str, Any
     redact(logger, method_name, event_dict)
     if "exc_info" in event_dict:
         event_dict = structlog.processors.format_exc_info(logger, method_name, event_dict)
+    if _C_ENCODE is not None and type(event_dict) is dict:
+        return "".join(_C_ENCODE(event_dict, 0))
     return _ENCODER.encode(event_dict)
