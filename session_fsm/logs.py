@@ -273,17 +273,27 @@ def configure_logging(
 
 #: One encoder for every line (``json.dumps`` with ``default=`` builds a new one per call).
 _ENCODER: Final = _json.JSONEncoder(default=repr)
-#: ``_ENCODER``'s C encoder, made once (``JSONEncoder.encode`` makes one per call), without
-#: the circular-reference bookkeeping: :func:`redact` has rebuilt every value it did not skip
-#: (depth-bounded), and the ones it skips are the library's own flat values. None where the
-#: json module has no C accelerator.
-_C_ENCODE: Final = (
-    None
-    if _c_make_encoder is None
-    else _c_make_encoder(
-        None, repr, _json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True
-    )
-)
+
+
+def _c_encoder() -> Any:
+    """``_ENCODER``'s C encoder, made once (``JSONEncoder.encode`` makes one per call), without
+    the circular-reference bookkeeping: :func:`redact` has rebuilt every value it did not skip
+    (depth-bounded), and the ones it skips are the library's own flat values. None where the
+    json module has no C accelerator, or one that does not render as ``_ENCODER`` does."""
+    if _c_make_encoder is None:
+        return None
+    try:
+        encode = _c_make_encoder(
+            None, repr, _json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False,
+            True,
+        )  # fmt: skip
+        sample = {"a": [1, 2.5, None, True], "b": {"c": "\u00e9\n"}, "d": float("inf")}
+        return encode if "".join(encode(sample, 0)) == _ENCODER.encode(sample) else None
+    except Exception:  # another signature: the plain encoder does it
+        return None
+
+
+_C_ENCODE: Final = _c_encoder()
 _COMPACT: Final = _json.JSONEncoder(default=repr, separators=(",", ":"))
 _LEVEL_ALIASES: Final = {"warn": "warning", "exception": "error"}
 #: (second, "YYYY-MM-DDTHH:MM:SS") of the last event, swapped as one tuple (thread-safe).
