@@ -112,7 +112,7 @@ def attempt(core: SessionCore, snap: Snapshot, trigger: str) -> Attempt:
     hold taken (what ``Event.trigger`` does). The rest of ``Event.trigger``'s work (prepare,
     before and after callbacks, state enter and exit callbacks, and its log lines about them)
     is not run: the machine has no callbacks (``test_layout`` holds it to that), and that
-    bookkeeping was a third of a ``connect()``'s own CPU time."""
+    bookkeeping was about a fifth of the core's own time in a ``connect()``."""
     att = Attempt(core, snap)
     machine = shared_machine()
     event = machine.events[trigger]
