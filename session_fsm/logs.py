@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, MutableMapping
+from json.encoder import c_make_encoder as _c_make_encoder  # type: ignore[attr-defined]
 from typing import Any, Final, TextIO
 
 import structlog
@@ -106,17 +107,44 @@ def redact(
     return event_dict
 
 
+#: The parts of structlog's configuration a bound logger is made of.
+_CONFIG_KEYS: Final = ("processors", "context_class", "wrapper_class", "logger_factory")
+#: (those parts, the logger bound under them) while structlog caches loggers on first use.
+_shared: tuple[tuple[Any, ...], Any] | None = None
+
+
 class LibraryLogger:
     """The library's logger: the application's structlog chain if structlog is configured,
     else the stdlib logger ``session_fsm``. Decided per event, so configuring logging after
     sessions were made still takes effect."""
 
-    __slots__ = ("_proxy",)
+    __slots__ = ("_bound", "_proxy")
 
     def __init__(self) -> None:
         self._proxy: Any = None
+        self._bound: Any = None
 
     def _structlog(self) -> Any:
+        """structlog's logger for the events: its lazy proxy, or, when structlog caches
+        loggers on first use, the logger such a proxy binds at its first event and keeps for
+        good (so does this logger, whatever is configured later). That logger is bound once
+        per configuration and shared by the library's loggers: a session made after the
+        application configures structlog again binds one under the new configuration."""
+        global _shared
+        bound = self._bound
+        if bound is not None:
+            return bound
+        config = structlog.get_config()
+        if config["cache_logger_on_first_use"]:
+            key = tuple(config[k] for k in _CONFIG_KEYS)
+            shared = _shared
+            if shared is not None and all(a is b for a, b in zip(shared[0], key, strict=True)):
+                bound = shared[1]
+            else:
+                bound = structlog.get_logger("session_fsm").bind()
+                _shared = (key, bound)
+            self._bound = bound
+            return bound
         proxy = self._proxy
         if proxy is None:
             proxy = self._proxy = structlog.get_logger("session_fsm")
@@ -192,7 +220,10 @@ def emit_record(
     the per-transition cost stays small."""
     _vouched.keys = clean  # (a level the logger filters out costs a no-op call, no check)
     try:
-        getattr(logger, level)(event, **fields)
+        if type(logger) is LibraryLogger:
+            logger._log(level, event, fields)
+        else:
+            getattr(logger, level)(event, **fields)
     finally:
         _vouched.keys = _NONE
 
@@ -242,6 +273,27 @@ def configure_logging(
 
 #: One encoder for every line (``json.dumps`` with ``default=`` builds a new one per call).
 _ENCODER: Final = _json.JSONEncoder(default=repr)
+
+
+def _c_encoder() -> Any:
+    """``_ENCODER``'s C encoder, made once (``JSONEncoder.encode`` makes one per call), without
+    the circular-reference bookkeeping: :func:`redact` has rebuilt every value it did not skip
+    (depth-bounded), and the ones it skips are the library's own flat values. None where the
+    json module has no C accelerator, or one that does not render as ``_ENCODER`` does."""
+    if _c_make_encoder is None:
+        return None
+    try:
+        encode = _c_make_encoder(
+            None, repr, _json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False,
+            True,
+        )  # fmt: skip
+        sample = {"a": [1, 2.5, None, True], "b": {"c": "\u00e9\n"}, "d": float("inf")}
+        return encode if "".join(encode(sample, 0)) == _ENCODER.encode(sample) else None
+    except Exception:  # another signature: the plain encoder does it
+        return None
+
+
+_C_ENCODE: Final = _c_encoder()
 _COMPACT: Final = _json.JSONEncoder(default=repr, separators=(",", ":"))
 _LEVEL_ALIASES: Final = {"warn": "warning", "exception": "error"}
 #: (second, "YYYY-MM-DDTHH:MM:SS") of the last event, swapped as one tuple (thread-safe).
@@ -265,4 +317,6 @@ def json_line(logger: Any, method_name: str, event_dict: MutableMapping[str, Any
     redact(logger, method_name, event_dict)
     if "exc_info" in event_dict:
         event_dict = structlog.processors.format_exc_info(logger, method_name, event_dict)
+    if _C_ENCODE is not None and type(event_dict) is dict:
+        return "".join(_C_ENCODE(event_dict, 0))
     return _ENCODER.encode(event_dict)

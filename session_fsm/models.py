@@ -44,8 +44,16 @@ class Undecodable:
     reason: str
 
 
-def _wrap_tokens(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    return {k: Secret(v) if k in TOKEN_KEYS and type(v) is str else v for k, v in pairs}
+def _wrap_tokens(obj: dict[str, Any]) -> dict[str, Any]:
+    # (an object_hook: the decoder builds each object's dict, as it would without one; only
+    # an object that holds a token key is looked at again)
+    if not TOKEN_KEYS.isdisjoint(obj):
+        for key in TOKEN_KEYS.intersection(obj):
+            value = obj[key]
+            if type(value) is str:
+                obj[key] = Secret(value)
+        value = None
+    return obj
 
 
 def decode_answer(raw: bytes) -> Any:
@@ -57,13 +65,19 @@ def decode_answer(raw: bytes) -> Any:
     if too_deep(raw):  # refused before the decoder recurses (see MAX_DEPTH)
         return Undecodable("is nested too deeply")
     reason = NOT_JSON
+    text: str | None = None
     try:
-        return json.loads(raw, object_pairs_hook=_wrap_tokens)
+        if not isinstance(raw, (bytes, bytearray)):
+            return json.loads(raw, object_hook=_wrap_tokens)
+        # json.loads' own steps for bytes, with one decoder made once (json.loads makes one
+        # per call when given a hook)
+        text = raw.decode(json.detect_encoding(raw), "surrogatepass")
+        return _DECODER.decode(text)
     except RecursionError:
         reason = "is nested too deeply"
     except ValueError:
         pass
-    del raw  # nothing left in this frame holds the body
+    del raw, text  # nothing left in this frame holds the body
     return Undecodable(reason)
 
 
@@ -89,6 +103,10 @@ def too_deep(raw: bytes | str) -> bool:
         if depth > MAX_DEPTH:
             return True
     return False
+
+
+#: The decoder of answers (its object_hook wraps tokens as they are decoded).
+_DECODER = json.JSONDecoder(object_hook=_wrap_tokens)
 
 
 def valid_token(text: str) -> bool:

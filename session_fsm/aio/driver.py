@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from ..core import effects as fx
 from ..core.calls import SessionCall
-from ..core.effects import Held, release
+from ..core.effects import STORE_OPS, Held, release
 from ..errors import Call
 from .stores import AsyncTokenStore, acquire_within
 from .wire import AsyncWire
@@ -33,6 +33,9 @@ class AsyncDriver:
         self.wire = wire
         self.store = store
         self.lock = asyncio.Lock()
+        #: The store's records as a sync store whose operations never block (the memory
+        #: store's), performed right in the loop below; None: every store operation is awaited.
+        self.immediate: Any = getattr(store, "immediate", None)
         #: The event loop the last flow ran on: the session's (its lock and pool are there).
         self.loop: asyncio.AbstractEventLoop | None = None
         #: Tasks waiting now for a re-login (``Lock(waiter=True)``).
@@ -42,6 +45,7 @@ class AsyncDriver:
         """Run ``flow`` to its end; ``send`` performs its trading Send effects."""
         self.loop = asyncio.get_running_loop()
         held: list[Held] = []
+        immediate = self.immediate
         value: Any = None
         error: BaseException | None = None
         try:
@@ -49,8 +53,15 @@ class AsyncDriver:
                 done, effect = fx.advance(flow, value, error)
                 if done:
                     return effect  # type: ignore[no-any-return]
-                try:
-                    value, error = await self.perform(effect, held, send), None
+                try:  # the common effects are performed here: one coroutine less per effect
+                    kind = type(effect)
+                    if kind is SessionCall:
+                        value = await self.wire.exchange(effect)
+                    elif immediate is not None and kind in STORE_OPS:
+                        value = effect.apply(immediate)
+                    else:
+                        value = await self.perform(effect, held, send)
+                    error = None
                 except BaseException as exc:  # thrown into the flow (cancellation too)
                     value, error = None, exc
         finally:

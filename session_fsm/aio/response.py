@@ -157,7 +157,17 @@ async def read_body(r: aiohttp.ClientResponse, cap: int | None) -> bytes | None:
     """The whole body of ``r``; None when it is larger than ``cap`` (then left unread)."""
     if cap is None:
         return await r.read()
-    body = CappedBody(cap, r.headers.get("Content-Length"))
+    length = r.headers.get("Content-Length")
+    if (
+        length is not None
+        and length.isdigit()
+        and int(length) <= cap
+        and "Content-Encoding" not in r.headers
+    ):
+        # Exactly that many bytes follow (aiohttp reads no more), none of them inflated: the
+        # whole body in one read, as a raw client reads it.
+        return await r.read()
+    body = CappedBody(cap, length)
     if not body.over:
         async for chunk in r.content.iter_chunked(65536):
             if not body.add(chunk):

@@ -251,20 +251,41 @@ class AsyncMemoryStore(AsyncThreadedStore):
     def __init__(self) -> None:
         super().__init__(MemoryStore())
         self._locks: dict[str, asyncio.Lock] = {}
+        #: The records' store: its operations never block, so a driver may perform them
+        #: right away on the loop instead of awaiting the methods below (not for a subclass,
+        #: which may have its own methods).
+        self.immediate = self.sync_store if type(self) is AsyncMemoryStore else None
 
     async def _call(self, operation: Callable[..., T], *args: Any) -> T:
         return operation(*args)
 
-    @contextlib.asynccontextmanager
-    async def lock(self, key: str, timeout: float) -> AsyncIterator[bool]:
+    def lock(  # type: ignore[override]  # (the base's is typed as its generator's manager)
+        self, key: str, timeout: float
+    ) -> contextlib.AbstractAsyncContextManager[bool]:
         """A per-key asyncio lock; yields whether it was acquired within ``timeout``."""
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        got = await acquire_within(lock, timeout)
-        try:
-            yield got
-        finally:
-            if got:
-                lock.release()
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks.setdefault(key, asyncio.Lock())
+        return _Hold(lock, timeout)
+
+
+class _Hold(contextlib.AbstractAsyncContextManager[bool]):
+    """One hold of an asyncio lock: taken on entry within ``timeout`` (entry answers whether
+    it was), released on exit if it was taken. (A class, not a generator: a connect takes one.)"""
+
+    __slots__ = ("_got", "_lock", "_timeout")
+
+    def __init__(self, lock: asyncio.Lock, timeout: float) -> None:
+        self._lock, self._timeout, self._got = lock, timeout, False
+
+    async def __aenter__(self) -> bool:
+        self._got = await acquire_within(self._lock, self._timeout)
+        return self._got
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._got:
+            self._got = False
+            self._lock.release()
 
 
 async def acquire_within(lock: asyncio.Lock, timeout: float) -> bool:

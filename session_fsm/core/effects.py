@@ -110,6 +110,11 @@ class StoreOp:
         """The arguments of the store's method."""
         raise NotImplementedError
 
+    def apply(self, store: Any) -> Any:
+        """Perform this operation on a synchronous ``store`` (None for a method it lacks)."""
+        method = getattr(store, self.op, None)
+        return None if method is None else method(*self.args())
+
 
 @dataclass(frozen=True, slots=True)
 class Load(StoreOp):
@@ -179,6 +184,11 @@ class ClearCooldown(StoreOp):
         return (self.key,)
 
 
+#: The core's store effects (a driver finds a subclass of StoreOp elsewhere by isinstance).
+STORE_OPS: frozenset[type[StoreOp]] = frozenset(
+    {Load, Save, Delete, LoadCooldown, SaveCooldown, ClearCooldown}
+)
+
 #: What a running flow holds, as its driver keeps it: (the store key, or None for the
 #: session's lock; the call that releases it).
 Held = tuple["str | None", Callable[[], Any]]
@@ -204,6 +214,7 @@ def advance(flow: Flow[Any], value: Any, error: BaseException | None) -> tuple[b
 
 
 __all__ = [
+    "STORE_OPS",
     "Answer",
     "ClearCooldown",
     "Delete",

@@ -134,16 +134,20 @@ class SessionCore:
     def entered(self, dest: State, changes: dict[str, Any]) -> Snapshot:
         """The snapshot of ``dest`` after an edge: only Authenticated keeps a session token,
         only OTT-issued a one-time token; Uninitialised goes back to the origin host."""
-        p = self.snap.evolve(**changes) if changes else self.snap
+        snap = self.snap  # one evolve: the edge's changes, then what ``dest`` keeps
         if dest is State.AUTHENTICATED:
-            retry = p.refresh_retry_at if p.generation == self.snap.generation else None
-            return p.evolve(state=dest, one_time_token=None, ott_time=None,
-                            refreshing=False, refresh_retry_at=retry)  # fmt: skip
+            same = changes.get("generation", snap.generation) == snap.generation
+            retry = changes.get("refresh_retry_at", snap.refresh_retry_at) if same else None
+            return snap.evolve(**{**changes, "state": dest, "one_time_token": None,
+                                  "ott_time": None, "refreshing": False,
+                                  "refresh_retry_at": retry})  # fmt: skip
         if dest is State.OTT_ISSUED:
-            return p.evolve(state=dest, session_token=None, refreshing=False, refresh_retry_at=None)
-        host = self.origin if dest is State.UNINITIALISED else p.host
-        return p.evolve(state=dest, host=host, session_token=None, one_time_token=None,
-                        ott_time=None, refreshing=False, refresh_retry_at=None)  # fmt: skip
+            return snap.evolve(**{**changes, "state": dest, "session_token": None,
+                                  "refreshing": False, "refresh_retry_at": None})  # fmt: skip
+        host = self.origin if dest is State.UNINITIALISED else changes.get("host", snap.host)
+        return snap.evolve(**{**changes, "state": dest, "host": host, "session_token": None,
+                              "one_time_token": None, "ott_time": None, "refreshing": False,
+                              "refresh_retry_at": None})  # fmt: skip
 
     def record(
         self,

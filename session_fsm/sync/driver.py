@@ -30,8 +30,7 @@ SendFn = Callable[[fx.Send], fx.Reply]
 
 
 #: The store effects of the core (a subclass of StoreOp elsewhere is found by isinstance).
-_STORE_OPS = frozenset({fx.Load, fx.Save, fx.Delete, fx.LoadCooldown, fx.SaveCooldown,
-                        fx.ClearCooldown})  # fmt: skip
+_STORE_OPS = fx.STORE_OPS
 
 
 class Driver:
