@@ -44,28 +44,23 @@ class AsyncDriver:
     async def run(self, flow: fx.Flow[T], send: SendFn | None = None) -> T:
         """Run ``flow`` to its end; ``send`` performs its trading Send effects."""
         self.loop = asyncio.get_running_loop()
-        held: list[Held] = []
+        steps = fx.Steps(flow)
+        held = steps.held
         immediate = self.immediate
-        value: Any = None
-        error: BaseException | None = None
         try:
-            while True:
-                done, effect = fx.advance(flow, value, error)
-                if done:
-                    return effect  # type: ignore[no-any-return]
+            for effect in steps:
                 try:  # the common effects are performed here: one coroutine less per effect
                     kind = type(effect)
                     if kind is SessionCall:
-                        value = await self.wire.exchange(effect)
+                        steps.value = await self.wire.exchange(effect)
                     elif immediate is not None and kind in STORE_OPS:
-                        value = effect.apply(immediate)
+                        steps.value = effect.apply(immediate)
                     else:
-                        value = await self.perform(effect, held, send)
-                    error = None
+                        steps.value = await self.perform(effect, held, send)
                 except BaseException as exc:  # thrown into the flow (cancellation too)
-                    value, error = None, exc
+                    steps.error = exc
+            return steps.result  # type: ignore[no-any-return]
         finally:
-            error = None
             for _, release_held in reversed(held):  # a flow closed half-way: nothing stays held
                 await release_held()
 

@@ -202,6 +202,42 @@ def release(held: list[Held], key: str | None) -> Callable[[], Any]:
     raise RuntimeError(f"released what the flow does not hold ({key or 'the session lock'})")
 
 
+class Steps:
+    """A flow as its driver runs it (the driver's whole loop is ``for effect in steps``):
+    iterating gives the effects the flow asks for, in turn. Before asking for the next one the
+    driver sets :attr:`value` (the result of performing the last one) or :attr:`error` (what
+    performing it raised, thrown into the flow, cancellation and interrupts too, so the flow's
+    ``finally`` clauses give back what it holds). When the flow returns, the iteration stops
+    and :attr:`result` is what it returned; an error it raises comes out of the iteration.
+    :attr:`held` is what the flow holds, which the driver releases, newest first, if the flow
+    is left half-way."""
+
+    __slots__ = ("error", "flow", "held", "result", "value")
+
+    def __init__(self, flow: Flow[Any], value: Any = None) -> None:
+        self.flow = flow
+        self.value = value
+        self.error: BaseException | None = None
+        self.result: Any = None
+        self.held: list[Held] = []
+
+    def __iter__(self) -> Steps:
+        return self
+
+    def __next__(self) -> Any:
+        error = self.error
+        try:
+            if error is None:
+                return self.flow.send(self.value)
+            self.error = None  # (thrown once; no reference to it stays here)
+            return self.flow.throw(error)
+        except StopIteration as stop:
+            self.result = stop.value
+            raise StopIteration from None
+        finally:
+            error = None
+
+
 def advance(flow: Flow[Any], value: Any, error: BaseException | None) -> tuple[bool, Any]:
     """Resume ``flow`` with the last effect's result (or throw its error in): ``(False,
     next effect)``, or ``(True, the flow's result)`` when it ended. What every driver's loop
@@ -230,6 +266,7 @@ __all__ = [
     "SaveCooldown",
     "Send",
     "SessionCall",
+    "Steps",
     "StoreLock",
     "StoreOp",
     "StoreUnlock",

@@ -105,19 +105,16 @@ class Driver:
     def run(self, flow: fx.Flow[T], send: SendFn | None = None, value: Any = None) -> T:
         """Run ``flow`` to its end (``value``: the result of the effect it last yielded);
         ``send`` performs its trading :class:`~session_fsm.core.effects.Send` effects."""
-        held: list[Held] = []
-        error: BaseException | None = None
+        steps = fx.Steps(flow, value)
+        held = steps.held
         try:
-            while True:
-                done, effect = fx.advance(flow, value, error)
-                if done:
-                    return effect  # type: ignore[no-any-return]
+            for effect in steps:
                 try:
-                    value, error = self.perform(effect, held, send), None
+                    steps.value = self.perform(effect, held, send)
                 except BaseException as exc:  # thrown into the flow (interrupts too)
-                    value, error = None, exc
+                    steps.error = exc
+            return steps.result  # type: ignore[no-any-return]
         finally:
-            error = None  # no frame of ours keeps the error (and what it references) alive
             for _, release in reversed(held):  # a flow closed half-way: nothing stays held
                 release()
 
