@@ -39,6 +39,7 @@ from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar
 
 import aiohttp
+from multidict import CIMultiDict
 from requests.utils import select_proxy
 from urllib3 import exceptions as u3
 from urllib3.util.retry import Retry
@@ -78,6 +79,21 @@ _OTHERS_POOLS: list[aiohttp.ClientSession] = []
 #: RetryPolicy's default sleeper, which the async wire replaces by ``asyncio.sleep``.
 _TIME_SLEEP = time.sleep
 
+#: This process's id, kept current in a forked child: the hot path reads it instead of calling
+#: ``os.getpid()`` (a system call) on every request.
+_PROCESS = [os.getpid()]
+
+
+def _forked() -> None:
+    _PROCESS[0] = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX (elsewhere there is no fork)
+    os.register_at_fork(after_in_child=_forked)
+
+#: How many allowed URLs a wire remembers (see ``AsyncWire._check``) before starting afresh.
+_PASSED_MAX = 1024
+
 
 
 class AsyncWire:
@@ -109,6 +125,9 @@ class AsyncWire:
         self._timeout: aiohttp.ClientTimeout | None = None
         self._proxy_of: dict[str, Secret | None] = {}
         self._may_retry: frozenset[int] = frozenset()
+        # The URLs the allow-list passed, each with the WireConfig it passed under (the verdict
+        # is a function of the URL and the config's allow-list alone); see _check.
+        self._passed: dict[str, WireConfig] = {}
 
     def __repr__(self) -> str:
         return f"AsyncWire(timeout={self.config.timeout})"
@@ -220,7 +239,7 @@ class AsyncWire:
             if extra:
                 headers = {**headers, **extra}
             options = {k: v for k, v in kwargs.items() if v is not None and k != "headers"}
-        return self._send(method, template.host + path, headers, template.auth,
+        return self._send(method, template.url(path), headers, template.auth,
                           self._trading_retry, Call.TRADING, None, options)  # fmt: skip
 
     async def _send(
@@ -241,7 +260,7 @@ class AsyncWire:
         deadline = loop.time() + config.deadline
         error: KSError
         http = self._http
-        if http is None or self._loop is not loop or self._pid != os.getpid():  # (_mine)
+        if http is None or self._loop is not loop or self._pid != _PROCESS[0]:  # (_mine)
             try:
                 http = await self._pool()
             except OSError as exc:  # the CA bundle (verify= or the environment's) is unusable
@@ -253,7 +272,8 @@ class AsyncWire:
         expired = False
         try:
             while True:
-                check_url(url, config)  # at send time, before every attempt
+                if self._passed.get(url) is not config:  # at send time, before every attempt
+                    self._check(url, config)
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     error = passed_deadline(method, url, config)
@@ -307,6 +327,16 @@ class AsyncWire:
             error = passed_deadline(method, url, config)
         raise error
 
+    def _check(self, url: str, config: WireConfig) -> None:
+        """The allow-list's check of ``url`` (UnsafeRedirect for a refused one); a URL that
+        passes is remembered with ``config``, and asked again under any other config. A
+        refusal is never remembered."""
+        check_url(url, config)
+        passed = self._passed
+        if len(passed) >= _PASSED_MAX:  # a bot calls a handful of paths; order ids vary the rest
+            passed.clear()
+        passed[url] = config
+
     async def _wait(self, seconds: float) -> None:
         if seconds <= 0:  # as CappedRetry.sleep: no wait, and the sleeper is not called
             return
@@ -320,19 +350,29 @@ class AsyncWire:
 
     def _proxy(self, url: str) -> Secret | None:
         """The environment's proxy for ``url`` (``NO_PROXY`` applied), looked up once per
-        origin and pool."""
-        origin = _origin(url)
+        origin and pool (and kept by URL too: the hot path's URLs are the same strings)."""
+        proxy_of = self._proxy_of
         try:
-            return self._proxy_of[origin]
+            return proxy_of[url]
         except KeyError:
             pass
+        origin = _origin(url)
+        try:
+            found = proxy_of[origin]
+        except KeyError:
+            found = self._find_proxy(url)
+        if len(proxy_of) >= _PASSED_MAX:
+            proxy_of.clear()
+        if self._env is not None:
+            proxy_of[url] = proxy_of[origin] = found
+        return found
+
+    def _find_proxy(self, url: str) -> Secret | None:
         env = self._env
         proxies = env.proxies(url) if env is not None else None
         proxy = select_proxy(url, proxies) if proxies else None
         found = None if proxy is None else Secret(proxy)
         proxies = proxy = None
-        if env is not None:
-            self._proxy_of[origin] = found
         return found
 
     async def _attempt(
@@ -351,7 +391,7 @@ class AsyncWire:
         """One try. Raises nothing it can avoid (only ConfigurationError for a token HTTP
         cannot carry, and cancellation): every failure is returned, so no frame that held
         the revealed headers, or aiohttp's request (which keeps a copy), is on a traceback."""
-        sent: dict[str, str] = dict(headers) if headers else {}
+        sent: CIMultiDict[str] = CIMultiDict(headers) if headers else CIMultiDict()
         kwargs = dict(options) if options else {}
         r: Any = None
         secret: dict[str, str] | None = None
@@ -367,7 +407,9 @@ class AsyncWire:
             if found is not None:
                 proxy = found.reveal()
             try:
-                async with http.request(
+                # Awaited, not ``async with``: the answer is released in ``finally`` below (as
+                # the context manager's exit releases it), without its two frames per call.
+                r = await http.request(
                     method,
                     url,
                     headers=sent,
@@ -375,16 +417,18 @@ class AsyncWire:
                     proxy=proxy,
                     timeout=timeout,
                     **kwargs,
-                ) as r:
-                    content = await read_body(r, cap)
-                    if content is None:
-                        return Failure(_too_large(call, r.status, cap or 0), None)
-                    return AsyncResponse(method, url, r.status, r.reason or "", r.headers, content)
+                )
+                content = await r.read() if cap is None else await read_body(r, cap)
+                if content is None:
+                    return Failure(_too_large(call, r.status, cap or 0), None)
+                return AsyncResponse(method, url, r.status, r.reason or "", r.headers, content)
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 return failure(method, url, exc, self.config, deadline)
             except ValueError:  # a header value HTTP cannot carry; its text may hold the value
                 return Failure(unsendable(method, url), None)
         finally:  # whatever ends the try (cancellation too): no local keeps a secret
+            if r is not None:
+                r.release()
             sent.clear()
             kwargs.clear()
             r = secret = body = proxy = None
