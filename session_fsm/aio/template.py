@@ -18,6 +18,7 @@ as before.
 
 from __future__ import annotations
 
+import aiohttp
 from multidict import CIMultiDict, istr
 
 from .. import contract as c
@@ -60,7 +61,7 @@ class TradingAuth(CallAuth):
 class TradingTemplate:
     """The trading requests of one session generation: its host, plain headers and auth."""
 
-    __slots__ = ("_urls", "auth", "headers", "host", "token", "who")
+    __slots__ = ("_urls", "auth", "headers", "host", "pool", "sender", "snap", "token", "who")
 
     def __init__(self, host: str, who: Identity, session_token: Secret) -> None:
         self.host = host
@@ -72,6 +73,13 @@ class TradingTemplate:
         )
         self.auth = TradingAuth(who, session_token)
         self._urls: dict[str, str] = {}
+        #: The snapshot the session last used this template for (its own bookkeeping).
+        self.snap: object = None
+        #: The wire's pool this template last sent through, and its session that sends
+        #: ``headers`` by default (see :meth:`AsyncWire.send_trading
+        #: <session_fsm.aio.wire.AsyncWire.send_trading>`).
+        self.pool: aiohttp.ClientSession | None = None
+        self.sender: aiohttp.ClientSession | None = None
 
     def url(self, path: str) -> str:
         """``host + path``: one string per path, so its hash (the allow-list's memo, the

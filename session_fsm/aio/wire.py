@@ -35,7 +35,7 @@ import asyncio
 import inspect
 import os
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, MutableMapping
 from typing import Any, TypeVar
 
 import aiohttp
@@ -67,7 +67,7 @@ from ..retry import CappedRetry
 from ..secret import Secret
 from ..wire import WireConfig, check_url
 from .deadline import FINISHED, STATE, TASK, Deadlines
-from .pool import NO_CEIL, new_pool
+from .pool import NO_CEIL, new_pool, sibling
 from .response import AsyncResponse, Failure, failure, read_body, session_answer
 from .template import TradingTemplate
 
@@ -128,6 +128,9 @@ class AsyncWire:
         # The URLs the allow-list passed, each with the WireConfig it passed under (the verdict
         # is a function of the URL and the config's allow-list alone); see _check.
         self._passed: dict[str, WireConfig] = {}
+        # The pool's sessions that send a template's plain headers by default, by those headers
+        # (one per identity; see send_trading).
+        self._siblings: dict[tuple[tuple[str, str], ...], aiohttp.ClientSession] = {}
 
     def __repr__(self) -> str:
         return f"AsyncWire(timeout={self.config.timeout})"
@@ -159,7 +162,9 @@ class AsyncWire:
                 return await self._pool()  # the maker was: make it here
         if self._http is not None:  # another process's or loop's: theirs to close
             _OTHERS_POOLS.append(self._http)
+            _OTHERS_POOLS.extend(self._siblings.values())
             self._http = None
+        self._siblings = {}
         self._pid = os.getpid()
         self._making = making = loop.create_future()
         try:
@@ -192,6 +197,7 @@ class AsyncWire:
     async def close(self) -> None:
         """Close this process's pooled connections (the wire may be used again afterwards)."""
         http, self._http = self._http, None
+        siblings, self._siblings = list(self._siblings.values()), {}
         self._env = None  # the next pool reads the environment again
         if http is None:
             return
@@ -200,9 +206,12 @@ class AsyncWire:
         except RuntimeError:
             loop = None
         if self._pid == os.getpid() and self._loop is loop:
+            for sibling in siblings:
+                await sibling.close()  # (closes nothing of the pool's: marks it closed)
             await http.close()
         else:
             _OTHERS_POOLS.append(http)
+            _OTHERS_POOLS.extend(siblings)
 
     # --- sending -------------------------------------------------------------------------------
 
@@ -231,16 +240,22 @@ class AsyncWire:
     ) -> Coroutine[Any, Any, AsyncResponse]:
         """:meth:`trading_request` to ``template.host + path`` with ``template``'s headers and
         auth (the session's hot path): ``kwargs`` are ``headers``, ``params``, ``json`` and
-        ``data``. The coroutine of the one retry loop, without a frame of its own."""
-        headers: Mapping[str, str] = template.headers
+        ``data``. The coroutine of the one retry loop, without a frame of its own.
+
+        Without headers of the caller's, the request goes through a session of the pool that
+        sends the template's plain headers by default (see :func:`~session_fsm.aio.pool.
+        sibling`): the same connections, cookie jar and headers sent, merged by aiohttp once
+        per session instead of once per request."""
         options: dict[str, Any] = {}
         if kwargs:
             extra = kwargs.get("headers")
-            if extra:
-                headers = {**headers, **extra}
             options = {k: v for k, v in kwargs.items() if v is not None and k != "headers"}
-        return self._send(method, template.url(path), headers, template.auth,
-                          self._trading_retry, Call.TRADING, None, options)  # fmt: skip
+            if extra:
+                return self._send(method, template.url(path), {**template.headers, **extra},
+                                  template.auth, self._trading_retry, Call.TRADING, None,
+                                  options)  # fmt: skip
+        return self._send(method, template.url(path), None, template.auth,
+                          self._trading_retry, Call.TRADING, None, options, template)  # fmt: skip
 
     async def _send(
         self,
@@ -252,9 +267,11 @@ class AsyncWire:
         call: Call,
         cap: int | None,
         options: dict[str, Any],
+        template: TradingTemplate | None = None,
     ) -> AsyncResponse:
         """The retry loop of one call (``options``: aiohttp's ``params``/``json``/``data``,
-        none of them None), bounded by the deadline (see :mod:`session_fsm.aio.deadline`)."""
+        none of them None), bounded by the deadline (see :mod:`session_fsm.aio.deadline`);
+        ``template``: sent with its plain headers (``headers`` is then None)."""
         config = self.config
         loop = asyncio.get_running_loop()
         deadline = loop.time() + config.deadline
@@ -266,6 +283,11 @@ class AsyncWire:
             except OSError as exc:  # the CA bundle (verify= or the environment's) is unusable
                 error = tls_files_unusable(method, url, exc)
                 raise error from None
+        if template is not None:
+            sender = template.sender
+            if sender is None or template.pool is not http:
+                sender = self._sibling(http, template)
+            http = sender
         deadlines, timeout = self._deadlines, self._timeout
         assert deadlines is not None and timeout is not None  # made with the pool
         watch = deadlines.watch(deadline)
@@ -289,9 +311,7 @@ class AsyncWire:
                 )
                 if isinstance(outcome, AsyncResponse):
                     status = outcome.status
-                    if status not in self._may_retry and status not in (
-                        retry.status_forcelist or ()
-                    ):
+                    if status not in self._may_retry:  # (it holds every retry's forcelist)
                         return outcome  # Retry.is_retry says no to it, whatever the method
                     has_retry_after = "Retry-After" in outcome.headers
                     if not retry.is_retry(method, status, has_retry_after):
@@ -326,6 +346,18 @@ class AsyncWire:
         if expired:
             error = passed_deadline(method, url, config)
         raise error
+
+    def _sibling(
+        self, http: aiohttp.ClientSession, template: TradingTemplate
+    ) -> aiohttp.ClientSession:
+        """The session of pool ``http`` that sends ``template``'s plain headers by default
+        (made at first use, one per identity), kept on the template for next time."""
+        key = tuple(template.headers.items())
+        sender = self._siblings.get(key)
+        if sender is None:
+            sender = self._siblings[key] = sibling(http, template.headers)
+        template.pool, template.sender = http, sender
+        return sender
 
     def _check(self, url: str, config: WireConfig) -> None:
         """The allow-list's check of ``url`` (UnsafeRedirect for a refused one); a URL that
@@ -391,8 +423,8 @@ class AsyncWire:
         """One try. Raises nothing it can avoid (only ConfigurationError for a token HTTP
         cannot carry, and cancellation): every failure is returned, so no frame that held
         the revealed headers, or aiohttp's request (which keeps a copy), is on a traceback."""
-        sent: CIMultiDict[str] = CIMultiDict(headers) if headers else CIMultiDict()
-        kwargs = dict(options) if options else {}
+        sent: MutableMapping[str, str] = CIMultiDict(headers) if headers else {}
+        kwargs = options.copy() if options else {}
         r: Any = None
         secret: dict[str, str] | None = None
         body: bytes | None = None
