@@ -25,6 +25,8 @@
    Judged on wall-time medians; the event loop thread's CPU time (``time.thread_time``, the
    sandbox runs in another process) of each connect is printed beside it for information:
    what the client itself spends, without the server's share that dilutes the wall ratio.
+
+``python benchmarks/async_session.py --only get`` runs part 1 alone.
 """
 
 from __future__ import annotations
