@@ -25,12 +25,17 @@
    Judged on wall-time medians; the event loop thread's CPU time (``time.thread_time``, the
    sandbox runs in another process) of each connect is printed beside it for information:
    what the client itself spends, without the server's share that dilutes the wall ratio.
+
+``python benchmarks/async_session.py --only get`` runs part 1 alone.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import functools
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -49,9 +54,9 @@ CONCURRENT = 1_000
 Timed = Callable[[], Awaitable[float]]
 
 
-def run(target: Target, smoke: bool = False) -> Result:
-    """Measure and return the figures."""
-    return asyncio.run(_run(target, smoke))
+def run(target: Target, smoke: bool = False, only: str | None = None) -> Result:
+    """Measure and return the figures (``only="get"``: part 1 alone)."""
+    return asyncio.run(_run(target, smoke, only))
 
 
 async def _alternate(arms: list[tuple[Timed, list[float]]], rounds: int, block: int) -> None:
@@ -65,7 +70,7 @@ async def _alternate(arms: list[tuple[Timed, list[float]]], rounds: int, block: 
                 out.append(await fn())
 
 
-async def _run(target: Target, smoke: bool) -> Result:
+async def _run(target: Target, smoke: bool, only: str | None) -> Result:
     import aiohttp
     import httpx
 
@@ -133,6 +138,36 @@ async def _run(target: Target, smoke: bool) -> Result:
     del cpu_a[0], cpu_b[0], cpu_c[0]  # the warm-up calls (not in the wall lists either)
     await hx.aclose()
     await aio.close()
+    get_ratio = median(a) / median(b)
+    hx_ratio = median(a) / median(c)
+    cpu_ratio = median(cpu_a) / median(cpu_b)
+    cpu_hx_ratio = median(cpu_a) / median(cpu_c)
+    get_figures = [
+        Figure("GET + JSON, AsyncKSSession, median", median(a) * 1e6, "us", "", None),
+        Figure("GET + JSON, raw aiohttp, median", median(b) * 1e6, "us", "", None),
+        Figure("GET + JSON, raw httpx.AsyncClient, median", median(c) * 1e6, "us", "", None),
+        Figure("GET + JSON, AsyncKSSession, loop CPU", median(cpu_a) * 1e6, "us", "", None),
+        Figure("GET + JSON, raw aiohttp, loop CPU", median(cpu_b) * 1e6, "us", "", None),
+        Figure("GET + JSON, raw httpx.AsyncClient, loop CPU", median(cpu_c) * 1e6, "us", "",
+               None),
+        Figure(
+            "CPU: session / raw aiohttp",
+            cpu_ratio,
+            "x",
+            f"<= {TARGET_GET} (goal {GOAL_GET})",
+            cpu_ratio <= TARGET_GET,
+        ),
+        Figure("session / raw aiohttp median ratio", get_ratio, "x", "(information)", None),
+        Figure("CPU: session / raw httpx", cpu_hx_ratio, "x", "(information)", None),
+        Figure("session / raw httpx median ratio", hx_ratio, "x", "(information)", None),
+    ]
+    get_data = {
+        "get_ratio": get_ratio, "httpx_ratio": hx_ratio, "get_cpu_ratio": cpu_ratio,
+        "httpx_cpu_ratio": cpu_hx_ratio,
+    }  # fmt: skip
+    if only == "get":
+        await session.close()
+        return Result("async_session", get_figures, get_data, time.perf_counter() - t_start)
 
     # --- 2. 1,000 concurrent GETs from a cold pool ---------------------------------------------
     await session.close()  # the next request makes a new pool
@@ -234,10 +269,6 @@ async def _run(target: Target, smoke: bool) -> Result:
         for m, p in (contract.SESSION_INIT, contract.LOGIN_USERID, contract.TWO_FA_ACCESSCODE)
     }
 
-    get_ratio = median(a) / median(b)
-    hx_ratio = median(a) / median(c)
-    cpu_ratio = median(cpu_a) / median(cpu_b)
-    cpu_hx_ratio = median(cpu_a) / median(cpu_c)
     storm_ratio = median(storm) / median(base)
     connect_ratio = median(la) / median(lb)
     quiet_ratio = median(lc) / median(lb)
@@ -247,23 +278,7 @@ async def _run(target: Target, smoke: bool) -> Result:
     same_calls = made == expected
     failed_kinds = " ".join(f"{k} x{n}" for k, n in sorted(kinds.items()))
     figures = [
-        Figure("GET + JSON, AsyncKSSession, median", median(a) * 1e6, "us", "", None),
-        Figure("GET + JSON, raw aiohttp, median", median(b) * 1e6, "us", "", None),
-        Figure("GET + JSON, raw httpx.AsyncClient, median", median(c) * 1e6, "us", "", None),
-        Figure("GET + JSON, AsyncKSSession, loop CPU", median(cpu_a) * 1e6, "us", "", None),
-        Figure("GET + JSON, raw aiohttp, loop CPU", median(cpu_b) * 1e6, "us", "", None),
-        Figure("GET + JSON, raw httpx.AsyncClient, loop CPU", median(cpu_c) * 1e6, "us", "",
-               None),
-        Figure(
-            "CPU: session / raw aiohttp",
-            cpu_ratio,
-            "x",
-            f"<= {TARGET_GET} (goal {GOAL_GET})",
-            cpu_ratio <= TARGET_GET,
-        ),
-        Figure("session / raw aiohttp median ratio", get_ratio, "x", "(information)", None),
-        Figure("CPU: session / raw httpx", cpu_hx_ratio, "x", "(information)", None),
-        Figure("session / raw httpx median ratio", hx_ratio, "x", "(information)", None),
+        *get_figures,
         Figure(
             f"{tasks} concurrent GETs, cold pool, failed",
             burst_failed,
@@ -321,8 +336,7 @@ async def _run(target: Target, smoke: bool) -> Result:
         Figure("  CPU: connect / raw", connect_cpu_ratio, "x", "(information)", None),
     ]
     data = {
-        "get_ratio": get_ratio, "httpx_ratio": hx_ratio, "get_cpu_ratio": cpu_ratio,
-        "httpx_cpu_ratio": cpu_hx_ratio, "burst_failed": burst_failed,
+        **get_data, "burst_failed": burst_failed,
         "burst_errors": kinds, "logins": logins, "successes": successes,
         "storm_ratio": storm_ratio, "connect_ratio": connect_ratio, "connect_calls": made,
         "connect_ratio_quiet": quiet_ratio, "connect_ratio_cpu": connect_cpu_ratio,
@@ -331,5 +345,14 @@ async def _run(target: Target, smoke: bool) -> Result:
     return Result("async_session", figures, data, time.perf_counter() - t_start)
 
 
+def main() -> int:
+    """``--only get``: part 1 alone (the GET ratios); other options as every benchmark's."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--only", choices=["get"])
+    args, rest = parser.parse_known_args()
+    sys.argv[1:] = rest
+    return cli("async_session", functools.partial(run, only=args.only))
+
+
 if __name__ == "__main__":
-    raise SystemExit(cli("async_session", run))
+    raise SystemExit(main())

@@ -49,8 +49,8 @@ class Deadlines:
         if task is None:
             return None
         calls = self._calls
-        while calls and calls[0][STATE]:  # finished (or expired) calls at the front: gone
-            calls.popleft()[TASK] = None
+        while calls and calls[0][STATE]:  # finished calls at the front (their task let go): gone
+            calls.popleft()
         counted = task.cancelling() if _COUNTED else 0  # type: ignore[attr-defined]
         watch: Watch = [deadline, task, counted, RUNNING]
         calls.append(watch)

@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
+from collections.abc import Mapping
 
 import aiohttp
+import aiohttp.abc
 
 from ..environment import EnvironmentSettings
 from ..wire import USER_AGENT, WireConfig
@@ -26,9 +28,27 @@ async def new_pool(config: WireConfig) -> tuple[aiohttp.ClientSession, Environme
     connector = aiohttp.TCPConnector(
         limit=config.pool_maxsize, ssl=tls, timeout_ceil_threshold=NO_CEIL
     )
+    return _client(connector, {}, None, owner=True), env
+
+
+def sibling(http: aiohttp.ClientSession, headers: Mapping[str, str]) -> aiohttp.ClientSession:
+    """A session on ``http``'s connections and cookie jar (``http`` owns them; closing it
+    closes this one) that sends ``headers`` by default: aiohttp merges a request's own
+    headers into its session's one by one, so headers common to many requests cost less
+    there."""
+    assert http.connector is not None  # an open pool
+    return _client(http.connector, headers, http.cookie_jar, owner=False)
+
+
+def _client(
+    connector: aiohttp.BaseConnector, headers: Mapping[str, str],
+    cookie_jar: aiohttp.abc.AbstractCookieJar | None, *, owner: bool,
+) -> aiohttp.ClientSession:  # fmt: skip
     http = aiohttp.ClientSession(
         connector=connector,
-        headers={"User-Agent": USER_AGENT},
+        connector_owner=owner,
+        cookie_jar=cookie_jar,
+        headers={"User-Agent": USER_AGENT, **headers},
         trust_env=False,  # the environment is read once, into env
         raise_for_status=False,
     )
@@ -37,7 +57,7 @@ async def new_pool(config: WireConfig) -> tuple[aiohttp.ClientSession, Environme
     # within its budget and the deadline), as on the sync wire.
     if hasattr(http, "_retry_connection"):
         http._retry_connection = False
-    return http, env
+    return http
 
 
 async def _tls(verify: bool | str) -> ssl.SSLContext | bool:

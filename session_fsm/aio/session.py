@@ -201,13 +201,8 @@ class AsyncKSSession(SessionView):
             # in that flow.
             try:
                 template = self._template
-                if (
-                    template is None
-                    or template.token is not snap.session_token
-                    or template.who is not snap.who
-                    or template.host != snap.host
-                ):
-                    template = self._template = _template_of(snap)
+                if template is None or template.snap is not snap:
+                    template = self._template = _template_of(snap, template)
                 fast = await self._wire.send_trading(template, method, path, kwargs)
             except Exception as exc:
                 self._told(exc)
@@ -310,11 +305,15 @@ class AsyncKSSession(SessionView):
             await self.close()
 
 
-def _template_of(snap: Snapshot) -> TradingTemplate:
-    """The request template of ``snap``'s host and tokens (an Authenticated snapshot)."""
+def _template_of(snap: Snapshot, old: TradingTemplate | None) -> TradingTemplate:
+    """The request template of ``snap``'s host and tokens (an Authenticated snapshot): ``old``
+    when it has the same ones (then kept for ``snap``), else a new one."""
     who, token = snap.who, snap.session_token
     assert who is not None and token is not None  # usable() gives Authenticated snapshots
-    return TradingTemplate(snap.host, who, token)
+    if old is None or old.token is not token or old.who is not who or old.host != snap.host:
+        old = TradingTemplate(snap.host, who, token)
+    old.snap = snap
+    return old
 
 
 __all__ = ["AsyncKSSession"]

@@ -35,10 +35,11 @@ import asyncio
 import inspect
 import os
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, MutableMapping
 from typing import Any, TypeVar
 
 import aiohttp
+from multidict import CIMultiDict
 from requests.utils import select_proxy
 from urllib3 import exceptions as u3
 from urllib3.util.retry import Retry
@@ -66,7 +67,7 @@ from ..retry import CappedRetry
 from ..secret import Secret
 from ..wire import WireConfig, check_url
 from .deadline import FINISHED, STATE, TASK, Deadlines
-from .pool import NO_CEIL, new_pool
+from .pool import NO_CEIL, new_pool, sibling
 from .response import AsyncResponse, Failure, failure, read_body, session_answer
 from .template import TradingTemplate
 
@@ -77,6 +78,21 @@ _OTHERS_POOLS: list[aiohttp.ClientSession] = []
 
 #: RetryPolicy's default sleeper, which the async wire replaces by ``asyncio.sleep``.
 _TIME_SLEEP = time.sleep
+
+#: This process's id, kept current in a forked child: the hot path reads it instead of calling
+#: ``os.getpid()`` (a system call) on every request.
+_PROCESS = [os.getpid()]
+
+
+def _forked() -> None:
+    _PROCESS[0] = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX (elsewhere there is no fork)
+    os.register_at_fork(after_in_child=_forked)
+
+#: How many allowed URLs a wire remembers (see ``AsyncWire._check``) before starting afresh.
+_PASSED_MAX = 1024
 
 
 
@@ -109,6 +125,12 @@ class AsyncWire:
         self._timeout: aiohttp.ClientTimeout | None = None
         self._proxy_of: dict[str, Secret | None] = {}
         self._may_retry: frozenset[int] = frozenset()
+        # The URLs the allow-list passed, each with the WireConfig it passed under (the verdict
+        # is a function of the URL and the config's allow-list alone); see _check.
+        self._passed: dict[str, WireConfig] = {}
+        # The pool's sessions that send a template's plain headers by default, by those headers
+        # (one per identity; see send_trading).
+        self._siblings: dict[tuple[tuple[str, str], ...], aiohttp.ClientSession] = {}
 
     def __repr__(self) -> str:
         return f"AsyncWire(timeout={self.config.timeout})"
@@ -140,7 +162,9 @@ class AsyncWire:
                 return await self._pool()  # the maker was: make it here
         if self._http is not None:  # another process's or loop's: theirs to close
             _OTHERS_POOLS.append(self._http)
+            _OTHERS_POOLS.extend(self._siblings.values())
             self._http = None
+        self._siblings = {}
         self._pid = os.getpid()
         self._making = making = loop.create_future()
         try:
@@ -173,6 +197,7 @@ class AsyncWire:
     async def close(self) -> None:
         """Close this process's pooled connections (the wire may be used again afterwards)."""
         http, self._http = self._http, None
+        siblings, self._siblings = list(self._siblings.values()), {}
         self._env = None  # the next pool reads the environment again
         if http is None:
             return
@@ -181,9 +206,12 @@ class AsyncWire:
         except RuntimeError:
             loop = None
         if self._pid == os.getpid() and self._loop is loop:
+            for sibling in siblings:
+                await sibling.close()  # (closes nothing of the pool's: marks it closed)
             await http.close()
         else:
             _OTHERS_POOLS.append(http)
+            _OTHERS_POOLS.extend(siblings)
 
     # --- sending -------------------------------------------------------------------------------
 
@@ -212,16 +240,22 @@ class AsyncWire:
     ) -> Coroutine[Any, Any, AsyncResponse]:
         """:meth:`trading_request` to ``template.host + path`` with ``template``'s headers and
         auth (the session's hot path): ``kwargs`` are ``headers``, ``params``, ``json`` and
-        ``data``. The coroutine of the one retry loop, without a frame of its own."""
-        headers: Mapping[str, str] = template.headers
+        ``data``. The coroutine of the one retry loop, without a frame of its own.
+
+        Without headers of the caller's, the request goes through a session of the pool that
+        sends the template's plain headers by default (see :func:`~session_fsm.aio.pool.
+        sibling`): the same connections, cookie jar and headers sent, merged by aiohttp once
+        per session instead of once per request."""
         options: dict[str, Any] = {}
         if kwargs:
             extra = kwargs.get("headers")
-            if extra:
-                headers = {**headers, **extra}
             options = {k: v for k, v in kwargs.items() if v is not None and k != "headers"}
-        return self._send(method, template.host + path, headers, template.auth,
-                          self._trading_retry, Call.TRADING, None, options)  # fmt: skip
+            if extra:
+                return self._send(method, template.url(path), {**template.headers, **extra},
+                                  template.auth, self._trading_retry, Call.TRADING, None,
+                                  options)  # fmt: skip
+        return self._send(method, template.url(path), None, template.auth,
+                          self._trading_retry, Call.TRADING, None, options, template)  # fmt: skip
 
     async def _send(
         self,
@@ -233,27 +267,35 @@ class AsyncWire:
         call: Call,
         cap: int | None,
         options: dict[str, Any],
+        template: TradingTemplate | None = None,
     ) -> AsyncResponse:
         """The retry loop of one call (``options``: aiohttp's ``params``/``json``/``data``,
-        none of them None), bounded by the deadline (see :mod:`session_fsm.aio.deadline`)."""
+        none of them None), bounded by the deadline (see :mod:`session_fsm.aio.deadline`);
+        ``template``: sent with its plain headers (``headers`` is then None)."""
         config = self.config
         loop = asyncio.get_running_loop()
         deadline = loop.time() + config.deadline
         error: KSError
         http = self._http
-        if http is None or self._loop is not loop or self._pid != os.getpid():  # (_mine)
+        if http is None or self._loop is not loop or self._pid != _PROCESS[0]:  # (_mine)
             try:
                 http = await self._pool()
             except OSError as exc:  # the CA bundle (verify= or the environment's) is unusable
                 error = tls_files_unusable(method, url, exc)
                 raise error from None
+        if template is not None:
+            sender = template.sender
+            if sender is None or template.pool is not http:
+                sender = self._sibling(http, template)
+            http = sender
         deadlines, timeout = self._deadlines, self._timeout
         assert deadlines is not None and timeout is not None  # made with the pool
         watch = deadlines.watch(deadline)
         expired = False
         try:
             while True:
-                check_url(url, config)  # at send time, before every attempt
+                if self._passed.get(url) is not config:  # at send time, before every attempt
+                    self._check(url, config)
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     error = passed_deadline(method, url, config)
@@ -269,9 +311,7 @@ class AsyncWire:
                 )
                 if isinstance(outcome, AsyncResponse):
                     status = outcome.status
-                    if status not in self._may_retry and status not in (
-                        retry.status_forcelist or ()
-                    ):
+                    if status not in self._may_retry:  # (it holds every retry's forcelist)
                         return outcome  # Retry.is_retry says no to it, whatever the method
                     has_retry_after = "Retry-After" in outcome.headers
                     if not retry.is_retry(method, status, has_retry_after):
@@ -307,6 +347,28 @@ class AsyncWire:
             error = passed_deadline(method, url, config)
         raise error
 
+    def _sibling(
+        self, http: aiohttp.ClientSession, template: TradingTemplate
+    ) -> aiohttp.ClientSession:
+        """The session of pool ``http`` that sends ``template``'s plain headers by default
+        (made at first use, one per identity), kept on the template for next time."""
+        key = tuple(template.headers.items())
+        sender = self._siblings.get(key)
+        if sender is None:
+            sender = self._siblings[key] = sibling(http, template.headers)
+        template.pool, template.sender = http, sender
+        return sender
+
+    def _check(self, url: str, config: WireConfig) -> None:
+        """The allow-list's check of ``url`` (UnsafeRedirect for a refused one); a URL that
+        passes is remembered with ``config``, and asked again under any other config. A
+        refusal is never remembered."""
+        check_url(url, config)
+        passed = self._passed
+        if len(passed) >= _PASSED_MAX:  # a bot calls a handful of paths; order ids vary the rest
+            passed.clear()
+        passed[url] = config
+
     async def _wait(self, seconds: float) -> None:
         if seconds <= 0:  # as CappedRetry.sleep: no wait, and the sleeper is not called
             return
@@ -320,19 +382,29 @@ class AsyncWire:
 
     def _proxy(self, url: str) -> Secret | None:
         """The environment's proxy for ``url`` (``NO_PROXY`` applied), looked up once per
-        origin and pool."""
-        origin = _origin(url)
+        origin and pool (and kept by URL too: the hot path's URLs are the same strings)."""
+        proxy_of = self._proxy_of
         try:
-            return self._proxy_of[origin]
+            return proxy_of[url]
         except KeyError:
             pass
+        origin = _origin(url)
+        try:
+            found = proxy_of[origin]
+        except KeyError:
+            found = self._find_proxy(url)
+        if len(proxy_of) >= _PASSED_MAX:
+            proxy_of.clear()
+        if self._env is not None:
+            proxy_of[url] = proxy_of[origin] = found
+        return found
+
+    def _find_proxy(self, url: str) -> Secret | None:
         env = self._env
         proxies = env.proxies(url) if env is not None else None
         proxy = select_proxy(url, proxies) if proxies else None
         found = None if proxy is None else Secret(proxy)
         proxies = proxy = None
-        if env is not None:
-            self._proxy_of[origin] = found
         return found
 
     async def _attempt(
@@ -351,8 +423,8 @@ class AsyncWire:
         """One try. Raises nothing it can avoid (only ConfigurationError for a token HTTP
         cannot carry, and cancellation): every failure is returned, so no frame that held
         the revealed headers, or aiohttp's request (which keeps a copy), is on a traceback."""
-        sent: dict[str, str] = dict(headers) if headers else {}
-        kwargs = dict(options) if options else {}
+        sent: MutableMapping[str, str] = CIMultiDict(headers) if headers else {}
+        kwargs = options.copy() if options else {}
         r: Any = None
         secret: dict[str, str] | None = None
         body: bytes | None = None
@@ -367,7 +439,9 @@ class AsyncWire:
             if found is not None:
                 proxy = found.reveal()
             try:
-                async with http.request(
+                # Awaited, not ``async with``: the answer is released in ``finally`` below (as
+                # the context manager's exit releases it), without its two frames per call.
+                r = await http.request(
                     method,
                     url,
                     headers=sent,
@@ -375,16 +449,18 @@ class AsyncWire:
                     proxy=proxy,
                     timeout=timeout,
                     **kwargs,
-                ) as r:
-                    content = await read_body(r, cap)
-                    if content is None:
-                        return Failure(_too_large(call, r.status, cap or 0), None)
-                    return AsyncResponse(method, url, r.status, r.reason or "", r.headers, content)
+                )
+                content = await r.read() if cap is None else await read_body(r, cap)
+                if content is None:
+                    return Failure(_too_large(call, r.status, cap or 0), None)
+                return AsyncResponse(method, url, r.status, r.reason or "", r.headers, content)
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 return failure(method, url, exc, self.config, deadline)
             except ValueError:  # a header value HTTP cannot carry; its text may hold the value
                 return Failure(unsendable(method, url), None)
         finally:  # whatever ends the try (cancellation too): no local keeps a secret
+            if r is not None:
+                r.release()
             sent.clear()
             kwargs.clear()
             r = secret = body = proxy = None
