@@ -47,8 +47,8 @@ async def test_many_calls_hold_one_timer_and_keep_no_finished_task(sb: Sandbox) 
     async with AsyncWire(WireConfig(deadline=30.0)) as w:
         for _ in range(40):
             assert (await w.send("GET", sb.url + contract.SESSION_INIT[1])).status < 500
-        deadlines = w._deadlines
-        assert deadlines is not None
+        assert w._current is not None
+        deadlines = w._current.deadlines
         assert expiry_timers(asyncio.get_running_loop()) == 1  # not one per request
         calls = list(deadlines._calls)
         assert len(calls) <= 1  # finished calls leave the front as the next one starts
@@ -177,12 +177,12 @@ async def test_the_proxy_is_looked_up_once_per_origin_and_pool(
     monkeypatch.setenv("NO_PROXY", "*")
     async with AsyncWire() as w:
         await w.session_init(sb.url, who())
-        env = w._env
-        assert env is not None
+        assert w._current is not None
+        env = w._current.env
         asked: list[str] = []
         real = env.proxies
         monkeypatch.setattr(env, "proxies", lambda url: asked.append(url) or real(url))
-        w._proxy_of.clear()
+        w._current.proxy_of.clear()
         for _ in range(3):
             await w.session_init(sb.url, who())
         assert len(asked) == 1

@@ -19,15 +19,12 @@ pytest.importorskip("aiohttp")
 from aiohttp import web
 
 from session_fsm import RetryPolicy, Secret, UnsafeRedirect, WireConfig, contract
-from session_fsm.aio import wire as wire_module
+from session_fsm.aio import pool as pool_module
 from session_fsm.aio.template import TradingTemplate
 from session_fsm.aio.wire import AsyncWire
 from session_fsm.sandbox import Sandbox
 from tests.loopback_listeners import listening
-from tests.test_async_session import anyio_backend, new_async
 from tests.test_wire import who
-
-__all__ = ["anyio_backend", "new_async"]  # the fixtures, shared with test_async_session
 
 pytestmark = pytest.mark.anyio
 
@@ -83,7 +80,9 @@ async def test_the_hot_path_sends_the_general_paths_headers_and_the_pools_cookie
         hot = await wire.send_trading(template, "GET", ORDERS, {})
         general = await wire.trading_request("GET", server.url + ORDERS, who(), token)
         assert hot.status == general.status == 200 and hot.json() == general.json()
-        assert template.sender is not None and template.sender is not wire._http
+        assert template.sender is not None and template.sender is not (
+            wire._current and wire._current.http
+        )
     _, sent_hot, sent_general = server.seen
     assert _lower(sent_hot) == _lower(sent_general)
     names = {k.lower(): v for k, v in sent_hot}
@@ -113,12 +112,14 @@ async def test_siblings_close_with_their_pool_and_a_new_pool_gets_its_own(
     template = TradingTemplate(server.url, who(), Secret("session-token-3"))
     wire = AsyncWire(WireConfig(retry=NO_RETRY))
     await wire.send_trading(template, "GET", ORDERS, {})
-    first, pool = template.sender, wire._http
-    assert first is not None and pool is not None and not first.closed
+    assert wire._current is not None
+    first, pool = template.sender, wire._current.http
+    assert first is not None and not first.closed
     await wire.close()
-    assert first.closed and pool.closed and wire._siblings == {}
+    assert first.closed and pool.closed and wire._current is None
     await wire.send_trading(template, "GET", ORDERS, {})  # a new pool, a new sibling
-    assert template.sender is not first and template.pool is wire._http
+    assert wire._current is not None
+    assert template.sender is not first and template.pool is wire._current.http
     second = template.sender
     await wire.close()
     assert second is not None and second.closed  # (an unclosed one would warn when collected)
@@ -127,14 +128,14 @@ async def test_siblings_close_with_their_pool_and_a_new_pool_gets_its_own(
 async def test_one_sibling_per_identity() -> None:
     wire = AsyncWire()
     # no request: the siblings are asked for directly, on a pool made for this loop
-    http = await wire._pool()
+    pool = await wire._pool()
     a = TradingTemplate("http://127.0.0.1:1/apim", who(), Secret("a"))
     b = TradingTemplate("http://127.0.0.1:1/apim", who(), Secret("b"))  # same identity
     other = dataclasses.replace(who(), consumer_key="another-consumer-key")
     c = TradingTemplate("http://127.0.0.1:1/apim", other, Secret("c"))
-    assert wire._sibling(http, a) is wire._sibling(http, b)
-    assert wire._sibling(http, c) is not wire._sibling(http, a)
-    assert len(wire._siblings) == 2
+    assert pool.sibling(a) is pool.sibling(b)
+    assert pool.sibling(c) is not pool.sibling(a)
+    assert len(pool.siblings) == 2
     await wire.close()
 
 
@@ -183,7 +184,7 @@ async def test_the_session_remakes_its_template_for_new_tokens_only(
 def test_a_forked_child_knows_its_own_process_id() -> None:
     pid = os.fork()
     if pid == 0:
-        os._exit(0 if wire_module._PROCESS[0] == os.getpid() else 1)
+        os._exit(0 if pool_module.PROCESS[0] == os.getpid() else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert wire_module._PROCESS[0] == os.getpid()
+    assert pool_module.PROCESS[0] == os.getpid()

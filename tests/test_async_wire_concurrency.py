@@ -35,6 +35,10 @@ pytestmark = pytest.mark.anyio
 ORDERS = contract.ORDERS_REPORT[1]
 
 
+def pool_of(wire: AsyncWire) -> Any:
+    """The aiohttp session of ``wire``'s current pool (None before its first call)."""
+    return wire._current.http if wire._current is not None else None
+
 
 # --- concurrency and the event loop ----------------------------------------------------------
 
@@ -179,8 +183,8 @@ def test_a_forked_child_makes_its_own_pool(sandbox: Sandbox) -> None:
     loop = asyncio.new_event_loop()
     try:
         token = loop.run_until_complete(authenticate(wire, sb)).session_token
-        parents = wire._http
-        assert parents is not None
+        assert wire._current is not None
+        parents = wire._current.http
         url = sb.url + ORDERS
         read, write = os.pipe()
         pid = os.fork()
@@ -190,7 +194,7 @@ def test_a_forked_child_makes_its_own_pool(sandbox: Sandbox) -> None:
 
                 async def child() -> dict[str, Any]:
                     r = await wire.trading_request("GET", url, who(), token)
-                    return {"status": r.status, "own": wire._http is not parents,
+                    return {"status": r.status, "own": pool_of(wire) is not parents,
                             "left": parents.closed}  # fmt: skip
 
                 out = asyncio.new_event_loop().run_until_complete(child())
@@ -203,7 +207,7 @@ def test_a_forked_child_makes_its_own_pool(sandbox: Sandbox) -> None:
             out = json.loads(f.read() or "{}")
         assert status == 0 and out == {"status": 200, "own": True, "left": False}
         r = loop.run_until_complete(wire.trading_request("GET", url, who(), token))
-        assert r.status == 200 and wire._http is parents  # the parent's pool still serves it
+        assert r.status == 200 and pool_of(wire) is parents  # the parent's pool still serves it
     finally:
         loop.run_until_complete(wire.close())
         loop.close()

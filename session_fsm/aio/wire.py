@@ -40,9 +40,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 from multidict import CIMultiDict
-from requests.utils import select_proxy
 from urllib3 import exceptions as u3
-from urllib3.util.retry import Retry
 
 from ..answers import (
     CallAuth,
@@ -53,7 +51,6 @@ from ..answers import (
     unsendable,
 )
 from ..core.calls import Answer, Identity, SessionCall, result_of
-from ..environment import EnvironmentSettings, _origin
 from ..errors import Call, KSError
 from ..models import (
     ResLogin,
@@ -67,33 +64,14 @@ from ..retry import CappedRetry
 from ..secret import Secret
 from ..wire import WireConfig, check_url
 from .deadline import FINISHED, STATE, TASK, Deadlines
-from .pool import NO_CEIL, new_pool, sibling
+from .pool import NO_CEIL, OTHERS_POOLS, PROCESS, REMEMBERED_MAX, Pool, new_pool
 from .response import AsyncResponse, Failure, failure, read_body, session_answer
 from .template import TradingTemplate
 
 T = TypeVar("T")
 
-#: Pools of another process (a forked parent's) or another event loop: kept, never touched.
-_OTHERS_POOLS: list[aiohttp.ClientSession] = []
-
 #: RetryPolicy's default sleeper, which the async wire replaces by ``asyncio.sleep``.
 _TIME_SLEEP = time.sleep
-
-#: This process's id, kept current in a forked child: the hot path reads it instead of calling
-#: ``os.getpid()`` (a system call) on every request.
-_PROCESS = [os.getpid()]
-
-
-def _forked() -> None:
-    _PROCESS[0] = os.getpid()
-
-
-if hasattr(os, "register_at_fork"):  # POSIX (elsewhere there is no fork)
-    os.register_at_fork(after_in_child=_forked)
-
-#: How many allowed URLs a wire remembers (see ``AsyncWire._check``) before starting afresh.
-_PASSED_MAX = 1024
-
 
 
 class AsyncWire:
@@ -112,25 +90,15 @@ class AsyncWire:
 
     def __init__(self, config: WireConfig | None = None) -> None:
         self.config = config or WireConfig()
-        self._http: aiohttp.ClientSession | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._pid = 0
-        self._env: EnvironmentSettings | None = None
-        self._making: asyncio.Future[aiohttp.ClientSession] | None = None
+        #: The pool of the process and event loop that last sent (see _pool), or None.
+        self._current: Pool | None = None
+        self._making: asyncio.Future[Pool] | None = None
+        self._making_pid = 0
         self._trading_retry = self.config.retry.for_trading()
         self._session_retry = self.config.retry.for_session_calls()
-        # Made once per pool (see _pool): the calls' deadlines, the attempts' timeouts and each
-        # origin's proxy (a Secret: its URL may carry a password).
-        self._deadlines: Deadlines | None = None
-        self._timeout: aiohttp.ClientTimeout | None = None
-        self._proxy_of: dict[str, Secret | None] = {}
-        self._may_retry: frozenset[int] = frozenset()
         # The URLs the allow-list passed, each with the WireConfig it passed under (the verdict
         # is a function of the URL and the config's allow-list alone); see _check.
         self._passed: dict[str, WireConfig] = {}
-        # The pool's sessions that send a template's plain headers by default, by those headers
-        # (one per identity; see send_trading).
-        self._siblings: dict[tuple[tuple[str, str], ...], aiohttp.ClientSession] = {}
 
     def __repr__(self) -> str:
         return f"AsyncWire(timeout={self.config.timeout})"
@@ -143,30 +111,25 @@ class AsyncWire:
 
     # --- the pool ------------------------------------------------------------------------------
 
-    def _mine(self, loop: asyncio.AbstractEventLoop) -> bool:
-        return self._http is not None and self._loop is loop and self._pid == os.getpid()
-
-    async def _pool(self) -> aiohttp.ClientSession:
-        """The pooled session of this process and event loop (made on first use)."""
+    async def _pool(self) -> Pool:
+        """The pool of this process and event loop (made on first use)."""
         loop = asyncio.get_running_loop()
-        if self._mine(loop):
-            assert self._http is not None
-            return self._http
+        current = self._current
+        if current is not None and current.here(loop):
+            return current
         making = self._making
-        if making is not None and making.get_loop() is loop and self._pid == os.getpid():
+        if making is not None and making.get_loop() is loop and self._making_pid == os.getpid():
             try:
                 return await asyncio.shield(making)  # another task is making it: one pool
             except asyncio.CancelledError:
                 if not making.cancelled():
                     raise  # this task was cancelled
                 return await self._pool()  # the maker was: make it here
-        if self._http is not None:  # another process's or loop's: theirs to close
-            _OTHERS_POOLS.append(self._http)
-            _OTHERS_POOLS.extend(self._siblings.values())
-            self._http = None
-        self._siblings = {}
-        self._pid = os.getpid()
-        self._making = making = loop.create_future()
+        if current is not None:  # another process's or loop's: theirs to close
+            OTHERS_POOLS.extend(current.parts())
+            self._current = None
+        self._making, self._making_pid = loop.create_future(), os.getpid()
+        making = self._making
         try:
             http, env = await new_pool(self.config)
         except BaseException as exc:
@@ -177,41 +140,26 @@ class AsyncWire:
                 making.set_exception(exc)
                 making.exception()  # retrieved: the waiters (if any) get it too
             raise
-        self._http, self._loop, self._env = http, loop, env
-        self._proxy_of = {}
-        # The statuses urllib3's ``Retry.is_retry`` can say yes to under the wire's retries
-        # (their ``status_forcelist``s and the ``Retry-After`` statuses): any other is final.
-        self._may_retry = frozenset(
-            {*(self._trading_retry.status_forcelist or ()),
-             *(self._session_retry.status_forcelist or ()), *Retry.RETRY_AFTER_STATUS_CODES}
-        )  # fmt: skip
-        connect, read = self.config.timeout
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect, sock_read=read, ceil_threshold=NO_CEIL
-        )
-        self._deadlines = Deadlines(loop)
-        self._making = None
-        making.set_result(http)
-        return http
+        pool = Pool(http, env, self.config, (self._trading_retry, self._session_retry))
+        self._current, self._making = pool, None
+        making.set_result(pool)
+        return pool
 
     async def close(self) -> None:
-        """Close this process's pooled connections (the wire may be used again afterwards)."""
-        http, self._http = self._http, None
-        siblings, self._siblings = list(self._siblings.values()), {}
-        self._env = None  # the next pool reads the environment again
-        if http is None:
+        """Close this process's pooled connections (the wire may be used again afterwards;
+        the next pool reads the environment again)."""
+        pool, self._current = self._current, None
+        if pool is None:
             return
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
-        if self._pid == os.getpid() and self._loop is loop:
-            for sibling in siblings:
-                await sibling.close()  # (closes nothing of the pool's: marks it closed)
-            await http.close()
+        if loop is not None and pool.here(loop):
+            for http in pool.parts():  # (a sibling's close closes nothing of the pool's)
+                await http.close()
         else:
-            _OTHERS_POOLS.append(http)
-            _OTHERS_POOLS.extend(siblings)
+            OTHERS_POOLS.extend(pool.parts())
 
     # --- sending -------------------------------------------------------------------------------
 
@@ -276,21 +224,21 @@ class AsyncWire:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + config.deadline
         error: KSError
-        http = self._http
-        if http is None or self._loop is not loop or self._pid != _PROCESS[0]:  # (_mine)
+        pool = self._current
+        if pool is None or pool.loop is not loop or pool.pid != PROCESS[0]:  # (Pool.here)
             try:
-                http = await self._pool()
+                pool = await self._pool()
             except OSError as exc:  # the CA bundle (verify= or the environment's) is unusable
                 error = tls_files_unusable(method, url, exc)
                 raise error from None
+        http = pool.http
         if template is not None:
             sender = template.sender
             if sender is None or template.pool is not http:
-                sender = self._sibling(http, template)
+                sender = pool.sibling(template)
             http = sender
-        deadlines, timeout = self._deadlines, self._timeout
-        assert deadlines is not None and timeout is not None  # made with the pool
-        watch = deadlines.watch(deadline)
+        timeout = pool.timeout
+        watch = pool.deadlines.watch(deadline)
         expired = False
         try:
             while True:
@@ -307,11 +255,11 @@ class AsyncWire:
                         ceil_threshold=NO_CEIL,
                     )  # fmt: skip
                 outcome = await self._attempt(
-                    http, method, url, headers, auth, call, cap, timeout, deadline, options
+                    http, pool, method, url, headers, auth, call, cap, timeout, deadline, options
                 )
                 if isinstance(outcome, AsyncResponse):
                     status = outcome.status
-                    if status not in self._may_retry:  # (it holds every retry's forcelist)
+                    if status not in pool.may_retry:  # (it holds every retry's forcelist)
                         return outcome  # Retry.is_retry says no to it, whatever the method
                     has_retry_after = "Retry-After" in outcome.headers
                     if not retry.is_retry(method, status, has_retry_after):
@@ -347,25 +295,13 @@ class AsyncWire:
             error = passed_deadline(method, url, config)
         raise error
 
-    def _sibling(
-        self, http: aiohttp.ClientSession, template: TradingTemplate
-    ) -> aiohttp.ClientSession:
-        """The session of pool ``http`` that sends ``template``'s plain headers by default
-        (made at first use, one per identity), kept on the template for next time."""
-        key = tuple(template.headers.items())
-        sender = self._siblings.get(key)
-        if sender is None:
-            sender = self._siblings[key] = sibling(http, template.headers)
-        template.pool, template.sender = http, sender
-        return sender
-
     def _check(self, url: str, config: WireConfig) -> None:
         """The allow-list's check of ``url`` (UnsafeRedirect for a refused one); a URL that
         passes is remembered with ``config``, and asked again under any other config. A
         refusal is never remembered."""
         check_url(url, config)
         passed = self._passed
-        if len(passed) >= _PASSED_MAX:  # a bot calls a handful of paths; order ids vary the rest
+        if len(passed) >= REMEMBERED_MAX:  # a bot calls a handful of paths; order ids vary the rest
             passed.clear()
         passed[url] = config
 
@@ -380,36 +316,10 @@ class AsyncWire:
         if inspect.isawaitable(result):
             await result
 
-    def _proxy(self, url: str) -> Secret | None:
-        """The environment's proxy for ``url`` (``NO_PROXY`` applied), looked up once per
-        origin and pool (and kept by URL too: the hot path's URLs are the same strings)."""
-        proxy_of = self._proxy_of
-        try:
-            return proxy_of[url]
-        except KeyError:
-            pass
-        origin = _origin(url)
-        try:
-            found = proxy_of[origin]
-        except KeyError:
-            found = self._find_proxy(url)
-        if len(proxy_of) >= _PASSED_MAX:
-            proxy_of.clear()
-        if self._env is not None:
-            proxy_of[url] = proxy_of[origin] = found
-        return found
-
-    def _find_proxy(self, url: str) -> Secret | None:
-        env = self._env
-        proxies = env.proxies(url) if env is not None else None
-        proxy = select_proxy(url, proxies) if proxies else None
-        found = None if proxy is None else Secret(proxy)
-        proxies = proxy = None
-        return found
-
     async def _attempt(
         self,
         http: aiohttp.ClientSession,
+        pool: Pool,
         method: str,
         url: str,
         headers: Mapping[str, str] | None,
@@ -435,7 +345,7 @@ class AsyncWire:
                 sent.update(secret)
                 if body is not None:
                     kwargs["data"] = body
-            found = self._proxy(url)
+            found = pool.proxy(url)
             if found is not None:
                 proxy = found.reveal()
             try:
@@ -483,9 +393,7 @@ class AsyncWire:
         result: ResSessionInit = result_of(await self.exchange(SessionCall(Call.INIT, host, who)))
         return result
 
-    async def login_with_user_id(
-        self, host: str, who: Identity, body: UserCredentials
-    ) -> ResLogin:
+    async def login_with_user_id(self, host: str, who: Identity, body: UserCredentials) -> ResLogin:
         """POST session/login/userid with ``{"userid", "password"}``: the one-time token."""
         result: ResLogin = result_of(await self.exchange(SessionCall(Call.LOGIN, host, who, body)))
         return result
