@@ -35,38 +35,31 @@ import asyncio
 import inspect
 import os
 import time
-from collections.abc import Coroutine, Mapping, MutableMapping
-from typing import Any, TypeVar
+from collections.abc import Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
-from multidict import CIMultiDict
 from urllib3 import exceptions as u3
 
 from ..answers import (
     CallAuth,
-    _too_large,
     passed_deadline,
     tls_files_unusable,
     trading_call,
-    unsendable,
 )
 from ..core.calls import Answer, Identity, SessionCall, result_of
 from ..errors import Call, KSError
-from ..models import (
-    ResLogin,
-    ResLogout,
-    ResSession2FA,
-    ResSessionInit,
-    UserCredentials,
-    UserDetails,
-)
 from ..retry import CappedRetry
 from ..secret import Secret
 from ..wire import WireConfig, check_url
+from .attempt import attempt
 from .deadline import FINISHED, STATE, TASK, Deadlines
 from .pool import NO_CEIL, OTHERS_POOLS, PROCESS, REMEMBERED_MAX, Pool, new_pool
-from .response import AsyncResponse, Failure, failure, read_body, session_answer
+from .response import AsyncResponse, session_answer
 from .template import TradingTemplate
+
+if TYPE_CHECKING:  # the typed session calls' annotations
+    from .. import models
 
 T = TypeVar("T")
 
@@ -254,8 +247,19 @@ class AsyncWire:
                         total=remaining, sock_connect=connect, sock_read=read,
                         ceil_threshold=NO_CEIL,
                     )  # fmt: skip
-                outcome = await self._attempt(
-                    http, pool, method, url, headers, auth, call, cap, timeout, deadline, options
+                outcome = await attempt(
+                    http,
+                    pool,
+                    config,
+                    method,
+                    url,
+                    headers,
+                    auth,
+                    call,
+                    cap,
+                    timeout,
+                    deadline,
+                    options,
                 )
                 if isinstance(outcome, AsyncResponse):
                     status = outcome.status
@@ -316,65 +320,6 @@ class AsyncWire:
         if inspect.isawaitable(result):
             await result
 
-    async def _attempt(
-        self,
-        http: aiohttp.ClientSession,
-        pool: Pool,
-        method: str,
-        url: str,
-        headers: Mapping[str, str] | None,
-        auth: CallAuth | None,
-        call: Call,
-        cap: int | None,
-        timeout: aiohttp.ClientTimeout,
-        deadline: float,
-        options: dict[str, Any],
-    ) -> AsyncResponse | Failure:
-        """One try. Raises nothing it can avoid (only ConfigurationError for a token HTTP
-        cannot carry, and cancellation): every failure is returned, so no frame that held
-        the revealed headers, or aiohttp's request (which keeps a copy), is on a traceback."""
-        sent: MutableMapping[str, str] = CIMultiDict(headers) if headers else {}
-        kwargs = options.copy() if options else {}
-        r: Any = None
-        secret: dict[str, str] | None = None
-        body: bytes | None = None
-        proxy: str | None = None
-        try:
-            if auth is not None:
-                secret, body = auth.reveal()
-                sent.update(secret)
-                if body is not None:
-                    kwargs["data"] = body
-            found = pool.proxy(url)
-            if found is not None:
-                proxy = found.reveal()
-            try:
-                # Awaited, not ``async with``: the answer is released in ``finally`` below (as
-                # the context manager's exit releases it), without its two frames per call.
-                r = await http.request(
-                    method,
-                    url,
-                    headers=sent,
-                    allow_redirects=False,
-                    proxy=proxy,
-                    timeout=timeout,
-                    **kwargs,
-                )
-                content = await r.read() if cap is None else await read_body(r, cap)
-                if content is None:
-                    return Failure(_too_large(call, r.status, cap or 0), None)
-                return AsyncResponse(method, url, r.status, r.reason or "", r.headers, content)
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                return failure(method, url, exc, self.config, deadline)
-            except ValueError:  # a header value HTTP cannot carry; its text may hold the value
-                return Failure(unsendable(method, url), None)
-        finally:  # whatever ends the try (cancellation too): no local keeps a secret
-            if r is not None:
-                r.release()
-            sent.clear()
-            kwargs.clear()
-            r = secret = body = proxy = None
-
     # --- the four session calls ----------------------------------------------------------------
 
     async def exchange(self, call: SessionCall) -> Answer:
@@ -388,28 +333,36 @@ class AsyncWire:
         )
         return session_answer(call.call, response, cap)
 
-    async def session_init(self, host: str, who: Identity) -> ResSessionInit:
+    async def session_init(self, host: str, who: Identity) -> models.ResSessionInit:
         """GET session/init: headers userid, consumerKey, ip, appId."""
-        result: ResSessionInit = result_of(await self.exchange(SessionCall(Call.INIT, host, who)))
+        result: models.ResSessionInit = result_of(
+            await self.exchange(SessionCall(Call.INIT, host, who))
+        )
         return result
 
-    async def login_with_user_id(self, host: str, who: Identity, body: UserCredentials) -> ResLogin:
+    async def login_with_user_id(
+        self, host: str, who: Identity, body: models.UserCredentials
+    ) -> models.ResLogin:
         """POST session/login/userid with ``{"userid", "password"}``: the one-time token."""
-        result: ResLogin = result_of(await self.exchange(SessionCall(Call.LOGIN, host, who, body)))
+        result: models.ResLogin = result_of(
+            await self.exchange(SessionCall(Call.LOGIN, host, who, body))
+        )
         return result
 
     async def generate_session2_fa(
-        self, host: str, who: Identity, one_time_token: Secret, body: UserDetails
-    ) -> ResSession2FA:
+        self, host: str, who: Identity, one_time_token: Secret, body: models.UserDetails
+    ) -> models.ResSession2FA:
         """POST session/2FA/accesscode with the OTT header: the session token."""
         call = SessionCall(Call.TWO_FA, host, who, body, one_time_token)
-        result: ResSession2FA = result_of(await self.exchange(call))
+        result: models.ResSession2FA = result_of(await self.exchange(call))
         return result
 
-    async def session_logout(self, host: str, who: Identity, session_token: Secret) -> ResLogout:
+    async def session_logout(
+        self, host: str, who: Identity, session_token: Secret
+    ) -> models.ResLogout:
         """DELETE session/logout: invalidates ``session_token`` on the server."""
         call = SessionCall(Call.LOGOUT, host, who, token=session_token)
-        result: ResLogout = result_of(await self.exchange(call))
+        result: models.ResLogout = result_of(await self.exchange(call))
         return result
 
     # --- trading -------------------------------------------------------------------------------
