@@ -92,14 +92,17 @@ class _Watchdog:
                 self._heap.clear()
                 threading.Thread(target=self._run, name="session_fsm-deadline", daemon=True).start()
                 self._pid = os.getpid()
-            heapq.heappush(self._heap, (call.deadline, next(self._order), call))
-            if self._heap[0][2] is call:
+            heap = self._heap
+            while heap and heap[0][2].done:  # calls that ended before their deadline leave
+                heapq.heappop(heap)  # (oldest first: the heap holds the calls in flight)
+            heapq.heappush(heap, (call.deadline, next(self._order), call))
+            if heap[0][2] is call:
                 self._cond.notify()
 
     def finish(self, call: Call) -> None:
         with self._lock:  # after this, the watchdog never touches the call's socket
             call.done = True
-            call.conn = None  # the heap keeps the call until its deadline: not the connection
+            call.conn = None  # (the next watch() takes it off the heap: not the connection)
 
     def _run(self) -> None:
         cond, heap = self._cond, self._heap
