@@ -86,7 +86,7 @@ class FlowAuth(httpx.Auth):
         streamed = not isinstance(request.stream, httpx.ByteStream)
         snap: Snapshot | None = core.usable()  # readers never block
         if snap is None:
-            out = Outgoing(None, method, where(method, url), streamed, url)
+            out = Outgoing(method, where(method, url), streamed, url)
             snap = yield relogin.ready_or_none(core, out)
             if snap is None:  # no usable session now (recorded, logged): the server answers
                 yield request  # the request without session headers
@@ -96,7 +96,7 @@ class FlowAuth(httpx.Auth):
         if response.status_code not in (401, 403):
             return
         yield response  # read its body: the fault code says what to do
-        out = Outgoing(None, method, where(method, _below(url, snap)), streamed, url)
+        out = Outgoing(method, where(method, _below(url, snap)), streamed, url)
         flow = relogin.answered(core, out, fx.Reply(response.status_code, response), snap,
                                 map_errors=False)  # fmt: skip
         value: Any = None

@@ -249,12 +249,12 @@ class AsyncKSSession(SessionView):
         if reply is None and snap is not None:
             # An absolute URL with a usable snapshot: the same first step, through the wire.
             assert snap.who is not None
-            reply = await send(Send(None, snap, snap.who))
+            reply = await send(Send(snap, snap.who))
             if 200 <= reply.status < 300:
                 fast: AsyncResponse = reply.handle
                 return fast
         streamed = streamed_body(data)
-        out = Outgoing(None, method.upper(), where(method, path), streamed, path)
+        out = Outgoing(method.upper(), where(method, path), streamed, path)
         if snap is None or reply is None:  # a renewal is due first: the core's whole flow
             flow = relogin.request(core, out, map_errors=True)
         else:

@@ -36,11 +36,11 @@ Flow = Generator[Any, Any, T]
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """Send ``request`` (the driver's own description of a trading call, opaque to the core)
-    with ``snap``'s host and session token and ``who``'s Bearer token. ``replay_of``: the
-    :class:`Reply` this one repeats (sent on the same connection adapter)."""
+    """Send the trading request the driver is making (the driver keeps it; the core knows it
+    by its :class:`~session_fsm.core.relogin.Outgoing`) with ``snap``'s host and session token
+    and ``who``'s Bearer token. ``replay_of``: the :class:`Reply` this one repeats (sent on the
+    same connection adapter)."""
 
-    request: Any
     snap: Snapshot
     who: Identity
     replay_of: Reply | None = None

@@ -59,11 +59,10 @@ SOFT_RETRY_MIN = 1.0
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """What the core needs to know of a trading request: ``request`` is the driver's own
-    description (opaque here); ``method`` and ``where`` (``"GET /reports/1.0/orders"``) name
-    it; ``streamed``: its body is a stream (never sent twice)."""
+    """What the core needs to know of a trading request (the driver keeps the request itself):
+    ``method`` and ``where`` (``"GET /reports/1.0/orders"``) name it; ``streamed``: its body
+    is a stream (never sent twice)."""
 
-    request: object
     method: str
     where: str
     streamed: bool = False
@@ -304,7 +303,7 @@ def request(
     if snap is None:
         snap = yield from ready(core)
     assert snap.who is not None
-    reply: Reply = yield Send(out.request, snap, snap.who)
+    reply: Reply = yield Send(snap, snap.who)
     return (yield from answered(core, out, reply, snap, map_errors=map_errors))
 
 
@@ -384,7 +383,7 @@ def _replay(
     who = core.snap.who if core.snap.who is not None else snap.who
     assert who is not None
     bearer = core.snap.bearer_generation
-    again: Reply = yield Send(out.request, snap, who, replay_of=first)
+    again: Reply = yield Send(snap, who, replay_of=first)
     if again.status == 401:
         try:
             err = (yield ReadAnswer(again)).error(out.where)

@@ -81,7 +81,7 @@ def send_call(
         return Reply(response.status_code, response)
 
     streamed = streamed_body(kwargs.get("data")) or "files" in kwargs
-    out = Outgoing(None, method.upper(), where(method, path), streamed, path)
+    out = Outgoing(method.upper(), where(method, path), streamed, path)
     if first is not None and snap is not None:
         flow = relogin.answered(core, out, first, snap, map_errors=True)
     else:
@@ -136,7 +136,7 @@ class SessionAuth(AuthBase, FlowAuth):
         snap = core.usable()
         if snap is None:
             method, url = (r.method or "GET").upper(), r.url or ""
-            out = Outgoing(None, method, where(method, url), streamed_body(r.body), url)
+            out = Outgoing(method, where(method, url), streamed_body(r.body), url)
             snap = driver.run(relogin.ready_or_none(core, out))
             if snap is None:  # no usable session now (recorded, logged): the server answers
                 check_url(url, driver.wire.config)  # the request without session headers
@@ -159,7 +159,6 @@ class SessionAuth(AuthBase, FlowAuth):
         request = response.request
         method = (request.method or "GET").upper()
         out = Outgoing(
-            None,
             method,
             f"{method} {_where_sent(request.url or '', snap)}",
             streamed_body(request.body),
