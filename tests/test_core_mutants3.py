@@ -59,3 +59,21 @@ def test_a_store_that_cannot_be_read_before_the_first_send_gives_the_servers_ans
     events = [e for e in logs.events() if e["event"] == "request_not_renewed"]
     assert [(e["session_id"], e["error"]) for e in events] == [(s.session_id, "StoreError")]
     assert s.state is State.UNINITIALISED
+
+
+# --- a failed soft refresh ---------------------------------------------------------------------
+
+
+def test_a_failed_soft_refresh_leaves_no_refresh_under_way(
+    new_session: Factory, sb: Sandbox, clock: Clock
+) -> None:
+    s = new_session(max_session_age=1000, soft_window=100)
+    s.connect()
+    clock.advance(950)  # in the soft window
+    sb.control.fault(LOGIN, status=503, count=10)  # the refresh fails
+    assert s.get(ORDERS).status_code == 200  # the old token still serves
+    snap = s.snapshot()
+    assert s.history[-1].trigger == "refresh" and s.history[-1].outcome == "failed"
+    assert snap.state is State.AUTHENTICATED and snap.generation == 1
+    assert snap.refreshing is False  # a bool, cleared (not merely falsy)
+    assert snap.refresh_retry_at == clock.now + 12.5
