@@ -7,14 +7,18 @@ Through the public API, against the sandbox over real loopback HTTP.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 
+import pytest
 import requests
+from werkzeug.serving import make_server
 
-from session_fsm import KSSession, MemoryStore, State, contract
-from session_fsm.sandbox import Sandbox
+from session_fsm import GatewayAuthError, KSError, KSSession, MemoryStore, State, contract
+from session_fsm.sandbox import Sandbox, SandboxConfig, SandboxControl, make_app
 from session_fsm.stores import StoredSession, StoreError
 from tests.conftest import Clock, LogCapture
+from tests.race_gate import WAIT, Gate, World
 
 Factory = Callable[..., KSSession]
 ORDERS = contract.ORDERS_REPORT[1]
@@ -77,3 +81,56 @@ def test_a_failed_soft_refresh_leaves_no_refresh_under_way(
     assert snap.state is State.AUTHENTICATED and snap.generation == 1
     assert snap.refreshing is False  # a bool, cleared (not merely falsy)
     assert snap.refresh_retry_at == clock.now + 12.5
+
+
+# --- a Bearer token rejected under several threads, without a provider --------------------------
+
+
+@pytest.fixture
+def gated() -> Iterator[World]:
+    """The sandbox behind :class:`tests.race_gate.Gate` (as in :mod:`tests.test_refresh_races`)."""
+    app = make_app(SandboxConfig())
+    gate = Gate(app)
+    server = make_server("127.0.0.1", 0, gate, threaded=True)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    url = f"http://127.0.0.1:{server.server_port}/apim"
+    w = World(gate, url, SandboxControl(app.state), SandboxConfig())
+    try:
+        yield w
+    finally:
+        gate.release()
+        for s in w.sessions:
+            s.close()
+        server.shutdown()
+        t.join(WAIT)
+
+
+def test_every_thread_of_a_bearer_storm_raises_the_answer_it_met(gated: World) -> None:
+    """The first thread takes the gateway edge; the others find the session moved on and raise
+    the 900901 each of them met (naming its request), not a generic rejection."""
+    n = 3
+    s, _ = gated.session()
+    s.connect()
+    gated.control.fault(ORDERS, status=401, code=contract.FAULT_GATEWAY_TOKEN, count=n)
+    gated.gate.storm(n)  # all n answers are out before any thread goes on
+    go = threading.Barrier(n)
+    errors: list[KSError] = []
+
+    def run() -> None:
+        go.wait(WAIT)
+        try:
+            s.get(ORDERS)
+        except KSError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT)
+    assert len(errors) == n and all(isinstance(e, GatewayAuthError) for e in errors)
+    for e in errors:
+        assert f"GET {ORDERS}" in str(e) and e.fault_code == contract.FAULT_GATEWAY_TOKEN
+    assert s.state is State.UNINITIALISED
+    assert [r.trigger for r in s.history].count("gateway_rejected") == 1
