@@ -14,7 +14,15 @@ import pytest
 import requests
 from werkzeug.serving import make_server
 
-from session_fsm import GatewayAuthError, KSError, KSSession, MemoryStore, State, contract
+from session_fsm import (
+    GatewayAuthError,
+    KSError,
+    KSSession,
+    MemoryStore,
+    ServiceUnavailable,
+    State,
+    contract,
+)
 from session_fsm.sandbox import Sandbox, SandboxConfig, SandboxControl, make_app
 from session_fsm.stores import StoredSession, StoreError
 from tests.conftest import Clock, LogCapture
@@ -134,3 +142,22 @@ def test_every_thread_of_a_bearer_storm_raises_the_answer_it_met(gated: World) -
         assert f"GET {ORDERS}" in str(e) and e.fault_code == contract.FAULT_GATEWAY_TOKEN
     assert s.state is State.UNINITIALISED
     assert [r.trigger for r in s.history].count("gateway_rejected") == 1
+
+
+# --- failed re-logins are counted -------------------------------------------------------------
+
+
+def test_each_failed_relogin_is_counted_and_its_error_kept(
+    new_session: Factory, sb: Sandbox
+) -> None:
+    s = new_session()
+    s.connect()
+    assert (s.snapshot().relogins_failed, s.snapshot().relogin_error) == (0, None)
+    sb.control.fault(LOGIN, status=503, count=100)  # every re-login fails
+    for n in (1, 2):
+        sb.control.expire()
+        with pytest.raises(ServiceUnavailable):
+            s.get(ORDERS)
+        snap = s.snapshot()
+        assert snap.relogins_failed == n
+        assert isinstance(snap.relogin_error, ServiceUnavailable)
