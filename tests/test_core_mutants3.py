@@ -19,18 +19,20 @@ from session_fsm import (
     KSError,
     KSSession,
     MemoryStore,
+    NotReplayable,
     ServiceUnavailable,
     State,
     contract,
 )
 from session_fsm.sandbox import Sandbox, SandboxConfig, SandboxControl, make_app
 from session_fsm.stores import StoredSession, StoreError
-from tests.conftest import Clock, LogCapture
+from tests.conftest import Clock, LogCapture, make_credentials
 from tests.race_gate import WAIT, Gate, World
 
 Factory = Callable[..., KSSession]
 ORDERS = contract.ORDERS_REPORT[1]
 LOGIN = contract.LOGIN_USERID[1]
+PLACE = contract.ORDER_NORMAL[1]
 
 
 # --- the requests auth when no usable session can be had --------------------------------------
@@ -161,3 +163,23 @@ def test_each_failed_relogin_is_counted_and_its_error_kept(
         snap = s.snapshot()
         assert snap.relogins_failed == n
         assert isinstance(snap.relogin_error, ServiceUnavailable)
+
+
+# --- a request not replayed after the Bearer token was refreshed ---------------------------------
+
+
+def test_a_post_not_replayed_after_a_bearer_refresh_says_so_with_the_answer(
+    new_session: Factory, sb: Sandbox
+) -> None:
+    s = new_session(
+        make_credentials(access_token_provider=lambda: "demo-access-token"), replay_posts=False
+    )
+    s.connect()
+    sb.control.fault(PLACE, status=401, code=contract.FAULT_GATEWAY_TOKEN)
+    with pytest.raises(NotReplayable) as info:
+        s.post(PLACE, data="jData={}")
+    assert str(info.value).startswith(
+        "gateway token refreshed, but the POST was not sent again (replay_posts is off)"
+    )
+    assert (info.value.status, info.value.fault_code) == (401, contract.FAULT_GATEWAY_TOKEN)
+    assert s.state is State.AUTHENTICATED and s.snapshot().bearer_generation == 1
