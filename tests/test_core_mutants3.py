@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -45,11 +46,14 @@ def test_the_auths_unrenewed_request_is_logged_with_its_session(
     s.connect()
     clock.advance(3600 + 1)  # past the hard deadline: the auth renews before sending
     sb.control.fault(LOGIN, status=500, count=100)  # and the renewal fails
-    r = requests.get(s.snapshot().host + ORDERS, auth=s.auth, timeout=5)
+    host = s.snapshot().host
+    r = requests.get(host + ORDERS + "?q=1", auth=s.auth, timeout=5)
     assert r.status_code == 401
     events = [e for e in logs.events() if e["event"] == "request_not_renewed"]
-    assert [(e["session_id"], e["method"], e["error"]) for e in events] == [
-        (s.session_id, "GET", "ServiceUnavailable")
+    # the path of the absolute URL asked for (not the host's path again, nor the query)
+    path = urlsplit(host).path + ORDERS
+    assert [(e["session_id"], e["method"], e["path"], e["error"]) for e in events] == [
+        (s.session_id, "GET", path, "ServiceUnavailable")
     ]
 
 
