@@ -7,6 +7,7 @@ Through the public API, against the sandbox over real loopback HTTP.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
@@ -19,6 +20,7 @@ from session_fsm import (
     GatewayAuthError,
     KSError,
     KSSession,
+    MalformedAnswer,
     MemoryStore,
     NotReplayable,
     ServiceUnavailable,
@@ -27,7 +29,8 @@ from session_fsm import (
 )
 from session_fsm.sandbox import Sandbox, SandboxConfig, SandboxControl, make_app
 from session_fsm.stores import StoredSession, StoreError
-from tests.conftest import Clock, LogCapture, make_credentials
+from tests.answer_server import TRADING, answer_server
+from tests.conftest import FAST_RETRY, Clock, LogCapture, make_credentials
 from tests.race_gate import WAIT, Gate, World
 
 Factory = Callable[..., KSSession]
@@ -187,3 +190,22 @@ def test_a_post_not_replayed_after_a_bearer_refresh_says_so_with_the_answer(
     )
     assert (info.value.status, info.value.fault_code) == (401, contract.FAULT_GATEWAY_TOKEN)
     assert s.state is State.AUTHENTICATED and s.snapshot().bearer_generation == 1
+
+
+# --- a trading answer of the wrong shape --------------------------------------------------------
+
+
+def test_a_malformed_trading_answer_is_recorded_as_such() -> None:
+    with answer_server() as server:
+        s = KSSession(make_credentials(), host=server.url, retry=FAST_RETRY, timeout=(2.0, 5.0))
+        try:
+            s.connect()
+            server.script(*TRADING, 401, json.dumps({"fault": "expired"}).encode())
+            with pytest.raises(MalformedAnswer):
+                s.get(TRADING[1])
+            rec = s.history[-1]
+            assert (rec.trigger, rec.outcome, rec.error, rec.reason) == (
+                "request", "failed", "MalformedAnswer", "malformed_answer",
+            )  # fmt: skip
+        finally:
+            s.close()
