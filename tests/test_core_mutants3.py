@@ -20,6 +20,7 @@ from session_fsm import (
     GatewayAuthError,
     KSError,
     KSSession,
+    LoginRejected,
     MalformedAnswer,
     MemoryStore,
     NotReplayable,
@@ -209,3 +210,34 @@ def test_a_malformed_trading_answer_is_recorded_as_such() -> None:
             )  # fmt: skip
         finally:
             s.close()
+
+
+# --- the cool-down a rejected login leaves ------------------------------------------------------
+
+
+def test_a_rejected_login_keeps_its_status_and_fault_code_in_the_cooldown(
+    new_session: Factory, sb: Sandbox, clock: Clock
+) -> None:
+    store = MemoryStore()
+    s = new_session(make_credentials(password="wrong"), store=store, cooldown=60)
+    s.init()
+    with pytest.raises(LoginRejected) as info:
+        s.login()
+    kept = s.snapshot().cooldown
+    assert kept is not None and kept.stored
+    want = (clock.now + 60, "LoginRejected", info.value.status, info.value.fault_code)
+    assert info.value.status is not None
+    assert (kept.until, kept.error, kept.status, kept.fault_code) == want
+    stored = store.load_cooldown(s.store_key())
+    assert stored is not None
+    assert (stored.until, stored.error, stored.status, stored.fault_code) == want
+
+
+def test_no_cooldown_is_kept_when_it_is_off(new_session: Factory, sb: Sandbox) -> None:
+    store = MemoryStore()
+    s = new_session(make_credentials(password="wrong"), store=store, cooldown=0)
+    s.init()
+    with pytest.raises(LoginRejected):
+        s.login()
+    assert s.snapshot().cooldown is None
+    assert store.load_cooldown(s.store_key()) is None
