@@ -241,3 +241,29 @@ def test_no_cooldown_is_kept_when_it_is_off(new_session: Factory, sb: Sandbox) -
         s.login()
     assert s.snapshot().cooldown is None
     assert store.load_cooldown(s.store_key()) is None
+
+
+# --- which answers the core maps ------------------------------------------------------------------
+
+
+def test_the_auth_renews_a_session_answered_403_invalid_session(
+    new_session: Factory, sb: Sandbox
+) -> None:
+    """A plain ``requests`` call through ``session.auth`` meets the 403 "Invalid session" the
+    API's docs list: renewed and replayed, as with a 401."""
+    s = new_session()
+    s.connect()
+    sb.control.settings(invalid_session=403)
+    sb.control.expire()
+    r = requests.get(s.snapshot().host + ORDERS, auth=s.auth, timeout=5)
+    assert r.status_code == 200 and [h.status_code for h in r.history] == [403]
+    assert s.generation == 2 and s.state is State.AUTHENTICATED
+
+
+def test_a_300_answer_to_a_trading_call_is_an_error(new_session: Factory, sb: Sandbox) -> None:
+    s = new_session()
+    s.connect()
+    sb.control.fault(ORDERS, status=300)
+    with pytest.raises(KSError) as info:
+        s.get(s.snapshot().host + ORDERS)  # an absolute URL: the core's request flow
+    assert info.value.status == 300 and info.value.response is not None
