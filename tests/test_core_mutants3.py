@@ -17,6 +17,7 @@ import requests
 from werkzeug.serving import make_server
 
 from session_fsm import (
+    APIError,
     GatewayAuthError,
     KSError,
     KSSession,
@@ -264,6 +265,6 @@ def test_a_300_answer_to_a_trading_call_is_an_error(new_session: Factory, sb: Sa
     s = new_session()
     s.connect()
     sb.control.fault(ORDERS, status=300)
-    with pytest.raises(KSError) as info:
+    with pytest.raises(APIError) as info:
         s.get(s.snapshot().host + ORDERS)  # an absolute URL: the core's request flow
     assert info.value.status == 300 and info.value.response is not None
