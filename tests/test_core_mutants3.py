@@ -268,3 +268,15 @@ def test_a_300_answer_to_a_trading_call_is_an_error(new_session: Factory, sb: Sa
     with pytest.raises(APIError) as info:
         s.get(s.snapshot().host + ORDERS)  # an absolute URL: the core's request flow
     assert info.value.status == 300 and info.value.response is not None
+
+
+def test_a_300_answer_to_a_replay_is_an_error(new_session: Factory, sb: Sandbox) -> None:
+    s = new_session()
+    s.connect()
+    sb.control.fault(ORDERS, status=401, code=contract.FAULT_SESSION_EXPIRED)  # the first send
+    sb.control.fault(ORDERS, status=300)  # the replay, after the renewal
+    with pytest.raises(APIError) as info:
+        s.get(ORDERS)
+    assert info.value.status == 300 and info.value.response is not None
+    assert [h.status_code for h in info.value.response.history] == [401]
+    assert s.generation == 2
