@@ -27,6 +27,7 @@ from session_fsm import (
     NotReplayable,
     ServiceUnavailable,
     State,
+    TransitionRecord,
     contract,
 )
 from session_fsm.sandbox import Sandbox, SandboxConfig, SandboxControl, make_app
@@ -280,3 +281,42 @@ def test_a_300_answer_to_a_replay_is_an_error(new_session: Factory, sb: Sandbox)
     assert info.value.status == 300 and info.value.response is not None
     assert [h.status_code for h in info.value.response.history] == [401]
     assert s.generation == 2
+
+
+
+def test_a_malformed_answer_to_a_replay_is_recorded_as_such() -> None:
+    expired = json.dumps({"fault": {"code": contract.FAULT_SESSION_EXPIRED}}).encode()
+    wrong_shape = json.dumps({"fault": "expired"}).encode()
+    with answer_server() as server:
+
+        def renewed(_s: object, rec: TransitionRecord) -> None:
+            if rec.trigger == "session_expired":  # the replay meets a fault of the wrong shape
+                server.script(*TRADING, 401, wrong_shape)
+
+        s = KSSession(make_credentials(), host=server.url, retry=FAST_RETRY,
+                      timeout=(2.0, 5.0), on_transition=renewed)  # fmt: skip
+        try:
+            s.connect()
+            server.script(*TRADING, 401, expired)
+            with pytest.raises(MalformedAnswer) as info:
+                s.get(TRADING[1])
+            assert info.value.status == 401 and s.generation == 2
+            rec = s.history[-1]
+            assert (rec.trigger, rec.outcome, rec.error, rec.reason) == (
+                "request", "failed", "MalformedAnswer", "malformed_answer",
+            )  # fmt: skip
+        finally:
+            s.close()
+
+
+def test_an_error_of_a_request_to_an_absolute_url_names_its_path(
+    new_session: Factory, sb: Sandbox
+) -> None:
+    s = new_session()
+    s.connect()
+    host = s.snapshot().host
+    sb.control.fault(ORDERS, status=400)
+    with pytest.raises(APIError) as info:
+        s.get(host + ORDERS + "?q=1")
+    assert f"GET {urlsplit(host).path}{ORDERS} -> HTTP 400" in str(info.value)
+    assert "://" not in str(info.value)
