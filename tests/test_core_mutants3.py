@@ -320,3 +320,16 @@ def test_an_error_of_a_request_to_an_absolute_url_names_its_path(
         s.get(host + ORDERS + "?q=1")
     assert f"GET {urlsplit(host).path}{ORDERS} -> HTTP 400" in str(info.value)
     assert "://" not in str(info.value)
+
+
+@pytest.mark.parametrize("tail", ["?q=1", "#part"])
+def test_an_error_names_the_path_without_its_query_or_fragment(
+    new_session: Factory, sb: Sandbox, tail: str
+) -> None:
+    s = new_session()
+    s.connect()
+    sb.control.fault(ORDERS, status=400)
+    with pytest.raises(APIError) as info:
+        s.get(ORDERS + tail)
+    assert f"GET {ORDERS} -> HTTP 400" in str(info.value)
+    assert tail not in str(info.value)
