@@ -333,3 +333,17 @@ def test_an_error_names_the_path_without_its_query_or_fragment(
         s.get(ORDERS + tail)
     assert f"GET {ORDERS} -> HTTP 400" in str(info.value)
     assert tail not in str(info.value)
+
+
+def test_a_login_fault_of_the_wrong_shape_names_the_login_call() -> None:
+    with answer_server() as server:
+        s = KSSession(make_credentials(), host=server.url, retry=FAST_RETRY, timeout=(2.0, 5.0),
+                      cooldown=0)  # fmt: skip
+        try:
+            s.init()
+            server.script(*contract.LOGIN_USERID, 401, json.dumps({"fault": "x"}).encode())
+            with pytest.raises(MalformedAnswer) as info:
+                s.login()
+            assert (info.value.call, info.value.status) == ("login_with_user_id", 401)
+        finally:
+            s.close()
