@@ -26,6 +26,7 @@ from session_fsm import (
     MemoryStore,
     NotReplayable,
     ServiceUnavailable,
+    SessionExpired,
     State,
     TransitionRecord,
     contract,
@@ -345,5 +346,21 @@ def test_a_login_fault_of_the_wrong_shape_names_the_login_call() -> None:
             with pytest.raises(MalformedAnswer) as info:
                 s.login()
             assert (info.value.call, info.value.status) == ("login_with_user_id", 401)
+        finally:
+            s.close()
+
+
+def test_a_gateways_bare_invalid_session_message_is_an_expiry() -> None:
+    """A 403 whose body is a gateway's bare ``{"message": ...}`` (no fault) is read by its
+    message: "Invalid session" is an expired session, renewed and replayed once."""
+    bare = json.dumps({"message": "Invalid session, please re-login to continue"}).encode()
+    with answer_server() as server:
+        s = KSSession(make_credentials(), host=server.url, retry=FAST_RETRY, timeout=(2.0, 5.0))
+        try:
+            s.connect()
+            server.script(*TRADING, 403, bare)  # the replay meets it too
+            with pytest.raises(SessionExpired) as info:
+                s.get(TRADING[1])
+            assert info.value.status == 403 and s.generation == 2
         finally:
             s.close()
