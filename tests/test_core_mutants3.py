@@ -364,3 +364,23 @@ def test_a_gateways_bare_invalid_session_message_is_an_expiry() -> None:
             assert info.value.status == 403 and s.generation == 2
         finally:
             s.close()
+
+
+def test_connect_adopts_a_newer_session_another_process_stored(
+    new_session: Factory, sb: Sandbox
+) -> None:
+    store = MemoryStore()
+    one, two = new_session(store=store, cooldown=0), new_session(store=store, cooldown=0)
+    one.connect()
+    two.connect()  # adopts generation 1 from the store
+    sb.control.fault(ORDERS, status=401, code=contract.FAULT_GATEWAY_TOKEN)
+    with pytest.raises(GatewayAuthError):
+        two.get(ORDERS)  # no provider: back to Uninitialised
+    sb.control.expire()
+    assert one.get(ORDERS).status_code == 200  # renewed: generation 2, stored
+    logins = sb.control.stats()["calls"].get(f"POST {LOGIN}", 0)
+    two.connect()
+    assert sb.control.stats()["calls"].get(f"POST {LOGIN}", 0) == logins  # no login of its own
+    last = two.history[-1]
+    assert (last.trigger, last.reason, last.generation) == ("restore", "store", 2)
+    assert two.state is State.AUTHENTICATED
