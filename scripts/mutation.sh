@@ -2,7 +2,7 @@
 # Mutation testing of the sans-IO session core (session_fsm/core/*.py and the transition table
 # session_fsm/table.py) with mutmut (not part of CI).
 #
-#   bash scripts/mutation.sh                                # every mutant (over an hour on 2 cores)
+#   bash scripts/mutation.sh                                # every mutant (4-5 hours on 2 cores)
 #   bash scripts/mutation.sh "session_fsm.core.relogin*"    # a subset, by mutmut's name globs
 #   bash scripts/mutation.sh --results                      # the verdicts so far
 #
@@ -10,6 +10,8 @@
 # /tmp/session_fsm-mutation), which mutmut needs for its mutants/ folder and setup.cfg. The copy
 # is kept between runs so verdicts accumulate; FRESH=1 starts over. Needs mutmut 3.x in the
 # environment of $PYTHON (pip install -e '.[test,mutation]'). docs/mutation.md has the scores.
+# Changing the test list below in an existing folder makes mutmut forget every verdict; to keep
+# them, delete $MUTATION_DIR/mutants/mutmut-stats.json as well (docs/mutation.md, "How to run it").
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
