@@ -384,3 +384,36 @@ def test_connect_adopts_a_newer_session_another_process_stored(
     last = two.history[-1]
     assert (last.trigger, last.reason, last.generation) == ("restore", "store", 2)
     assert two.state is State.AUTHENTICATED
+
+
+def test_a_replays_late_gateway_rejection_leaves_a_session_logged_out_meanwhile(
+    gated: World,
+) -> None:
+    """The replay after a renewal is held at the gate; meanwhile the session logs out. The
+    replay's 900901 then belongs to a session that no longer exists: it takes no edge."""
+
+    def renewed(_s: object, rec: TransitionRecord) -> None:
+        if rec.trigger == "authenticate" and rec.generation == 2:
+            gated.gate.hold(ORDERS)  # the replay waits at the gate
+
+    s, _ = gated.session(on_transition=renewed)
+    s.connect()
+    gated.control.fault(ORDERS, status=401, code=contract.FAULT_SESSION_EXPIRED)  # first send
+    gated.control.fault(ORDERS, status=401, code=contract.FAULT_GATEWAY_TOKEN)  # the replay
+    errors: list[KSError] = []
+
+    def call() -> None:
+        try:
+            s.get(ORDERS)
+        except KSError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=call)
+    t.start()
+    assert gated.gate.arrived.wait(WAIT)
+    s.logout()
+    gated.gate.release()
+    t.join(WAIT)
+    assert [type(e) for e in errors] == [GatewayAuthError]
+    assert s.state is State.LOGGED_OUT
+    assert "gateway_rejected" not in [r.trigger for r in s.history]
