@@ -417,3 +417,20 @@ def test_a_replays_late_gateway_rejection_leaves_a_session_logged_out_meanwhile(
     assert [type(e) for e in errors] == [GatewayAuthError]
     assert s.state is State.LOGGED_OUT
     assert "gateway_rejected" not in [r.trigger for r in s.history]
+
+
+# --- the connect walk's remedies ----------------------------------------------------------------
+
+
+def test_a_remedy_taken_by_connect_is_its_triggers_first_attempt(
+    new_session: Factory, sb: Sandbox, clock: Clock
+) -> None:
+    s = new_session()
+    s.init()
+    s.login()
+    clock.advance(300 + 1)  # the one-time token is past ott_ttl: connect() logs in again first
+    n = len(s.history)
+    s.connect()
+    taken = [(r.trigger, r.outcome, r.attempt) for r in s.history[n:]]
+    assert taken == [("login", "ok", 1), ("authenticate", "ok", 1)]
+    assert s.state is State.AUTHENTICATED
