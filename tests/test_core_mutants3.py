@@ -8,18 +8,15 @@ Through the public API, against the sandbox over real loopback HTTP.
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 
 from session_fsm import (
     APIError,
     GatewayAuthError,
-    KSError,
     KSSession,
     LoginRejected,
     MalformedAnswer,
@@ -31,11 +28,10 @@ from session_fsm import (
     TransitionRecord,
     contract,
 )
-from session_fsm.sandbox import Sandbox, SandboxConfig, SandboxControl, make_app
+from session_fsm.sandbox import Sandbox
 from session_fsm.stores import StoredSession, StoreError
 from tests.answer_server import TRADING, answer_server
 from tests.conftest import FAST_RETRY, Clock, LogCapture, make_credentials
-from tests.race_gate import WAIT, Gate, World
 
 Factory = Callable[..., KSSession]
 ORDERS = contract.ORDERS_REPORT[1]
@@ -102,59 +98,6 @@ def test_a_failed_soft_refresh_leaves_no_refresh_under_way(
     assert snap.state is State.AUTHENTICATED and snap.generation == 1
     assert snap.refreshing is False  # a bool, cleared (not merely falsy)
     assert snap.refresh_retry_at == clock.now + 12.5
-
-
-# --- a Bearer token rejected under several threads, without a provider --------------------------
-
-
-@pytest.fixture
-def gated() -> Iterator[World]:
-    """The sandbox behind :class:`tests.race_gate.Gate` (as in :mod:`tests.test_refresh_races`)."""
-    app = make_app(SandboxConfig())
-    gate = Gate(app)
-    server = make_server("127.0.0.1", 0, gate, threaded=True)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    url = f"http://127.0.0.1:{server.server_port}/apim"
-    w = World(gate, url, SandboxControl(app.state), SandboxConfig())
-    try:
-        yield w
-    finally:
-        gate.release()
-        for s in w.sessions:
-            s.close()
-        server.shutdown()
-        t.join(WAIT)
-
-
-def test_every_thread_of_a_bearer_storm_raises_the_answer_it_met(gated: World) -> None:
-    """The first thread takes the gateway edge; the others find the session moved on and raise
-    the 900901 each of them met (naming its request), not a generic rejection."""
-    n = 3
-    s, _ = gated.session()
-    s.connect()
-    gated.control.fault(ORDERS, status=401, code=contract.FAULT_GATEWAY_TOKEN, count=n)
-    gated.gate.storm(n)  # all n answers are out before any thread goes on
-    go = threading.Barrier(n)
-    errors: list[KSError] = []
-
-    def run() -> None:
-        go.wait(WAIT)
-        try:
-            s.get(ORDERS)
-        except KSError as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run) for _ in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(WAIT)
-    assert len(errors) == n and all(isinstance(e, GatewayAuthError) for e in errors)
-    for e in errors:
-        assert f"GET {ORDERS}" in str(e) and e.fault_code == contract.FAULT_GATEWAY_TOKEN
-    assert s.state is State.UNINITIALISED
-    assert [r.trigger for r in s.history].count("gateway_rejected") == 1
 
 
 # --- failed re-logins are counted -------------------------------------------------------------
@@ -284,7 +227,6 @@ def test_a_300_answer_to_a_replay_is_an_error(new_session: Factory, sb: Sandbox)
     assert s.generation == 2
 
 
-
 def test_a_malformed_answer_to_a_replay_is_recorded_as_such() -> None:
     expired = json.dumps({"fault": {"code": contract.FAULT_SESSION_EXPIRED}}).encode()
     wrong_shape = json.dumps({"fault": "expired"}).encode()
@@ -384,39 +326,6 @@ def test_connect_adopts_a_newer_session_another_process_stored(
     last = two.history[-1]
     assert (last.trigger, last.reason, last.generation) == ("restore", "store", 2)
     assert two.state is State.AUTHENTICATED
-
-
-def test_a_replays_late_gateway_rejection_leaves_a_session_logged_out_meanwhile(
-    gated: World,
-) -> None:
-    """The replay after a renewal is held at the gate; meanwhile the session logs out. The
-    replay's 900901 then belongs to a session that no longer exists: it takes no edge."""
-
-    def renewed(_s: object, rec: TransitionRecord) -> None:
-        if rec.trigger == "authenticate" and rec.generation == 2:
-            gated.gate.hold(ORDERS)  # the replay waits at the gate
-
-    s, _ = gated.session(on_transition=renewed)
-    s.connect()
-    gated.control.fault(ORDERS, status=401, code=contract.FAULT_SESSION_EXPIRED)  # first send
-    gated.control.fault(ORDERS, status=401, code=contract.FAULT_GATEWAY_TOKEN)  # the replay
-    errors: list[KSError] = []
-
-    def call() -> None:
-        try:
-            s.get(ORDERS)
-        except KSError as exc:
-            errors.append(exc)
-
-    t = threading.Thread(target=call)
-    t.start()
-    assert gated.gate.arrived.wait(WAIT)
-    s.logout()
-    gated.gate.release()
-    t.join(WAIT)
-    assert [type(e) for e in errors] == [GatewayAuthError]
-    assert s.state is State.LOGGED_OUT
-    assert "gateway_rejected" not in [r.trigger for r in s.history]
 
 
 # --- the connect walk's remedies ----------------------------------------------------------------
