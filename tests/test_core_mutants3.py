@@ -17,6 +17,7 @@ import requests
 from session_fsm import (
     APIError,
     GatewayAuthError,
+    InvalidTransition,
     KSSession,
     LoginRejected,
     MalformedAnswer,
@@ -343,3 +344,41 @@ def test_a_remedy_taken_by_connect_is_its_triggers_first_attempt(
     taken = [(r.trigger, r.outcome, r.attempt) for r in s.history[n:]]
     assert taken == [("login", "ok", 1), ("authenticate", "ok", 1)]
     assert s.state is State.AUTHENTICATED
+
+
+class _FencedStore(MemoryStore):
+    """A token store that refuses every new session (another process saved a newer one while
+    this one's lock had lapsed)."""
+
+    def save(self, key: str, session: StoredSession) -> bool | None:
+        return False
+
+
+def test_a_new_session_the_store_refuses_is_logged_and_used(
+    new_session: Factory, sb: Sandbox, logs: LogCapture
+) -> None:
+    s = new_session(store=_FencedStore(), logger=None)
+    s.connect()
+    assert s.state is State.AUTHENTICATED and s.get(ORDERS).status_code == 200
+    refused = [e for e in logs.events() if e["event"] == "session_save_refused"]
+    assert [(e["level"], e["session_id"], e["generation"]) for e in refused] == [
+        ("warning", s.session_id, 1)
+    ]
+
+
+class _LeapingClock(Clock):
+    """A clock that leaps past ott_ttl at every reading: every one-time token is stale."""
+
+    def __call__(self) -> float:
+        self.now += 301.0
+        return self.now
+
+
+def test_connect_gives_up_after_its_steps_when_it_goes_round_in_circles(
+    new_session: Factory, sb: Sandbox
+) -> None:
+    s = new_session(clock=_LeapingClock())
+    with pytest.raises(InvalidTransition) as info:
+        s.connect()  # login, stale, login again, ... never authenticate
+    assert str(info.value).startswith("connect() did not reach Authenticated")
+    assert (info.value.state, info.value.trigger) == ("OTT-issued", "connect")
