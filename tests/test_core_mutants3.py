@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from urllib.parse import urlsplit
 
 import pytest
@@ -346,12 +347,24 @@ def test_a_remedy_taken_by_connect_is_its_triggers_first_attempt(
     assert s.state is State.AUTHENTICATED
 
 
-class _FencedStore(MemoryStore):
-    """A token store that refuses every new session (another process saved a newer one while
-    this one's lock had lapsed)."""
+class _FencedStore:
+    """A token store that refuses every new session, as a fencing store does when another
+    process saved a newer one while this one's lock had lapsed."""
+
+    def __init__(self) -> None:
+        self._inner = MemoryStore()
+
+    def load(self, key: str) -> StoredSession | None:
+        return self._inner.load(key)
 
     def save(self, key: str, session: StoredSession) -> bool | None:
         return False
+
+    def delete(self, key: str) -> None:
+        self._inner.delete(key)
+
+    def lock(self, key: str, timeout: float) -> AbstractContextManager[bool]:
+        return self._inner.lock(key, timeout)
 
 
 def test_a_new_session_the_store_refuses_is_logged_and_used(
