@@ -17,6 +17,7 @@ import requests
 
 from session_fsm import (
     APIError,
+    ConfigurationError,
     GatewayAuthError,
     InvalidTransition,
     KSSession,
@@ -395,3 +396,26 @@ def test_connect_gives_up_after_its_steps_when_it_goes_round_in_circles(
         s.connect()  # login, stale, login again, ... never authenticate
     assert str(info.value).startswith("connect() did not reach Authenticated")
     assert (info.value.state, info.value.trigger) == ("OTT-issued", "connect")
+
+
+class _Blank:
+    """A secret provider of its own that gives an empty access code."""
+
+    repeatable = True
+
+    def available(self) -> bool:
+        return True
+
+    def get(self) -> str:
+        return ""
+
+
+def test_an_access_code_provider_giving_nothing_is_named(
+    new_session: Factory, sb: Sandbox
+) -> None:
+    s = new_session(make_credentials(access_code=_Blank()))
+    s.init()
+    s.login()
+    with pytest.raises(ConfigurationError) as info:
+        s.authenticate()
+    assert "the access_code (Credentials(access_code=...))" in str(info.value)
