@@ -31,6 +31,7 @@ from session_fsm import (
     TransitionRecord,
     contract,
 )
+from session_fsm.core.edges import redirect_url
 from session_fsm.sandbox import Sandbox
 from session_fsm.stores import StoredSession, StoreError
 from tests.answer_server import TRADING, answer_server
@@ -419,3 +420,24 @@ def test_an_access_code_provider_giving_nothing_is_named(
     with pytest.raises(ConfigurationError) as info:
         s.authenticate()
     assert "the access_code (Credentials(access_code=...))" in str(info.value)
+
+
+def test_a_connected_snapshot_has_no_refresh_under_way(new_session: Factory, sb: Sandbox) -> None:
+    s = new_session()
+    s.connect()
+    snap = s.snapshot()
+    assert snap.refreshing is False and snap.refresh_retry_at is None  # a bool, not falsy
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "base"),
+    [
+        ("https://h.example/apiX/", None, "https://h.example/apiX"),  # only the slashes go
+        ("https://h.example/apim", 8443, "https://h.example/apim"),  # a URL: its port is in it
+        ("h.example", None, "https://h.example/apim"),
+        ("h.example", 443, "https://h.example/apim"),
+        ("h.example", 8443, "https://h.example:8443/apim"),
+    ],
+)
+def test_a_redirects_host_becomes_a_base_url(host: str, port: int | None, base: str) -> None:
+    assert redirect_url(host, port) == base
