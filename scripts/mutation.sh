@@ -38,7 +38,8 @@ if [[ ${FRESH:-0} == 1 || ! -f $work/setup.cfg ]]; then
     # machine up to 3x slower, hence the large constant: (t + 60) x 1.5.
     tests=""
     for t in test_machine test_relogin test_core_fixes test_core_mutants test_core_mutants2 \
-             test_core_mutants3 test_refresh_races test_request_hot_path test_strict_answers \
+             test_core_mutants3 test_core_mutants3_answers test_core_mutants3_races \
+             test_refresh_races test_request_hot_path test_strict_answers \
              test_edge_calls test_transition_records test_table test_model_paths \
              test_fault_matrix test_deadlines test_logging_fast_path test_config test_metrics \
              test_heartbeat test_wire test_fast_send test_requests_auth_contract \
