@@ -276,11 +276,16 @@ def test_an_access_code_provider_giving_nothing_is_named(new_session: Factory, s
     assert "the access_code (Credentials(access_code=...))" in str(info.value)
 
 
-def test_a_connected_snapshot_has_no_refresh_under_way(new_session: Factory, sb: Sandbox) -> None:
+def test_no_refresh_is_under_way_after_each_login_step(new_session: Factory, sb: Sandbox) -> None:
     s = new_session()
-    s.connect()
+    s.init()
+    s.login()
     snap = s.snapshot()
-    assert snap.refreshing is False and snap.refresh_retry_at is None  # a bool, not falsy
+    assert (snap.state, snap.refreshing, snap.refresh_retry_at) == (State.OTT_ISSUED, False, None)
+    assert snap.refreshing is False  # a bool, not merely falsy
+    s.authenticate()
+    snap = s.snapshot()
+    assert snap.refreshing is False and snap.refresh_retry_at is None
 
 
 @pytest.mark.parametrize(
