@@ -27,9 +27,9 @@ from session_fsm import (
     contract,
 )
 from session_fsm.core.edges import redirect_url
-from session_fsm.sandbox import Sandbox
+from session_fsm.sandbox import Sandbox, SandboxConfig, run_sandbox
 from session_fsm.stores import StoredSession, StoreError
-from tests.conftest import Clock, LogCapture, make_credentials
+from tests.conftest import FAST_RETRY, Clock, LogCapture, make_credentials
 
 Factory = Callable[..., KSSession]
 ORDERS = contract.ORDERS_REPORT[1]
@@ -300,3 +300,17 @@ def test_no_refresh_is_under_way_after_each_login_step(new_session: Factory, sb:
 )
 def test_a_redirects_host_becomes_a_base_url(host: str, port: int | None, base: str) -> None:
     assert redirect_url(host, port) == base
+
+
+def test_a_session_back_to_uninitialised_goes_back_to_its_origin_host() -> None:
+    with run_sandbox(SandboxConfig(redirect_host="http://localhost:{port}/apim")) as sb:
+        s = KSSession(make_credentials(), host=sb.url, retry=FAST_RETRY, cooldown=0)
+        try:
+            s.connect()
+            assert s.snapshot().host != sb.url  # the login redirected it to another host
+            sb.control.fault(ORDERS, status=401, code=contract.FAULT_GATEWAY_TOKEN)
+            with pytest.raises(GatewayAuthError):
+                s.get(ORDERS)  # no provider: gateway_rejected, back to Uninitialised
+            assert s.state is State.UNINITIALISED and s.snapshot().host == sb.url
+        finally:
+            s.close()
