@@ -9,7 +9,9 @@ Through the public API, against the sandbox over real loopback HTTP.
 
 from __future__ import annotations
 
+import email.utils
 import json
+import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -25,6 +27,7 @@ from session_fsm import (
     TransitionRecord,
     contract,
 )
+from session_fsm.core.calls import retry_after
 from session_fsm.sandbox import Sandbox
 from tests.answer_server import TRADING, answer_server
 from tests.conftest import FAST_RETRY, make_credentials
@@ -171,3 +174,11 @@ def test_a_gateways_bare_invalid_session_message_is_an_expiry() -> None:
             assert info.value.status == 403 and s.generation == 2
         finally:
             s.close()
+
+
+def test_a_retry_after_date_is_the_seconds_until_then() -> None:
+    assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # past: no wait
+    soon = email.utils.formatdate(time.time() + 120, usegmt=True)
+    wait = retry_after(soon)
+    assert wait is not None and 110 <= wait <= 120
+    assert (retry_after("30"), retry_after(None), retry_after("soon")) == (30.0, None, None)
