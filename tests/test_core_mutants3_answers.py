@@ -182,3 +182,17 @@ def test_a_retry_after_date_is_the_seconds_until_then() -> None:
     wait = retry_after(soon)
     assert wait is not None and 110 <= wait <= 120
     assert (retry_after("30"), retry_after(None), retry_after("soon")) == (30.0, None, None)
+
+
+def test_a_300_answer_to_a_session_call_is_its_status_error_not_a_shape_error() -> None:
+    with answer_server() as server:
+        s = KSSession(make_credentials(), host=server.url, retry=FAST_RETRY, timeout=(2.0, 5.0),
+                      cooldown=0)  # fmt: skip
+        try:
+            s.init()
+            server.script(*contract.LOGIN_USERID, 300, b"{}")
+            with pytest.raises(APIError) as info:
+                s.login()
+            assert info.value.status == 300 and not isinstance(info.value, MalformedAnswer)
+        finally:
+            s.close()
