@@ -196,3 +196,32 @@ def test_a_300_answer_to_a_session_call_is_its_status_error_not_a_shape_error() 
             assert info.value.status == 300 and not isinstance(info.value, MalformedAnswer)
         finally:
             s.close()
+
+
+def test_a_malformed_2xx_login_answer_names_its_own_status() -> None:
+    body = json.dumps({"Success": {"oneTimeToken": True}}).encode()
+    with answer_server() as server:
+        s = KSSession(make_credentials(), host=server.url, retry=FAST_RETRY, timeout=(2.0, 5.0),
+                      cooldown=0)  # fmt: skip
+        try:
+            s.init()
+            server.script(*contract.LOGIN_USERID, 201, body)
+            with pytest.raises(MalformedAnswer) as info:
+                s.login()
+            assert (info.value.status, info.value.call) == (201, "login_with_user_id")
+        finally:
+            s.close()
+
+
+def test_a_malformed_2xx_logout_answer_names_its_own_status() -> None:
+    body = json.dumps({"Success": {"message": 5}}).encode()
+    with answer_server() as server:
+        s = KSSession(make_credentials(), host=server.url, retry=FAST_RETRY, timeout=(2.0, 5.0))
+        try:
+            s.connect()
+            server.script(*contract.SESSION_LOGOUT, 201, body)
+            with pytest.raises(MalformedAnswer) as info:
+                s.logout()
+            assert (info.value.status, info.value.call) == (201, "session_logout")
+        finally:
+            s.close()
