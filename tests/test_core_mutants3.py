@@ -314,3 +314,14 @@ def test_a_session_back_to_uninitialised_goes_back_to_its_origin_host() -> None:
             assert s.state is State.UNINITIALISED and s.snapshot().host == sb.url
         finally:
             s.close()
+
+
+def test_init_takes_the_redirects_base_url_as_it_is() -> None:
+    """Only a trailing slash is dropped from the redirect's URL (here one ending in "X")."""
+    with run_sandbox(SandboxConfig(redirect_host="http://localhost:{port}/apiX/")) as sb:
+        s = KSSession(make_credentials(), host=sb.url, retry=FAST_RETRY)
+        try:
+            s.init()
+            assert s.snapshot().host == f"http://localhost:{sb.port}/apiX"
+        finally:
+            s.close()
