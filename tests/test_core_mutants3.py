@@ -325,3 +325,17 @@ def test_init_takes_the_redirects_base_url_as_it_is() -> None:
             assert s.snapshot().host == f"http://localhost:{sb.port}/apiX"
         finally:
             s.close()
+
+
+def test_an_ended_cooldown_is_forgotten_by_the_next_login(
+    new_session: Factory, sb: Sandbox, clock: Clock
+) -> None:
+    passwords = iter(["wrong", "demo-password"])
+    s = new_session(make_credentials(password=lambda: next(passwords)), cooldown=60)
+    s.init()
+    with pytest.raises(LoginRejected):
+        s.login()
+    assert s.snapshot().cooldown is not None
+    clock.advance(60)  # the cool-down has ended
+    s.login()
+    assert s.state is State.OTT_ISSUED and s.snapshot().cooldown is None
