@@ -28,6 +28,7 @@ from session_fsm import (
 )
 from session_fsm.core.edges import redirect_url
 from session_fsm.sandbox import Sandbox, SandboxConfig, run_sandbox
+from session_fsm.secret import Secret
 from session_fsm.stores import StoredSession, StoreError
 from tests.conftest import FAST_RETRY, Clock, LogCapture, make_credentials
 
@@ -175,6 +176,8 @@ def test_connect_adopts_a_newer_session_another_process_stored(
     one, two = new_session(store=store, cooldown=0), new_session(store=store, cooldown=0)
     one.connect()
     two.connect()  # adopts generation 1 from the store
+    last = two.history[-1]
+    assert (last.trigger, last.reason, last.generation) == ("restore", "store", 1)
     sb.control.fault(ORDERS, status=401, code=contract.FAULT_GATEWAY_TOKEN)
     with pytest.raises(GatewayAuthError):
         two.get(ORDERS)  # no provider: back to Uninitialised
@@ -336,6 +339,23 @@ def test_an_ended_cooldown_is_forgotten_by_the_next_login(
     with pytest.raises(LoginRejected):
         s.login()
     assert s.snapshot().cooldown is not None
+    with pytest.raises(LoginRejected):
+        s.login()  # refused during the cool-down, and recorded as such
+    last = s.history[-1]
+    assert (last.trigger, last.outcome, last.reason) == ("login", "refused", "cooldown")
     clock.advance(60)  # the cool-down has ended
     s.login()
     assert s.state is State.OTT_ISSUED and s.snapshot().cooldown is None
+
+
+def test_a_stored_session_on_a_host_off_the_allow_list_is_ignored_and_logged(
+    new_session: Factory, sb: Sandbox, clock: Clock, logs: LogCapture
+) -> None:
+    store = MemoryStore()
+    s = new_session(store=store, logger=None)
+    foreign = StoredSession("https://evil.example/apim", "demo-user", Secret("t0k"), 5, clock.now)
+    store.save(s.store_key(), foreign)
+    s.connect()  # logs in itself
+    assert s.state is State.AUTHENTICATED and s.snapshot().host == sb.url
+    ignored = [e for e in logs.events() if e["event"] == "stored_session_ignored"]
+    assert [(e["level"], e["session_id"]) for e in ignored][:1] == [("warning", s.session_id)]
