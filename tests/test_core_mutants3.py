@@ -359,3 +359,13 @@ def test_a_stored_session_on_a_host_off_the_allow_list_is_ignored_and_logged(
     assert s.state is State.AUTHENTICATED and s.snapshot().host == sb.url
     ignored = [e for e in logs.events() if e["event"] == "stored_session_ignored"]
     assert [(e["level"], e["session_id"]) for e in ignored][:1] == [("warning", s.session_id)]
+
+
+def test_a_trigger_with_no_edge_is_refused_and_recorded_as_such(
+    new_session: Factory, sb: Sandbox
+) -> None:
+    s = new_session()
+    with pytest.raises(InvalidTransition):
+        s.authenticate()  # no authenticate edge from Uninitialised
+    last = s.history[-1]
+    assert (last.trigger, last.outcome, last.reason) == ("authenticate", "refused", "no edge")
