@@ -369,3 +369,10 @@ def test_a_trigger_with_no_edge_is_refused_and_recorded_as_such(
         s.authenticate()  # no authenticate edge from Uninitialised
     last = s.history[-1]
     assert (last.trigger, last.outcome, last.reason) == ("authenticate", "refused", "no edge")
+
+
+def test_bad_constructor_arguments_are_named(sb: Sandbox) -> None:
+    with pytest.raises(ConfigurationError, match=r"^on_transition must be callable"):
+        KSSession(make_credentials(), host=sb.url, on_transition=5)
+    with pytest.raises(ConfigurationError, match=r"^credentials "):
+        KSSession("demo-user", host=sb.url)  # type: ignore[arg-type]
