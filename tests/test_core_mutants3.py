@@ -373,6 +373,6 @@ def test_a_trigger_with_no_edge_is_refused_and_recorded_as_such(
 
 def test_bad_constructor_arguments_are_named(sb: Sandbox) -> None:
     with pytest.raises(ConfigurationError, match=r"^on_transition must be callable"):
-        KSSession(make_credentials(), host=sb.url, on_transition=5)
+        KSSession(make_credentials(), host=sb.url, on_transition=5)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match=r"^credentials "):
         KSSession("demo-user", host=sb.url)  # type: ignore[arg-type]
