@@ -376,3 +376,7 @@ def test_bad_constructor_arguments_are_named(sb: Sandbox) -> None:
         KSSession(make_credentials(), host=sb.url, on_transition=5)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match=r"^credentials "):
         KSSession("demo-user", host=sb.url)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"^host "):
+        KSSession(make_credentials(), host=5)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"^clock "):
+        KSSession(make_credentials(), host=sb.url, clock=5)  # type: ignore[arg-type]
