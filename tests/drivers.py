@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -63,6 +64,18 @@ def loop_thread() -> LoopThread:
         if not _LOOP:
             _LOOP.append(LoopThread())
         return _LOOP[0]
+
+
+def _forget_the_loop_in_a_child() -> None:
+    """A forked child (mutmut's workers fork the process that ran the tests once) inherits the
+    loop but not its thread: nothing would run it, and every async call would wait
+    CALL_TIMEOUT and fail. The child starts its own at first use."""
+    global _LOOP_MADE
+    _LOOP.clear()
+    _LOOP_MADE = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_the_loop_in_a_child)
 
 
 class Blocking:
