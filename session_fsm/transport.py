@@ -25,6 +25,7 @@ import contextlib
 import functools
 import heapq
 import itertools
+import math
 import os
 import socket
 import threading
@@ -85,6 +86,7 @@ class _Watchdog:
         self._heap: list[tuple[float, int, Call]] = []
         self._order = itertools.count()
         self._pid = 0  # the process whose thread serves the heap (none yet)
+        self._until = math.inf  # when the thread wakes next (inf: when told)
 
     def watch(self, call: Call) -> None:
         with self._lock:
@@ -96,7 +98,7 @@ class _Watchdog:
             while heap and heap[0][2].done:  # calls that ended before their deadline leave
                 heapq.heappop(heap)  # (oldest first: the heap holds the calls in flight)
             heapq.heappush(heap, (call.deadline, next(self._order), call))
-            if heap[0][2] is call:
+            if call.deadline < self._until:  # the thread would wake too late for this one
                 self._cond.notify()
 
     def finish(self, call: Call) -> None:
@@ -111,9 +113,11 @@ class _Watchdog:
                 while heap and heap[0][2].done:
                     heapq.heappop(heap)
                 if not heap:
+                    self._until = math.inf
                     cond.wait()
                     continue
-                wait = heap[0][0] - time.monotonic()
+                self._until = heap[0][0]
+                wait = self._until - time.monotonic()
                 if wait > 0:
                     cond.wait(wait)
                     continue
