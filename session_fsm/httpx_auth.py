@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from .answers import answer_of
+from .answers import SECRET_HEADERS, answer_of
 from .core import effects as fx
 from .core import relogin
 from .core.calls import Identity
@@ -34,7 +34,7 @@ from .core.engine import SessionCore
 from .core.relogin import Outgoing, where
 from .core.snapshot import Snapshot
 from .errors import Call, KSError
-from .hosts import check_url
+from .hosts import check_url, refusal
 from .secret import Secret
 
 T = TypeVar("T")
@@ -62,14 +62,20 @@ class FlowAuth(httpx.Auth):
         steps = self.steps(request)
         step: Step | None = next(steps)
         while step is not None:
-            result = (yield step) if isinstance(step, httpx.Request) else self._perform(step)
+            if isinstance(step, httpx.Request):
+                result = yield _guarded(step, self._core.allowed, sync=True)
+            else:
+                result = self._perform(step)
             step = _resume(steps, result)
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncFlow:
         steps = self.steps(request)
         step: Step | None = next(steps)
         while step is not None:
-            result = (yield step) if isinstance(step, httpx.Request) else await self._aperform(step)
+            if isinstance(step, httpx.Request):
+                result = yield _guarded(step, self._core.allowed, sync=False)
+            else:
+                result = await self._aperform(step)
             step = _resume(steps, result)
 
     def _perform(self, step: httpx.Response | fx.Flow[Any]) -> Any:
@@ -111,6 +117,72 @@ class FlowAuth(httpx.Auth):
                 raise
             yield answer
             value = fx.Reply(answer.status_code, answer)
+
+
+def _guarded(
+    request: httpx.Request, allowed: tuple[tuple[str, ...], bool], *, sync: bool
+) -> httpx.Request:
+    """``request`` with a send-time check of every hop it leads to.
+
+    With ``follow_redirects=True`` httpx builds each hop from the last request's headers and
+    drops only ``Authorization`` when the origin changes: the session token would go to any
+    host a ``Location`` names. httpx gives an auth no say in its redirects, so the check rides
+    on httpcore's ``trace`` extension, which the hops inherit: just before a request's headers
+    are written, a hop to a URL off the allow-list loses the session's secret headers (it is
+    sent without them, as ``requests`` with ``session.auth`` sends such a hop). A ``trace``
+    callback the application set is called after ours. A transport that does not run
+    httpcore's trace (a custom or mock transport) gets no check: keep ``follow_redirects`` off
+    there."""
+    theirs = request.extensions.get("trace")
+
+    def check(name: str, info: dict[str, Any]) -> None:
+        if name.endswith(".send_request_headers.started"):
+            _strip_off_list(info.get("request"), allowed)
+
+    trace: Any
+    if sync:
+
+        def trace(name: str, info: dict[str, Any]) -> None:
+            check(name, info)
+            if theirs is not None:
+                theirs(name, info)
+
+    else:
+
+        async def trace(name: str, info: dict[str, Any]) -> None:
+            check(name, info)
+            if theirs is not None:
+                await theirs(name, info)
+
+    request.extensions["trace"] = trace
+    return request
+
+
+_SECRET_NAMES: frozenset[bytes] = frozenset(n.lower().encode() for n in SECRET_HEADERS)
+
+
+def _strip_off_list(request: Any, allowed: tuple[tuple[str, ...], bool]) -> None:
+    """Drop the secret headers of httpcore's ``request`` (in place, before they are written)
+    when its URL may not receive credentials. A forward proxy's request names the URL in full
+    as its target."""
+    url = getattr(request, "url", None)
+    headers = getattr(request, "headers", None)
+    if url is None or not isinstance(headers, list):
+        return
+    try:
+        target = bytes(url.target)
+        if target.startswith((b"http://", b"https://")):
+            where_to = target.decode("ascii")
+        else:
+            host = url.host.decode("ascii")
+            host = f"[{host}]" if ":" in host else host  # an IPv6 address
+            port = "" if url.port is None else f":{url.port}"
+            where_to = f"{url.scheme.decode('ascii')}://{host}{port}/"
+        refused = refusal(where_to, *allowed) is not None
+    except Exception:  # a URL we cannot read: what it is sent to is unknown
+        refused = True
+    if refused:
+        headers[:] = [(k, v) for k, v in headers if bytes(k).lower() not in _SECRET_NAMES]
 
 
 def _resume(steps: Generator[Step, Any, None], result: Any) -> Step | None:
