@@ -105,15 +105,18 @@ class StoreOp:
 
     __slots__ = ()
     op: ClassVar[str]
+    #: The answer of a store without the method ``op``.
+    absent: ClassVar[Any] = None
 
     def args(self) -> tuple[Any, ...]:
         """The arguments of the store's method."""
         raise NotImplementedError
 
     def apply(self, store: Any) -> Any:
-        """Perform this operation on a synchronous ``store`` (None for a method it lacks)."""
+        """Perform this operation on a synchronous ``store`` (:attr:`absent` for a method it
+        lacks)."""
         method = getattr(store, self.op, None)
-        return None if method is None else method(*self.args())
+        return self.absent if method is None else method(*self.args())
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,11 +166,12 @@ class LoadCooldown(StoreOp):
 
 @dataclass(frozen=True, slots=True)
 class SaveCooldown(StoreOp):
-    """Keep ``cooldown`` under ``key``."""
+    """Keep ``cooldown`` under ``key``; False: the store keeps no cool-downs."""
 
     key: str
     cooldown: StoredCooldown
     op: ClassVar[str] = "save_cooldown"
+    absent: ClassVar[Any] = False
 
     def args(self) -> tuple[Any, ...]:
         return (self.key, self.cooldown)

@@ -289,12 +289,14 @@ def after_failure(core: SessionCore, exc: KSError) -> Flow[None]:
         core.snap = core.snap.evolve(cooldown=mine)
         kept = StoredCooldown(until, type(exc).__name__, exc.status, exc.fault_code)
         try:
-            yield SaveCooldown(core.key, kept)
+            saved = yield SaveCooldown(core.key, kept)
         except StoreError as store_exc:  # the login error is the one to raise
             emit(core.log, "warning", "cooldown_not_stored", session_id=core.session_id,
                  error=type(store_exc).__name__)  # fmt: skip
         else:
-            if core.snap.cooldown is mine:
+            # (Marked stored, a cool-down the store no longer has is one reset there; a
+            # store without cool-downs keeps none, so this session keeps its own.)
+            if saved is not False and core.snap.cooldown is mine:
                 core.snap = core.snap.evolve(cooldown=dataclasses.replace(mine, stored=True))
     for kind, internal in _INTERNAL_EDGE_FOR:
         if isinstance(exc, kind) and table.edge(core.snap.state, internal):

@@ -129,8 +129,7 @@ class Driver:
             assert send is not None, "a trading request needs a send function"
             return send(effect)
         if kind in _STORE_OPS or isinstance(effect, fx.StoreOp):
-            method = getattr(self.store, effect.op, None)
-            return None if method is None else method(*effect.args())
+            return effect.apply(self.store)
         if kind is fx.Lock:
             return self._take(effect, held)
         if kind is fx.Unlock:

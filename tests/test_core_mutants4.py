@@ -1,0 +1,129 @@
+"""Tests written for the survivors of the fourth mutation run of the sans-IO core
+(docs/mutation.md): what a session call's error names when its answer is no success, and a
+token store without the optional cool-down methods.
+
+Each pins one behaviour a user can see: the call an error names (``where`` and its text), the
+server's fault texts kept apart from the library's words, the reason a malformed error answer
+is refused, and a user's minimal store.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from session_fsm import (
+    BadRequest,
+    KSSession,
+    LoginRejected,
+    MalformedAnswer,
+    MemoryStore,
+    State,
+    contract,
+)
+from session_fsm.sandbox import Sandbox
+from tests.answer_server import AnswerServer, answer_server
+from tests.conftest import FAST_RETRY, make_credentials
+
+Factory = Callable[..., KSSession]
+LOGIN = contract.LOGIN_USERID
+TWO_FA = contract.TWO_FA_ACCESSCODE
+
+
+@pytest.fixture
+def api() -> Iterator[AnswerServer]:
+    with answer_server() as server:
+        yield server
+
+
+def _session(api: AnswerServer, **options: Any) -> KSSession:
+    options.setdefault("retry", FAST_RETRY)
+    return KSSession(make_credentials(), host=api.url, timeout=(2.0, 5.0), **options)
+
+
+# --- the call a session call's error names -------------------------------------------------------
+
+
+@pytest.mark.parametrize("call", [LOGIN, TWO_FA], ids=["login", "2fa"])
+def test_a_session_calls_error_names_its_method_and_path(
+    api: AnswerServer, call: tuple[str, str]
+) -> None:
+    api.script(*call, 400, b"{}")  # no fault at all: the error's words are the library's
+    s = _session(api)
+    try:
+        with pytest.raises(BadRequest) as info:
+            s.connect()
+    finally:
+        s.close()
+    method, path = call
+    assert info.value.where == f"{method} {path}"
+    assert f": {method} {path} -> HTTP 400" in str(info.value)
+    # No fault: no server text is made up, and no description.
+    assert (info.value.explanation, info.value.description) == ("", "")
+
+
+def test_a_fault_description_is_kept_on_the_error(api: AnswerServer) -> None:
+    fault = {"fault": {"code": 900, "message": "Bad thing", "description": "user is locked"}}
+    api.script(*LOGIN, 401, json.dumps(fault).encode())
+    s = _session(api)
+    try:
+        with pytest.raises(LoginRejected) as info:
+            s.connect()
+    finally:
+        s.close()
+    assert info.value.description == "user is locked"
+    assert "Bad thing" in info.value.explanation and "user is locked" in info.value.explanation
+
+
+def test_an_error_answer_nested_too_deeply_is_refused_with_that_reason(api: AnswerServer) -> None:
+    api.script(*LOGIN, 401, b"[" * 200 + b"]" * 200)
+    s = _session(api)
+    try:
+        with pytest.raises(MalformedAnswer) as info:
+            s.connect()
+    finally:
+        s.close()
+    assert "nested too deeply" in str(info.value)
+    assert info.value.status == 401
+
+
+# --- a user's store without the optional cool-down methods ----------------------------------------
+
+
+class RecordsOnly:
+    """A user's token store with the four required methods only (no cool-down methods): what
+    the sync TokenStore protocol asks for."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryStore()
+
+    def load(self, key: str) -> Any:
+        return self.inner.load(key)
+
+    def save(self, key: str, record: Any) -> Any:
+        return self.inner.save(key, record)
+
+    def delete(self, key: str, generation: int | None = None) -> Any:
+        return self.inner.delete(key, generation)
+
+    def lock(self, key: str, timeout: float) -> Any:
+        return self.inner.lock(key, timeout)
+
+
+def test_a_store_without_cooldown_methods_keeps_the_sessions_own_cooldown(
+    new_session: Factory, sb: Sandbox
+) -> None:
+    """The cool-down was marked as kept in the store, so the next login read the store, found
+    none and took it as reset there: the rejected password was sent again at once."""
+    s = new_session(store=RecordsOnly())
+    sb.control.fault(LOGIN[1], status=401)  # a wrong password: a cool-down starts
+    with pytest.raises(LoginRejected):
+        s.connect()
+    with pytest.raises(LoginRejected) as again:  # the cool-down's error, nothing sent
+        s.connect()
+    assert s.history[-1].reason == "cooldown" and s.history[-1].outcome == "refused"
+    assert again.value.status == 401
+    assert s.state is not State.AUTHENTICATED
