@@ -99,8 +99,8 @@ class FlowAuth(httpx.Auth):
                 return
         _apply(request, snap.session_token, snap.who)
         response = yield request
-        if response.status_code not in (401, 403):
-            return
+        if response.status_code not in (401, 403) or _off_list(response, core):
+            return  # (a 401 from a host off the list, which got no token, says nothing of it)
         yield response  # read its body: the fault code says what to do
         out = Outgoing(method, where(method, _below(url, snap)), streamed, url)
         flow = relogin.answered(core, out, fx.Reply(response.status_code, response), snap,
@@ -115,6 +115,9 @@ class FlowAuth(httpx.Auth):
             except GeneratorExit:  # the client did not send the replay (an error, a close):
                 flow.close()  # the core's flow, at its Send, holds nothing
                 raise
+            if _off_list(answer, core):  # redirected off the list: not the API's answer
+                flow.close()
+                return
             yield answer
             value = fx.Reply(answer.status_code, answer)
 
@@ -130,32 +133,45 @@ def _guarded(
     on httpcore's ``trace`` extension, which the hops inherit: just before a request's headers
     are written, a hop to a URL off the allow-list loses the session's secret headers (it is
     sent without them, as ``requests`` with ``session.auth`` sends such a hop). A ``trace``
-    callback the application set is called after ours. A transport that does not run
-    httpcore's trace (a custom or mock transport) gets no check: keep ``follow_redirects`` off
-    there."""
+    callback the application set is called after ours; a request sent again keeps one guard
+    (not one per send, which would nest until Python's recursion limit). A transport that does
+    not run httpcore's trace (a custom or mock transport) gets no check: keep
+    ``follow_redirects`` off there."""
     theirs = request.extensions.get("trace")
-
-    def check(name: str, info: dict[str, Any]) -> None:
-        if name.endswith(".send_request_headers.started"):
-            _strip_off_list(info.get("request"), allowed)
-
-    trace: Any
-    if sync:
-
-        def trace(name: str, info: dict[str, Any]) -> None:
-            check(name, info)
-            if theirs is not None:
-                theirs(name, info)
-
-    else:
-
-        async def trace(name: str, info: dict[str, Any]) -> None:
-            check(name, info)
-            if theirs is not None:
-                await theirs(name, info)
-
-    request.extensions["trace"] = trace
+    if isinstance(theirs, _Guard):  # guarded already (sent again): guard what it guarded
+        theirs = theirs.theirs
+    guard = _Guard if sync else _AsyncGuard
+    request.extensions["trace"] = guard(allowed, theirs)
     return request
+
+
+class _Guard:
+    """httpcore's ``trace`` callback of a guarded request on a sync client (see
+    :func:`_guarded`): the check, then the application's own callback, if any."""
+
+    __slots__ = ("allowed", "theirs")
+
+    def __init__(self, allowed: tuple[tuple[str, ...], bool], theirs: Any) -> None:
+        self.allowed = allowed
+        self.theirs = theirs
+
+    def __call__(self, name: str, info: dict[str, Any]) -> Any:
+        if name.endswith(".send_request_headers.started"):
+            _strip_off_list(info.get("request"), self.allowed)
+        if self.theirs is not None:
+            self.theirs(name, info)
+
+
+class _AsyncGuard(_Guard):
+    """:class:`_Guard` on an async client: httpcore awaits its callback."""
+
+    __slots__ = ()
+
+    async def __call__(self, name: str, info: dict[str, Any]) -> None:
+        if name.endswith(".send_request_headers.started"):
+            _strip_off_list(info.get("request"), self.allowed)
+        if self.theirs is not None:
+            await self.theirs(name, info)
 
 
 _SECRET_NAMES: frozenset[bytes] = frozenset(n.lower().encode() for n in SECRET_HEADERS)
@@ -183,6 +199,12 @@ def _strip_off_list(request: Any, allowed: tuple[tuple[str, ...], bool]) -> None
         refused = True
     if refused:
         headers[:] = [(k, v) for k, v in headers if bytes(k).lower() not in _SECRET_NAMES]
+
+
+def _off_list(response: httpx.Response, core: SessionCore) -> bool:
+    """Whether ``response`` came from a hop off the allow-list (a redirect led there): that
+    host got none of the session's headers, so its 401 or fault says nothing of them."""
+    return refusal(str(response.request.url), *core.allowed) is not None
 
 
 def _resume(steps: Generator[Step, Any, None], result: Any) -> Step | None:
@@ -238,7 +260,8 @@ def _replay(
     if sent_with.host != effect.snap.host and url.startswith(sent_with.host):
         url = effect.snap.host + url[len(sent_with.host) :]
     check_url(url, *core.allowed)
-    again = httpx.Request(first.method, url, headers=first.headers, content=first.content)
+    again = httpx.Request(first.method, url, headers=first.headers, content=first.content,
+                          extensions=first.extensions)  # its timeout, the app's trace
     _apply(again, effect.snap.session_token, effect.who)
     return again
 
