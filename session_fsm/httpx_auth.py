@@ -147,7 +147,8 @@ def _guarded(
 
 class _Guard:
     """httpcore's ``trace`` callback of a guarded request on a sync client (see
-    :func:`_guarded`): the check, then the application's own callback, if any."""
+    :func:`_guarded`): the check, then the application's own callback, if any, whose result
+    goes back to httpcore (which refuses a coroutine there, as without the guard)."""
 
     __slots__ = ("allowed", "theirs")
 
@@ -158,20 +159,23 @@ class _Guard:
     def __call__(self, name: str, info: dict[str, Any]) -> Any:
         if name.endswith(".send_request_headers.started"):
             _strip_off_list(info.get("request"), self.allowed)
-        if self.theirs is not None:
-            self.theirs(name, info)
+        return None if self.theirs is None else self.theirs(name, info)
 
 
 class _AsyncGuard(_Guard):
-    """:class:`_Guard` on an async client: httpcore awaits its callback."""
+    """:class:`_Guard` on an async client: what it returns httpcore awaits (the application's
+    coroutine, which httpcore checks is one, or a coroutine that does nothing)."""
 
     __slots__ = ()
 
-    async def __call__(self, name: str, info: dict[str, Any]) -> None:
+    def __call__(self, name: str, info: dict[str, Any]) -> Any:
         if name.endswith(".send_request_headers.started"):
             _strip_off_list(info.get("request"), self.allowed)
-        if self.theirs is not None:
-            await self.theirs(name, info)
+        return _nothing() if self.theirs is None else self.theirs(name, info)
+
+
+async def _nothing() -> None:
+    pass
 
 
 _SECRET_NAMES: frozenset[bytes] = frozenset(n.lower().encode() for n in SECRET_HEADERS)

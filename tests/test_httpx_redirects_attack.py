@@ -12,7 +12,10 @@ Broke (these failed before the fix):
 - a redirect off the allow-list is sent without the session's headers, but the answer of that
   host, which got no token, was read as the API's: its 401 "session expired" re-logged the
   session in (one login per request, whenever a host off the list said so), and on a replay
-  its 401 "invalid Bearer token" sent the session back to re-initialise.
+  its 401 "invalid Bearer token" sent the session back to re-initialise;
+- an application's ``trace`` callback of the wrong kind (async on a sync client, sync on an
+  async one) was not refused by httpcore's clear ``TypeError`` any more: the guard dropped the
+  async one's coroutine (the callback silently never ran) and awaited the sync one's None.
 
 Holds (passed before too, kept as regressions): a forward proxy's request for a hop off the
 list names that hop's URL as its target and goes without the secrets, for 302, 307 and 308.
@@ -296,3 +299,46 @@ def test_an_async_client_through_a_forward_proxy_too(
         proxy.close()
     assert r.status_code == 200 and len(proxy.seen) == 2
     assert proxy.secrets_seen() == [f"Bearer {BEARER}", SESSION_TOKEN]  # the API's hop only
+
+
+# --- the application's trace callback of the wrong kind -----------------------------------------
+
+
+def test_an_async_trace_on_a_sync_client_is_refused_as_httpcore_refuses_it(
+    api: AnswerServer, session: KSSession
+) -> None:
+    """Before, the guard called the application's callback and dropped the coroutine it
+    returned: the application's trace silently never ran."""
+    made: list[Any] = []
+
+    async def nothing() -> None:
+        pass
+
+    def theirs(name: str, info: dict[str, Any]) -> Any:  # what an async def callback returns
+        made.append(nothing())
+        return made[-1]
+
+    try:
+        with (
+            httpx.Client(auth=session.auth, timeout=5.0) as client,
+            pytest.raises(TypeError, match="synchronous interface"),
+        ):
+            client.get(api.url + TRADING[1], extensions={"trace": theirs})
+    finally:
+        for coroutine in made:
+            coroutine.close()
+    assert len(made) == 1  # refused at the first trace point
+
+
+def test_a_sync_trace_on_an_async_client_is_refused_as_httpcore_refuses_it(
+    api: AnswerServer, session: KSSession
+) -> None:
+    """httpcore's own message names the mistake; before, the guard's ``await`` said only
+    "object NoneType can't be used in 'await' expression"."""
+
+    async def follow() -> None:
+        async with httpx.AsyncClient(auth=session.auth, timeout=5.0) as client:
+            await client.get(api.url + TRADING[1], extensions={"trace": lambda n, i: None})
+
+    with pytest.raises(TypeError, match="asynchronous interface"):
+        asyncio.run(follow())
