@@ -141,8 +141,13 @@ def _guarded(
     if isinstance(theirs, _Guard):  # guarded already (sent again): guard what it guarded
         theirs = theirs.theirs
     guard = _Guard if sync else _AsyncGuard
-    request.extensions["trace"] = guard(allowed, theirs)
+    checked = (request.url.raw_scheme, request.url.raw_host, request.url.port)
+    request.extensions["trace"] = guard(allowed, theirs, checked)
     return request
+
+
+#: A URL's scheme, host and port as httpcore has them (bytes, bytes, int or None).
+_Origin = tuple[bytes, bytes, int | None]
 
 
 class _Guard:
@@ -150,15 +155,18 @@ class _Guard:
     :func:`_guarded`): the check, then the application's own callback, if any, whose result
     goes back to httpcore (which refuses a coroutine there, as without the guard)."""
 
-    __slots__ = ("allowed", "theirs")
+    __slots__ = ("allowed", "checked", "theirs")
 
-    def __init__(self, allowed: tuple[tuple[str, ...], bool], theirs: Any) -> None:
+    def __init__(
+        self, allowed: tuple[tuple[str, ...], bool], theirs: Any, checked: _Origin
+    ) -> None:
         self.allowed = allowed
         self.theirs = theirs
+        self.checked = checked  # the origin of the request itself, checked before it was sent
 
     def __call__(self, name: str, info: dict[str, Any]) -> Any:
         if name.endswith(".send_request_headers.started"):
-            _strip_off_list(info.get("request"), self.allowed)
+            _strip_off_list(info.get("request"), self.allowed, self.checked)
         return None if self.theirs is None else self.theirs(name, info)
 
 
@@ -170,7 +178,7 @@ class _AsyncGuard(_Guard):
 
     def __call__(self, name: str, info: dict[str, Any]) -> Any:
         if name.endswith(".send_request_headers.started"):
-            _strip_off_list(info.get("request"), self.allowed)
+            _strip_off_list(info.get("request"), self.allowed, self.checked)
         return _nothing() if self.theirs is None else self.theirs(name, info)
 
 
@@ -181,16 +189,21 @@ async def _nothing() -> None:
 _SECRET_NAMES: frozenset[bytes] = frozenset(n.lower().encode() for n in SECRET_HEADERS)
 
 
-def _strip_off_list(request: Any, allowed: tuple[tuple[str, ...], bool]) -> None:
+def _strip_off_list(
+    request: Any, allowed: tuple[tuple[str, ...], bool], checked: _Origin | None = None
+) -> None:
     """Drop the secret headers of httpcore's ``request`` (in place, before they are written)
     when its URL may not receive credentials. A forward proxy's request names the URL in full
-    as its target."""
+    as its target. A request to the ``checked`` origin (what the auth checked before sending:
+    every request that is not a redirect's hop) passes at once."""
     url = getattr(request, "url", None)
     headers = getattr(request, "headers", None)
     if url is None or not isinstance(headers, list):
         return
     try:
         target = bytes(url.target)
+        if target[:1] == b"/" and (url.scheme, url.host, url.port) == checked:
+            return
         if target.startswith((b"http://", b"https://")):
             where_to = target.decode("ascii")
         else:
