@@ -18,7 +18,11 @@ Broke (these failed before the fix):
   async one's coroutine (the callback silently never ran) and awaited the sync one's None.
 
 Holds (passed before too, kept as regressions): a forward proxy's request for a hop off the
-list names that hop's URL as its target and goes without the secrets, for 302, 307 and 308.
+list names that hop's URL as its target and goes without the secrets, for 302, 307 and 308;
+the check reads the URL httpcore sends to (https -> http, trailing dots, look-alike domains,
+IPv6 literals). Also tried over loopback, and held: Location with user info, backslashes,
+percent-encoded or decimal or short-form IPv4 hosts, an upper-case scheme, a fragment;
+``client.send(request, follow_redirects=True)``.
 
 Real httpx clients over loopback: the scripted API (``tests/answer_server.py``), HTTP servers
 at 127.0.0.1 (on the allow-list: loopback) and 127.0.0.2 (off it) that record what they get.
@@ -34,11 +38,13 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpcore
 import httpx
 import pytest
 
 from session_fsm import KSSession
 from session_fsm.aio.session import AsyncKSSession
+from session_fsm.httpx_auth import _strip_off_list
 from tests.answer_server import SESSION_TOKEN, TRADING, AnswerServer, answer_server
 from tests.conftest import make_credentials
 
@@ -342,3 +348,38 @@ def test_a_sync_trace_on_an_async_client_is_refused_as_httpcore_refuses_it(
 
     with pytest.raises(TypeError, match="asynchronous interface"):
         asyncio.run(follow())
+
+
+# --- what holds: the check reads the very URL httpcore sends to (a narrow unit test) ---------
+
+
+@pytest.mark.parametrize(
+    ("scheme", "host", "port", "target", "kept"),
+    [
+        (b"https", b"tradeapi.kotaksecurities.com", None, b"/apim/x", True),
+        (b"https", b"tradeapi.kotaksecurities.com.", None, b"/apim/x", True),
+        (b"http", b"tradeapi.kotaksecurities.com", None, b"/apim/x", False),  # https -> http
+        (b"https", b"kotaksecurities.com.evil.example", None, b"/", False),
+        (b"https", b"evilkotaksecurities.com", 443, b"/", False),
+        (b"https", b"127.0.0.2", 443, b"/", False),
+        (b"https", b"::1", 8443, b"/", True),  # loopback, allowed
+        (b"https", b"::ffff:127.0.0.1", None, b"/", False),
+        (b"https", b"localhost.", None, b"/", False),  # a DNS lookup
+        (b"http", b"127.0.0.1", 3128, b"http://127.0.0.2:9/steal", False),  # forward proxy
+        (b"http", b"127.0.0.1", 3128, b"http://127.0.0.1:9/apim", True),
+        # the checked origin passes at once, but only as the target of a plain request
+        (b"http", b"127.0.0.9", 80, b"/apim", True),
+        (b"http", b"127.0.0.9", 80, b"http://127.0.0.2:9/", False),
+    ],
+)
+def test_the_check_reads_the_url_httpcore_sends_to(
+    scheme: bytes, host: bytes, port: int | None, target: bytes, kept: bool
+) -> None:
+    secret = [(b"Authorization", b"Bearer b"), (b"SESSIONTOKEN", b"s"), (b"oneTimeToken", b"o")]
+    request = httpcore.Request(
+        "GET", httpcore.URL(scheme=scheme, host=host, port=port, target=target),
+        headers=[*secret, (b"Accept", b"*/*")],
+    )  # fmt: skip
+    checked = (b"http", b"127.0.0.9", 80)  # as if the auth had checked it (it would refuse it)
+    _strip_off_list(request, (("kotaksecurities.com",), True), checked)
+    assert request.headers == ([*secret] if kept else []) + [(b"Accept", b"*/*")]
