@@ -99,8 +99,8 @@ class FlowAuth(httpx.Auth):
                 return
         _apply(request, snap.session_token, snap.who)
         response = yield request
-        if response.status_code not in (401, 403):
-            return
+        if response.status_code not in (401, 403) or _off_list(response, core):
+            return  # (a 401 from a host off the list, which got no token, says nothing of it)
         yield response  # read its body: the fault code says what to do
         out = Outgoing(method, where(method, _below(url, snap)), streamed, url)
         flow = relogin.answered(core, out, fx.Reply(response.status_code, response), snap,
@@ -115,6 +115,9 @@ class FlowAuth(httpx.Auth):
             except GeneratorExit:  # the client did not send the replay (an error, a close):
                 flow.close()  # the core's flow, at its Send, holds nothing
                 raise
+            if _off_list(answer, core):  # redirected off the list: not the API's answer
+                flow.close()
+                return
             yield answer
             value = fx.Reply(answer.status_code, answer)
 
@@ -130,47 +133,77 @@ def _guarded(
     on httpcore's ``trace`` extension, which the hops inherit: just before a request's headers
     are written, a hop to a URL off the allow-list loses the session's secret headers (it is
     sent without them, as ``requests`` with ``session.auth`` sends such a hop). A ``trace``
-    callback the application set is called after ours. A transport that does not run
-    httpcore's trace (a custom or mock transport) gets no check: keep ``follow_redirects`` off
-    there."""
+    callback the application set is called after ours; a request sent again keeps one guard
+    (not one per send, which would nest until Python's recursion limit). A transport that does
+    not run httpcore's trace (a custom or mock transport) gets no check: keep
+    ``follow_redirects`` off there."""
     theirs = request.extensions.get("trace")
-
-    def check(name: str, info: dict[str, Any]) -> None:
-        if name.endswith(".send_request_headers.started"):
-            _strip_off_list(info.get("request"), allowed)
-
-    trace: Any
-    if sync:
-
-        def trace(name: str, info: dict[str, Any]) -> None:
-            check(name, info)
-            if theirs is not None:
-                theirs(name, info)
-
-    else:
-
-        async def trace(name: str, info: dict[str, Any]) -> None:
-            check(name, info)
-            if theirs is not None:
-                await theirs(name, info)
-
-    request.extensions["trace"] = trace
+    if isinstance(theirs, _Guard):  # guarded already (sent again): guard what it guarded
+        theirs = theirs.theirs
+    guard = _Guard if sync else _AsyncGuard
+    checked = (request.url.raw_scheme, request.url.raw_host, request.url.port)
+    request.extensions["trace"] = guard(allowed, theirs, checked)
     return request
+
+
+#: A URL's scheme, host and port as httpcore has them (bytes, bytes, int or None).
+_Origin = tuple[bytes, bytes, int | None]
+
+
+class _Guard:
+    """httpcore's ``trace`` callback of a guarded request on a sync client (see
+    :func:`_guarded`): the check, then the application's own callback, if any, whose result
+    goes back to httpcore (which refuses a coroutine there, as without the guard)."""
+
+    __slots__ = ("allowed", "checked", "theirs")
+
+    def __init__(
+        self, allowed: tuple[tuple[str, ...], bool], theirs: Any, checked: _Origin
+    ) -> None:
+        self.allowed = allowed
+        self.theirs = theirs
+        self.checked = checked  # the origin of the request itself, checked before it was sent
+
+    def __call__(self, name: str, info: dict[str, Any]) -> Any:
+        if name.endswith(".send_request_headers.started"):
+            _strip_off_list(info.get("request"), self.allowed, self.checked)
+        return None if self.theirs is None else self.theirs(name, info)
+
+
+class _AsyncGuard(_Guard):
+    """:class:`_Guard` on an async client: what it returns httpcore awaits (the application's
+    coroutine, which httpcore checks is one, or a coroutine that does nothing)."""
+
+    __slots__ = ()
+
+    def __call__(self, name: str, info: dict[str, Any]) -> Any:
+        if name.endswith(".send_request_headers.started"):
+            _strip_off_list(info.get("request"), self.allowed, self.checked)
+        return _nothing() if self.theirs is None else self.theirs(name, info)
+
+
+async def _nothing() -> None:
+    pass
 
 
 _SECRET_NAMES: frozenset[bytes] = frozenset(n.lower().encode() for n in SECRET_HEADERS)
 
 
-def _strip_off_list(request: Any, allowed: tuple[tuple[str, ...], bool]) -> None:
+def _strip_off_list(
+    request: Any, allowed: tuple[tuple[str, ...], bool], checked: _Origin | None = None
+) -> None:
     """Drop the secret headers of httpcore's ``request`` (in place, before they are written)
     when its URL may not receive credentials. A forward proxy's request names the URL in full
-    as its target."""
+    as its target. A request to the ``checked`` origin (what the auth checked before sending:
+    every request that is not a redirect's hop) passes at once."""
     url = getattr(request, "url", None)
     headers = getattr(request, "headers", None)
     if url is None or not isinstance(headers, list):
         return
     try:
         target = bytes(url.target)
+        if target[:1] == b"/" and (url.scheme, url.host, url.port) == checked:
+            return
         if target.startswith((b"http://", b"https://")):
             where_to = target.decode("ascii")
         else:
@@ -183,6 +216,12 @@ def _strip_off_list(request: Any, allowed: tuple[tuple[str, ...], bool]) -> None
         refused = True
     if refused:
         headers[:] = [(k, v) for k, v in headers if bytes(k).lower() not in _SECRET_NAMES]
+
+
+def _off_list(response: httpx.Response, core: SessionCore) -> bool:
+    """Whether ``response`` came from a hop off the allow-list (a redirect led there): that
+    host got none of the session's headers, so its 401 or fault says nothing of them."""
+    return refusal(str(response.request.url), *core.allowed) is not None
 
 
 def _resume(steps: Generator[Step, Any, None], result: Any) -> Step | None:
@@ -238,7 +277,8 @@ def _replay(
     if sent_with.host != effect.snap.host and url.startswith(sent_with.host):
         url = effect.snap.host + url[len(sent_with.host) :]
     check_url(url, *core.allowed)
-    again = httpx.Request(first.method, url, headers=first.headers, content=first.content)
+    again = httpx.Request(first.method, url, headers=first.headers, content=first.content,
+                          extensions=first.extensions)  # its timeout, the app's trace
     _apply(again, effect.snap.session_token, effect.who)
     return again
 
