@@ -3,9 +3,10 @@ secrets to a host off the allow-list.
 
 httpx drops only ``Authorization`` when a redirect leaves the origin: the session token
 header, and ``Authorization`` itself on an http -> https hop, were copied into the next
-request and sent to whatever host the ``Location`` named. The auth now seals its request when
-an answer redirects off the allow-list, before httpx builds the hop from it; the hop goes
-without the session's headers. A redirect within the allow-list keeps them.
+request and sent to whatever host the ``Location`` named. The auth now checks every request
+as its headers are written (httpcore's ``trace`` extension, which httpx copies into each hop):
+a hop to a URL off the allow-list goes without the session's headers. A redirect within the
+allow-list keeps them.
 
 Real httpx clients, a loopback API and redirector, and a raw listener standing in for the
 attacker's host (it records what it receives).
