@@ -24,9 +24,10 @@ from session_fsm import (
     State,
     contract,
 )
+from session_fsm.core.snapshot import TransitionRecord
 from session_fsm.sandbox import Sandbox
 from tests.answer_server import AnswerServer, answer_server
-from tests.conftest import FAST_RETRY, make_credentials
+from tests.conftest import FAST_RETRY, Clock, make_credentials
 
 Factory = Callable[..., KSSession]
 LOGIN = contract.LOGIN_USERID
@@ -127,3 +128,30 @@ def test_a_store_without_cooldown_methods_keeps_the_sessions_own_cooldown(
     assert s.history[-1].reason == "cooldown" and s.history[-1].outcome == "refused"
     assert again.value.status == 401
     assert s.state is not State.AUTHENTICATED
+
+
+# --- the connect walk counts each remedy's attempts -----------------------------------------------
+
+
+def test_a_remedy_taken_twice_in_one_connect_counts_its_attempts(
+    new_session: Factory, sb: Sandbox, clock: Clock
+) -> None:
+    """The one-time token goes stale again while connect() is logging in again for it (a slow
+    login): the walk's second remedy is the login's second attempt."""
+    stale_again = [True]
+
+    def slow(_s: object, rec: TransitionRecord) -> None:
+        if rec.trigger == "login" and rec.outcome == "ok" and rec.attempt == 1 and stale_again:
+            stale_again.clear()
+            clock.advance(300 + 1)
+
+    s = new_session()
+    s.init()
+    s.login()
+    clock.advance(300 + 1)  # past ott_ttl: connect() logs in again first
+    s.on_transition(slow)
+    n = len(s.history)
+    s.connect()
+    taken = [(r.trigger, r.outcome, r.attempt) for r in s.history[n:]]
+    assert taken == [("login", "ok", 1), ("login", "ok", 2), ("authenticate", "ok", 1)]
+    assert s.state is State.AUTHENTICATED
