@@ -9,6 +9,7 @@ is refused, and a user's minimal store.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,17 +22,22 @@ from session_fsm import (
     LoginRejected,
     MalformedAnswer,
     MemoryStore,
+    Secret,
+    SessionExpired,
     State,
     contract,
 )
 from session_fsm.core.snapshot import TransitionRecord
 from session_fsm.sandbox import Sandbox
+from session_fsm.stores import StoredSession
 from tests.answer_server import AnswerServer, answer_server
 from tests.conftest import FAST_RETRY, Clock, make_credentials
+from tests.test_refresh_providers import Answers
 
 Factory = Callable[..., KSSession]
 LOGIN = contract.LOGIN_USERID
 TWO_FA = contract.TWO_FA_ACCESSCODE
+ORDERS = contract.ORDERS_REPORT[1]
 
 
 @pytest.fixture
@@ -155,3 +161,64 @@ def test_a_remedy_taken_twice_in_one_connect_counts_its_attempts(
     taken = [(r.trigger, r.outcome, r.attempt) for r in s.history[n:]]
     assert taken == [("login", "ok", 1), ("login", "ok", 2), ("authenticate", "ok", 1)]
     assert s.state is State.AUTHENTICATED
+
+
+# --- a new session's generation, the store's lock, a kept refresh wait ----------------------------
+
+
+def test_a_new_session_outnumbers_a_stored_one_it_did_not_adopt(
+    new_session: Factory, sb: Sandbox, clock: Clock
+) -> None:
+    """A stored session of generation 5 on a host off the allow-list is not adopted; the
+    session's own login is stored as generation 6, so it supersedes that record (a lower
+    generation would be refused by the store's fencing and never shared)."""
+    store = MemoryStore()
+    s = new_session(store=store)
+    foreign = StoredSession("https://evil.example/apim", "demo-user", Secret("t0k"), 5, clock.now)
+    store.save(s.store_key(), foreign)
+    s.connect()
+    assert s.generation == 6
+    kept = store.load(s.store_key())
+    assert kept is not None and (kept.generation, kept.host) == (6, sb.url)
+
+
+class LockedElsewhere(MemoryStore):
+    """A store whose lock is never had: another process holds it past relogin_timeout."""
+
+    def lock(self, key: str, timeout: float) -> Any:
+        return contextlib.nullcontext(False)
+
+
+def test_a_store_lock_never_had_says_what_to_do(new_session: Factory) -> None:
+    s = new_session(store=LockedElsewhere(), relogin_timeout=0.5)
+    with pytest.raises(SessionExpired) as info:
+        s.connect()
+    assert "waiting for another process's login" in str(info.value)
+    assert info.value.hint == "raise relogin_timeout, or check the token store"
+
+
+def test_a_bearer_refresh_keeps_a_failed_soft_refreshs_wait(
+    new_session: Factory, sb: Sandbox, clock: Clock
+) -> None:
+    """Replacing the Bearer token is an Authenticated -> Authenticated edge of the same
+    generation: the wait before a failed soft refresh is tried again stays, so the next
+    request does not try it again at once."""
+    creds = make_credentials(
+        password=Answers("demo-password", "  "),  # the soft refresh's password is blank
+        access_token_provider=lambda: "demo-access-token",
+    )
+    s = new_session(creds, max_session_age=1000, soft_window=100)
+    s.connect()
+    clock.advance(950)  # in the soft window: the refresh is tried, fails, is due again later
+
+    def refreshes() -> int:
+        return sum(r.trigger == "refresh" and r.outcome == "failed" for r in s.history)
+
+    assert s.get(ORDERS).status_code == 200 and refreshes() == 1
+    wait = s.snapshot().refresh_retry_at
+    assert wait is not None and wait > clock.now
+    sb.control.fault(ORDERS, status=401, code=contract.FAULT_GATEWAY_TOKEN)
+    assert s.get(ORDERS).status_code == 200  # the Bearer token replaced, the call replayed
+    assert s.snapshot().bearer_generation == 1 and s.generation == 1
+    assert s.snapshot().refresh_retry_at == wait
+    assert s.get(ORDERS).status_code == 200 and refreshes() == 1
