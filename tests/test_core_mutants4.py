@@ -222,3 +222,18 @@ def test_a_bearer_refresh_keeps_a_failed_soft_refreshs_wait(
     assert s.snapshot().bearer_generation == 1 and s.generation == 1
     assert s.snapshot().refresh_retry_at == wait
     assert s.get(ORDERS).status_code == 200 and refreshes() == 1
+
+
+def test_a_soft_refresh_that_succeeds_after_failing_forgets_the_retry_time(
+    new_session: Factory, sb: Sandbox, clock: Clock
+) -> None:
+    creds = make_credentials(password=Answers("demo-password", "  ", "demo-password"))
+    s = new_session(creds, max_session_age=1000, soft_window=100)
+    s.connect()
+    clock.advance(950)
+    assert s.get(ORDERS).status_code == 200  # the refresh fails: tried again later
+    wait = s.snapshot().refresh_retry_at
+    assert wait is not None and s.generation == 1
+    clock.advance(wait - clock.now)
+    assert s.get(ORDERS).status_code == 200  # tried again, and it succeeds
+    assert s.generation == 2 and s.snapshot().refresh_retry_at is None

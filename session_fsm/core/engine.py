@@ -133,14 +133,15 @@ class SessionCore:
 
     def entered(self, dest: State, changes: dict[str, Any]) -> Snapshot:
         """The snapshot of ``dest`` after an edge: only Authenticated keeps a session token,
-        only OTT-issued a one-time token; Uninitialised goes back to the origin host."""
+        only OTT-issued a one-time token; Uninitialised goes back to the origin host. No edge
+        keeps a failed proactive refresh's retry time: it belongs to the generation that
+        failed to refresh (set without an edge), and an edge into Authenticated brings another
+        generation or comes from a state that has none."""
         snap = self.snap  # one evolve: the edge's changes, then what ``dest`` keeps
         if dest is State.AUTHENTICATED:
-            same = changes.get("generation", snap.generation) == snap.generation
-            retry = changes.get("refresh_retry_at", snap.refresh_retry_at) if same else None
             return snap.evolve(**{**changes, "state": dest, "one_time_token": None,
                                   "ott_time": None, "refreshing": False,
-                                  "refresh_retry_at": retry})  # fmt: skip
+                                  "refresh_retry_at": None})  # fmt: skip
         if dest is State.OTT_ISSUED:
             return snap.evolve(**{**changes, "state": dest, "session_token": None,
                                   "refreshing": False, "refresh_retry_at": None})  # fmt: skip
