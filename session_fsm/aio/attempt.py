@@ -16,6 +16,7 @@ traceback)."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,15 @@ if TYPE_CHECKING:
 
 #: ``Pool.proxy_of``'s answer for a URL not looked up yet.
 _UNSEEN: Any = object()
+
+#: The coroutine function of an aiohttp request. ``ClientSession.request`` wraps that coroutine
+#: in a context manager made through a ``typing`` alias (a Python call, and an AttributeError
+#: raised and caught inside it, on every request); a try awaits the coroutine itself, as that
+#: manager's ``__await__`` does, and releases the answer itself, as its exit would. aiohttp's
+#: public ``request`` where the coroutine function is not there.
+_REQUEST: Any = getattr(aiohttp.ClientSession, "_request", None)
+if not inspect.iscoroutinefunction(_REQUEST):  # pragma: no cover - every aiohttp 3.x has it
+    _REQUEST = aiohttp.ClientSession.request
 
 
 async def send(
@@ -113,8 +123,8 @@ async def send(
                 try:
                     # Awaited, not ``async with``: the answer is released in ``finally``
                     # below (as the context manager's exit releases it), without its frames.
-                    r = await http.request(
-                        method, url, headers=sent, allow_redirects=False, **kwargs
+                    r = await _REQUEST(
+                        http, method, url, headers=sent, allow_redirects=False, **kwargs
                     )
                     content = await r.read() if cap is None else await read_body(r, cap)
                     if content is None:
