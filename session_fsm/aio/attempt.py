@@ -101,7 +101,7 @@ async def send(
             tried = True
             # --- one try: it raises nothing it can avoid (only cancellation, and
             # ConfigurationError for a token HTTP cannot carry); every failure is a value
-            sent: MutableMapping[str, str] = CIMultiDict(headers) if headers else {}
+            sent: MutableMapping[str, str] | None = CIMultiDict(headers) if headers else None
             kwargs = options.copy() if options else {}
             r: Any = None
             secret: dict[str, str] | None = None
@@ -110,8 +110,11 @@ async def send(
             outcome: AsyncResponse | Failure
             try:
                 if auth is not None:
-                    secret, body = auth.reveal()
-                    sent.update(secret)
+                    secret, body = auth.reveal()  # (a new dict: sent as it is, if it can be)
+                    if sent is None:
+                        sent = secret
+                    else:
+                        sent.update(secret)
                     if body is not None:
                         kwargs["data"] = body
                 if proxy is _UNSEEN:
@@ -140,9 +143,10 @@ async def send(
             finally:  # whatever ends the try (cancellation too): no local keeps a secret
                 if r is not None:
                     r.release()
-                sent.clear()
+                if sent is not None:
+                    sent.clear()
                 kwargs.clear()
-                r = secret = body = proxy = None
+                r = sent = secret = body = proxy = None
             # --- what follows it
             if isinstance(outcome, AsyncResponse):
                 status = outcome.status

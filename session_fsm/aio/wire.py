@@ -177,16 +177,16 @@ class AsyncWire:
         sends the template's plain headers by default (see :func:`~session_fsm.aio.pool.
         sibling`): the same connections, cookie jar and headers sent, merged by aiohttp once
         per session instead of once per request."""
+        url = template.urls.get(path) or template.url(path)
         options: dict[str, Any] = {}
         if kwargs:
             extra = kwargs.get("headers")
             options = {k: v for k, v in kwargs.items() if v is not None and k != "headers"}
             if extra:
-                return self._send(method, template.url(path), {**template.headers, **extra},
-                                  template.auth, self._trading_retry, Call.TRADING, None,
-                                  options)  # fmt: skip
-        return self._send(method, template.url(path), None, template.auth,
-                          self._trading_retry, Call.TRADING, None, options, template)  # fmt: skip
+                return self._send(method, url, {**template.headers, **extra}, template.auth,
+                                  self._trading_retry, Call.TRADING, None, options)  # fmt: skip
+        return self._send(method, url, None, template.auth, self._trading_retry, Call.TRADING,
+                          None, options, template)  # fmt: skip
 
     #: The retry loop of one call and its tries (:func:`session_fsm.aio.attempt.send`).
     _send = send_call
