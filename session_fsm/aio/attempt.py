@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Mapping, MutableMapping
+from threading import get_ident
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -64,16 +65,27 @@ async def send(
     of them None), bounded by the deadline (see :mod:`session_fsm.aio.deadline`);
     ``template``: sent with its plain headers (``headers`` is then None)."""
     config = wire.config
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + config.deadline
     error: KSError
     pool = wire._current
-    if pool is None or pool.loop is not loop or pool.pid != PROCESS[0]:  # (Pool.here)
-        try:
-            pool = await wire._pool()
-        except OSError as exc:  # the CA bundle (verify= or the environment's) is unusable
-            error = tls_files_unusable(method, url, exc)
-            raise error from None
+    if (
+        pool is not None
+        and pool.pid == PROCESS[0]
+        and getattr(pool.loop, "_thread_id", None) == get_ident()
+    ):
+        # This thread runs the pool's loop (asyncio's loops keep the thread running them in
+        # ``_thread_id``; a thread runs one loop at a time): it is the running loop, found
+        # without ``get_running_loop``'s process id check, a system call per request.
+        loop = pool.loop
+        deadline = loop.time() + config.deadline
+    else:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + config.deadline
+        if pool is None or pool.loop is not loop or pool.pid != PROCESS[0]:  # (Pool.here)
+            try:
+                pool = await wire._pool()
+            except OSError as exc:  # the CA bundle (verify= or the environment's) is unusable
+                error = tls_files_unusable(method, url, exc)
+                raise error from None
     http = pool.http
     if template is not None:
         sender = template.sender
