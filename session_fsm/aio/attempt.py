@@ -93,24 +93,22 @@ async def send(
             sender = pool.sibling(template)
         http = sender
     watch = pool.deadlines.watch(deadline)
-    tried = expired = False
+    expired = False
     try:
         while True:
             if wire._passed.get(url) is not config:  # at send time, before every attempt
                 wire._check(url, config)
             timeout: aiohttp.ClientTimeout | None = None  # the pool's (its sessions' default)
-            if tried or watch is None:  # (the first try starts with the whole deadline left)
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    error = passed_deadline(method, url, config)
-                    break
-                if watch is None:  # not in a task: aiohttp's own total timeout bounds it
-                    connect, read = config.timeout
-                    timeout = aiohttp.ClientTimeout(
-                        total=remaining, sock_connect=connect, sock_read=read,
-                        ceil_threshold=NO_CEIL,
-                    )  # fmt: skip
-            tried = True
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                error = passed_deadline(method, url, config)
+                break
+            if watch is None:  # not in a task: aiohttp's own total timeout bounds it
+                connect, read = config.timeout
+                timeout = aiohttp.ClientTimeout(
+                    total=remaining, sock_connect=connect, sock_read=read,
+                    ceil_threshold=NO_CEIL,
+                )  # fmt: skip
             # --- one try: it raises nothing it can avoid (only cancellation, and
             # ConfigurationError for a token HTTP cannot carry); every failure is a value
             sent: MutableMapping[str, str] | None = CIMultiDict(headers) if headers else None
