@@ -47,15 +47,25 @@ def test_a_pool_whose_loop_runs_in_another_thread_is_not_used(
     def there() -> tuple[object, Pool | None, asyncio.AbstractEventLoop]:
         return asyncio.run_coroutine_threadsafe(call(), other_loop).result(30)
 
+    async def here() -> tuple[object, Pool | None, asyncio.AbstractEventLoop]:
+        try:
+            return await call()
+        finally:
+            await wire.close()  # (this loop's pool)
+
+    async def close_there(pool: Pool) -> None:
+        for http in pool.parts():  # (left to its own loop by the wire)
+            await http.close()
+        await wire.close()
+
     answer, theirs, loop = there()  # the other thread's pool: its loop runs on
     assert isinstance(answer, ResSessionInit) and theirs is not None and loop is other_loop
-    answer, ours, loop = asyncio.run(call())
+    answer, ours, loop = asyncio.run(here())
     assert isinstance(answer, ResSessionInit) and ours is not None
     assert ours is not theirs and ours.loop is loop is not other_loop
     answer, again, loop = there()  # and back: a pool of the other loop's again
-    assert isinstance(answer, ResSessionInit) and again is not None
-    assert again is not ours and again.loop is other_loop
-    asyncio.run_coroutine_threadsafe(wire.close(), other_loop).result(30)
+    assert isinstance(answer, ResSessionInit) and again is not None and again.loop is other_loop
+    asyncio.run_coroutine_threadsafe(close_there(theirs), other_loop).result(30)
 
 
 def test_loops_run_one_after_the_other_in_one_thread_each_get_their_own_pool(
