@@ -62,19 +62,18 @@ async def test_tasks_meeting_a_cold_wire_share_one_pool(
 ) -> None:
     """The pool is made once, though making it awaits (the CA bundle is read in a thread);
     a maker cancelled meanwhile leaves the pool to the next task, which makes it."""
+    import aiohttp
     import certifi
-
-    import session_fsm.aio.wire as aio_wire
 
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())
     made: list[object] = []
-    real = aio_wire.aiohttp.ClientSession
+    real = aiohttp.ClientSession
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         made.append(None)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(aio_wire.aiohttp, "ClientSession", counted)
+    monkeypatch.setattr(aiohttp, "ClientSession", counted)
     async with AsyncWire() as w:
         first = asyncio.ensure_future(w.session_init(sb.url, who()))
         await asyncio.sleep(0)  # the first task is making the pool: awaiting the CA bundle

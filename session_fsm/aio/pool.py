@@ -76,10 +76,7 @@ class Pool:
         self.http, self.env = http, env
         self.loop = asyncio.get_running_loop()
         self.pid = os.getpid()
-        connect, read = config.timeout
-        self.timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect, sock_read=read, ceil_threshold=NO_CEIL
-        )
+        self.timeout = timeout_of(config)
         self.deadlines = Deadlines(self.loop)
         # The statuses urllib3's ``Retry.is_retry`` can say yes to under the wire's retries
         # (their ``status_forcelist``s and the ``Retry-After`` statuses): any other is final.
@@ -134,6 +131,15 @@ class Pool:
         return found
 
 
+def timeout_of(config: WireConfig) -> aiohttp.ClientTimeout:
+    """The timeouts of each attempt under ``config`` (the pool's sessions send with them by
+    default): connect and read; the call's total is the wire's deadline."""
+    connect, read = config.timeout
+    return aiohttp.ClientTimeout(
+        total=None, sock_connect=connect, sock_read=read, ceil_threshold=NO_CEIL
+    )
+
+
 async def new_pool(config: WireConfig) -> tuple[aiohttp.ClientSession, EnvironmentSettings]:
     """A pooled session for ``config`` and the environment it read. Raises OSError for an
     unusable CA bundle (``verify=`` or the environment's)."""
@@ -142,7 +148,7 @@ async def new_pool(config: WireConfig) -> tuple[aiohttp.ClientSession, Environme
     connector = aiohttp.TCPConnector(
         limit=config.pool_maxsize, ssl=tls, timeout_ceil_threshold=NO_CEIL
     )
-    return _client(connector, {}, None, owner=True), env
+    return _client(connector, {}, None, timeout_of(config), owner=True), env
 
 
 def sibling(http: aiohttp.ClientSession, headers: Mapping[str, str]) -> aiohttp.ClientSession:
@@ -151,15 +157,17 @@ def sibling(http: aiohttp.ClientSession, headers: Mapping[str, str]) -> aiohttp.
     headers into its session's one by one, so headers common to many requests cost less
     there."""
     assert http.connector is not None  # an open pool
-    return _client(http.connector, headers, http.cookie_jar, owner=False)
+    return _client(http.connector, headers, http.cookie_jar, http.timeout, owner=False)
 
 
 def _client(
     connector: aiohttp.BaseConnector, headers: Mapping[str, str],
-    cookie_jar: aiohttp.abc.AbstractCookieJar | None, *, owner: bool,
+    cookie_jar: aiohttp.abc.AbstractCookieJar | None, timeout: aiohttp.ClientTimeout, *,
+    owner: bool,
 ) -> aiohttp.ClientSession:  # fmt: skip
     http = aiohttp.ClientSession(
         connector=connector,
+        timeout=timeout,  # each attempt's (the wire's deadline bounds the whole call)
         connector_owner=owner,
         cookie_jar=cookie_jar,
         headers={"User-Agent": USER_AGENT, **headers},

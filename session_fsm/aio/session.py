@@ -194,7 +194,11 @@ class AsyncKSSession(SessionView):
         core = self._core
         snap = core.usable()
         reply: Reply | None = None
-        if snap is not None and "://" not in path and REQUEST_KEYWORDS.issuperset(kwargs):
+        if (
+            snap is not None
+            and "://" not in path
+            and (not kwargs or REQUEST_KEYWORDS.issuperset(kwargs))
+        ):
             # The hot path: relogin.request's own first step (the usable snapshot, one Send)
             # through the generation's template, without the driver's loop; a 2xx answer
             # (nothing for the core to do) is returned at once, any other goes to the core as

@@ -61,7 +61,7 @@ class TradingAuth(CallAuth):
 class TradingTemplate:
     """The trading requests of one session generation: its host, plain headers and auth."""
 
-    __slots__ = ("_urls", "auth", "headers", "host", "pool", "sender", "snap", "token", "who")
+    __slots__ = ("auth", "headers", "host", "pool", "sender", "snap", "token", "urls", "who")
 
     def __init__(self, host: str, who: Identity, session_token: Secret) -> None:
         self.host = host
@@ -72,7 +72,8 @@ class TradingTemplate:
             (istr(name), value) for name, value in who.plain_headers().items()
         )
         self.auth = TradingAuth(who, session_token)
-        self._urls: dict[str, str] = {}
+        #: The URL of each path sent so far (see :meth:`url`; the wire reads it first).
+        self.urls: dict[str, str] = {}
         #: The snapshot the session last used this template for (its own bookkeeping).
         self.snap: object = None
         #: The wire's pool this template last sent through, and its session that sends
@@ -84,7 +85,7 @@ class TradingTemplate:
     def url(self, path: str) -> str:
         """``host + path``: one string per path, so its hash (the allow-list's memo, the
         proxy's, yarl's URL cache) is computed once."""
-        urls = self._urls
+        urls = self.urls
         url = urls.get(path)
         if url is None:
             if len(urls) >= _URLS_MAX:

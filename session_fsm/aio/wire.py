@@ -38,23 +38,13 @@ import time
 from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import aiohttp
-from urllib3 import exceptions as u3
-
-from ..answers import (
-    CallAuth,
-    passed_deadline,
-    tls_files_unusable,
-    trading_call,
-)
+from ..answers import CallAuth, trading_call
 from ..core.calls import Answer, Identity, SessionCall, result_of
-from ..errors import Call, KSError
-from ..retry import CappedRetry
+from ..errors import Call
 from ..secret import Secret
 from ..wire import WireConfig, check_url
-from .attempt import attempt
-from .deadline import FINISHED, STATE, TASK, Deadlines
-from .pool import NO_CEIL, OTHERS_POOLS, PROCESS, REMEMBERED_MAX, Pool, new_pool
+from .attempt import send as send_call
+from .pool import OTHERS_POOLS, REMEMBERED_MAX, Pool, new_pool
 from .response import AsyncResponse, session_answer
 from .template import TradingTemplate
 
@@ -187,117 +177,19 @@ class AsyncWire:
         sends the template's plain headers by default (see :func:`~session_fsm.aio.pool.
         sibling`): the same connections, cookie jar and headers sent, merged by aiohttp once
         per session instead of once per request."""
+        url = template.urls.get(path) or template.url(path)
         options: dict[str, Any] = {}
         if kwargs:
             extra = kwargs.get("headers")
             options = {k: v for k, v in kwargs.items() if v is not None and k != "headers"}
             if extra:
-                return self._send(method, template.url(path), {**template.headers, **extra},
-                                  template.auth, self._trading_retry, Call.TRADING, None,
-                                  options)  # fmt: skip
-        return self._send(method, template.url(path), None, template.auth,
-                          self._trading_retry, Call.TRADING, None, options, template)  # fmt: skip
+                return self._send(method, url, {**template.headers, **extra}, template.auth,
+                                  self._trading_retry, Call.TRADING, None, options)  # fmt: skip
+        return self._send(method, url, None, template.auth, self._trading_retry, Call.TRADING,
+                          None, options, template)  # fmt: skip
 
-    async def _send(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str] | None,
-        auth: CallAuth | None,
-        retry: CappedRetry,
-        call: Call,
-        cap: int | None,
-        options: dict[str, Any],
-        template: TradingTemplate | None = None,
-    ) -> AsyncResponse:
-        """The retry loop of one call (``options``: aiohttp's ``params``/``json``/``data``,
-        none of them None), bounded by the deadline (see :mod:`session_fsm.aio.deadline`);
-        ``template``: sent with its plain headers (``headers`` is then None)."""
-        config = self.config
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + config.deadline
-        error: KSError
-        pool = self._current
-        if pool is None or pool.loop is not loop or pool.pid != PROCESS[0]:  # (Pool.here)
-            try:
-                pool = await self._pool()
-            except OSError as exc:  # the CA bundle (verify= or the environment's) is unusable
-                error = tls_files_unusable(method, url, exc)
-                raise error from None
-        http = pool.http
-        if template is not None:
-            sender = template.sender
-            if sender is None or template.pool is not http:
-                sender = pool.sibling(template)
-            http = sender
-        timeout = pool.timeout
-        watch = pool.deadlines.watch(deadline)
-        expired = False
-        try:
-            while True:
-                if self._passed.get(url) is not config:  # at send time, before every attempt
-                    self._check(url, config)
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    error = passed_deadline(method, url, config)
-                    break
-                if watch is None:  # not in a task: aiohttp's own total timeout bounds it
-                    connect, read = config.timeout
-                    timeout = aiohttp.ClientTimeout(
-                        total=remaining, sock_connect=connect, sock_read=read,
-                        ceil_threshold=NO_CEIL,
-                    )  # fmt: skip
-                outcome = await attempt(
-                    http,
-                    pool,
-                    config,
-                    method,
-                    url,
-                    headers,
-                    auth,
-                    call,
-                    cap,
-                    timeout,
-                    deadline,
-                    options,
-                )
-                if isinstance(outcome, AsyncResponse):
-                    status = outcome.status
-                    if status not in pool.may_retry:  # (it holds every retry's forcelist)
-                        return outcome  # Retry.is_retry says no to it, whatever the method
-                    has_retry_after = "Retry-After" in outcome.headers
-                    if not retry.is_retry(method, status, has_retry_after):
-                        return outcome
-                    try:
-                        retry = retry.increment(method, url, response=outcome)
-                    except u3.MaxRetryError:  # retries used up: the answer as it is
-                        return outcome
-                    if retry.ends_past(deadline, loop.time(), outcome):
-                        return outcome
-                    await self._wait(retry._delay(outcome))
-                    continue
-                if outcome.retryable is None:
-                    error = outcome.error
-                    break
-                try:
-                    retry = retry.increment(method, url, error=outcome.retryable)
-                except (u3.MaxRetryError, u3.HTTPError):  # not retried (used up, or this kind)
-                    error = outcome.error
-                    break
-                if retry.ends_past(deadline, loop.time()):
-                    error = passed_deadline(method, url, config)
-                    break
-                await self._wait(retry._delay(None))
-        except asyncio.CancelledError:
-            if watch is None or not Deadlines.expired(watch):
-                raise  # the task was cancelled (not by the deadline alone): passed on
-            expired = True  # raised below, outside this handler: nothing chains to it
-        finally:
-            if watch is not None:
-                watch[STATE], watch[TASK] = FINISHED, None
-        if expired:
-            error = passed_deadline(method, url, config)
-        raise error
+    #: The retry loop of one call and its tries (:func:`session_fsm.aio.attempt.send`).
+    _send = send_call
 
     def _check(self, url: str, config: WireConfig) -> None:
         """The allow-list's check of ``url`` (UnsafeRedirect for a refused one); a URL that
