@@ -237,3 +237,21 @@ def test_a_soft_refresh_that_succeeds_after_failing_forgets_the_retry_time(
     clock.advance(wait - clock.now)
     assert s.get(ORDERS).status_code == 200  # tried again, and it succeeds
     assert s.generation == 2 and s.snapshot().refresh_retry_at is None
+
+
+def test_a_rejected_access_code_keeps_the_one_time_token(
+    new_session: Factory, sb: Sandbox, clock: Clock
+) -> None:
+    """A wrong access code (401 to the 2FA call) starts a cool-down in OTT-issued; the one-time
+    token and its time stay in the snapshot beside it, for the retry once the cool-down ends."""
+    s = new_session()
+    s.init()
+    s.login()
+    issued = s.snapshot()
+    sb.control.fault(TWO_FA[1], status=401)
+    with pytest.raises(LoginRejected):
+        s.authenticate()
+    snap = s.snapshot()
+    assert snap.state is State.OTT_ISSUED and snap.cooldown is not None
+    assert snap.one_time_token is issued.one_time_token is not None
+    assert snap.ott_time == issued.ott_time is not None
