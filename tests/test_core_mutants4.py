@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -38,6 +38,7 @@ Factory = Callable[..., KSSession]
 LOGIN = contract.LOGIN_USERID
 TWO_FA = contract.TWO_FA_ACCESSCODE
 ORDERS = contract.ORDERS_REPORT[1]
+E = TypeVar("E", bound=Exception)
 
 
 @pytest.fixture
@@ -46,9 +47,15 @@ def api() -> Iterator[AnswerServer]:
         yield server
 
 
-def _session(api: AnswerServer, **options: Any) -> KSSession:
-    options.setdefault("retry", FAST_RETRY)
-    return KSSession(make_credentials(), host=api.url, timeout=(2.0, 5.0), **options)
+def _connect_fails(api: AnswerServer, kind: type[E]) -> E:
+    """What connect() on the answer server raises (it must raise ``kind``)."""
+    s = KSSession(make_credentials(), host=api.url, timeout=(2.0, 5.0), retry=FAST_RETRY)
+    try:
+        with pytest.raises(kind) as info:
+            s.connect()
+    finally:
+        s.close()
+    return info.value
 
 
 # --- the call a session call's error names -------------------------------------------------------
@@ -59,42 +66,27 @@ def test_a_session_calls_error_names_its_method_and_path(
     api: AnswerServer, call: tuple[str, str]
 ) -> None:
     api.script(*call, 400, b"{}")  # no fault at all: the error's words are the library's
-    s = _session(api)
-    try:
-        with pytest.raises(BadRequest) as info:
-            s.connect()
-    finally:
-        s.close()
+    error = _connect_fails(api, BadRequest)
     method, path = call
-    assert info.value.where == f"{method} {path}"
-    assert f": {method} {path} -> HTTP 400" in str(info.value)
+    assert error.where == f"{method} {path}"
+    assert f": {method} {path} -> HTTP 400" in str(error)
     # No fault: no server text is made up, and no description.
-    assert (info.value.explanation, info.value.description) == ("", "")
+    assert (error.explanation, error.description) == ("", "")
 
 
 def test_a_fault_description_is_kept_on_the_error(api: AnswerServer) -> None:
     fault = {"fault": {"code": 900, "message": "Bad thing", "description": "user is locked"}}
     api.script(*LOGIN, 401, json.dumps(fault).encode())
-    s = _session(api)
-    try:
-        with pytest.raises(LoginRejected) as info:
-            s.connect()
-    finally:
-        s.close()
-    assert info.value.description == "user is locked"
-    assert "Bad thing" in info.value.explanation and "user is locked" in info.value.explanation
+    error = _connect_fails(api, LoginRejected)
+    assert error.description == "user is locked"
+    assert "Bad thing" in error.explanation and "user is locked" in error.explanation
 
 
 def test_an_error_answer_nested_too_deeply_is_refused_with_that_reason(api: AnswerServer) -> None:
     api.script(*LOGIN, 401, b"[" * 200 + b"]" * 200)
-    s = _session(api)
-    try:
-        with pytest.raises(MalformedAnswer) as info:
-            s.connect()
-    finally:
-        s.close()
-    assert "nested too deeply" in str(info.value)
-    assert info.value.status == 401
+    error = _connect_fails(api, MalformedAnswer)
+    assert "nested too deeply" in str(error)
+    assert error.status == 401
 
 
 # --- a user's store without the optional cool-down methods ----------------------------------------
