@@ -25,6 +25,7 @@ from session_fsm import (
     Secret,
     SessionExpired,
     State,
+    StoreError,
     contract,
 )
 from session_fsm.core.snapshot import TransitionRecord
@@ -247,3 +248,30 @@ def test_a_rejected_access_code_keeps_the_one_time_token(
     assert snap.state is State.OTT_ISSUED and snap.cooldown is not None
     assert snap.one_time_token is issued.one_time_token is not None
     assert snap.ott_time == issued.ott_time is not None
+
+
+class CooldownsUnreadable(MemoryStore):
+    """A memory store whose cool-downs cannot be read once ``broken`` (a store outage)."""
+
+    broken = False
+
+    def load_cooldown(self, key: str) -> Any:
+        if self.broken:
+            raise StoreError("the store is unreachable")
+        return super().load_cooldown(key)
+
+
+def test_a_cooldown_holds_while_the_store_cannot_be_read(new_session: Factory, sb: Sandbox) -> None:
+    """An unreadable store is no reset of the cool-down: this session's own still refuses the
+    login (a None read from the failing store would have been taken as one)."""
+    store = CooldownsUnreadable()
+    s = new_session(store=store)
+    sb.control.fault(LOGIN[1], status=401)  # a wrong password: a cool-down, kept in the store
+    with pytest.raises(LoginRejected):
+        s.connect()
+    logins = sb.control.stats()["logins"]
+    store.broken = True
+    with pytest.raises(LoginRejected):
+        s.connect()
+    assert s.history[-1].reason == "cooldown" and s.state is not State.AUTHENTICATED
+    assert sb.control.stats()["logins"] == logins
