@@ -275,3 +275,24 @@ def test_a_cooldown_holds_while_the_store_cannot_be_read(new_session: Factory, s
         s.connect()
     assert s.history[-1].reason == "cooldown" and s.state is not State.AUTHENTICATED
     assert sb.control.stats()["logins"] == logins
+
+
+def test_a_cooldown_reset_in_the_store_is_over_here_too(new_session: Factory, sb: Sandbox) -> None:
+    """Another process (or ``session-fsm`` reset) clears the stored cool-down: this session's own
+    ends with it, the login goes ahead, and the refused attempt before named its error."""
+    store = MemoryStore()
+    s = new_session(store=store)
+    sb.control.fault(LOGIN[1], status=401)
+    with pytest.raises(LoginRejected):
+        s.connect()
+    with pytest.raises(LoginRejected):
+        s.connect()  # refused by the cool-down, nothing sent
+    refused = s.history[-1]
+    assert (refused.outcome, refused.reason, refused.error) == (
+        "refused",
+        "cooldown",
+        "LoginRejected",
+    )
+    store.clear_cooldown(s.store_key())
+    s.connect()
+    assert s.state is State.AUTHENTICATED and s.snapshot().cooldown is None
