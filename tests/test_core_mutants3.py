@@ -359,6 +359,8 @@ def test_a_stored_session_on_a_host_off_the_allow_list_is_ignored_and_logged(
     assert s.state is State.AUTHENTICATED and s.snapshot().host == sb.url
     ignored = [e for e in logs.events() if e["event"] == "stored_session_ignored"]
     assert [(e["level"], e["session_id"]) for e in ignored][:1] == [("warning", s.session_id)]
+    # (load_usable survivors 13, 14, 19, 20 of the fourth mutation run: the event's fields)
+    assert ignored[0]["host"] == "evil.example" and "allow-list" in ignored[0]["why"]
 
 
 def test_a_trigger_with_no_edge_is_refused_and_recorded_as_such(

@@ -32,7 +32,7 @@ from session_fsm.core.snapshot import TransitionRecord
 from session_fsm.sandbox import Sandbox
 from session_fsm.stores import StoredSession
 from tests.answer_server import AnswerServer, answer_server
-from tests.conftest import FAST_RETRY, Clock, LogCapture, make_credentials
+from tests.conftest import FAST_RETRY, Clock, make_credentials
 from tests.test_refresh_providers import Answers
 
 Factory = Callable[..., KSSession]
@@ -296,16 +296,3 @@ def test_a_cooldown_reset_in_the_store_is_over_here_too(new_session: Factory, sb
     store.clear_cooldown(s.store_key())
     s.connect()
     assert s.state is State.AUTHENTICATED and s.snapshot().cooldown is None
-
-
-def test_an_ignored_stored_session_is_logged_with_its_host_and_why(
-    new_session: Factory, sb: Sandbox, clock: Clock, logs: LogCapture
-) -> None:
-    store = MemoryStore()
-    s = new_session(store=store, logger=None)
-    foreign = StoredSession("https://evil.example/apim", "demo-user", Secret("t0k"), 5, clock.now)
-    store.save(s.store_key(), foreign)
-    s.connect()
-    ignored = next(e for e in logs.events() if e["event"] == "stored_session_ignored")
-    assert ignored["host"] == "evil.example"
-    assert "allow-list" in ignored["why"]
