@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from session_fsm import contract
+from session_fsm import KSSession, contract
 
 OTT = "ott-0123456789abcdef"
 SESSION_TOKEN = "sess-0123456789abcdef"
@@ -132,3 +132,19 @@ def answer_server() -> Iterator[AnswerServer]:
         yield server
     finally:
         server.close()
+
+
+@contextmanager
+def answered_session(**options: Any) -> Iterator[tuple[AnswerServer, KSSession]]:
+    """A running :class:`AnswerServer` and a ``KSSession`` on it (the demo credentials, fast
+    retries, short timeouts unless ``options`` say otherwise); both closed after."""
+    from tests.conftest import FAST_RETRY, make_credentials
+
+    options.setdefault("retry", FAST_RETRY)
+    options.setdefault("timeout", (2.0, 5.0))
+    with answer_server() as server:
+        s = KSSession(make_credentials(), host=server.url, **options)
+        try:
+            yield server, s
+        finally:
+            s.close()

@@ -29,8 +29,7 @@ from session_fsm import (
 )
 from session_fsm.core.calls import retry_after
 from session_fsm.sandbox import Sandbox
-from tests.answer_server import TRADING, answer_server
-from tests.conftest import FAST_RETRY, make_credentials
+from tests.answer_server import TRADING, answered_session
 
 Factory = Callable[..., KSSession]
 ORDERS = contract.ORDERS_REPORT[1]
@@ -42,19 +41,15 @@ PLACE = contract.ORDER_NORMAL[1]
 
 
 def test_a_malformed_trading_answer_is_recorded_as_such() -> None:
-    with answer_server() as server:
-        s = KSSession(make_credentials(), host=server.url, retry=FAST_RETRY, timeout=(2.0, 5.0))
-        try:
-            s.connect()
-            server.script(*TRADING, 401, json.dumps({"fault": "expired"}).encode())
-            with pytest.raises(MalformedAnswer):
-                s.get(TRADING[1])
-            rec = s.history[-1]
-            assert (rec.trigger, rec.outcome, rec.error, rec.reason) == (
-                "request", "failed", "MalformedAnswer", "malformed_answer",
-            )  # fmt: skip
-        finally:
-            s.close()
+    with answered_session() as (server, s):
+        s.connect()
+        server.script(*TRADING, 401, json.dumps({"fault": "expired"}).encode())
+        with pytest.raises(MalformedAnswer):
+            s.get(TRADING[1])
+        rec = s.history[-1]
+        assert (rec.trigger, rec.outcome, rec.error, rec.reason) == (
+            "request", "failed", "MalformedAnswer", "malformed_answer",
+        )  # fmt: skip
 
 
 # --- which answers the core maps ------------------------------------------------------------------
@@ -98,26 +93,21 @@ def test_a_300_answer_to_a_replay_is_an_error(new_session: Factory, sb: Sandbox)
 def test_a_malformed_answer_to_a_replay_is_recorded_as_such() -> None:
     expired = json.dumps({"fault": {"code": contract.FAULT_SESSION_EXPIRED}}).encode()
     wrong_shape = json.dumps({"fault": "expired"}).encode()
-    with answer_server() as server:
 
-        def renewed(_s: object, rec: TransitionRecord) -> None:
-            if rec.trigger == "session_expired":  # the replay meets a fault of the wrong shape
-                server.script(*TRADING, 401, wrong_shape)
+    def renewed(_s: object, rec: TransitionRecord) -> None:
+        if rec.trigger == "session_expired":  # the replay meets a fault of the wrong shape
+            server.script(*TRADING, 401, wrong_shape)
 
-        s = KSSession(make_credentials(), host=server.url, retry=FAST_RETRY,
-                      timeout=(2.0, 5.0), on_transition=renewed)  # fmt: skip
-        try:
-            s.connect()
-            server.script(*TRADING, 401, expired)
-            with pytest.raises(MalformedAnswer) as info:
-                s.get(TRADING[1])
-            assert info.value.status == 401 and s.generation == 2
-            rec = s.history[-1]
-            assert (rec.trigger, rec.outcome, rec.error, rec.reason) == (
-                "request", "failed", "MalformedAnswer", "malformed_answer",
-            )  # fmt: skip
-        finally:
-            s.close()
+    with answered_session(on_transition=renewed) as (server, s):
+        s.connect()
+        server.script(*TRADING, 401, expired)
+        with pytest.raises(MalformedAnswer) as info:
+            s.get(TRADING[1])
+        assert info.value.status == 401 and s.generation == 2
+        rec = s.history[-1]
+        assert (rec.trigger, rec.outcome, rec.error, rec.reason) == (
+            "request", "failed", "MalformedAnswer", "malformed_answer",
+        )  # fmt: skip
 
 
 def test_an_error_of_a_request_to_an_absolute_url_names_its_path(
@@ -147,33 +137,24 @@ def test_an_error_names_the_path_without_its_query_or_fragment(
 
 
 def test_a_login_fault_of_the_wrong_shape_names_the_login_call() -> None:
-    with answer_server() as server:
-        s = KSSession(make_credentials(), host=server.url, retry=FAST_RETRY, timeout=(2.0, 5.0),
-                      cooldown=0)  # fmt: skip
-        try:
-            s.init()
-            server.script(*contract.LOGIN_USERID, 401, json.dumps({"fault": "x"}).encode())
-            with pytest.raises(MalformedAnswer) as info:
-                s.login()
-            assert (info.value.call, info.value.status) == ("login_with_user_id", 401)
-        finally:
-            s.close()
+    with answered_session(cooldown=0) as (server, s):
+        s.init()
+        server.script(*contract.LOGIN_USERID, 401, json.dumps({"fault": "x"}).encode())
+        with pytest.raises(MalformedAnswer) as info:
+            s.login()
+        assert (info.value.call, info.value.status) == ("login_with_user_id", 401)
 
 
 def test_a_gateways_bare_invalid_session_message_is_an_expiry() -> None:
     """A 403 whose body is a gateway's bare ``{"message": ...}`` (no fault) is read by its
     message: "Invalid session" is an expired session, renewed and replayed once."""
     bare = json.dumps({"message": "Invalid session, please re-login to continue"}).encode()
-    with answer_server() as server:
-        s = KSSession(make_credentials(), host=server.url, retry=FAST_RETRY, timeout=(2.0, 5.0))
-        try:
-            s.connect()
-            server.script(*TRADING, 403, bare)  # the replay meets it too
-            with pytest.raises(SessionExpired) as info:
-                s.get(TRADING[1])
-            assert info.value.status == 403 and s.generation == 2
-        finally:
-            s.close()
+    with answered_session() as (server, s):
+        s.connect()
+        server.script(*TRADING, 403, bare)  # the replay meets it too
+        with pytest.raises(SessionExpired) as info:
+            s.get(TRADING[1])
+        assert info.value.status == 403 and s.generation == 2
 
 
 def test_a_retry_after_date_is_the_seconds_until_then() -> None:
@@ -185,43 +166,29 @@ def test_a_retry_after_date_is_the_seconds_until_then() -> None:
 
 
 def test_a_300_answer_to_a_session_call_is_its_status_error_not_a_shape_error() -> None:
-    with answer_server() as server:
-        s = KSSession(make_credentials(), host=server.url, retry=FAST_RETRY, timeout=(2.0, 5.0),
-                      cooldown=0)  # fmt: skip
-        try:
-            s.init()
-            server.script(*contract.LOGIN_USERID, 300, b"{}")
-            with pytest.raises(APIError) as info:
-                s.login()
-            assert info.value.status == 300 and not isinstance(info.value, MalformedAnswer)
-        finally:
-            s.close()
+    with answered_session(cooldown=0) as (server, s):
+        s.init()
+        server.script(*contract.LOGIN_USERID, 300, b"{}")
+        with pytest.raises(APIError) as info:
+            s.login()
+        assert info.value.status == 300 and not isinstance(info.value, MalformedAnswer)
 
 
 def test_a_malformed_2xx_login_answer_names_its_own_status() -> None:
     body = json.dumps({"Success": {"oneTimeToken": True}}).encode()
-    with answer_server() as server:
-        s = KSSession(make_credentials(), host=server.url, retry=FAST_RETRY, timeout=(2.0, 5.0),
-                      cooldown=0)  # fmt: skip
-        try:
-            s.init()
-            server.script(*contract.LOGIN_USERID, 201, body)
-            with pytest.raises(MalformedAnswer) as info:
-                s.login()
-            assert (info.value.status, info.value.call) == (201, "login_with_user_id")
-        finally:
-            s.close()
+    with answered_session(cooldown=0) as (server, s):
+        s.init()
+        server.script(*contract.LOGIN_USERID, 201, body)
+        with pytest.raises(MalformedAnswer) as info:
+            s.login()
+        assert (info.value.status, info.value.call) == (201, "login_with_user_id")
 
 
 def test_a_malformed_2xx_logout_answer_names_its_own_status() -> None:
     body = json.dumps({"Success": {"message": 5}}).encode()
-    with answer_server() as server:
-        s = KSSession(make_credentials(), host=server.url, retry=FAST_RETRY, timeout=(2.0, 5.0))
-        try:
-            s.connect()
-            server.script(*contract.SESSION_LOGOUT, 201, body)
-            with pytest.raises(MalformedAnswer) as info:
-                s.logout()
-            assert (info.value.status, info.value.call) == (201, "session_logout")
-        finally:
-            s.close()
+    with answered_session() as (server, s):
+        s.connect()
+        server.script(*contract.SESSION_LOGOUT, 201, body)
+        with pytest.raises(MalformedAnswer) as info:
+            s.logout()
+        assert (info.value.status, info.value.call) == (201, "session_logout")
