@@ -43,7 +43,8 @@ if [[ ${FRESH:-0} == 1 || ! -f $work/setup.cfg ]]; then
              test_edge_calls test_transition_records test_table test_model_paths \
              test_fault_matrix test_deadlines test_logging_fast_path test_config test_metrics \
              test_heartbeat test_wire test_fast_send test_requests_auth_contract \
-             test_relogin_waiters test_refresh_providers test_core_mutants4 test_httpx_auth; do
+             test_relogin_waiters test_refresh_providers test_core_mutants4 test_httpx_auth \
+             test_core_overhead; do
         [[ -f $work/tests/$t.py ]] && tests+=$'\n'"    tests/$t.py"
     done
     mutate=""

@@ -18,7 +18,7 @@ from ..core.effects import Flow, Reply, Send
 from ..core.engine import Callback, adopt, ensure_loaded, reset_cooldown
 from ..core.relogin import Outgoing, streamed_body, where
 from ..core.snapshot import Snapshot
-from ..core.view import SessionView, new_core
+from ..core.view import SessionView
 from ..credentials import Credentials
 from ..errors import APIError
 from ..stores import StoredSession, TokenStore
@@ -69,14 +69,14 @@ class AsyncKSSession(SessionView):
         if wire is not None:
             validation.instance("wire", wire, AsyncWire)
         wire_config = wire.config if wire is not None else None
-        self._core = new_core(
-            self, credentials, host, wire_config, options, clock=clock, logger=logger,
+        config = self._configure(
+            credentials, host, wire_config, options, clock=clock, logger=logger,
             on_transition=on_transition,
         )  # fmt: skip
-        self._wire = wire or AsyncWire(self._core.config.wire_config())
+        self._wire = wire or AsyncWire(config.wire_config())
         self._store = open_async_store(store)
         self._driver = AsyncDriver(self._wire, self._store)
-        heartbeat = self._core.config.heartbeat
+        heartbeat = config.heartbeat
         if heartbeat is not None:
             from .heartbeat import AsyncHeartbeat
 

@@ -12,7 +12,7 @@ import itertools
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, overload
 
 from .. import validation
 from ..config import SessionConfig, check_wire_options
@@ -41,34 +41,29 @@ _new_id_prefix()
 os.register_at_fork(after_in_child=_new_id_prefix)
 
 
-def new_core(
-    owner: Any,
-    credentials: Credentials,
-    host: str,
-    wire_config: Any,
-    options: dict[str, Any],
-    *,
-    clock: Callable[[], float] = time.time,
-    logger: Any = None,
-    on_transition: Callback | list[Callback] | None = None,
-) -> SessionCore:
-    """The core of a new session: its settings checked (with a given wire's ``wire_config``,
-    options the wire would drop raise ConfigurationError), its host checked against the
-    allow-list, a unique id."""
-    validation.instance("credentials", credentials, Credentials)
-    validation.instance("host", host, str)
-    validation.callable_("clock", clock)
-    config = SessionConfig.from_options(options)
-    if wire_config is None:
-        wire_config = config.wire_config()
-    elif options:
-        check_wire_options(options, wire_config)
-    allowed = _allowed(tuple(wire_config.allowed_domains), bool(wire_config.allow_loopback))
-    origin = configured_host(host, *allowed)
-    return SessionCore(
-        credentials, origin, config, session_id=f"{_id_prefix}-{next(_ids)}", owner=owner,
-        allowed=allowed, clock=clock, logger=logger, on_transition=on_transition,
-    )  # fmt: skip
+class _CoreAtFirstUse:
+    """``session._core``: made at the session's first use, not with the session.
+
+    A session made and never used is then one object for the garbage collector, not three (it,
+    its core and its snapshot): a process that makes 100,000 sessions does not pay CPython's
+    full collections for objects nobody has used yet. A non-data descriptor: once made, the
+    core is an ordinary attribute of the session, so the hot path reads it as any other. Two
+    threads meeting here both get the first core stored (``dict.setdefault``)."""
+
+    @overload
+    def __get__(self, view: None, owner: type[Any]) -> _CoreAtFirstUse: ...
+    @overload
+    def __get__(self, view: SessionView, owner: type[Any]) -> SessionCore: ...
+    def __get__(self, view: SessionView | None, owner: type[Any]) -> SessionCore | _CoreAtFirstUse:
+        if view is None:
+            return self
+        made = SessionCore(
+            view._credentials, view._origin, view._config, session_id=view._session_id,
+            owner=view, allowed=view._allowed, clock=view._clock, logger=view._logger,
+            on_transition=view._callbacks,
+        )  # fmt: skip
+        core: SessionCore = view.__dict__.setdefault("_core", made)
+        return core
 
 
 @functools.lru_cache(maxsize=64)
@@ -82,28 +77,71 @@ class SessionView:
     """The readers and observers of a session (see the module docstring). Reading never
     blocks and never does I/O: it is the core's current snapshot."""
 
-    _core: SessionCore
+    _core = _CoreAtFirstUse()
     _request_hooks: list[RequestHook] | None = None
+    # What the core is made of, checked by _configure. Kept on the session one by one, not
+    # in an object of their own (that object would be one more for the garbage collector).
+    _credentials: Credentials
+    _origin: str
+    _config: SessionConfig
+    _allowed: tuple[tuple[str, ...], bool]
+    _clock: Callable[[], float]
+    _logger: Any
+    _callbacks: list[Callback] | None
+    _session_id: str
+
+    def _configure(
+        self,
+        credentials: Credentials,
+        host: str,
+        wire_config: Any,
+        options: dict[str, Any],
+        *,
+        clock: Callable[[], float] = time.time,
+        logger: Any = None,
+        on_transition: Callback | list[Callback] | None = None,
+    ) -> SessionConfig:
+        """Check the new session's settings and keep what its core is made of; returns its
+        config. Everything is checked here, at construction (with a given wire's
+        ``wire_config``, options the wire would drop raise ConfigurationError; the host is
+        checked against the allow-list); the core itself is made at first use."""
+        validation.instance("credentials", credentials, Credentials)
+        validation.instance("host", host, str)
+        validation.callable_("clock", clock)
+        config = SessionConfig.from_options(options)
+        if wire_config is None:
+            wire_config = config.wire_config()
+        elif options:
+            check_wire_options(options, wire_config)
+        allowed = _allowed(tuple(wire_config.allowed_domains), bool(wire_config.allow_loopback))
+        self._origin = configured_host(host, *allowed)
+        self._credentials, self._config, self._allowed = credentials, config, allowed
+        self._clock, self._logger = clock, logger
+        self._callbacks = None
+        if on_transition is not None:
+            self._callbacks = validation.each_callable("on_transition", on_transition)
+        self._session_id = f"{_id_prefix}-{next(_ids)}"
+        return config
 
     @property
     def session_id(self) -> str:
         """Unique across processes and restarts: ``<8 random hex digits>-<n>``."""
-        return self._core.session_id
+        return self._session_id
 
     @property
     def credentials(self) -> Credentials:
         """The credentials the session logs in with."""
-        return self._core.credentials
+        return self._credentials
 
     @property
     def config(self) -> SessionConfig:
         """The session's settings."""
-        return self._core.config
+        return self._config
 
     @property
     def origin(self) -> str:
         """The configured API host (before any redirect)."""
-        return self._core.origin
+        return self._origin
 
     @property
     def state(self) -> State:
@@ -125,10 +163,6 @@ class SessionView:
         """Recent attempted transitions, oldest first (bounded by ``history_size``)."""
         h = self._core.history
         return tuple(h) if h is not None else ()
-
-    @property
-    def _clock(self) -> Callable[[], float]:
-        return self._core.clock
 
     @property
     def _log(self) -> Any:
@@ -202,4 +236,4 @@ def _is_ks_error(exc: BaseException) -> bool:
     return isinstance(exc, KSError)
 
 
-__all__ = ["RequestHook", "SessionView", "new_core"]
+__all__ = ["RequestHook", "SessionView"]

@@ -19,7 +19,7 @@ from ..core import gateway, relogin
 from ..core.effects import Flow
 from ..core.engine import Callback, adopt, ensure_loaded, reset_cooldown
 from ..core.snapshot import Snapshot
-from ..core.view import SessionView, new_core
+from ..core.view import SessionView
 from ..credentials import Credentials
 from ..errors import KSError
 from ..stores import StoredSession, TokenStore, open_store
@@ -62,14 +62,14 @@ class KSSession(SessionView):
         if wire is not None:
             validation.instance("wire", wire, Wire)
         wire_config = wire.config if wire is not None else None
-        self._core = new_core(
-            self, credentials, host, wire_config, options, clock=clock, logger=logger,
+        config = self._configure(
+            credentials, host, wire_config, options, clock=clock, logger=logger,
             on_transition=on_transition,
         )  # fmt: skip
-        self._wire = wire or Wire(self._core.config.wire_config())
+        self._wire = wire or Wire(config.wire_config())
         if store is not None:  # (none given: the driver makes the session's own at first use)
             self._store = open_store(store)
-        heartbeat = self._core.config.heartbeat
+        heartbeat = config.heartbeat
         if heartbeat is not None:
             from ..heartbeat import Heartbeat
 
@@ -79,14 +79,14 @@ class KSSession(SessionView):
     @property
     def _driver(self) -> Driver:
         """What performs the core's effects: made at the first trigger, request or look at the
-        store, so a session made and not (yet) used is three objects (itself, its core and its
-        snapshot; its identity is its credentials'). The driver's own parts (a MemoryStore
+        store, as the core is (``SessionView._core``): a session made and not (yet) used is one
+        object for the garbage collector. The driver's own parts (a MemoryStore
         when no store was given, the session's lock, its list of waiting threads) are made at
         their own first use."""
         held = self.__dict__
         driver: Driver | None = held.get("_driver")
         if driver is None:
-            made = Driver(self._wire, held.get("_store"), self._core.config.relogin_timeout)
+            made = Driver(self._wire, held.get("_store"), self._config.relogin_timeout)
             driver = held.setdefault("_driver", made)  # the first one made, whichever thread
         return driver
 
