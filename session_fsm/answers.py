@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
@@ -237,10 +237,38 @@ class CappedBody:
         return data
 
 
+def read_capped(response: requests.Response, cap: int) -> bool:
+    """Read the body of ``response`` now, unless it was read: never more than ``cap`` bytes
+    and one chunk past them, so a hostile answer's endless or inflated body is not read whole.
+    True when the body is over ``cap``: the connection is then closed (not returned to the
+    pool with a body left on it) and ``response.content`` is the part read. (requests reads a
+    body after the response hooks have run, and an auth's hook reads a 401's fault code.)"""
+    read: Any = response._content  # False until read
+    if read is not False:  # read already (the session's own paths read with the cap)
+        return len(read or b"") > cap
+    body = CappedBody(cap, response.headers.get("Content-Length"))
+    if not body.over:
+        for chunk in response.iter_content(_CHUNK):
+            if not body.add(chunk):
+                break
+    response._content = body.take()
+    response._content_consumed = True  # type: ignore[attr-defined]
+    if body.over:
+        response.close()
+    return body.over
+
+
+#: The chunk a body is read in.
+_CHUNK = 65536
+
+
 def answer(call: Call, response: requests.Response, max_bytes: int) -> Answer:
-    """The :class:`Answer` of an already read ``response`` (a trading call's): a body over
-    ``max_bytes`` is not decoded (MalformedAnswer); one that is not JSON decodes to
-    :class:`~session_fsm.models.Undecodable`, which a non-2xx answer treats as no fault."""
+    """The :class:`Answer` of a ``response`` (a trading call's), its body read now if it was
+    not (:func:`read_capped`): a body over ``max_bytes`` is not decoded (MalformedAnswer); one
+    that is not JSON decodes to :class:`~session_fsm.models.Undecodable`, which a non-2xx
+    answer treats as no fault."""
+    if read_capped(response, max_bytes):
+        raise _too_large(call, response.status_code, max_bytes)
     return answer_of(
         call,
         response.status_code,

@@ -49,8 +49,9 @@ class SessionConfig:
     - ``history_size``: how many transition records ``session.history`` keeps.
     - ``logout_on_exit``: leaving ``with KSSession(...)`` also logs out (off: it only closes
       connections, like ``requests.Session``, and a session shared through a store lives on).
-    - ``max_answer_bytes``: the largest session-call answer body read (and trading fault body
-      parsed), in bytes; a larger one is a ``MalformedAnswer``. 1 MiB by default.
+    - ``max_answer_bytes``: the largest session-call answer body read (and trading error body:
+      one is never read past it and one chunk), in bytes; a larger one is a
+      ``MalformedAnswer``. 1 MiB by default.
     - ``heartbeat``: when no request has been made for this long, one cheap authenticated call
       (``heartbeat_call``: method and path, read-only by default) checks the session from a
       background thread, which renews a dead one there (None: off).

@@ -63,13 +63,31 @@ from requests.utils import select_proxy
 from urllib3.util import Timeout
 
 from . import contract as c
-from .answers import Identity
+from .answers import CappedBody, Identity
 from .errors import ConfigurationError, KSError
 from .fast_response import build_response, failure
 from .hosts import _ORIGIN, check_url
 from .secret import Secret
 from .transport import _WATCHDOG, Call, GuardedAdapter, _bounded, _local
 from .wire import Wire
+
+
+def _error_body(raw: Any, cap: int) -> bytes:
+    """The body of a non-2xx answer, read within the call's deadline but never past ``cap``
+    bytes and one chunk: a hostile answer's endless or inflated body is not read whole. Over
+    the cap, what was read (longer than ``cap``: the answer is refused as too large) is kept
+    and the connection closed, not pooled with a body left on it. ``Content-Length`` is not
+    trusted for this: the part read says it."""
+    body = CappedBody(cap, None)
+    for chunk in raw.stream(_ERROR_CHUNK, decode_content=True):
+        if not body.add(chunk):
+            raw.close()
+            break
+    return body.take()
+
+
+#: The chunk an error's body is read in.
+_ERROR_CHUNK = 65536
 
 __all__ = ["FAST_KEYWORDS", "RequestTemplate", "send_prepared"]
 
@@ -394,7 +412,10 @@ class RequestTemplate:
                 timeout=limit,
                 chunked=False,
             )
-            content = raw.read(decode_content=True)
+            if 200 <= raw.status < 300:
+                content = raw.read(decode_content=True)
+            else:  # an error's answer: its fault code is all the core reads of it
+                content = _error_body(raw, config.max_answer_bytes)
         except Exception as exc:  # each kind mapped to the Wire's error, or re-raised
             error = failure(exc, call, method, url, config)
             if error is None:

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from .answers import SECRET_HEADERS, answer_of
+from .answers import SECRET_HEADERS, CappedBody, answer_of
 from .core import effects as fx
 from .core import relogin
 from .core.calls import Identity
@@ -79,10 +79,28 @@ class FlowAuth(httpx.Auth):
             step = _resume(steps, result)
 
     def _perform(self, step: httpx.Response | fx.Flow[Any]) -> Any:
-        return step.read() if isinstance(step, httpx.Response) else self.run(step)
+        if not isinstance(step, httpx.Response):
+            return self.run(step)
+        if not hasattr(step, "_content"):  # (not read already)
+            body = CappedBody(self._core.config.max_answer_bytes, None)
+            for chunk in step.iter_bytes(_CHUNK):
+                if not body.add(chunk):
+                    step.close()
+                    break
+            _keep(step, body)
+        return None
 
     async def _aperform(self, step: httpx.Response | fx.Flow[Any]) -> Any:
-        return await step.aread() if isinstance(step, httpx.Response) else await self.arun(step)
+        if not isinstance(step, httpx.Response):
+            return await self.arun(step)
+        if not hasattr(step, "_content"):
+            body = CappedBody(self._core.config.max_answer_bytes, None)
+            async for chunk in step.aiter_bytes(_CHUNK):
+                if not body.add(chunk):
+                    await step.aclose()
+                    break
+            _keep(step, body)
+        return None
 
     def steps(self, request: httpx.Request) -> Generator[Step, Any, None]:
         """The one flow of this auth for ``request`` (see the module docstring)."""
@@ -236,29 +254,26 @@ def _to_replay(flow: fx.Flow[Any], value: Any, cap: int) -> fx.Flow[fx.Send | No
     """Resume the core's ``flow`` with ``value`` (the reply to its last Send) until it asks
     for a replay (its Send) or ends (None). Its other effects go to the driver, except the
     reading of an httpx answer, read already, which is done here."""
-    error: BaseException | None = None
+    steps = fx.Steps(flow, value)
     while True:
         try:
-            done, effect = fx.advance(flow, value, error)
-        except KSError:  # the flow returns its errors: an auth returns the answer
-            return None
-        if done:
-            return None
+            effect = next(steps)
+        except (StopIteration, KSError):  # ended; the flow returns its errors: an auth
+            return None  # returns the answer
         if type(effect) is fx.Send:
             send: fx.Send = effect
             return send
-        error = None
         try:
             if type(effect) is fx.ReadAnswer:
-                value = _answer(effect.reply.handle, cap)
+                steps.value = _answer(effect.reply.handle, cap)
             elif type(effect) is fx.Discard:
-                value = None  # the body was read: nothing to give back
+                steps.value = None  # the body was read: nothing to give back
             else:
-                value = yield effect
+                steps.value = yield effect
         except GeneratorExit:
             raise
         except BaseException as exc:  # cancellation too: the flow's finally clauses run
-            value, error = None, exc
+            steps.value, steps.error = None, exc
 
 
 def _below(url: str, snap: Snapshot) -> str:
@@ -281,6 +296,18 @@ def _replay(
                           extensions=first.extensions)  # its timeout, the app's trace
     _apply(again, effect.snap.session_token, effect.who)
     return again
+
+
+#: The chunk an answer the flow reads (a 401 or 403, a replay's) is read in.
+_CHUNK = 65536
+
+
+def _keep(response: httpx.Response, body: CappedBody) -> None:
+    """What was read of an answer the flow looks at becomes its ``content``, as
+    ``Response.read()`` keeps it: never more than the cap and one chunk (a hostile answer's
+    endless or inflated body is not read whole; over the cap the connection was closed, and
+    the answer is refused as too large). ``Content-Length`` is not trusted for this."""
+    response._content = body.take()
 
 
 def _answer(response: httpx.Response, cap: int) -> Any:

@@ -28,6 +28,9 @@ class AnswerServer:
 
     def __init__(self) -> None:
         self._scripted: dict[tuple[str, str], tuple[int, bytes, float]] = {}
+        self._floods: dict[tuple[str, str], tuple[int, int]] = {}
+        #: Bytes of flooded bodies written so far (see :meth:`flood`).
+        self.flooded = 0
         self._lock = threading.Lock()
         self.calls: dict[str, int] = {}
         outer = self
@@ -38,6 +41,10 @@ class AnswerServer:
                 if length:
                     self.rfile.read(length)
                 path = self.path.removeprefix("/apim")
+                flood = outer._floods.get((self.command, path))
+                if flood is not None:
+                    self._flood(*flood)
+                    return
                 status, body, stall = outer._take(self.command, path)
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -49,6 +56,24 @@ class AnswerServer:
                     self.wfile.flush()
                     time.sleep(stall)
                     self.close_connection = True
+
+            def _flood(self, status: int, size: int) -> None:
+                """``size`` bytes of one JSON string, no ``Content-Length`` (the connection's
+                close ends it), written until the client stops reading."""
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                chunk = b"x" * 65536
+                self.wfile.write(b'{"message": "')
+                try:
+                    while outer.flooded < size:
+                        self.wfile.write(chunk)
+                        with outer._lock:
+                            outer.flooded += len(chunk)
+                    self.wfile.write(b'"}')
+                except OSError:  # the client closed the connection
+                    pass
+                self.close_connection = True
 
             do_GET = do_POST = do_DELETE = _answer
 
@@ -109,10 +134,17 @@ class AnswerServer:
         with self._lock:
             self._scripted[(method, path)] = (status, body, stall)
 
+    def flood(self, method: str, path: str, status: int, size: int) -> None:
+        """Answer ``method path`` with ``status`` and a body of ``size`` bytes with no
+        ``Content-Length``, written while the client reads (:attr:`flooded` counts them)."""
+        with self._lock:
+            self._floods[(method, path)] = (status, size)
+
     def reset(self) -> None:
         """Valid answers everywhere again; counts cleared."""
         with self._lock:
             self._scripted.clear()
+            self._floods.clear()
             self.calls.clear()
 
     def start(self) -> AnswerServer:

@@ -30,7 +30,7 @@ from ..errors import Call, KSError
 from ..retry import CappedRetry
 from .deadline import FINISHED, STATE, TASK, Deadlines
 from .pool import NO_CEIL, PROCESS
-from .response import AsyncResponse, Failure, failure, read_body
+from .response import AsyncResponse, Failure, failure, read_body, read_error_body
 
 if TYPE_CHECKING:
     from .template import TradingTemplate
@@ -139,7 +139,12 @@ async def send(
                     r = await _REQUEST(
                         http, method, url, headers=sent, allow_redirects=False, **kwargs
                     )
-                    content = await r.read() if cap is None else await read_body(r, cap)
+                    if cap is not None:
+                        content = await read_body(r, cap)
+                    elif 200 <= r.status < 300:
+                        content = await r.read()
+                    else:  # an error's answer: its fault code is all the core reads of it
+                        content = await read_error_body(r, config.max_answer_bytes)
                     if content is None:
                         outcome = Failure(_too_large(call, r.status, cap or 0), None)
                     else:

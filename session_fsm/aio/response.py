@@ -153,6 +153,19 @@ def session_answer(call: Call, response: AsyncResponse, cap: int) -> Answer:
         del content
 
 
+async def read_error_body(r: aiohttp.ClientResponse, cap: int) -> bytes:
+    """The body of a non-2xx trading answer, never read past ``cap`` bytes and one chunk: a
+    hostile answer's endless or inflated body is not read whole. Over the cap, the part read
+    (longer than ``cap``: the core refuses the answer as too large) is kept and the connection
+    closed, not pooled with a body left on it. ``Content-Length`` is not trusted for this."""
+    body = CappedBody(cap, None)
+    async for chunk in r.content.iter_chunked(65536):
+        if not body.add(chunk):
+            r.close()
+            break
+    return body.take()
+
+
 async def read_body(r: aiohttp.ClientResponse, cap: int | None) -> bytes | None:
     """The whole body of ``r``; None when it is larger than ``cap`` (then left unread)."""
     if cap is None:

@@ -242,17 +242,6 @@ class Steps:
             error = None
 
 
-def advance(flow: Flow[Any], value: Any, error: BaseException | None) -> tuple[bool, Any]:
-    """Resume ``flow`` with the last effect's result (or throw its error in): ``(False,
-    next effect)``, or ``(True, the flow's result)`` when it ended. What every driver's loop
-    does between two effects."""
-    try:
-        effect = flow.send(value) if error is None else flow.throw(error)
-    except StopIteration as stop:
-        return True, stop.value
-    return False, effect
-
-
 __all__ = [
     "STORE_OPS",
     "Answer",
@@ -275,6 +264,5 @@ __all__ = [
     "StoreOp",
     "StoreUnlock",
     "Unlock",
-    "advance",
     "release",
 ]

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import requests
 
-from ..answers import answer, seal_response
+from ..answers import answer, read_capped, seal_response
 from ..core import effects as fx
 from ..core.calls import Identity, SessionCall
 from ..core.effects import Held, release
@@ -151,7 +151,8 @@ class Driver:
             return answer(Call.TRADING, response, self.wire.config.max_answer_bytes)
         if kind is fx.Discard:
             response = effect.reply.handle
-            _ = response.content  # read the body so the connection returns to the pool
+            # read (at most the cap) so the connection returns to the pool
+            read_capped(response, self.wire.config.max_answer_bytes)
             response.close()
             return None
         raise TypeError(f"no driver for effect {kind.__name__}")
