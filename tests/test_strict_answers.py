@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from session_fsm import (
     ConfigurationError,
+    GatewayAuthError,
     KSError,
     KSSession,
     MalformedAnswer,
@@ -145,10 +146,16 @@ def _transition_events(cap: Any) -> list[dict[str, Any]]:
 
 
 def _check_failure(s: KSSession, cap: Any, trigger: str, err: KSError, status: int) -> None:
-    """A failure left a record and an event; a MalformedAnswer names call/field/status only."""
-    rec = s.history[-1]
+    """A failure left a record and an event; a MalformedAnswer names call/field/status only.
+    A GatewayAuthError (a 401 the gateway answers for the Bearer token) is recorded after the
+    call's failure as the ``gateway_rejected`` edge."""
+    records, events = list(s.history), _transition_events(cap)
+    if isinstance(err, GatewayAuthError):
+        rejected, event = records.pop(), events.pop()
+        assert (rejected.trigger, rejected.reason) == ("gateway_rejected", "GatewayAuthError")
+        assert event["trigger"] == "gateway_rejected"
+    rec = records[-1]
     assert (rec.trigger, rec.outcome, rec.error) == (trigger, "failed", type(err).__name__)
-    events = _transition_events(cap)
     assert events and events[-1]["trigger"] == trigger
     assert (events[-1]["outcome"], events[-1]["error"]) == ("failed", type(err).__name__)
     text = f"{err}\n{err!r}\n{err.args!r}"
@@ -199,6 +206,16 @@ def _given_for(call: str) -> Callable[..., None]:
         _run_call(server, call, status, body)
 
     return check
+
+
+def test_an_init_answered_401_without_a_fault_code_is_a_gateway_rejection(
+    server: AnswerServer,
+) -> None:
+    """Found by hypothesis in a random run (the README's test line draws anew each time): a
+    401 to session init is the gateway refusing the Bearer token, recorded as the init's
+    failure and then the ``gateway_rejected`` edge; the check took the last record for the
+    init's."""
+    _run_call(server, "session_init", 401, b'{"fault": null}')
 
 
 test_init_answers_never_escape_untyped = _given_for("session_init")
