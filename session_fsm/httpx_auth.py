@@ -21,6 +21,7 @@ and :meth:`FlowAuth.arun`, which each session's auth defines).
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import AsyncGenerator, Generator
 from typing import Any, TypeVar
 
@@ -82,8 +83,9 @@ class FlowAuth(httpx.Auth):
         if not isinstance(step, httpx.Response):
             return self.run(step)
         if not hasattr(step, "_content"):  # (not read already)
-            body = CappedBody(self._core.config.max_answer_bytes, None)
-            for chunk in step.iter_bytes(_CHUNK):
+            body = _Inflating(step, self._core.config.max_answer_bytes)
+            chunks = step.iter_bytes(_CHUNK) if body.httpx_decodes else step.iter_raw(_CHUNK)
+            for chunk in chunks:
                 if not body.add(chunk):
                     step.close()
                     break
@@ -94,8 +96,9 @@ class FlowAuth(httpx.Auth):
         if not isinstance(step, httpx.Response):
             return await self.arun(step)
         if not hasattr(step, "_content"):
-            body = CappedBody(self._core.config.max_answer_bytes, None)
-            async for chunk in step.aiter_bytes(_CHUNK):
+            body = _Inflating(step, self._core.config.max_answer_bytes)
+            chunks = step.aiter_bytes(_CHUNK) if body.httpx_decodes else step.aiter_raw(_CHUNK)
+            async for chunk in chunks:
                 if not body.add(chunk):
                     await step.aclose()
                     break
@@ -302,11 +305,60 @@ def _replay(
 _CHUNK = 65536
 
 
+class _Inflating(CappedBody):
+    """The body of an answer the flow reads, decoded here from its raw bytes when it is
+    ``gzip`` or ``deflate`` (or not encoded) so that no more than a chunk is inflated at a time:
+    httpx's own decoders inflate each network read whole (64 KiB of a gzip bomb: 64 MiB).
+    Another encoding (``br``, ``zstd``, several) is left to httpx (:attr:`httpx_decodes`)."""
+
+    __slots__ = ("first", "httpx_decodes", "inflate", "request")
+
+    def __init__(self, response: httpx.Response, cap: int) -> None:
+        super().__init__(cap, None)
+        self.request = response.request
+        encoding = response.headers.get("Content-Encoding", "").strip().lower()
+        self.httpx_decodes = encoding not in ("", "identity", "gzip", "x-gzip", "deflate")
+        self.first = encoding == "deflate"  # zlib-wrapped, else raw deflate (as httpx reads)
+        self.inflate: Any = None
+        if encoding in ("gzip", "x-gzip"):
+            self.inflate = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        elif self.first:
+            self.inflate = zlib.decompressobj()
+
+    def add(self, chunk: bytes) -> bool:
+        inflate = self.inflate
+        if inflate is None:
+            return super().add(chunk)
+        while chunk:
+            try:
+                out = inflate.decompress(chunk, _CHUNK)
+            except zlib.error as exc:
+                if not self.first:
+                    raise httpx.DecodingError(str(exc), request=self.request) from None
+                self.inflate = inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+                self.first = False
+                continue
+            self.first = False
+            rest = inflate.unconsumed_tail
+            if out and not super().add(out):
+                return False
+            if not out and len(rest) == len(chunk):  # (no progress: nothing more to inflate)
+                break
+            chunk = rest
+        return True
+
+    def take(self) -> bytes:
+        if self.inflate is not None and not self.over:  # the end: what zlib still holds
+            super().add(self.inflate.flush())
+        return super().take()
+
+
 def _keep(response: httpx.Response, body: CappedBody) -> None:
     """What was read of an answer the flow looks at becomes its ``content``, as
     ``Response.read()`` keeps it: never more than the cap and one chunk (a hostile answer's
-    endless or inflated body is not read whole; over the cap the connection was closed, and
-    the answer is refused as too large). ``Content-Length`` is not trusted for this."""
+    endless or inflated body is not read whole, nor inflated more than a chunk at a time; over
+    the cap the connection was closed, and the answer is refused as too large).
+    ``Content-Length`` is not trusted for this."""
     response._content = body.take()
 
 
