@@ -254,6 +254,11 @@ def read_capped(response: requests.Response, cap: int) -> bool:
     response._content = body.take()
     response._content_consumed = True  # type: ignore[attr-defined]
     if body.over:
+        # requests' close() only releases a consumed response's connection (to the pool, the
+        # rest of the body on it): the connection itself is closed first
+        raw = response.raw
+        if raw is not None:
+            raw.close()
         response.close()
     return body.over
 
