@@ -26,6 +26,7 @@ from collections.abc import AsyncGenerator, Generator
 from typing import Any, TypeVar
 
 import httpx
+from httpx._decoders import SUPPORTED_DECODERS
 
 from .answers import SECRET_HEADERS, CappedBody, answer_of
 from .core import effects as fx
@@ -306,50 +307,64 @@ _CHUNK = 65536
 
 
 class _Inflating(CappedBody):
-    """The body of an answer the flow reads, decoded here from its raw bytes when it is
-    ``gzip`` or ``deflate`` (or not encoded) so that no more than a chunk is inflated at a time:
-    httpx's own decoders inflate each network read whole (64 KiB of a gzip bomb: 64 MiB).
-    Another encoding (``br``, ``zstd``, several) is left to httpx (:attr:`httpx_decodes`)."""
+    """The body of an answer the flow reads, decoded here from its raw bytes when its encodings
+    are ``gzip`` and ``deflate`` (any number of them, stacked) so that no layer inflates more
+    than a chunk at a time: httpx's own decoders inflate each network read whole (64 KiB of a
+    gzip bomb: 64 MiB; 2 KB of ``gzip, gzip``: 1 GiB). An encoding httpx does not decode is
+    skipped, as httpx does; ``br`` or ``zstd`` (decoded when their libraries are installed)
+    leaves the body to httpx (:attr:`httpx_decodes`)."""
 
-    __slots__ = ("first", "httpx_decodes", "inflate", "request")
+    __slots__ = ("first", "httpx_decodes", "layers", "request")
 
     def __init__(self, response: httpx.Response, cap: int) -> None:
         super().__init__(cap, None)
         self.request = response.request
-        encoding = response.headers.get("Content-Encoding", "").strip().lower()
-        self.httpx_decodes = encoding not in ("", "identity", "gzip", "x-gzip", "deflate")
-        self.first = encoding == "deflate"  # zlib-wrapped, else raw deflate (as httpx reads)
-        self.inflate: Any = None
-        if encoding in ("gzip", "x-gzip"):
-            self.inflate = zlib.decompressobj(zlib.MAX_WBITS | 16)
-        elif self.first:
-            self.inflate = zlib.decompressobj()
+        names = [
+            name.strip().lower()
+            for name in response.headers.get_list("Content-Encoding", split_commas=True)
+        ]
+        names = [name for name in names if name in SUPPORTED_DECODERS and name != "identity"]
+        self.httpx_decodes = any(name not in ("gzip", "deflate") for name in names)
+        names = [] if self.httpx_decodes else names[::-1]  # the last applied is undone first
+        #: One zlib decompressor per layer; ``first``: a deflate layer not yet read, which is
+        #: zlib-wrapped or else raw deflate (as httpx reads it).
+        self.layers: list[Any] = [
+            zlib.decompressobj(zlib.MAX_WBITS | 16 if name == "gzip" else zlib.MAX_WBITS)
+            for name in names
+        ]
+        self.first = [name == "deflate" for name in names]
 
     def add(self, chunk: bytes) -> bool:
-        inflate = self.inflate
-        if inflate is None:
-            return super().add(chunk)
-        while chunk:
+        return self._feed(0, chunk)
+
+    def _feed(self, layer: int, data: bytes) -> bool:
+        """Inflate ``data`` through ``layer`` and the ones after it, a chunk at a time."""
+        if layer == len(self.layers):
+            return CappedBody.add(self, data)
+        while data:
+            inflate = self.layers[layer]
             try:
-                out = inflate.decompress(chunk, _CHUNK)
+                out = inflate.decompress(data, _CHUNK)
             except zlib.error as exc:
-                if not self.first:
+                if not self.first[layer]:
                     raise httpx.DecodingError(str(exc), request=self.request) from None
-                self.inflate = inflate = zlib.decompressobj(-zlib.MAX_WBITS)
-                self.first = False
+                self.layers[layer] = zlib.decompressobj(-zlib.MAX_WBITS)
+                self.first[layer] = False
                 continue
-            self.first = False
+            self.first[layer] = False
             rest = inflate.unconsumed_tail
-            if out and not super().add(out):
+            if out and not self._feed(layer + 1, out):
                 return False
-            if not out and len(rest) == len(chunk):  # (no progress: nothing more to inflate)
+            if not out and len(rest) == len(data):  # (no progress: nothing more to inflate)
                 break
-            chunk = rest
+            data = rest
         return True
 
     def take(self) -> bytes:
-        if self.inflate is not None and not self.over:  # the end: what zlib still holds
-            super().add(self.inflate.flush())
+        for layer, inflate in enumerate(self.layers):  # the end: what zlib still holds
+            if self.over:
+                break
+            self._feed(layer + 1, inflate.flush())
         return super().take()
 
 

@@ -5,8 +5,10 @@ wire (``Content-Encoding: gzip`` or ``deflate``, about 1/1000 of its decoded siz
 path is measured with ``tracemalloc``: what it allocates while reading must stay near the cap
 (1 MiB) and a chunk, not near what one read of the network inflates to. Before, httpx's
 decoders inflated each network read whole (64 KiB of gzip: 64 MiB), so the httpx auth took
-128 to 257 MiB (sync and async) for a 401 it keeps 1 MiB of; plain requests (urllib3 >= 2.6),
-``s.get`` and the async session took 2 to 3 MiB. A small compressed fault still reads as one.
+128 to 257 MiB (sync and async) for a 401 it keeps 1 MiB of, and ``Content-Encoding: gzip,
+gzip`` made 2 KB on the wire a 1 GiB read (2 GiB at the peak); plain requests (urllib3 >=
+2.6), ``s.get`` and the async session took 2 to 3 MiB. A small compressed fault still reads as
+one, through stacked encodings too.
 """
 
 from __future__ import annotations
@@ -89,6 +91,9 @@ def server() -> Iterator[tuple[AnswerServer, _Encoded]]:
 
 
 def _bomb(encoded: _Encoded, encoding: str) -> None:
+    if encoding == "gzip, gzip":  # about 400 bytes on the wire
+        encoded.answer = (401, encoding, _encoded(_compressed(INFLATED, 31), 31))
+        return
     wbits = 31 if encoding == "gzip" else 15
     encoded.answer = (401, encoding, _compressed(INFLATED, wbits))
 
@@ -103,7 +108,7 @@ def _measure() -> int:
     return tracemalloc.get_traced_memory()[1]
 
 
-@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "gzip, gzip"])
 def test_an_inflating_401_through_the_httpx_auth_is_decoded_capped(
     server: tuple[AnswerServer, _Encoded], encoding: str
 ) -> None:
@@ -123,8 +128,9 @@ def test_an_inflating_401_through_the_httpx_auth_is_decoded_capped(
         assert client.get(api.url + TRADING[1]).json() == []  # the next call: its own answer
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "gzip, gzip"])
 async def test_an_inflating_401_through_the_async_httpx_auth_is_decoded_capped(
-    server: tuple[AnswerServer, _Encoded],
+    server: tuple[AnswerServer, _Encoded], encoding: str
 ) -> None:
     api, encoded = server
     async with AsyncKSSession(
@@ -132,7 +138,7 @@ async def test_an_inflating_401_through_the_async_httpx_auth_is_decoded_capped(
     ) as s:
         await s.connect()
         async with httpx.AsyncClient(auth=s.auth, timeout=10) as client:
-            _bomb(encoded, "gzip")
+            _bomb(encoded, encoding)
             gc.collect()
             tracemalloc.start()
             try:
@@ -146,7 +152,7 @@ async def test_an_inflating_401_through_the_async_httpx_auth_is_decoded_capped(
             assert (await client.get(api.url + TRADING[1])).json() == []
 
 
-@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "gzip, gzip"])
 def test_an_inflating_401_on_the_other_sync_paths_is_decoded_capped(
     server: tuple[AnswerServer, _Encoded], encoding: str
 ) -> None:
@@ -220,7 +226,7 @@ def test_a_compressed_401_the_session_cannot_renew_reads_whole_for_the_user(
         assert r.status_code == 403 and r.content == fault
 
 
-@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "deflate, gzip"])
 def test_a_compressed_403_under_the_cap_reads_exactly_through_the_httpx_auth(
     server: tuple[AnswerServer, _Encoded], encoding: str
 ) -> None:
@@ -229,7 +235,10 @@ def test_a_compressed_403_under_the_cap_reads_exactly_through_the_httpx_auth(
     api, encoded = server
     fault = json.dumps({"fault": {"code": 403, "message": "x" * 300_001}}).encode()
     with _session(api) as s, httpx.Client(auth=s.auth, timeout=10) as client:
-        encoded.answer = (403, encoding, _encoded(fault, 31 if encoding == "gzip" else 15))
+        body = fault
+        for name in encoding.split(", "):  # applied in the order named
+            body = _encoded(body, 31 if name == "gzip" else 15)
+        encoded.answer = (403, encoding, body)
         r = client.get(api.url + TRADING[1])
         assert r.status_code == 403 and r.content == fault
         assert r.json()["fault"]["code"] == 403
