@@ -158,3 +158,32 @@ def test_a_broken_401_body_through_the_auths_is_bounded_by_the_clients_timeout(
                     client.get(api.url + TRADING[1])
         assert time.monotonic() - started < 3.0
         assert requests.get(api.url + TRADING[1], auth=s.auth, timeout=5).json() == []
+
+
+def test_a_large_2xx_is_the_users_data_read_whole_on_every_sync_path(
+    server: tuple[AnswerServer, _Broken],
+) -> None:
+    """A guard: only error answers are read capped; a 3 MiB 200 is returned whole."""
+    api, _ = server
+    body = b'["' + b"o" * (3 << 20) + b'"]'
+    with KSSession(_credentials(), host=api.url, **OPTIONS) as s:
+        s.connect()
+        api.script(*TRADING, 200, body)
+        assert s.get(TRADING[1]).content == body
+        assert s.get(TRADING[1], stream=False).content == body
+        assert requests.get(api.url + TRADING[1], auth=s.auth, timeout=5).content == body
+        with httpx.Client(auth=s.auth, timeout=5) as client:
+            assert client.get(api.url + TRADING[1]).content == body
+
+
+async def test_a_large_2xx_is_the_users_data_read_whole_on_the_async_session(
+    server: tuple[AnswerServer, _Broken],
+) -> None:
+    api, _ = server
+    body = b'["' + b"o" * (3 << 20) + b'"]'
+    async with AsyncKSSession(_credentials(), host=api.url, **OPTIONS) as s:
+        await s.connect()
+        api.script(*TRADING, 200, body)
+        assert (await s.get(TRADING[1])).content == body
+        async with httpx.AsyncClient(auth=s.auth, timeout=5) as client:
+            assert (await client.get(api.url + TRADING[1])).content == body
