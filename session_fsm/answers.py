@@ -221,7 +221,9 @@ class CappedBody:
         self.cap = cap
         self.data = bytearray()
         length = content_length or ""
-        self.over = length.isdigit() and int(length) > cap
+        # ASCII digits only: isdigit() also takes "²" (a latin-1 header byte), which int()
+        # refuses; such a length is none, as urllib3 takes it (the body is read to its end)
+        self.over = length.isascii() and length.isdigit() and int(length) > cap
 
     def add(self, chunk: bytes) -> bool:
         """Take ``chunk``; False once the body is over the cap (stop reading)."""
@@ -254,6 +256,11 @@ def read_capped(response: requests.Response, cap: int) -> bool:
     response._content = body.take()
     response._content_consumed = True  # type: ignore[attr-defined]
     if body.over:
+        # requests' close() only releases a consumed response's connection (to the pool, the
+        # rest of the body on it): the connection itself is closed first
+        raw = response.raw
+        if raw is not None:
+            raw.close()
         response.close()
     return body.over
 

@@ -21,10 +21,12 @@ and :meth:`FlowAuth.arun`, which each session's auth defines).
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import AsyncGenerator, Generator
 from typing import Any, TypeVar
 
 import httpx
+from httpx._decoders import SUPPORTED_DECODERS
 
 from .answers import SECRET_HEADERS, CappedBody, answer_of
 from .core import effects as fx
@@ -82,8 +84,9 @@ class FlowAuth(httpx.Auth):
         if not isinstance(step, httpx.Response):
             return self.run(step)
         if not hasattr(step, "_content"):  # (not read already)
-            body = CappedBody(self._core.config.max_answer_bytes, None)
-            for chunk in step.iter_bytes(_CHUNK):
+            body = _Inflating(step, self._core.config.max_answer_bytes)
+            chunks = step.iter_bytes(_CHUNK) if body.httpx_decodes else step.iter_raw(_CHUNK)
+            for chunk in chunks:
                 if not body.add(chunk):
                     step.close()
                     break
@@ -94,8 +97,9 @@ class FlowAuth(httpx.Auth):
         if not isinstance(step, httpx.Response):
             return await self.arun(step)
         if not hasattr(step, "_content"):
-            body = CappedBody(self._core.config.max_answer_bytes, None)
-            async for chunk in step.aiter_bytes(_CHUNK):
+            body = _Inflating(step, self._core.config.max_answer_bytes)
+            chunks = step.aiter_bytes(_CHUNK) if body.httpx_decodes else step.aiter_raw(_CHUNK)
+            async for chunk in chunks:
                 if not body.add(chunk):
                     await step.aclose()
                     break
@@ -302,11 +306,74 @@ def _replay(
 _CHUNK = 65536
 
 
+class _Inflating(CappedBody):
+    """The body of an answer the flow reads, decoded here from its raw bytes when its encodings
+    are ``gzip`` and ``deflate`` (any number of them, stacked) so that no layer inflates more
+    than a chunk at a time: httpx's own decoders inflate each network read whole (64 KiB of a
+    gzip bomb: 64 MiB; 2 KB of ``gzip, gzip``: 1 GiB). An encoding httpx does not decode is
+    skipped, as httpx does; ``br`` or ``zstd`` (decoded when their libraries are installed)
+    leaves the body to httpx (:attr:`httpx_decodes`)."""
+
+    __slots__ = ("first", "httpx_decodes", "layers", "request")
+
+    def __init__(self, response: httpx.Response, cap: int) -> None:
+        super().__init__(cap, None)
+        self.request = response.request
+        names = [
+            name.strip().lower()
+            for name in response.headers.get_list("Content-Encoding", split_commas=True)
+        ]
+        names = [name for name in names if name in SUPPORTED_DECODERS and name != "identity"]
+        self.httpx_decodes = any(name not in ("gzip", "deflate") for name in names)
+        names = [] if self.httpx_decodes else names[::-1]  # the last applied is undone first
+        #: One zlib decompressor per layer; ``first``: a deflate layer not yet read, which is
+        #: zlib-wrapped or else raw deflate (as httpx reads it).
+        self.layers: list[Any] = [
+            zlib.decompressobj(zlib.MAX_WBITS | 16 if name == "gzip" else zlib.MAX_WBITS)
+            for name in names
+        ]
+        self.first = [name == "deflate" for name in names]
+
+    def add(self, chunk: bytes) -> bool:
+        return self._feed(0, chunk)
+
+    def _feed(self, layer: int, data: bytes) -> bool:
+        """Inflate ``data`` through ``layer`` and the ones after it, a chunk at a time."""
+        if layer == len(self.layers):
+            return CappedBody.add(self, data)
+        while data:
+            inflate = self.layers[layer]
+            try:
+                out = inflate.decompress(data, _CHUNK)
+            except zlib.error as exc:
+                if not self.first[layer]:
+                    raise httpx.DecodingError(str(exc), request=self.request) from None
+                self.layers[layer] = zlib.decompressobj(-zlib.MAX_WBITS)
+                self.first[layer] = False
+                continue
+            self.first[layer] = False
+            rest = inflate.unconsumed_tail
+            if out and not self._feed(layer + 1, out):
+                return False
+            if not out and len(rest) == len(data):  # (no progress: nothing more to inflate)
+                break
+            data = rest
+        return True
+
+    def take(self) -> bytes:
+        for layer, inflate in enumerate(self.layers):  # the end: what zlib still holds
+            if self.over:
+                break
+            self._feed(layer + 1, inflate.flush())
+        return super().take()
+
+
 def _keep(response: httpx.Response, body: CappedBody) -> None:
     """What was read of an answer the flow looks at becomes its ``content``, as
     ``Response.read()`` keeps it: never more than the cap and one chunk (a hostile answer's
-    endless or inflated body is not read whole; over the cap the connection was closed, and
-    the answer is refused as too large). ``Content-Length`` is not trusted for this."""
+    endless or inflated body is not read whole, nor inflated more than a chunk at a time; over
+    the cap the connection was closed, and the answer is refused as too large).
+    ``Content-Length`` is not trusted for this."""
     response._content = body.take()
 
 
