@@ -26,7 +26,6 @@ from collections.abc import AsyncGenerator, Generator
 from typing import Any, TypeVar
 
 import httpx
-from httpx._decoders import SUPPORTED_DECODERS
 
 from .answers import SECRET_HEADERS, CappedBody, answer_of
 from .core import effects as fx
@@ -306,6 +305,19 @@ def _replay(
 _CHUNK = 65536
 
 
+def _httpx_decodes() -> frozenset[str]:
+    """The Content-Encodings httpx decodes (others it leaves as they are): httpx's own list,
+    or, should a newer httpx move it, its long-standing ones."""
+    try:
+        from httpx._decoders import SUPPORTED_DECODERS
+    except ImportError:  # pragma: no cover
+        return frozenset({"identity", "gzip", "deflate"})
+    return frozenset(SUPPORTED_DECODERS)
+
+
+_HTTPX_DECODES = _httpx_decodes()
+
+
 class _Inflating(CappedBody):
     """The body of an answer the flow reads, decoded here from its raw bytes when its encodings
     are ``gzip`` and ``deflate`` (any number of them, stacked) so that no layer inflates more
@@ -323,7 +335,7 @@ class _Inflating(CappedBody):
             name.strip().lower()
             for name in response.headers.get_list("Content-Encoding", split_commas=True)
         ]
-        names = [name for name in names if name in SUPPORTED_DECODERS and name != "identity"]
+        names = [name for name in names if name in _HTTPX_DECODES and name != "identity"]
         self.httpx_decodes = any(name not in ("gzip", "deflate") for name in names)
         names = [] if self.httpx_decodes else names[::-1]  # the last applied is undone first
         #: One zlib decompressor per layer; ``first``: a deflate layer not yet read, which is
