@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -18,6 +19,7 @@ import pytest
 
 from session_fsm import (
     BadRequest,
+    GuardFailed,
     KSSession,
     LoginRejected,
     MalformedAnswer,
@@ -296,3 +298,39 @@ def test_a_cooldown_reset_in_the_store_is_over_here_too(new_session: Factory, sb
     store.clear_cooldown(s.store_key())
     s.connect()
     assert s.state is State.AUTHENTICATED and s.snapshot().cooldown is None
+
+
+# --- fifth run's survivors: what a record and its event carry ----------------------------------
+
+
+def test_a_refused_transitions_record_lists_the_guards_it_read(
+    new_session: Factory, clock: Clock
+) -> None:
+    """(``fire`` 71: the guards left out of a refusal's record.)"""
+    s = new_session()
+    s.init()
+    s.login()
+    clock.advance(400)  # past the one-time token's life
+    with pytest.raises(GuardFailed):
+        s.authenticate()
+    rec = s.history[-1]
+    assert (rec.trigger, rec.outcome, rec.reason) == ("authenticate", "refused", "guard ott_fresh")
+    assert dict(rec.guards) == {"has_ott": True, "ott_fresh": False}
+    assert rec.as_event()["guards"] == {"has_ott": True, "ott_fresh": False}
+
+
+def test_a_records_duration_is_in_milliseconds(new_session: Factory) -> None:
+    """(``SessionCore.record`` 43: x 1001.) A record whose attempt began half a second ago."""
+    s = new_session()
+    t0 = time.perf_counter() - 0.5
+    s._core.record("init", State.UNINITIALISED, "failed", t0=t0, reason="test")
+    assert abs(s.history[-1].duration_ms - 500.0) < 0.3
+
+
+def test_an_events_duration_is_rounded_to_the_microsecond() -> None:
+    """(``TransitionRecord.as_event`` 21: rounded to 4 places.)"""
+    rec = TransitionRecord(
+        time=1.0, trigger="init", src=State.UNINITIALISED, dst=State.INITIALISED,
+        outcome="ok", duration_ms=1.23456,
+    )  # fmt: skip
+    assert rec.as_event()["duration_ms"] == 1.235
