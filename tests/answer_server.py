@@ -29,6 +29,8 @@ class AnswerServer:
     def __init__(self) -> None:
         self._scripted: dict[tuple[str, str], tuple[int, bytes, float]] = {}
         self._floods: dict[tuple[str, str], tuple[int, int]] = {}
+        #: The ``Accept`` headers of the last request to each "METHOD path".
+        self.accepts: dict[str, list[str]] = {}
         #: Bytes of flooded bodies written so far (see :meth:`flood`).
         self.flooded = 0
         self._lock = threading.Lock()
@@ -41,6 +43,8 @@ class AnswerServer:
                 if length:
                     self.rfile.read(length)
                 path = self.path.removeprefix("/apim")
+                with outer._lock:
+                    outer.accepts[f"{self.command} {path}"] = self.headers.get_all("Accept") or []
                 flood = outer._floods.get((self.command, path))
                 if flood is not None:
                     self._flood(*flood)

@@ -334,3 +334,19 @@ def test_an_events_duration_is_rounded_to_the_microsecond() -> None:
         outcome="ok", duration_ms=1.23456,
     )  # fmt: skip
     assert rec.as_event()["duration_ms"] == 1.235
+
+
+def test_every_call_sends_one_accept_header_for_json(api: AnswerServer) -> None:
+    """The contract: every call sends ``Accept: application/json`` (``Identity.plain_headers``
+    1 to 5), once: through connect(), s.get's fast path and its general path, and logout."""
+    s = KSSession(make_credentials(), host=api.url, timeout=(2.0, 5.0), retry=FAST_RETRY)
+    with s:
+        s.connect()
+        s.get(ORDERS)
+        s.get(ORDERS, params={"page": "1"}, stream=True).close()  # (the general path)
+        s.logout()
+    paths = [contract.SESSION_INIT, LOGIN, TWO_FA, contract.ORDERS_REPORT,
+             contract.SESSION_LOGOUT]  # fmt: skip
+    assert {f"{m} {p}": api.accepts.get(f"{m} {p}") for m, p in paths} == {
+        f"{m} {p}": ["application/json"] for m, p in paths
+    }
