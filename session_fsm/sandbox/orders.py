@@ -108,6 +108,11 @@ class OrderBook:
         self._lock = threading.Lock()
         self._orders: dict[str, dict[int, Order]] = {}
         self._trades: dict[str, list[dict[str, Any]]] = {}
+        #: Per user, what positions are made of, kept up to date as each trade is added (a
+        #: positions answer costs its instruments, not every trade of the day: a long run of
+        #: orders made every positions GET slower, and the soak benchmark server-bound).
+        self._legs: dict[str, dict[int, list[Any]]] = {}
+        self._sold: dict[str, dict[Any, int]] = {}
         self._next_id = FIRST_ORDER_ID
         self._next_trade = 1
 
@@ -116,6 +121,8 @@ class OrderBook:
         with self._lock:
             self._orders = {}
             self._trades = {}
+            self._legs = {}
+            self._sold = {}
             self._next_id = FIRST_ORDER_ID
             self._next_trade = 1
 
@@ -205,13 +212,14 @@ class OrderBook:
     def positions(self, userid: str, kind: str) -> Any:
         """Positions of ``kind`` (todays, open, stocks, all) from the user's trades."""
         with self._lock:
-            trades = list(self._trades.get(userid, []))
-        today = _todays(trades)
+            legs = [(token, tuple(leg)) for token, leg in self._legs.get(userid, {}).items()]
+            sold = dict(self._sold.get(userid, {}))
+        today = _todays(legs)
         if kind == "todays":
             return today
         if kind == "open":
             return [p for p in today if p["netTrdQtyLot"] != 0]
-        stocks = _stocks(trades)
+        stocks = _stocks(sold)
         if kind == "stocks":
             return stocks
         return {"todays": today, "open": [p for p in today if p["netTrdQtyLot"]], "stocks": stocks}
@@ -262,6 +270,7 @@ class OrderBook:
         }
         self._next_trade += 1
         self._trades.setdefault(userid, []).append(trade)
+        _add_leg(self._legs.setdefault(userid, {}), self._sold.setdefault(userid, {}), trade)
         order.filled += qty
         order.status = FILLED
         self._version(order, "Order traded", str(trade["exchangeTradeId"]))
@@ -277,35 +286,38 @@ class OrderBook:
         })  # fmt: skip
 
 
-def _todays(trades: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    rows: dict[int, dict[str, Any]] = {}
-    for t in trades:
-        inst = instrument(t["instrumentToken"])
-        row = rows.setdefault(inst.token, {
+def _add_leg(legs: dict[int, list[Any]], sold: dict[Any, int], t: dict[str, Any]) -> None:
+    """Count trade ``t`` in its instrument's leg (bought lots and value, sold lots and value,
+    the value rounded to the paisa at each trade) and, if a sale, in the lots sold."""
+    leg = legs.setdefault(instrument(t["instrumentToken"]).token, [0, 0.0, 0, 0.0])
+    at = 0 if t["transactionType"] == "BUY" else 2
+    leg[at] += t["quantity"]
+    leg[at + 1] = round(leg[at + 1] + t["quantity"] * t["price"], 2)
+    if t["transactionType"] == "SELL":
+        sold[t["instrumentToken"]] = sold.get(t["instrumentToken"], 0) + t["quantity"]
+
+
+def _todays(legs: list[tuple[int, tuple[Any, ...]]]) -> list[dict[str, Any]]:
+    """Today's positions, one row per instrument traded, in the order first traded."""
+    rows = []
+    for token, (bought, bought_val, sold, sold_val) in legs:
+        inst = instrument(token)
+        row: dict[str, Any] = {
             "instrumentToken": inst.token, "instrumentName": inst.name,
-            "exchange": inst.exchange, "buyTradedQtyLot": 0, "buyTradedVal": 0.0,
-            "sellTradedQtyLot": 0, "sellTradedVal": 0.0, "netTrdQtyLot": 0,
+            "exchange": inst.exchange, "buyTradedQtyLot": bought, "buyTradedVal": bought_val,
+            "sellTradedQtyLot": sold, "sellTradedVal": sold_val, "netTrdQtyLot": bought - sold,
             "lastPrice": inst.last,
-        })  # fmt: skip
-        side = "buy" if t["transactionType"] == "BUY" else "sell"
-        row[f"{side}TradedQtyLot"] += t["quantity"]
-        row[f"{side}TradedVal"] = round(row[f"{side}TradedVal"] + t["quantity"] * t["price"], 2)
-    for row in rows.values():
-        bought, sold = row["buyTradedQtyLot"], row["sellTradedQtyLot"]
-        row["netTrdQtyLot"] = bought - sold
-        avg_buy = row["buyTradedVal"] / bought if bought else 0.0
-        avg_sell = row["sellTradedVal"] / sold if sold else 0.0
+        }  # fmt: skip
+        avg_buy = bought_val / bought if bought else 0.0
+        avg_sell = sold_val / sold if sold else 0.0
         row["realizedPL"] = round(min(bought, sold) * (avg_sell - avg_buy), 2)
         net, last = row["netTrdQtyLot"], row["lastPrice"]
         row["unrealizedPL"] = round(net * (last - (avg_buy if net > 0 else avg_sell)), 2)
-    return list(rows.values())
+        rows.append(row)
+    return rows
 
 
-def _stocks(trades: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    sold: dict[int, int] = {}
-    for t in trades:
-        if t["transactionType"] == "SELL":
-            sold[t["instrumentToken"]] = sold.get(t["instrumentToken"], 0) + t["quantity"]
+def _stocks(sold: dict[Any, int]) -> list[dict[str, Any]]:
     rows = []
     for token, (qty, avg) in HOLDINGS.items():
         inst = instrument(token)
