@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from session_fsm import KSSession, contract
+from session_fsm import AsyncKSSession, KSSession, contract
 
 OTT = "ott-0123456789abcdef"
 SESSION_TOKEN = "sess-0123456789abcdef"
@@ -26,7 +26,10 @@ TRADING = contract.ORDERS_REPORT
 class AnswerServer:
     """Serves ``/apim`` + a session call's path with a valid answer, or with the scripted one."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_alive: bool = False) -> None:
+        #: A test's own way to answer: ``writer(handler, path)`` answers the request itself
+        #: through ``handler`` (True) or leaves it to the server (False).
+        self.writer: Callable[[BaseHTTPRequestHandler, str], bool] | None = None
         self._scripted: dict[tuple[str, str], tuple[int, bytes, float]] = {}
         self._floods: dict[tuple[str, str], tuple[int, int]] = {}
         #: The ``Accept`` headers of the last request to each "METHOD path".
@@ -38,6 +41,9 @@ class AnswerServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            # HTTP/1.1 keeps connections alive (every answer of this server has a length)
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 if length:
@@ -45,6 +51,9 @@ class AnswerServer:
                 path = self.path.removeprefix("/apim")
                 with outer._lock:
                     outer.accepts[f"{self.command} {path}"] = self.headers.get_all("Accept") or []
+                writer = outer.writer
+                if writer is not None and writer(self, path):
+                    return
                 flood = outer._floods.get((self.command, path))
                 if flood is not None:
                     self._flood(*flood)
@@ -161,9 +170,9 @@ class AnswerServer:
 
 
 @contextmanager
-def answer_server() -> Iterator[AnswerServer]:
-    """A running :class:`AnswerServer`, shut down after."""
-    server = AnswerServer().start()
+def answer_server(*, keep_alive: bool = False) -> Iterator[AnswerServer]:
+    """A running :class:`AnswerServer` (``keep_alive``: HTTP/1.1), shut down after."""
+    server = AnswerServer(keep_alive=keep_alive).start()
     try:
         yield server
     finally:
@@ -184,3 +193,26 @@ def answered_session(**options: Any) -> Iterator[tuple[AnswerServer, KSSession]]
             yield server, s
         finally:
             s.close()
+
+
+def connected_session(server: AnswerServer) -> KSSession:
+    """A ``KSSession`` on ``server``, connected (the demo credentials, fast retries, a 10 s read
+    timeout); the caller closes it."""
+    from tests.conftest import FAST_RETRY, make_credentials
+
+    s = KSSession(make_credentials(), host=server.url, retry=FAST_RETRY, timeout=(2.0, 10.0))
+    s.connect()
+    return s
+
+
+@asynccontextmanager
+async def connected_async_session(server: AnswerServer) -> AsyncIterator[AsyncKSSession]:
+    """An ``AsyncKSSession`` on ``server``, connected (as :func:`connected_session`), closed
+    after."""
+    from tests.conftest import FAST_RETRY, make_credentials
+
+    async with AsyncKSSession(
+        make_credentials(), host=server.url, retry=FAST_RETRY, timeout=(2.0, 10.0)
+    ) as s:
+        await s.connect()
+        yield s

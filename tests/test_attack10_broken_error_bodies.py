@@ -47,35 +47,31 @@ class _Broken:
 def server() -> Iterator[tuple[AnswerServer, _Broken]]:
     broken = _Broken()
     with answer_server() as api:
-        base: Any = api._server.RequestHandlerClass
 
-        class Handler(base):  # type: ignore[misc, valid-type]
-            def _answer(self) -> None:
-                how = broken.how
-                if how is None or self.path.removeprefix("/apim") != TRADING[1]:
-                    super()._answer()
-                    return
-                broken.times -= 1
-                if broken.times <= 0:
-                    broken.how = None
-                self.send_response(401)
-                self.send_header("Content-Type", "application/json")
+        def write(handler: Any, path: str) -> bool:
+            how = broken.how
+            if how is None or path != TRADING[1]:
+                return False
+            broken.times -= 1
+            if broken.times <= 0:
+                broken.how = None
+            handler.send_response(401)
+            handler.send_header("Content-Type", "application/json")
+            if how == "stall":
+                handler.send_header("Content-Length", str(3 << 20))
+            handler.end_headers()
+            with contextlib.suppress(OSError):
+                handler.wfile.write(b'{"fault": {"message": "' + b"z" * 100_000)
+                handler.wfile.flush()
                 if how == "stall":
-                    self.send_header("Content-Length", str(3 << 20))
-                self.end_headers()
-                with contextlib.suppress(OSError):
-                    self.wfile.write(b'{"fault": {"message": "' + b"z" * 100_000)
-                    self.wfile.flush()
-                    if how == "stall":
-                        time.sleep(STALL)
-                    else:  # an RST, not a FIN: the client's read fails
-                        linger = struct.pack("ii", 1, 0)
-                        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
-                self.close_connection = True
+                    time.sleep(STALL)
+                else:  # an RST, not a FIN: the client's read fails
+                    linger = struct.pack("ii", 1, 0)
+                    handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            handler.close_connection = True
+            return True
 
-            do_GET = do_POST = do_DELETE = _answer
-
-        api._server.RequestHandlerClass = Handler
+        api.writer = write
         yield api, broken
 
 

@@ -43,29 +43,24 @@ class _Odd:
 def server() -> Iterator[tuple[AnswerServer, _Odd]]:
     odd = _Odd()
     with answer_server() as api:
-        base: Any = api._server.RequestHandlerClass
 
-        class Handler(base):  # type: ignore[misc, valid-type]
-            def _answer(self) -> None:
-                path = self.path.removeprefix("/apim")
-                if path != odd.path:
-                    super()._answer()
-                    return
-                odd.path = None
-                if path == TRADING[1]:
-                    status, body = 401, EXPIRED
-                else:
-                    status, body = api._take(self.command, path)[:2]
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", odd.length)  # latin-1: one byte, 0xB2
-                self.end_headers()
-                self.wfile.write(body)
-                self.close_connection = True
+        def write(handler: Any, path: str) -> bool:
+            if path != odd.path:
+                return False
+            odd.path = None
+            if path == TRADING[1]:
+                status, body = 401, EXPIRED
+            else:
+                status, body = api._take(handler.command, path)[:2]
+            handler.send_response(status)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", odd.length)  # latin-1: one byte, 0xB2
+            handler.end_headers()
+            handler.wfile.write(body)
+            handler.close_connection = True
+            return True
 
-            do_GET = do_POST = do_DELETE = _answer
-
-        api._server.RequestHandlerClass = Handler
+        api.writer = write
         yield api, odd
 
 

@@ -24,9 +24,14 @@ import httpx
 import pytest
 import requests
 
-from session_fsm import AsyncKSSession, KSSession, MalformedAnswer
-from tests.answer_server import TRADING, AnswerServer, answer_server
-from tests.conftest import FAST_RETRY, make_credentials
+from session_fsm import MalformedAnswer
+from tests.answer_server import (
+    TRADING,
+    AnswerServer,
+    answer_server,
+    connected_async_session,
+    connected_session,
+)
 
 CAP = 1 << 20
 #: The cut answer's body: three times the cap, a fault the session reads no code from.
@@ -48,48 +53,36 @@ class _Cut:
 @pytest.fixture
 def server() -> Iterator[tuple[AnswerServer, _Cut]]:
     cut = _Cut()
-    with answer_server() as api:
-        base: Any = api._server.RequestHandlerClass
+    with answer_server(keep_alive=True) as api:
 
-        class Handler(base):  # type: ignore[misc, valid-type]
-            protocol_version = "HTTP/1.1"  # connections kept alive (every answer has a length)
+        def write(handler: Any, path: str) -> bool:
+            framing = cut.framing
+            if framing is None or path != TRADING[1]:
+                return False
+            cut.framing = None
+            handler.send_response(401)
+            handler.send_header("Content-Type", "application/json")
+            if framing == "length":
+                handler.send_header("Content-Length", str(len(BODY)))
+            else:
+                handler.send_header("Transfer-Encoding", "chunked")
+            handler.end_headers()
+            handler.wfile.flush()
+            with contextlib.suppress(OSError):  # the client closed the connection
+                # headers, a pause; what a client reads (cap and chunk), a pause; the rest
+                for piece in (b"", BODY[:READ], BODY[READ:]):
+                    if piece and framing == "chunked":
+                        piece = b"%x\r\n%s\r\n" % (len(piece), piece)
+                    handler.wfile.write(piece)
+                    handler.wfile.flush()
+                    if len(piece) < len(BODY) // 2:
+                        time.sleep(PAUSE)
+                if framing == "chunked":
+                    handler.wfile.write(b"0\r\n\r\n")
+            return True
 
-            def _answer(self) -> None:
-                framing = cut.framing
-                if framing is None or self.path.removeprefix("/apim") != TRADING[1]:
-                    super()._answer()
-                    return
-                cut.framing = None
-                self.send_response(401)
-                self.send_header("Content-Type", "application/json")
-                if framing == "length":
-                    self.send_header("Content-Length", str(len(BODY)))
-                else:
-                    self.send_header("Transfer-Encoding", "chunked")
-                self.end_headers()
-                self.wfile.flush()
-                with contextlib.suppress(OSError):  # the client closed the connection
-                    # headers, a pause; what a client reads (cap and chunk), a pause; the rest
-                    for piece in (b"", BODY[:READ], BODY[READ:]):
-                        if piece and framing == "chunked":
-                            piece = b"%x\r\n%s\r\n" % (len(piece), piece)
-                        self.wfile.write(piece)
-                        self.wfile.flush()
-                        if len(piece) < len(BODY) // 2:
-                            time.sleep(PAUSE)
-                    if framing == "chunked":
-                        self.wfile.write(b"0\r\n\r\n")
-
-            do_GET = do_POST = do_DELETE = _answer
-
-        api._server.RequestHandlerClass = Handler
+        api.writer = write
         yield api, cut
-
-
-def _session(api: AnswerServer) -> KSSession:
-    s = KSSession(make_credentials(), host=api.url, retry=FAST_RETRY, timeout=(2.0, 10.0))
-    s.connect()
-    return s
 
 
 FRAMINGS = ["length", "chunked"]
@@ -100,7 +93,7 @@ def test_session_auth_in_plain_requests_does_not_pool_a_cut_connection(
     server: tuple[AnswerServer, _Cut], framing: str
 ) -> None:
     api, cut = server
-    with _session(api) as s, requests.Session() as http:
+    with connected_session(api) as s, requests.Session() as http:
         cut.framing = framing
         r = http.get(api.url + TRADING[1], auth=s.auth, timeout=10)
         assert r.status_code == 401 and len(r.content) <= CAP + 65536
@@ -113,7 +106,7 @@ def test_a_cut_answer_in_plain_requests_is_read_no_further(
 ) -> None:
     """The rest of the body is not read (the server's writes are cut short, not waited for)."""
     api, cut = server
-    with _session(api) as s, requests.Session() as http:
+    with connected_session(api) as s, requests.Session() as http:
         cut.framing = "chunked"
         started = time.monotonic()
         r = http.get(api.url + TRADING[1], auth=s.auth, timeout=10)
@@ -127,7 +120,7 @@ def test_session_get_does_not_pool_a_cut_connection(
     server: tuple[AnswerServer, _Cut], framing: str
 ) -> None:
     api, cut = server
-    with _session(api) as s:
+    with connected_session(api) as s:
         cut.framing = framing
         with pytest.raises(MalformedAnswer):
             s.get(TRADING[1])
@@ -143,7 +136,7 @@ def test_the_httpx_auth_does_not_pool_a_cut_connection(
     server: tuple[AnswerServer, _Cut], framing: str
 ) -> None:
     api, cut = server
-    with _session(api) as s, httpx.Client(auth=s.auth, timeout=10) as client:
+    with connected_session(api) as s, httpx.Client(auth=s.auth, timeout=10) as client:
         cut.framing = framing
         assert client.get(api.url + TRADING[1]).status_code == 401
         assert client.get(api.url + TRADING[1]).json() == []
@@ -154,10 +147,7 @@ async def test_the_async_session_does_not_pool_a_cut_connection(
     server: tuple[AnswerServer, _Cut], framing: str
 ) -> None:
     api, cut = server
-    async with AsyncKSSession(
-        make_credentials(), host=api.url, retry=FAST_RETRY, timeout=(2.0, 10.0)
-    ) as s:
-        await s.connect()
+    async with connected_async_session(api) as s:
         cut.framing = framing
         with pytest.raises(MalformedAnswer):
             await s.get(TRADING[1])

@@ -26,9 +26,14 @@ import httpx
 import pytest
 import requests
 
-from session_fsm import AsyncKSSession, KSSession, MalformedAnswer
-from tests.answer_server import TRADING, AnswerServer, answer_server
-from tests.conftest import FAST_RETRY, make_credentials
+from session_fsm import MalformedAnswer
+from tests.answer_server import (
+    TRADING,
+    AnswerServer,
+    answer_server,
+    connected_async_session,
+    connected_session,
+)
 
 CAP = 1 << 20
 CHUNK = 65536
@@ -66,27 +71,23 @@ class _Encoded:
 def server() -> Iterator[tuple[AnswerServer, _Encoded]]:
     encoded = _Encoded()
     with answer_server() as api:
-        base: Any = api._server.RequestHandlerClass
 
-        class Handler(base):  # type: ignore[misc, valid-type]
-            def _answer(self) -> None:
-                answer = encoded.answer
-                if answer is None or self.path.removeprefix("/apim") != TRADING[1]:
-                    super()._answer()
-                    return
-                encoded.answer = None  # once: the replay (after a re-login) gets the valid one
-                status, encoding, body = answer
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Encoding", encoding)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                with contextlib.suppress(OSError):  # the client closed the connection
-                    self.wfile.write(body)
+        def write(handler: Any, path: str) -> bool:
+            answer = encoded.answer
+            if answer is None or path != TRADING[1]:
+                return False
+            encoded.answer = None  # once: the replay (after a re-login) gets the valid one
+            status, encoding, body = answer
+            handler.send_response(status)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Encoding", encoding)
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            with contextlib.suppress(OSError):  # the client closed the connection
+                handler.wfile.write(body)
+            return True
 
-            do_GET = do_POST = do_DELETE = _answer
-
-        api._server.RequestHandlerClass = Handler
+        api.writer = write
         yield api, encoded
 
 
@@ -98,12 +99,6 @@ def _bomb(encoded: _Encoded, encoding: str) -> None:
     encoded.answer = (401, encoding, _compressed(INFLATED, wbits))
 
 
-def _session(api: AnswerServer) -> KSSession:
-    s = KSSession(make_credentials(), host=api.url, retry=FAST_RETRY, timeout=(2.0, 10.0))
-    s.connect()
-    return s
-
-
 def _measure() -> int:
     return tracemalloc.get_traced_memory()[1]
 
@@ -113,7 +108,7 @@ def test_an_inflating_401_through_the_httpx_auth_is_decoded_capped(
     server: tuple[AnswerServer, _Encoded], encoding: str
 ) -> None:
     api, encoded = server
-    with _session(api) as s, httpx.Client(auth=s.auth, timeout=10) as client:
+    with connected_session(api) as s, httpx.Client(auth=s.auth, timeout=10) as client:
         _bomb(encoded, encoding)
         gc.collect()
         tracemalloc.start()
@@ -133,23 +128,22 @@ async def test_an_inflating_401_through_the_async_httpx_auth_is_decoded_capped(
     server: tuple[AnswerServer, _Encoded], encoding: str
 ) -> None:
     api, encoded = server
-    async with AsyncKSSession(
-        make_credentials(), host=api.url, retry=FAST_RETRY, timeout=(2.0, 10.0)
-    ) as s:
-        await s.connect()
-        async with httpx.AsyncClient(auth=s.auth, timeout=10) as client:
-            _bomb(encoded, encoding)
-            gc.collect()
-            tracemalloc.start()
-            try:
-                r = await client.get(api.url + TRADING[1])
-                peak = _measure()
-            finally:
-                tracemalloc.stop()
-            assert r.status_code == 401
-            assert CAP < len(r.content) <= CAP + CHUNK
-            assert peak < PEAK_AT_MOST, f"peak {peak >> 20} MiB"
-            assert (await client.get(api.url + TRADING[1])).json() == []
+    async with (
+        connected_async_session(api) as s,
+        httpx.AsyncClient(auth=s.auth, timeout=10) as client,
+    ):
+        _bomb(encoded, encoding)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            r = await client.get(api.url + TRADING[1])
+            peak = _measure()
+        finally:
+            tracemalloc.stop()
+        assert r.status_code == 401
+        assert CAP < len(r.content) <= CAP + CHUNK
+        assert peak < PEAK_AT_MOST, f"peak {peak >> 20} MiB"
+        assert (await client.get(api.url + TRADING[1])).json() == []
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate", "gzip, gzip"])
@@ -158,7 +152,7 @@ def test_an_inflating_401_on_the_other_sync_paths_is_decoded_capped(
 ) -> None:
     """A guard: ``s.get`` and plain requests stay bounded (urllib3 bounds what it inflates)."""
     api, encoded = server
-    with _session(api) as s:
+    with connected_session(api) as s:
         for call in ("get", "auth"):
             _bomb(encoded, encoding)
             gc.collect()
@@ -181,10 +175,7 @@ async def test_an_inflating_401_to_the_async_session_is_decoded_capped(
     server: tuple[AnswerServer, _Encoded],
 ) -> None:
     api, encoded = server
-    async with AsyncKSSession(
-        make_credentials(), host=api.url, retry=FAST_RETRY, timeout=(2.0, 10.0)
-    ) as s:
-        await s.connect()
+    async with connected_async_session(api) as s:
         _bomb(encoded, "gzip")
         gc.collect()
         tracemalloc.start()
@@ -205,7 +196,7 @@ def test_a_compressed_expired_401_through_the_httpx_auth_renews_and_replays(
     """The capped decoding reads a small compressed fault as the whole one: the session is
     renewed and the request replayed; the user's 401 (none here) would read as sent."""
     api, encoded = server
-    with _session(api) as s, httpx.Client(auth=s.auth, timeout=10) as client:
+    with connected_session(api) as s, httpx.Client(auth=s.auth, timeout=10) as client:
         generation = s.generation
         encoded.answer = (401, encoding, _encoded(EXPIRED, 31 if encoding == "gzip" else 15))
         r = client.get(api.url + TRADING[1])
@@ -220,7 +211,7 @@ def test_a_compressed_401_the_session_cannot_renew_reads_whole_for_the_user(
     not about the session: the user gets it with its decoded body."""
     api, encoded = server
     fault = json.dumps({"fault": {"code": 403, "message": "Segment not enabled"}}).encode()
-    with _session(api) as s, httpx.Client(auth=s.auth, timeout=10) as client:
+    with connected_session(api) as s, httpx.Client(auth=s.auth, timeout=10) as client:
         encoded.answer = (403, "deflate", _encoded(fault, -15))
         r = client.get(api.url + TRADING[1])
         assert r.status_code == 403 and r.content == fault
@@ -234,7 +225,7 @@ def test_a_compressed_403_under_the_cap_reads_exactly_through_the_httpx_auth(
     at each chunk's end) is the body sent, to its last byte."""
     api, encoded = server
     fault = json.dumps({"fault": {"code": 403, "message": "x" * 300_001}}).encode()
-    with _session(api) as s, httpx.Client(auth=s.auth, timeout=10) as client:
+    with connected_session(api) as s, httpx.Client(auth=s.auth, timeout=10) as client:
         body = fault
         for name in encoding.split(", "):  # applied in the order named
             body = _encoded(body, 31 if name == "gzip" else 15)
@@ -249,7 +240,7 @@ def test_a_corrupt_gzip_401_through_the_httpx_auth_is_httpxs_decoding_error(
 ) -> None:
     """As httpx's own decoders: a body that is not the gzip it says is a DecodingError."""
     api, encoded = server
-    with _session(api) as s, httpx.Client(auth=s.auth, timeout=10) as client:
+    with connected_session(api) as s, httpx.Client(auth=s.auth, timeout=10) as client:
         encoded.answer = (401, "gzip", b"\x1f\x8b" + bytes(range(200)))
         with pytest.raises(httpx.DecodingError):
             client.get(api.url + TRADING[1])

@@ -18,9 +18,14 @@ import httpx
 import pytest
 import requests
 
-from session_fsm import AsyncKSSession, KSSession, MalformedAnswer
-from tests.answer_server import TRADING, AnswerServer, answer_server
-from tests.conftest import FAST_RETRY, make_credentials
+from session_fsm import MalformedAnswer
+from tests.answer_server import (
+    TRADING,
+    AnswerServer,
+    answer_server,
+    connected_async_session,
+    connected_session,
+)
 
 #: The body the server would write: far more than the cap (1 MiB) and any socket buffers.
 FLOOD = 96 << 20
@@ -42,17 +47,11 @@ def _flood(server: AnswerServer, status: int = 401) -> None:
     server.flood(*TRADING, status, FLOOD)
 
 
-def _session(server: AnswerServer) -> KSSession:
-    s = KSSession(make_credentials(), host=server.url, retry=FAST_RETRY, timeout=(2.0, 10.0))
-    s.connect()
-    return s
-
-
 @pytest.mark.parametrize("status", [401, 403])
 def test_a_flooded_error_answer_to_session_get_is_refused_without_reading_it_whole(
     server: AnswerServer, status: int
 ) -> None:
-    with _session(server) as s:
+    with connected_session(server) as s:
         _flood(server, status)
         with pytest.raises(MalformedAnswer) as caught:
             s.get(TRADING[1])
@@ -63,7 +62,7 @@ def test_a_flooded_error_answer_to_session_get_is_refused_without_reading_it_who
 def test_a_flooded_401_through_session_auth_in_plain_requests_is_returned_cut(
     server: AnswerServer,
 ) -> None:
-    with _session(server) as s:
+    with connected_session(server) as s:
         _flood(server)
         r = requests.get(server.url + TRADING[1], auth=s.auth, timeout=10)
     assert r.status_code == 401
@@ -72,7 +71,7 @@ def test_a_flooded_401_through_session_auth_in_plain_requests_is_returned_cut(
 
 
 def test_a_flooded_401_through_the_httpx_auth_is_returned_cut(server: AnswerServer) -> None:
-    with _session(server) as s, httpx.Client(auth=s.auth, timeout=10) as client:
+    with connected_session(server) as s, httpx.Client(auth=s.auth, timeout=10) as client:
         _flood(server)
         r = client.get(server.url + TRADING[1])
     assert r.status_code == 401
@@ -83,10 +82,7 @@ def test_a_flooded_401_through_the_httpx_auth_is_returned_cut(server: AnswerServ
 async def test_a_flooded_401_to_the_async_session_is_refused_without_reading_it_whole(
     server: AnswerServer,
 ) -> None:
-    async with AsyncKSSession(
-        make_credentials(), host=server.url, retry=FAST_RETRY, timeout=(2.0, 10.0)
-    ) as s:
-        await s.connect()
+    async with connected_async_session(server) as s:
         _flood(server)
         with pytest.raises(MalformedAnswer):
             await s.get(TRADING[1])
@@ -96,10 +92,7 @@ async def test_a_flooded_401_to_the_async_session_is_refused_without_reading_it_
 async def test_a_flooded_401_through_the_async_httpx_auth_is_returned_cut(
     server: AnswerServer,
 ) -> None:
-    async with AsyncKSSession(
-        make_credentials(), host=server.url, retry=FAST_RETRY, timeout=(2.0, 10.0)
-    ) as s:
-        await s.connect()
+    async with connected_async_session(server) as s:
         _flood(server)
         async with httpx.AsyncClient(auth=s.auth, timeout=10) as client:
             r = await client.get(server.url + TRADING[1])
@@ -111,7 +104,7 @@ async def test_a_flooded_401_through_the_async_httpx_auth_is_returned_cut(
 def test_after_a_flooded_answer_the_next_call_goes_through(server: AnswerServer) -> None:
     """The connection left with a body on it was closed, not pooled: the next call on the
     same session gets its own answer."""
-    with _session(server) as s:
+    with connected_session(server) as s:
         _flood(server)
         with pytest.raises(MalformedAnswer):
             s.get(TRADING[1])
