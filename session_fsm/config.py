@@ -32,7 +32,8 @@ class SessionConfig:
       and their waits); past it the call raises ``RequestTimeout``. Finite, > 0.
     - ``retry``: urllib3 retry policy below the session (429/5xx/connection faults).
     - ``verify``: TLS verification (True, or a CA bundle path).
-    - ``allowed_domains`` / ``allow_loopback``: where ``session_init`` may redirect to.
+    - ``allowed_domains`` / ``allow_loopback``: where ``session_init`` may redirect to
+      (loopback only from a session whose own host is loopback: the sandbox).
     - ``ott_ttl``: how long a one-time token is trusted locally before authenticate().
     - ``auto_relogin``: log in again by itself when a request meets an expired session, and
       renew proactively at the deadlines below (off: neither; a passed deadline raises).

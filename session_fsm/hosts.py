@@ -16,7 +16,10 @@ first ``/``, ``?`` or ``#``) is a plain host and port with nothing a parser coul
 
 Then the host must be loopback (``127.0.0.1``, ``localhost``, ``::1``; with ``allow_loopback``,
 on http or https) or, on https, equal to or under one of ``allowed_domains``. An IPv4 address
-other than loopback passes only when listed exactly.
+other than loopback passes only when listed exactly. A session whose own host is not loopback
+checks its redirects, stored hosts and ``s.auth`` requests with loopback refused, whatever
+``allow_loopback`` says (:class:`~session_fsm.core.view.SessionView`): loopback is for the
+sandbox, which a session reaches by being configured there.
 
 Messages show the host without any user info, escaped and shortened.
 """
@@ -121,6 +124,12 @@ def shown_host(url: str) -> str:
     if at:
         shown = "…@" + shown  # user info present, not shown
     return shown if len(shown) <= _SHOWN_MAX else shown[: _SHOWN_MAX - 1] + "…"
+
+
+def is_loopback(url: str) -> bool:
+    """Whether ``url``'s host is a loopback name or address (``127.0.0.1``, ``localhost``,
+    ``::1``); for a URL that passed :func:`refusal`, so its host is plain."""
+    return urlsplit(url).hostname in LOOPBACK_HOSTS
 
 
 def check_url(url: str, allowed_domains: tuple[str, ...], allow_loopback: bool) -> None:

@@ -96,7 +96,8 @@ class WireConfig:
 
     ``allowed_domains``: a redirect host must be ``https`` and equal to or under one of these;
     loopback hosts (``127.0.0.1``, ``localhost``, ``::1``) are allowed on http or https when
-    ``allow_loopback`` is true, for the sandbox (see :mod:`session_fsm.hosts`).
+    ``allow_loopback`` is true, for the sandbox (see :mod:`session_fsm.hosts`; a session on a
+    real host refuses loopback for its own redirects, stored hosts and ``s.auth`` requests).
 
     ``deadline``: the most one call may take in all (connect, the whole answer, retries and
     their waits), in seconds; past it the call raises ``RequestTimeout``.

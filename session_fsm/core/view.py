@@ -17,7 +17,7 @@ from typing import Any, overload
 from .. import validation
 from ..config import SessionConfig, check_wire_options
 from ..credentials import Credentials
-from ..hosts import configured_host
+from ..hosts import configured_host, is_loopback
 from ..masking import mask_url
 from ..table import State
 from .calls import Identity
@@ -115,6 +115,11 @@ class SessionView:
             check_wire_options(options, wire_config)
         allowed = _allowed(tuple(wire_config.allowed_domains), bool(wire_config.allow_loopback))
         self._origin = configured_host(host, *allowed)
+        if allowed[1] and not is_loopback(self._origin):
+            # A session on a real host never goes to loopback: an init redirect or a stored
+            # host there (a hostile answer, a foreign writer) would hand its password, access
+            # code and tokens, in plain http, to whatever listens on this machine.
+            allowed = _allowed(allowed[0], False)
         self._credentials, self._config, self._allowed = credentials, config, allowed
         self._clock, self._logger = clock, logger
         self._callbacks = None
