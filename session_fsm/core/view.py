@@ -12,7 +12,7 @@ import itertools
 import os
 import time
 from collections.abc import Callable
-from typing import Any, overload
+from typing import Any, NoReturn, overload
 
 from .. import validation
 from ..config import SessionConfig, check_wire_options
@@ -127,6 +127,16 @@ class SessionView:
             self._callbacks = validation.each_callable("on_transition", on_transition)
         self._session_id = f"{_id_prefix}-{next(_ids)}"
         return config
+
+    def __copy__(self) -> NoReturn:
+        raise TypeError(
+            f"a {type(self).__name__} cannot be copied: a copy would share this session's state "
+            "or split it under one session id; make another session with the same arguments, "
+            "or share this one"
+        )
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> NoReturn:
+        self.__copy__()
 
     @property
     def session_id(self) -> str:
