@@ -205,9 +205,14 @@ class SessionCore:
             try:
                 observer(*args)
             except Exception as exc:
-                name = getattr(observer, "__name__", "?")
-                emit(self.log, "error", f"{role}_failed", session_id=self.session_id,
-                     error=type(exc).__name__, **{role: name})  # fmt: skip
+                self.observer_failed(observer, exc, role)
+
+    def observer_failed(self, observer: Callable[..., object], exc: Exception, role: str) -> None:
+        """Log that ``observer`` raised ``exc`` (event ``<role>_failed``, naming it and its
+        error's class, never the error's text)."""
+        name = getattr(observer, "__name__", "?")
+        emit(self.log, "error", f"{role}_failed", session_id=self.session_id,
+             error=type(exc).__name__, **{role: name})  # fmt: skip
 
     def cooldown_error(self, kept: Cooldown) -> KSError:
         """The error a login trigger meets during ``kept``."""

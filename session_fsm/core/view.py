@@ -228,7 +228,11 @@ class SessionView:
             name = "ok"
         else:
             name = type(outcome).__name__ if _is_ks_error(outcome) else "other"
-        self._core.observe(hooks, (self, name), "request_hook")
+        for hook in hooks:  # (the core's ``observe``, inline: this runs on every request)
+            try:
+                hook(self, name)
+            except Exception as exc:
+                self._core.observer_failed(hook, exc, "request_hook")
 
     def diagram(self) -> str:
         """Mermaid of the machine, current state highlighted, last transition marked."""
