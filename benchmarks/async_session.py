@@ -25,6 +25,8 @@
    Judged on wall-time medians; the event loop thread's CPU time (``time.thread_time``, the
    sandbox runs in another process) of each connect is printed beside it for information:
    what the client itself spends, without the server's share that dilutes the wall ratio.
+   Then, for information, both arms again with the server 2 ms away (the sandbox waits that
+   long before each session answer): what a bot on a host near the broker sees.
 
 ``python benchmarks/async_session.py --only get`` runs part 1 alone.
 """
@@ -49,6 +51,8 @@ from session_fsm.wire import USER_AGENT
 TARGET_GET, GOAL_GET = 1.05, 1.02
 TARGET_STORM = 1.5
 TARGET_CONNECT = 1.10
+#: The server's wait before each session answer in the connect arms' network-away run.
+NETWORK_DELAY = 0.002
 CONCURRENT = 1_000
 
 Timed = Callable[[], Awaitable[float]]
@@ -260,9 +264,18 @@ async def _run(target: Target, smoke: bool, only: str | None) -> Result:
     ]  # fmt: skip
     await _alternate(connect_arms, connect_rounds, 1)
     la, lb, lc = (out for _, out in connect_arms)
+    lib_cpu, raw_cpu = median(cpu["library"]), median(cpu["raw"])
+    calls = control.stats()["calls"]
+    # The same two arms against a server a network away: the sandbox waits NETWORK_DELAY
+    # before each session answer (a co-located host's round trip; a bot in a cloud region
+    # near the broker sees several ms). For information: the judged figure is loopback's.
+    control.fault(group="session", delay=NETWORK_DELAY, count=10**6)
+    far_arms: list[tuple[Timed, list[float]]] = [(library_connect, []), (raw_connect, [])]
+    await _alternate(far_arms, connect_rounds // 4, 1)
+    control.reset()
+    far_ratio = median(far_arms[0][1]) / median(far_arms[1][1])
     await raw.close()
     await wire.close()
-    calls = control.stats()["calls"]
     made = {k: n - calls_before.get(k, 0) for k, n in calls.items() if n > calls_before.get(k, 0)}
     expected = {
         f"{m} {p}": 3 * (connect_rounds + 1)
@@ -272,7 +285,7 @@ async def _run(target: Target, smoke: bool, only: str | None) -> Result:
     storm_ratio = median(storm) / median(base)
     connect_ratio = median(la) / median(lb)
     quiet_ratio = median(lc) / median(lb)
-    connect_cpu_ratio = median(cpu["library"]) / (median(cpu["raw"]) or 1.0)
+    connect_cpu_ratio = lib_cpu / (raw_cpu or 1.0)
     one_login = all(n == 1 for n in logins)
     all_ok = all(n == tasks for n in successes)
     same_calls = made == expected
@@ -331,8 +344,10 @@ async def _run(target: Target, smoke: bool, only: str | None) -> Result:
             connect_ratio <= TARGET_CONNECT,
         ),
         Figure("  same, library info events filtered out", quiet_ratio, "x", "(information)", None),
-        Figure("await connect(), loop thread CPU", median(cpu["library"]) * 1e3, "ms", "", None),
-        Figure("3 raw aiohttp calls, loop thread CPU", median(cpu["raw"]) * 1e3, "ms", "", None),
+        Figure(f"  same, server {NETWORK_DELAY * 1e3:g} ms away", far_ratio, "x", "(information)",
+               None),
+        Figure("await connect(), loop thread CPU", lib_cpu * 1e3, "ms", "", None),
+        Figure("3 raw aiohttp calls, loop thread CPU", raw_cpu * 1e3, "ms", "", None),
         Figure("  CPU: connect / raw", connect_cpu_ratio, "x", "(information)", None),
     ]
     data = {
@@ -340,6 +355,7 @@ async def _run(target: Target, smoke: bool, only: str | None) -> Result:
         "burst_errors": kinds, "logins": logins, "successes": successes,
         "storm_ratio": storm_ratio, "connect_ratio": connect_ratio, "connect_calls": made,
         "connect_ratio_quiet": quiet_ratio, "connect_ratio_cpu": connect_cpu_ratio,
+        "connect_ratio_far": far_ratio,
         "tasks": tasks,
     }  # fmt: skip
     return Result("async_session", figures, data, time.perf_counter() - t_start)
