@@ -4,9 +4,10 @@
 of the client's time in requests' merging, preparing, hooks and ``Response`` building than the
 exchange with the server costs urllib3. :func:`exchange` sends a session call through the very
 pool, ``Retry`` and deadline the :class:`~session_fsm.wire.Wire` mounted for the host's
-``/session/`` calls (see :mod:`session_fsm.fast_send` for trading calls, whose helpers it
-shares) and reads the answer into the core's :class:`~session_fsm.core.calls.Answer`, which is
-all a session call needs (no ``requests.Response`` is built).
+``/session/`` calls (see :mod:`session_fsm.fast_send` for trading calls, and
+:mod:`session_fsm.fast_route` for the helpers both share) and reads the answer into the core's
+:class:`~session_fsm.core.calls.Answer`, which is all a session call needs (no
+``requests.Response`` is built).
 
 Every guarantee of the general path (``Wire.send`` + ``Wire._read``) holds here:
 
@@ -42,7 +43,7 @@ from .answers import CallAuth, CappedBody, _too_large, answer_of, passed_deadlin
 from .core.calls import Answer, SessionCall
 from .errors import KSError
 from .fast_response import failure
-from .fast_send import _has_cookies, _origin, _prepared_url, _timeout
+from .fast_route import _has_cookies, _origin, _prepared_url, _timeout
 from .hosts import check_url
 from .transport import _WATCHDOG, Call, GuardedAdapter, _local
 from .wire import Wire

@@ -1,5 +1,6 @@
 """What comes back on the fast path (:mod:`session_fsm.fast_send`): the ``requests.Response``
-built from urllib3's answer as requests builds it, and the Wire's typed error for a failure.
+built from urllib3's answer as requests builds it, an error answer's body read within its cap,
+and the Wire's typed error for a failure.
 
 ``HTTPAdapter.build_response`` and ``Session.send`` make a ``Response`` with a fresh empty
 ``CaseInsensitiveDict``, cookie jar and ``timedelta`` and then replace them; here each
@@ -33,12 +34,15 @@ from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers
 from urllib3 import exceptions as u3
 
-from .answers import passed_deadline, transport_error
+from .answers import CappedBody, passed_deadline, transport_error
 from .errors import ConfigurationError, KSError
 from .transport import Call, GuardedAdapter
 from .wire import WireConfig
 
-__all__ = ["build_response", "failure"]
+__all__ = ["build_response", "failure", "read_error_body"]
+
+#: The chunk an error's body is read in.
+_ERROR_CHUNK = 65536
 
 
 def build_response(
@@ -81,6 +85,20 @@ def build_response(
         extract_cookies_to_jar(response.cookies, prep, raw)  # type: ignore[no-untyped-call]
         extract_cookies_to_jar(session_jar, prep, raw)  # type: ignore[no-untyped-call]
     return response
+
+
+def read_error_body(raw: Any, cap: int) -> bytes:
+    """The body of a non-2xx answer, read within the call's deadline but never past ``cap``
+    bytes and one chunk: a hostile answer's endless or inflated body is not read whole. Over
+    the cap, what was read (longer than ``cap``: the answer is refused as too large) is kept
+    and the connection closed, not pooled with a body left on it. ``Content-Length`` is not
+    trusted for this: the part read says it."""
+    body = CappedBody(cap, None)
+    for chunk in raw.stream(_ERROR_CHUNK, decode_content=True):
+        if not body.add(chunk):
+            raw.close()
+            break
+    return body.take()
 
 
 @functools.lru_cache(maxsize=64)

@@ -3,10 +3,10 @@
 ``requests.Session.request`` spends more per call than the whole exchange with the server
 costs urllib3: merging settings, preparing and checking every header, cookie jars, hooks and
 the redirect dry run. A :class:`RequestTemplate` does that work once per session generation
-(the headers, their checks and the route to the pool) and, per call, sends through the very
-``GuardedAdapter`` connection pool and ``Retry`` the :class:`~session_fsm.wire.Wire` mounted,
-then builds the ``requests.Response`` the way requests' ``HTTPAdapter.build_response`` does
-(:mod:`session_fsm.fast_response`).
+(the headers, their checks and the route to the pool, :mod:`session_fsm.fast_route`) and, per
+call, sends through the very ``GuardedAdapter`` connection pool and ``Retry`` the
+:class:`~session_fsm.wire.Wire` mounted, then builds the ``requests.Response`` the way
+requests' ``HTTPAdapter.build_response`` does (:mod:`session_fsm.fast_response`).
 
 Every guarantee of :meth:`Wire.send <session_fsm.wire.Wire.send>` holds on this path:
 
@@ -48,7 +48,6 @@ with ``response.connection.send(prepared, timeout=..., verify=..., proxies=...)`
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import time
@@ -59,35 +58,24 @@ import requests
 from requests.auth import HTTPBasicAuth
 from requests.models import PreparedRequest
 from requests.structures import CaseInsensitiveDict
-from requests.utils import select_proxy
-from urllib3.util import Timeout
 
 from . import contract as c
-from .answers import CappedBody, Identity
+from .answers import Identity
 from .errors import ConfigurationError, KSError
-from .fast_response import build_response, failure
-from .hosts import _ORIGIN, check_url
+from .fast_response import build_response, failure, read_error_body
+from .fast_route import (
+    _has_cookies,
+    _origin,
+    _prepare_url,
+    _prepared_url,
+    _Route,
+    _timeout,
+    _Unusual,
+)
+from .hosts import check_url
 from .secret import Secret
-from .transport import _WATCHDOG, Call, GuardedAdapter, _bounded, _local
+from .transport import _WATCHDOG, Call, _local
 from .wire import Wire
-
-
-def _error_body(raw: Any, cap: int) -> bytes:
-    """The body of a non-2xx answer, read within the call's deadline but never past ``cap``
-    bytes and one chunk: a hostile answer's endless or inflated body is not read whole. Over
-    the cap, what was read (longer than ``cap``: the answer is refused as too large) is kept
-    and the connection closed, not pooled with a body left on it. ``Content-Length`` is not
-    trusted for this: the part read says it."""
-    body = CappedBody(cap, None)
-    for chunk in raw.stream(_ERROR_CHUNK, decode_content=True):
-        if not body.add(chunk):
-            raw.close()
-            break
-    return body.take()
-
-
-#: The chunk an error's body is read in.
-_ERROR_CHUNK = 65536
 
 __all__ = ["FAST_KEYWORDS", "RequestTemplate", "send_prepared"]
 
@@ -96,92 +84,6 @@ FAST_KEYWORDS = frozenset({"params", "data", "json", "headers", "timeout", "allo
 
 #: A secret header value: visible ASCII words separated by single spaces (``Bearer <token>``).
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]{1,4096}(?: [\x21-\x7e]{1,4096})?")
-
-
-class _Route:
-    """Where a template's requests go in one process: the Wire's pooled session, its adapter
-    for the host, the urllib3 pool that adapter picks (proxy and TLS settings applied) and the
-    per-call settings requests would merge."""
-
-    __slots__ = ("absolute", "adapter", "allowed", "headers", "http", "mounts", "others", "pid",
-                 "pool", "prefix", "proxies", "timeout", "verify", "wire_headers")  # fmt: skip
-
-    def __init__(self, wire: Wire, origin: str) -> None:
-        http = wire.http  # made here if need be (a forked child makes its own)
-        env = wire._env
-        self.http = http
-        self.pid = os.getpid()
-        url = origin + "/"
-        adapter = http.get_adapter(url)
-        if env is None or not isinstance(adapter, GuardedAdapter):
-            raise _Unusual  # a caller's session: Wire.send uses it as it is
-        config = wire.config
-        self.prefix = url  # every URL sent on this route starts with it
-        #: The WireConfig whose allow-list this route's origin passed (None: not yet asked).
-        self.allowed: Any = None
-        self.headers: CaseInsensitiveDict[str] | None = None  # the template's, merged once
-        self.wire_headers: dict[str, str] = {}  # the same, as a plain dict
-        self.adapter = adapter
-        self.verify = env.verify(config.verify)
-        self.proxies = env.proxies(url)
-        self.timeout = _timeout(config.timeout, config.deadline)
-        probe = PreparedRequest()
-        probe.url = url
-        # requests' own choice of pool: the proxy (if any) and the TLS settings in its key
-        self.pool: Any = adapter.get_connection_with_tls_context(probe, self.verify, self.proxies)
-        adapter.cert_verify(self.pool, url, self.verify, None)  # type: ignore[no-untyped-call]  # OSError for a missing bundle
-        self.mounts = 0
-        self.others: tuple[str, ...] = ()
-        self.remount()
-        proxy = select_proxy(url, self.proxies)
-        # an http:// request through a plain HTTP proxy names the whole URL (requests' rule)
-        self.absolute = bool(proxy) and url.startswith("http:") and not _socks(proxy or "")
-
-    def remount(self) -> None:
-        """Note the adapters mounted below this route's origin (the Wire mounts the session
-        calls' own on ``<host>/session/`` when it first makes one): URLs under them are
-        ``Wire.send``'s, which picks their adapter and retries."""
-        adapters = self.http.adapters
-        origin = self.prefix.lower()
-        self.others = tuple(p.lower() for p in adapters if p.lower().startswith(origin))
-        self.mounts = len(adapters)
-
-    def stale(self, wire: Wire) -> bool:
-        """True when this route no longer sends through the Wire's current pool."""
-        return wire._http is not self.http or self.pool.pool is None or self.pid != os.getpid()
-
-
-class _Unusual(Exception):
-    """Raised while routing: the call is sent by ``Wire.send`` instead."""
-
-
-def _socks(proxy: str) -> bool:
-    return proxy.lower().startswith("socks")
-
-
-def _timeout(timeout: Any, deadline: float) -> Timeout:
-    """urllib3's Timeout for requests' ``timeout`` forms, each part bounded by the deadline
-    (as the GuardedAdapter bounds them)."""
-    bounded = _bounded(timeout, deadline)
-    if isinstance(bounded, Timeout):
-        return bounded
-    if isinstance(bounded, tuple):
-        return Timeout(connect=bounded[0], read=bounded[1])
-    return Timeout(connect=bounded, read=bounded)
-
-
-@functools.lru_cache(maxsize=1024)  # a bot calls a handful of paths; order ids vary the rest
-def _prepared_url(url: str) -> str:
-    """``url`` as requests prepares it (IDNA host, requoted path)."""
-    prep = PreparedRequest()
-    prep.prepare_url(url, None)
-    return prep.url or ""
-
-
-def _origin(url: str) -> str:
-    """``scheme://authority`` of ``url`` as the allow-list reads it ("" when not absolute)."""
-    found = _ORIGIN.match(url)
-    return found.group(0) if found else ""
 
 
 def _header_safe(value: Secret) -> bool:
@@ -415,7 +317,7 @@ class RequestTemplate:
             if 200 <= raw.status < 300:
                 content = raw.read(decode_content=True)
             else:  # an error's answer: its fault code is all the core reads of it
-                content = _error_body(raw, config.max_answer_bytes)
+                content = read_error_body(raw, config.max_answer_bytes)
         except Exception as exc:  # each kind mapped to the Wire's error, or re-raised
             error = failure(exc, call, method, url, config)
             if error is None:
@@ -448,25 +350,12 @@ class RequestTemplate:
         return self.wire.send(method, url, headers=headers, auth=auth, **options)
 
 
-def _has_cookies(jar: Any) -> bool:
-    """Whether a session's cookie jar holds any cookie (the stdlib jar's own dict, read without
-    the generator ``len()`` runs)."""
-    inner = getattr(jar, "_cookies", None)
-    return bool(inner) if isinstance(inner, dict) else bool(len(jar))
-
-
 def _fast_kwargs(kwargs: Mapping[str, Any]) -> bool:
     """Whether ``kwargs`` are all the fast path's own, with no stream or file for a body."""
     if not FAST_KEYWORDS.issuperset(kwargs) or kwargs.get("allow_redirects"):
         return False
     data = kwargs.get("data")
     return data is None or isinstance(data, (bytes, str, Mapping, list, tuple))
-
-
-def _prepare_url(url: str, params: Any) -> str:
-    prep = PreparedRequest()
-    prep.prepare_url(url, params)
-    return prep.url or ""
 
 
 def send_prepared(
@@ -485,4 +374,3 @@ def send_prepared(
     origin = _origin(url)
     template = RequestTemplate(wire, origin, headers, secret_headers)
     return template.send(method, url[len(origin) :], **kwargs)
-

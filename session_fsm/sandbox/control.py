@@ -94,6 +94,10 @@ class ControlPlane(Protocol):
         """Every user's (or ``userid``'s) order report rows."""
         ...
 
+    def clear_orders(self, userid: str | None = None) -> int:
+        """Forget every user's (or ``userid``'s) orders and trades; return how many orders."""
+        ...
+
     def describe(self) -> dict[str, Any]:
         """The control plane's own description (``GET /_sandbox/``)."""
         ...
@@ -177,6 +181,11 @@ class SandboxControl:
     def orders(self, userid: str | None = None) -> dict[str, list[dict[str, Any]]]:
         """Every user's (or ``userid``'s) order report rows."""
         return self.state.book.dump(userid)
+
+    def clear_orders(self, userid: str | None = None) -> int:
+        """Forget every user's (or ``userid``'s) orders and trades (order ids keep counting);
+        return how many orders."""
+        return self.state.book.forget(userid)
 
     def describe(self) -> dict[str, Any]:
         """The control plane's own description (``GET /_sandbox/``)."""
@@ -292,6 +301,12 @@ class HttpSandboxControl:
         name = "orders" if userid is None else f"orders?userid={quote(userid)}"
         result: dict[str, list[dict[str, Any]]] = self._call("GET", name)["orders"]
         return result
+
+    def clear_orders(self, userid: str | None = None) -> int:
+        """Forget every user's (or ``userid``'s) orders and trades (order ids keep counting);
+        return how many orders."""
+        name = "orders" if userid is None else f"orders?userid={quote(userid)}"
+        return int(self._call("DELETE", name)["cleared"])
 
     def describe(self) -> dict[str, Any]:
         """The control plane's own description (``GET /_sandbox/``)."""

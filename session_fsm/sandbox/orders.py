@@ -126,6 +126,19 @@ class OrderBook:
             self._next_id = FIRST_ORDER_ID
             self._next_trade = 1
 
+    def forget(self, userid: str | None = None) -> int:
+        """Forget every user's (or ``userid``'s) orders and trades, and so their positions;
+        return how many orders. Order ids keep counting: no id is given twice in a run."""
+        with self._lock:
+            users = list(self._orders) if userid is None else [userid]
+            forgotten = 0
+            for user in users:
+                forgotten += len(self._orders.pop(user, {}))
+                self._trades.pop(user, None)
+                self._legs.pop(user, None)
+                self._sold.pop(user, None)
+            return forgotten
+
     def _stamp(self) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(self._wall()))
 

@@ -88,6 +88,10 @@ def _orders(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
     return {"orders": state.book.dump(_opt_str(body, "userid"))}
 
 
+def _forget_orders(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
+    return {"cleared": state.book.forget(_opt_str(body, "userid"))}
+
+
 def _faults(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
     return {"queued": state.queue_fault(FaultSpec.from_json(body))}
 
@@ -143,6 +147,9 @@ OPERATIONS: tuple[Operation, ...] = (
               {"filled": "integer: how many orders"}, _fill),
     Operation("GET", "orders", "every user's order book (query ?userid= for one)", {},
               {"orders": "object: userid -> order report rows"}, _orders),
+    Operation("DELETE", "orders", "forget every user's (query ?userid= for one) orders and "
+              "trades; order ids keep counting", {},
+              {"cleared": "integer: how many orders"}, _forget_orders),
 )  # fmt: skip
 
 _BY_KEY = {(op.method, op.name): op for op in OPERATIONS}
