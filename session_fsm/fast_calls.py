@@ -43,7 +43,7 @@ from .answers import CallAuth, CappedBody, _too_large, answer_of, passed_deadlin
 from .core.calls import Answer, SessionCall
 from .errors import KSError
 from .fast_response import failure
-from .fast_route import _has_cookies, _origin, _prepared_url, _timeout
+from .fast_route import _has_cookies, _origin, _prepared_url, _timeout, _Unusual
 from .hosts import check_url
 from .transport import _WATCHDOG, Call, GuardedAdapter, _local
 from .wire import Wire
@@ -52,10 +52,6 @@ __all__ = ["exchange"]
 
 #: Chunk size of the capped body read (as ``Wire._read``).
 _CHUNK = 65536
-
-
-class _Unusual(Exception):
-    """Raised while routing: the call is sent by ``Wire.send`` instead."""
 
 
 class _CallRoute:
