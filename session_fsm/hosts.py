@@ -45,6 +45,16 @@ _IP_LITERAL = re.compile(r"\[[0-9a-f:.]+\]")
 _PORT = re.compile(r"[0-9]{1,5}")
 _NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")  # an inet_aton() part: the name is an address
 _SHOWN_MAX = 80
+#: Why loopback is refused: allow_loopback is off, or (whatever it says) the session's own
+#: host is not loopback (see SessionView), and what to do about it.
+_NO_LOOPBACK = (
+    "loopback hosts are not allowed (allow_loopback is off, or the session's host is not "
+    "loopback)"
+)
+_LOOPBACK_HINT = (
+    "loopback is for the sandbox: only a session configured on a loopback host sends there "
+    "(with allow_loopback=True); do not send this session's requests to that URL"
+)
 
 
 def refusal(url: str, allowed_domains: tuple[str, ...], allow_loopback: bool) -> str | None:
@@ -83,7 +93,7 @@ def _refusal(origin: str, allowed_domains: tuple[str, ...], allow_loopback: bool
         # "localhost." or "127.0.0.1." is no hosts-file name or address: the resolver asks DNS
         return "a trailing dot makes a loopback name or an address a DNS lookup"
     if name in LOOPBACK_HOSTS:
-        return None if allow_loopback else "loopback hosts are not allowed (allow_loopback)"
+        return None if allow_loopback else _NO_LOOPBACK
     if scheme != "https":
         return "not https"
     domains = {d.lower().removesuffix(".") for d in allowed_domains}
@@ -141,7 +151,9 @@ def check_url(url: str, allowed_domains: tuple[str, ...], allow_loopback: bool) 
 
 
 def hint_for(reason: str) -> str | None:
-    """The hint of a refusal: the allow-list's own, or how to write a plain URL."""
+    """The hint of a refusal: the allow-list's own, loopback's, or how to write a plain URL."""
+    if reason == _NO_LOOPBACK:  # (no domain to add: allowed_domains never lets loopback in)
+        return _LOOPBACK_HINT
     if reason.startswith(("not on the allow-list", "not https", "loopback")):
         return None
     return "give a plain https://host[:port]/path URL (no user info; IDNs as xn--)"
