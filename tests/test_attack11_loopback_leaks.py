@@ -198,3 +198,44 @@ def test_a_refused_loopback_redirect_says_what_to_do() -> None:
     assert isinstance(outcome, UnsafeRedirect), outcome
     assert "session's host is not loopback" in str(outcome)
     _refuses_loopback(outcome)
+
+
+# Guards (pass before and after this module's fix): the httpx auth's strip of a redirect hop
+# with follow_redirects=True, for a session on a real host redirected to loopback. It failed
+# before b38c53d (the hop kept sessionToken); test_loopback_origin pins only a direct request.
+def _to_loopback(url: str) -> Any:
+    import httpx
+
+    return httpx.MockTransport(lambda request: httpx.Response(302, headers={"Location": url}))
+
+
+def test_httpx_follows_a_redirect_to_loopback_without_the_token() -> None:
+    import httpx
+
+    s = _resumed(KSSession)
+    assert s.resume()
+    with _listener() as (server, seen):
+        mounts = {"https://tradeapi.kotaksecurities.com": _to_loopback(server.url + "/x")}
+        with httpx.Client(auth=s.auth, follow_redirects=True, mounts=mounts, timeout=5) as c:
+            assert c.get(PRODUCTION + "/quick/user/orders").status_code == 200
+    assert len(seen) == 1 and not _leaked(seen)  # the hop went, without the session's tokens
+
+
+def test_httpx_async_follows_a_redirect_to_loopback_without_the_token() -> None:
+    import httpx
+
+    async def go(url: str) -> int:
+        s = _resumed(AsyncKSSession)
+        try:
+            assert await s.resume()
+            mounts = {"https://tradeapi.kotaksecurities.com": _to_loopback(url)}
+            async with httpx.AsyncClient(
+                auth=s.auth, follow_redirects=True, mounts=mounts, timeout=5
+            ) as c:
+                return (await c.get(PRODUCTION + "/quick/user/orders")).status_code
+        finally:
+            await s.close()
+
+    with _listener() as (server, seen):
+        assert asyncio.run(go(server.url + "/x")) == 200
+    assert len(seen) == 1 and not _leaked(seen)
