@@ -239,3 +239,31 @@ def test_httpx_async_follows_a_redirect_to_loopback_without_the_token() -> None:
     with _listener() as (server, seen):
         assert asyncio.run(go(server.url + "/x")) == 200
     assert len(seen) == 1 and not _leaked(seen)
+
+
+def test_a_401_from_a_redirect_hop_off_the_list_is_not_the_sessions() -> None:
+    # requests' auth=s.auth: a hostile redirect to loopback whose 401 is taken for the
+    # session's expiry drops a live session and logs in again (the user's other sessions at
+    # the broker are logged out), and the replay would go to the hop's URL with the new token.
+    # That hop got no token: its 401 says nothing of the session (as httpx_auth's _off_list).
+    s = _resumed(KSSession)
+    assert s.resume()
+    with _listener() as (server, seen), requests.Session() as http:
+
+        def unauthorised(handler: Any, path: str) -> bool:
+            seen.append({k.lower(): v for k, v in handler.headers.items()})
+            body = b'{"message": "Invalid session", "code": "900901"}'
+            handler.send_response(401)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            handler.wfile.write(body)
+            return True
+
+        server.writer = unauthorised
+        http.mount(PRODUCTION, _Redirect(server.url + "/x"))
+        answer = http.get(PRODUCTION + "/quick/user/orders", auth=s.auth, timeout=5)
+    assert answer.status_code == 401  # the hop's answer, returned as an auth returns answers
+    assert [r.trigger for r in s.history] == ["restore"]  # no expiry, no re-login
+    assert s.state is State.AUTHENTICATED and s.generation == 3
+    assert len(seen) == 1 and not _leaked(seen)

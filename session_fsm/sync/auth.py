@@ -25,6 +25,7 @@ from ..core.relogin import Outgoing, streamed_body, where
 from ..core.snapshot import Snapshot
 from ..errors import APIError, KSError, NotReplayable
 from ..hosts import check_url as check_allowed
+from ..hosts import refusal
 from ..wire import check_url, redirect_guard
 from .driver import Driver
 
@@ -159,6 +160,8 @@ class SessionAuth(AuthBase, FlowAuth):
     ) -> requests.Response:
         if response.status_code not in (401, 403):
             return response
+        if refusal(response.url or "", *self._core.allowed) is not None:
+            return response  # a redirect's hop off the list got no token: its 401 says nothing
         request = response.request
         method = (request.method or "GET").upper()
         out = Outgoing(
