@@ -267,3 +267,51 @@ def test_a_401_from_a_redirect_hop_off_the_list_is_not_the_sessions() -> None:
     assert [r.trigger for r in s.history] == ["restore"]  # no expiry, no re-login
     assert s.state is State.AUTHENTICATED and s.generation == 3
     assert len(seen) == 1 and not _leaked(seen)
+
+
+# Another spelling of this machine, listed in allowed_domains (KS_ALLOWED_DOMAINS, or a test
+# server's address kept in a setting): before, a session on a real host refused 127.0.0.1 and
+# localhost but followed an init redirect to 127.0.0.2, 127.1 or api.localhost, and sent the
+# password there. Without such an entry these were refused already (not on the list).
+ALIASES = [
+    ("127.0.0.2", "https://127.0.0.2:8443/apim"),
+    ("127.1", "https://127.1/apim"),
+    ("2130706433", "https://2130706433/apim"),
+    ("0.0.0.0", "https://0.0.0.0/apim"),
+    ("localhost", "https://api.localhost/apim"),
+]
+
+
+@pytest.mark.parametrize(("listed", "where"), ALIASES)
+def test_a_listed_loopback_alias_gets_no_login_from_a_real_host(listed: str, where: str) -> None:
+    from session_fsm.core.calls import Call
+    from tests.test_loopback_origin import _connect
+
+    s = KSSession(make_credentials(), host=PRODUCTION,
+                  allowed_domains=("kotaksecurities.com", listed))  # fmt: skip
+    asked, outcome = _connect(s, {"Success": {"redirect": {"host": where}}})
+    assert isinstance(outcome, UnsafeRedirect), outcome
+    _refuses_loopback(outcome)
+    assert asked == [(Call.INIT, PRODUCTION)]  # no login, anywhere
+
+
+def test_an_absolute_url_to_a_listed_loopback_alias_is_refused() -> None:
+    s = _resumed(KSSession)
+    s = KSSession(make_credentials(), host=PRODUCTION, store=s.store,
+                  allowed_domains=("kotaksecurities.com", "127.1"))  # fmt: skip
+    assert s.resume()
+    with _listener() as (server, seen), pytest.raises(UnsafeRedirect) as caught:
+        port = server.url.split(":")[2].split("/")[0]
+        s.request("GET", f"https://127.1:{port}/x")  # before: a TLS hello to the listener
+    _refuses_loopback(caught.value)
+    assert seen == []
+
+
+def test_a_session_configured_on_a_listed_loopback_alias_is_a_sandbox() -> None:
+    # Its own host is this machine: it may go to loopback, as a session on 127.0.0.1 may.
+    from tests.test_loopback_origin import _connect
+
+    s = KSSession(make_credentials(), host="https://127.0.0.2/apim",
+                  allowed_domains=("kotaksecurities.com", "127.0.0.2"))  # fmt: skip
+    _, outcome = _connect(s, {"Success": {"redirect": {"host": "http://127.0.0.1:9/apim"}}})
+    assert outcome.state is State.AUTHENTICATED, outcome
