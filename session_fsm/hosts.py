@@ -141,6 +141,7 @@ def shown_host(url: str) -> str:
     return shown if len(shown) <= _SHOWN_MAX else shown[: _SHOWN_MAX - 1] + "…"
 
 
+@functools.lru_cache(maxsize=64)  # pure: a process's sessions mostly share one host
 def is_loopback(url: str) -> bool:
     """Whether ``url``'s host is a loopback name or address (``127.0.0.1``, ``localhost``,
     ``::1``, or another spelling of this machine: see :func:`_reaches_this_machine`); for a
