@@ -315,3 +315,20 @@ def test_a_session_configured_on_a_listed_loopback_alias_is_a_sandbox() -> None:
                   allowed_domains=("kotaksecurities.com", "127.0.0.2"))  # fmt: skip
     _, outcome = _connect(s, {"Success": {"redirect": {"host": "http://127.0.0.1:9/apim"}}})
     assert outcome.state is State.AUTHENTICATED, outcome
+
+
+def test_requests_auth_refuses_a_loopback_url_before_any_re_login() -> None:
+    # Past its hard deadline, a session's requests auth logged in again (the password to the
+    # broker, the user's other sessions logged out) for a request it then refused: httpx's
+    # auth checks the URL first, and now so does requests'.
+    now = [time.time()]
+    store = MemoryStore()
+    s = KSSession(make_credentials(), host=PRODUCTION, store=store, clock=lambda: now[0],
+                  max_session_age=3600)  # fmt: skip
+    store.save(s.store_key(), StoredSession(PRODUCTION, "demo-user", Secret(TOKEN), 3, now[0]))
+    assert s.resume()
+    now[0] += 7200  # past the deadline: the next request renews first
+    with _listener() as (server, seen), pytest.raises(UnsafeRedirect) as caught:
+        requests.get(server.url + "/x", auth=s.auth, timeout=5)
+    _refuses_loopback(caught.value)
+    assert [r.trigger for r in s.history] == ["restore"] and seen == []

@@ -140,11 +140,11 @@ class SessionAuth(AuthBase, FlowAuth):
         snap = core.usable()
         if snap is None:
             method, url = (r.method or "GET").upper(), r.url or ""
+            _check(url, core, driver)  # first: a refused URL is worth no re-login
             out = Outgoing(method, where(method, url), streamed_body(r.body), url)
             snap = driver.run(relogin.ready_or_none(core, out))
             if snap is None:  # no usable session now (recorded, logged): the server answers
-                _check(url, core, driver)  # the request without session headers
-                return r
+                return r  # the request without session headers
         _apply(r, snap, core, driver)
         r.register_hook(  # type: ignore[no-untyped-call]
             "response", redirect_guard(functools.partial(_check, core=core, driver=driver),
