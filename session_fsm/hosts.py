@@ -16,8 +16,10 @@ first ``/``, ``?`` or ``#``) is a plain host and port with nothing a parser coul
 
 Then the host must be loopback (``127.0.0.1``, ``localhost``, ``::1``; with ``allow_loopback``,
 on http or https) or, on https, equal to or under one of ``allowed_domains``. An IPv4 address
-other than loopback passes only when listed exactly. A session whose own host is not loopback
-checks its redirects, stored hosts and ``s.auth`` requests with loopback refused, whatever
+other than loopback passes only when listed exactly. Without ``allow_loopback``, another
+spelling of this machine (``127.0.0.2``, ``127.1``, ``0.0.0.0``, ``*.localhost``) is refused
+even when listed. A session whose own host is not loopback checks its redirects, stored hosts,
+``adopt()``, absolute URLs and ``s.auth`` requests with loopback refused, whatever
 ``allow_loopback`` says (:class:`~session_fsm.core.view.SessionView`): loopback is for the
 sandbox, which a session reaches by being configured there.
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+import socket
 from urllib.parse import urlsplit
 
 from urllib3.exceptions import LocationParseError
@@ -45,6 +48,16 @@ _IP_LITERAL = re.compile(r"\[[0-9a-f:.]+\]")
 _PORT = re.compile(r"[0-9]{1,5}")
 _NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")  # an inet_aton() part: the name is an address
 _SHOWN_MAX = 80
+#: Why loopback is refused: allow_loopback is off, or (whatever it says) the session's own
+#: host is not loopback (see SessionView), and what to do about it.
+_NO_LOOPBACK = (
+    "loopback hosts are not allowed (allow_loopback is off, or the session's host is not "
+    "loopback)"
+)
+_LOOPBACK_HINT = (
+    "loopback is for the sandbox: only a session configured on a loopback host sends there "
+    "(with allow_loopback=True); do not send this session's requests to that URL"
+)
 
 
 def refusal(url: str, allowed_domains: tuple[str, ...], allow_loopback: bool) -> str | None:
@@ -83,7 +96,9 @@ def _refusal(origin: str, allowed_domains: tuple[str, ...], allow_loopback: bool
         # "localhost." or "127.0.0.1." is no hosts-file name or address: the resolver asks DNS
         return "a trailing dot makes a loopback name or an address a DNS lookup"
     if name in LOOPBACK_HOSTS:
-        return None if allow_loopback else "loopback hosts are not allowed (allow_loopback)"
+        return None if allow_loopback else _NO_LOOPBACK
+    if not allow_loopback and _reaches_this_machine(name):  # (listed in allowed_domains)
+        return _NO_LOOPBACK
     if scheme != "https":
         return "not https"
     domains = {d.lower().removesuffix(".") for d in allowed_domains}
@@ -126,10 +141,34 @@ def shown_host(url: str) -> str:
     return shown if len(shown) <= _SHOWN_MAX else shown[: _SHOWN_MAX - 1] + "…"
 
 
+@functools.lru_cache(maxsize=64)  # pure: a process's sessions mostly share one host
 def is_loopback(url: str) -> bool:
     """Whether ``url``'s host is a loopback name or address (``127.0.0.1``, ``localhost``,
-    ``::1``); for a URL that passed :func:`refusal`, so its host is plain."""
-    return urlsplit(url).hostname in LOOPBACK_HOSTS
+    ``::1``, or another spelling of this machine: see :func:`_reaches_this_machine`); for a
+    URL that passed :func:`refusal`, so its host is plain."""
+    host = urlsplit(url).hostname or ""
+    return host in LOOPBACK_HOSTS or _reaches_this_machine(host)
+
+
+def _reaches_this_machine(name: str) -> bool:
+    """Whether the plain host ``name`` (no brackets, no trailing dot) is this machine though
+    none of :data:`LOOPBACK_HOSTS`: a ``*.localhost`` name (RFC 6761: resolvers answer
+    loopback), an address in 127/8 or 0/8 in any ``inet_aton`` spelling (``127.0.0.2``,
+    ``127.1``, ``2130706433``, ``0x7f.1``, ``0.0.0.0``), ``::`` or an IPv4-mapped loopback.
+    Only an ``allowed_domains`` entry lets such a host pass the allow-list at all."""
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        if ":" in name:
+            v6 = ipaddress.IPv6Address(name)
+            ip: ipaddress.IPv4Address | ipaddress.IPv6Address = v6.ipv4_mapped or v6
+        elif _NUMERIC_LABEL.fullmatch(name.rpartition(".")[2]):
+            ip = ipaddress.IPv4Address(socket.inet_aton(name))
+        else:
+            return False
+    except (OSError, ValueError):  # not an address after all: a DNS name
+        return False
+    return ip.is_loopback or ip.is_unspecified or (ip.version == 4 and ip.packed[0] == 0)
 
 
 def check_url(url: str, allowed_domains: tuple[str, ...], allow_loopback: bool) -> None:
@@ -141,7 +180,9 @@ def check_url(url: str, allowed_domains: tuple[str, ...], allow_loopback: bool) 
 
 
 def hint_for(reason: str) -> str | None:
-    """The hint of a refusal: the allow-list's own, or how to write a plain URL."""
+    """The hint of a refusal: the allow-list's own, loopback's, or how to write a plain URL."""
+    if reason == _NO_LOOPBACK:  # (no domain to add: allowed_domains never lets loopback in)
+        return _LOOPBACK_HINT
     if reason.startswith(("not on the allow-list", "not https", "loopback")):
         return None
     return "give a plain https://host[:port]/path URL (no user info; IDNs as xn--)"

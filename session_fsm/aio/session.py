@@ -21,6 +21,7 @@ from ..core.snapshot import Snapshot
 from ..core.view import SessionView
 from ..credentials import Credentials
 from ..errors import APIError
+from ..hosts import check_url as check_allowed
 from ..stores import StoredSession, TokenStore
 from ..table import State
 from ..wire import check_url
@@ -142,7 +143,9 @@ class AsyncKSSession(SessionView):
         return self._core.snap.state is State.AUTHENTICATED
 
     async def adopt(self, record: StoredSession, reason: str) -> None:
-        """Take a session token made elsewhere (store, other process) via the restore edge."""
+        """Take a session token made elsewhere (store, other process) via the restore edge
+        (UnsafeRedirect for a record whose host is off this session's allow-list)."""
+        check_allowed(record.host, *self._core.allowed)
         await self._run(flows.locked(self._core, adopt(self._core, record, reason), load=False))
 
     async def reset_cooldown(self) -> None:
@@ -235,8 +238,9 @@ class AsyncKSSession(SessionView):
             raise TypeError(f"request() got unexpected keyword arguments {unknown}")
         wire = self._wire
         absolute = "://" in path
-        if absolute:
-            check_url(path, wire.config)  # the host the request would connect to
+        if absolute:  # the host the request would connect to: the session's list and the wire's
+            check_allowed(path, *self._core.allowed)  # (no loopback from a real host)
+            check_url(path, wire.config)
         extra = kwargs.get("headers")
         params, body, data = kwargs.get("params"), kwargs.get("json"), kwargs.get("data")
 

@@ -24,6 +24,8 @@ from ..core.engine import SessionCore
 from ..core.relogin import Outgoing, streamed_body, where
 from ..core.snapshot import Snapshot
 from ..errors import APIError, KSError, NotReplayable
+from ..hosts import check_url as check_allowed
+from ..hosts import refusal
 from ..wire import check_url, redirect_guard
 from .driver import Driver
 
@@ -51,6 +53,8 @@ def send_call(
 ) -> requests.Response:
     """``session.request``: one snapshot for host and tokens; the typed error of a non-2xx
     answer raised with the response on it as ``.response``."""
+    if kwargs and kwargs.get("allow_redirects"):  # each hop, under the session's own allow-list too
+        kwargs = _hops_checked(kwargs, core, driver)
     # The hot path: a usable snapshot and a 2xx answer are the request flow's first step and
     # its end (relogin.request: usable -> Send -> answered), taken here without making the
     # flow; any other answer continues in the flow exactly where the Send would have left it.
@@ -65,7 +69,7 @@ def send_call(
         first = Reply(sent.status_code, sent)
     wire = driver.wire
     if absolute:
-        check_url(path, wire.config)  # the host urllib3 would connect to
+        _check(path, core, driver)  # the host urllib3 would connect to
 
     def send(effect: Send) -> Reply:
         if absolute:  # an absolute URL: requests' own path
@@ -136,14 +140,14 @@ class SessionAuth(AuthBase, FlowAuth):
         snap = core.usable()
         if snap is None:
             method, url = (r.method or "GET").upper(), r.url or ""
+            _check(url, core, driver)  # first: a refused URL is worth no re-login
             out = Outgoing(method, where(method, url), streamed_body(r.body), url)
             snap = driver.run(relogin.ready_or_none(core, out))
             if snap is None:  # no usable session now (recorded, logged): the server answers
-                check_url(url, driver.wire.config)  # the request without session headers
-                return r
-        _apply(r, snap, driver)
+                return r  # the request without session headers
+        _apply(r, snap, core, driver)
         r.register_hook(  # type: ignore[no-untyped-call]
-            "response", redirect_guard(functools.partial(check_url, config=driver.wire.config),
+            "response", redirect_guard(functools.partial(_check, core=core, driver=driver),
                                        refuse=False),  # a redirect requests follows: no tokens
         )  # fmt: skip
         r.register_hook(  # type: ignore[no-untyped-call]
@@ -156,6 +160,8 @@ class SessionAuth(AuthBase, FlowAuth):
     ) -> requests.Response:
         if response.status_code not in (401, 403):
             return response
+        if refusal(response.url or "", *self._core.allowed) is not None:
+            return response  # a redirect's hop off the list got no token: its 401 says nothing
         request = response.request
         method = (request.method or "GET").upper()
         out = Outgoing(
@@ -169,7 +175,7 @@ class SessionAuth(AuthBase, FlowAuth):
             prep = first.request.copy()
             if prep.url and snap.host != effect.snap.host and prep.url.startswith(snap.host):
                 prep.url = effect.snap.host + prep.url[len(snap.host) :]
-            _apply(prep, effect.snap, self._driver, effect)
+            _apply(prep, effect.snap, self._core, self._driver, effect)
             if first.connection is None:  # pragma: no cover - requests always sets it
                 raise NotReplayable("the answer has no connection to send the replay on")
             try:
@@ -192,10 +198,30 @@ class SessionAuth(AuthBase, FlowAuth):
         return final
 
 
+def _check(url: str, core: SessionCore, driver: Driver) -> None:
+    """UnsafeRedirect unless ``url`` may receive the session's tokens: the session's own
+    allow-list (a session on a real host never sends to loopback, whatever the wire's
+    ``allow_loopback`` says) and its wire's (which may have been narrowed since)."""
+    check_allowed(url, *core.allowed)
+    check_url(url, driver.wire.config)
+
+
+def _hops_checked(kwargs: dict[str, Any], core: SessionCore, driver: Driver) -> dict[str, Any]:
+    """``kwargs`` with a response hook that refuses a redirect hop off the session's
+    allow-list before requests sends it (the wire's own hook checks the wire's list only)."""
+    hooks = dict(kwargs.get("hooks") or {})
+    theirs = hooks.get("response") or []
+    theirs = [theirs] if callable(theirs) else list(theirs)
+    guard = redirect_guard(functools.partial(_check, core=core, driver=driver))
+    hooks["response"] = [guard, *theirs]
+    return {**kwargs, "hooks": hooks}
+
+
 def _apply(
-    r: requests.PreparedRequest, snap: Snapshot, driver: Driver, effect: Send | None = None
-) -> None:
-    check_url(r.url or "", driver.wire.config)  # the prepared URL: what is sent
+    r: requests.PreparedRequest, snap: Snapshot, core: SessionCore, driver: Driver,
+    effect: Send | None = None,
+) -> None:  # fmt: skip
+    _check(r.url or "", core, driver)  # the prepared URL: what is sent
     who = effect.who if effect is not None else snap.who
     token = snap.session_token
     assert who is not None and token is not None  # ready() gives Authenticated snapshots

@@ -22,6 +22,7 @@ from ..core.snapshot import Snapshot
 from ..core.view import SessionView
 from ..credentials import Credentials
 from ..errors import KSError
+from ..hosts import check_url
 from ..stores import StoredSession, TokenStore, open_store
 from ..table import State
 from ..wire import Wire
@@ -158,7 +159,10 @@ class KSSession(SessionView):
         return self._core.snap.state is State.AUTHENTICATED
 
     def adopt(self, record: StoredSession, reason: str) -> None:
-        """Take a session token made elsewhere (store, other process) via the restore edge."""
+        """Take a session token made elsewhere (store, other process) via the restore edge.
+        A record whose host is off this session's allow-list (loopback, for a session on a real
+        host) raises UnsafeRedirect: its requests would take the token there."""
+        check_url(record.host, *self._core.allowed)
         self._run(flows.locked(self._core, adopt(self._core, record, reason), load=False))
 
     def reset_cooldown(self) -> None:
