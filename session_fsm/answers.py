@@ -292,7 +292,8 @@ def answer_of(
     header and its body (over ``max_bytes``: MalformedAnswer, never decoded)."""
     if len(content) > max_bytes:
         raise _too_large(call, status, max_bytes)
-    return Answer(call, status, _retry_after(retry_after), decode_answer(content))
+    wait = None if retry_after is None else _retry_after(retry_after)  # (None: no call)
+    return Answer(call, status, wait, decode_answer(content))
 
 
 def trading_call(
