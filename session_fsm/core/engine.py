@@ -242,6 +242,7 @@ def fire(
     take an internal edge, kept on the record. ``changes``: snapshot fields an internal edge
     brings (``restore``: the stored session).
     """
+    edge_calls = _EDGE_CALLS or _edge_calls()
     if trigger != "restore" and not core.loaded:
         yield from ensure_loaded(core)
     snap = core.snap
@@ -265,7 +266,7 @@ def fire(
     deferred: KSError | None = None
     try:
         if e.call is not None:
-            made, deferred = yield from (_EDGE_CALLS or _edge_calls())[e.call](core, snap)
+            made, deferred = yield from edge_calls[e.call](core, snap)
             changes = {**(changes or {}), **made}
     except KSError as exc:
         core.record(trigger, src, FAILED, exc, t0, reason=reason, attempt=attempt_no,
