@@ -8,8 +8,10 @@ Nothing here sends anything; :class:`~session_fsm.wire.Wire` does, with these.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from json.encoder import c_make_encoder as _c_make_encoder  # type: ignore[attr-defined]
+from json.encoder import encode_basestring_ascii
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 import requests
@@ -83,7 +85,7 @@ class CallAuth(AuthBase):
         if self.body is None:
             return headers, None
         headers["Content-Type"] = "application/json"
-        return headers, json.dumps(
+        return headers, _dumps(
             {k: v.reveal() if isinstance(v, Secret) else v for k, v in self.body.items()}
         ).encode()
 
@@ -93,6 +95,28 @@ class CallAuth(AuthBase):
         if body is not None:
             r.body = body  # requests sets Content-Length from it after the auth
         return r
+
+
+def _body_encoder() -> Callable[[Any], str]:
+    """``json.dumps`` (its defaults: ASCII, ``", "`` and ``": "``), with the C encoder made
+    once: ``json.dumps`` makes one, and a Python closure, on every call. Without circular
+    reference bookkeeping, which only a self-containing value needs: a body is a flat object
+    of strings. ``json.dumps`` itself where the json module has no C accelerator."""
+    if _c_make_encoder is None:  # pragma: no cover - CPython has it
+        return json.dumps
+    encode = _c_make_encoder(
+        None, json.JSONEncoder().default, encode_basestring_ascii, None, ": ", ", ", False,
+        False, True,
+    )  # fmt: skip
+
+    def dumps(value: Any) -> str:
+        return "".join(encode(value, 0))
+
+    return dumps
+
+
+#: The JSON text of a call's body, as ``json.dumps`` writes it.
+_dumps: Final = _body_encoder()
 
 
 def seal(request: requests.PreparedRequest | None, *, drop_body: bool = False) -> None:
@@ -292,7 +316,8 @@ def answer_of(
     header and its body (over ``max_bytes``: MalformedAnswer, never decoded)."""
     if len(content) > max_bytes:
         raise _too_large(call, status, max_bytes)
-    return Answer(call, status, _retry_after(retry_after), decode_answer(content))
+    wait = None if retry_after is None else _retry_after(retry_after)  # (None: no call)
+    return Answer(call, status, wait, decode_answer(content))
 
 
 def trading_call(

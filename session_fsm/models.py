@@ -71,7 +71,11 @@ def decode_answer(raw: bytes) -> Any:
             return json.loads(raw, object_hook=_wrap_tokens)
         # json.loads' own steps for bytes, with one decoder made once (json.loads makes one
         # per call when given a hook)
-        text = raw.decode(json.detect_encoding(raw), "surrogatepass")
+        if len(raw) > 1 and raw[0] in _OPENERS and raw[1]:
+            encoding = "utf-8"  # what detect_encoding decides for it, without its call
+        else:
+            encoding = json.detect_encoding(raw)
+        text = raw.decode(encoding, "surrogatepass")
         return _DECODER.decode(text)
     except RecursionError:
         reason = "is nested too deeply"
@@ -105,6 +109,10 @@ def too_deep(raw: bytes | str) -> bool:
     return False
 
 
+#: The first byte of a JSON object or array: no byte order mark starts with one, so a body
+#: starting so, with a second byte that is not NUL, is UTF-8 to ``json.detect_encoding``.
+_OPENERS = frozenset(b"{[")
+
 #: The decoder of answers (its object_hook wraps tokens as they are decoded).
 _DECODER = json.JSONDecoder(object_hook=_wrap_tokens)
 
@@ -123,10 +131,10 @@ def unwrap(
     """
     if isinstance(body, Undecodable):
         _fail(call, status, "body", body.reason)
-    if not isinstance(body, Mapping):
+    if type(body) is not dict and not isinstance(body, Mapping):  # (decoded: a dict)
         _fail(call, status, "body", "is not a JSON object")
     payload = body.get("Success", body.get("success"))
-    if not isinstance(payload, Mapping):
+    if type(payload) is not dict and not isinstance(payload, Mapping):
         _fail(call, status, "Success", "is missing or not an object (no Success envelope)")
     if required is not None and not payload.get(required):
         _fail(call, status, required, "is missing")
@@ -186,7 +194,7 @@ class _Fields:
         value = self.data.get(key)
         if value is None:
             return None
-        if not isinstance(value, Mapping):
+        if type(value) is not dict and not isinstance(value, Mapping):
             self.fail(key, "must be an object")
         return _Fields(value, self.call, self.status, f"{self.prefix}{key}.")
 
@@ -205,8 +213,20 @@ class _Fields:
         return value
 
 
-def _extra(data: JSON, known: set[str]) -> dict[str, Any]:
+def _extra(data: JSON, known: frozenset[str]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k not in known}
+
+
+#: The fields each answer model reads (the rest go to its ``extra``), made once.
+_INIT_FIELDS = frozenset(
+    {"redirect", "encryption", "weblink", "userType", "status", "message", "userid"}
+)
+_LOGIN_FIELDS = frozenset({"oneTimeToken", "mpin", "biometric", "message"})
+_2FA_FIELDS = frozenset(
+    {"sessionToken", "userId", "clientCode", "clientName", "emailId", "phoneNo",
+     "enabledSegments", "enabledProducts", "publicToken", "loginTime"}
+)  # fmt: skip
+_LOGOUT_FIELDS = frozenset({"message"})
 
 
 @dataclass(frozen=True)
@@ -295,7 +315,7 @@ class ResSessionInit:
             )
         web = f.obj("weblink")
         weblink = Weblink(url=web.text("url")) if web is not None else None
-        known = {"redirect", "encryption", "weblink", "userType", "status", "message", "userid"}
+        known = _INIT_FIELDS
         return cls(
             redirect=redirect,
             encryption=encryption,
@@ -326,7 +346,7 @@ class ResLogin:
         f = _Fields(payload, cls.CALL, status)
         token = f.token("oneTimeToken", required=True)
         assert token is not None
-        known = {"oneTimeToken", "mpin", "biometric", "message"}
+        known = _LOGIN_FIELDS
         return cls(
             one_time_token=token,
             mpin=f.text("mpin"),
@@ -360,10 +380,7 @@ class ResSession2FA:
         f = _Fields(payload, cls.CALL, status)
         token = f.token("sessionToken", required=True)
         assert token is not None
-        known = {
-            "sessionToken", "userId", "clientCode", "clientName", "emailId", "phoneNo",
-            "enabledSegments", "enabledProducts", "publicToken", "loginTime",
-        }  # fmt: skip
+        known = _2FA_FIELDS
         return cls(
             session_token=token,
             user_id=f.text("userId"),
@@ -392,7 +409,7 @@ class ResLogout:
     def parse(cls, payload: JSON, *, status: int = 200) -> ResLogout:
         """Build from an unwrapped payload."""
         f = _Fields(payload, cls.CALL, status)
-        return cls(message=f.text("message"), extra=_extra(payload, {"message"}))
+        return cls(message=f.text("message"), extra=_extra(payload, _LOGOUT_FIELDS))
 
 
 @dataclass(frozen=True)

@@ -164,7 +164,8 @@ class Answer:
         """The unwrapped Success payload of a 2xx answer; the typed error of any other."""
         if not 200 <= self.status < 300:
             raise self.error()
-        return unwrap(self.body, status=self.status, required=required, call=self.call.value)
+        # (``_value_``, not ``.value``: Enum's property is a Python call)
+        return unwrap(self.body, status=self.status, required=required, call=self.call._value_)
 
 
 def result_of(answer: Answer) -> Any:

@@ -18,7 +18,15 @@ from ..errors import (
 )
 from ..table import State
 from .effects import Flow, Lock, StoreLock, StoreUnlock, Unlock
-from .engine import NOT_LOGGED_IN, SessionCore, adopt, ensure_loaded, fire, lock_wait_expired
+from .engine import (
+    NOT_LOGGED_IN,
+    SessionCore,
+    adopt,
+    ensure_loaded,
+    fire,
+    lock_wait_expired,
+    stored_newer,
+)
 from .machine import GUARDS
 from .snapshot import REFUSED, Snapshot
 
@@ -86,8 +94,6 @@ def with_store(core: SessionCore, flow: Flow[Snapshot]) -> Flow[Snapshot]:
 
 def adopt_or_walk(core: SessionCore) -> Flow[Snapshot]:
     """Adopt a newer stored session, or walk to Authenticated (store lock held)."""
-    from .engine import stored_newer
-
     newer = yield from stored_newer(core, core.snap.generation)
     if newer is not None:
         yield from adopt(core, newer, reason="store")

@@ -247,8 +247,7 @@ def fire(
     take an internal edge, kept on the record. ``changes``: snapshot fields an internal edge
     brings (``restore``: the stored session).
     """
-    from .edges import EDGE_CALLS  # the calls import this module's flows
-
+    edge_calls = _EDGE_CALLS or _edge_calls()
     if trigger != "restore" and not core.loaded:
         yield from ensure_loaded(core)
     snap = core.snap
@@ -272,7 +271,7 @@ def fire(
     deferred: KSError | None = None
     try:
         if e.call is not None:
-            made, deferred = yield from EDGE_CALLS[e.call](core, snap)
+            made, deferred = yield from edge_calls[e.call](core, snap)
             changes = {**(changes or {}), **made}
     except KSError as exc:
         core.record(trigger, src, FAILED, exc, t0, reason=reason, attempt=attempt_no,
@@ -284,6 +283,20 @@ def fire(
                 attempt=attempt_no, call=call, guards=guards)  # fmt: skip
     if deferred is not None:
         raise deferred
+
+
+#: The edges' calls (:data:`~session_fsm.core.edges.EDGE_CALLS`), kept at the first edge
+#: that makes one: that module imports this one's flows, so it is imported then, once (an
+#: import inside :func:`fire` cost a few microseconds on every edge).
+_EDGE_CALLS: dict[str, Any] | None = None
+
+
+def _edge_calls() -> dict[str, Any]:
+    global _EDGE_CALLS
+    from .edges import EDGE_CALLS
+
+    _EDGE_CALLS = EDGE_CALLS
+    return EDGE_CALLS
 
 
 def after_failure(core: SessionCore, exc: KSError) -> Flow[None]:
