@@ -180,6 +180,20 @@ def answer_server(*, keep_alive: bool = False) -> Iterator[AnswerServer]:
 
 
 @contextmanager
+def recording_server() -> Iterator[tuple[AnswerServer, list[dict[str, str]]]]:
+    """An answer server, and the headers (names in lower case) of every request it got."""
+    seen: list[dict[str, str]] = []
+    with answer_server() as server:
+
+        def record(handler: BaseHTTPRequestHandler, path: str) -> bool:
+            seen.append({k.lower(): v for k, v in handler.headers.items()})
+            return False
+
+        server.writer = record
+        yield server, seen
+
+
+@contextmanager
 def answered_session(**options: Any) -> Iterator[tuple[AnswerServer, KSSession]]:
     """A running :class:`AnswerServer` and a ``KSSession`` on it (the demo credentials, fast
     retries, short timeouts unless ``options`` say otherwise); both closed after."""

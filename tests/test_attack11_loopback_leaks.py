@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -36,7 +34,7 @@ from requests.models import PreparedRequest, Response
 from session_fsm import AsyncKSSession, KSSession, MemoryStore, State, UnsafeRedirect
 from session_fsm.secret import Secret
 from session_fsm.stores import StoredSession
-from tests.answer_server import answer_server
+from tests.answer_server import recording_server
 from tests.conftest import make_credentials
 
 PRODUCTION = "https://tradeapi.kotaksecurities.com/apim"
@@ -50,20 +48,6 @@ def _resumed(kind: Any) -> Any:
     s = kind(make_credentials(), host=PRODUCTION, store=store)
     store.save(s.store_key(), StoredSession(PRODUCTION, "demo-user", Secret(TOKEN), 3, time.time()))
     return s
-
-
-@contextmanager
-def _listener() -> Iterator[tuple[Any, list[dict[str, str]]]]:
-    """A real loopback server and the headers of every request it got."""
-    seen: list[dict[str, str]] = []
-    with answer_server() as server:
-
-        def record(handler: Any, path: str) -> bool:
-            seen.append({k.lower(): v for k, v in handler.headers.items()})
-            return False
-
-        server.writer = record
-        yield server, seen
 
 
 def _leaked(seen: list[dict[str, str]]) -> bool:
@@ -81,7 +65,7 @@ def _refuses_loopback(err: UnsafeRedirect) -> None:
 def test_requests_auth_sends_nothing_to_loopback() -> None:
     s = _resumed(KSSession)
     assert s.resume()
-    with _listener() as (server, seen), pytest.raises(UnsafeRedirect) as caught:
+    with recording_server() as (server, seen), pytest.raises(UnsafeRedirect) as caught:
         requests.get(server.url + "/x", auth=s.auth, timeout=5)
     assert seen == []
     _refuses_loopback(caught.value)
@@ -90,7 +74,7 @@ def test_requests_auth_sends_nothing_to_loopback() -> None:
 def test_an_absolute_loopback_url_gets_no_token() -> None:
     s = _resumed(KSSession)
     assert s.resume()
-    with _listener() as (server, seen), pytest.raises(UnsafeRedirect) as caught:
+    with recording_server() as (server, seen), pytest.raises(UnsafeRedirect) as caught:
         s.request("GET", server.url + "/x")
     assert seen == []
     _refuses_loopback(caught.value)
@@ -105,7 +89,7 @@ def test_an_absolute_loopback_url_gets_no_token_async() -> None:
         finally:
             await s.close()
 
-    with _listener() as (server, seen), pytest.raises(UnsafeRedirect) as caught:
+    with recording_server() as (server, seen), pytest.raises(UnsafeRedirect) as caught:
         asyncio.run(go(server.url + "/x"))
     assert seen == []
     _refuses_loopback(caught.value)
@@ -113,7 +97,7 @@ def test_an_absolute_loopback_url_gets_no_token_async() -> None:
 
 def test_adopting_a_record_on_loopback_is_refused() -> None:
     s = KSSession(make_credentials(), host=PRODUCTION)
-    with _listener() as (server, seen):
+    with recording_server() as (server, seen):
         record = StoredSession(server.url, "demo-user", Secret(TOKEN), 3, time.time())
         with pytest.raises(UnsafeRedirect) as caught:
             s.adopt(record, "handed over")
@@ -134,7 +118,7 @@ def test_adopting_a_record_on_loopback_is_refused_async() -> None:
             await s.close()
         return s
 
-    with _listener() as (server, seen):
+    with recording_server() as (server, seen):
         s = asyncio.run(go(server.url))
     assert s.state is State.UNINITIALISED and seen == []
 
@@ -142,7 +126,7 @@ def test_adopting_a_record_on_loopback_is_refused_async() -> None:
 def test_the_sandbox_still_adopts_and_sends_to_loopback() -> None:
     # Configured on loopback, a session adopts a loopback record and sends there (not pinned
     # elsewhere for adopt() with a record on another loopback port than the session's own).
-    with _listener() as (server, seen):
+    with recording_server() as (server, seen):
         s = KSSession(make_credentials(), host="http://127.0.0.1:9/apim")
         s.adopt(StoredSession(server.url, "demo-user", Secret(TOKEN), 3, time.time()), "mine")
         assert s.request("GET", "/x").status_code == 200
@@ -170,7 +154,7 @@ class _Redirect(BaseAdapter):
 def test_a_redirect_requests_follows_to_loopback_carries_no_token() -> None:
     s = _resumed(KSSession)
     assert s.resume()
-    with _listener() as (server, seen), requests.Session() as http:
+    with recording_server() as (server, seen), requests.Session() as http:
         http.mount(PRODUCTION, _Redirect(server.url + "/x"))
         answer = http.get(PRODUCTION + "/quick/user/orders", auth=s.auth, timeout=5)
     assert answer.status_code == 200  # an auth never raises: the hop went without tokens
@@ -180,7 +164,7 @@ def test_a_redirect_requests_follows_to_loopback_carries_no_token() -> None:
 def test_s_request_following_a_redirect_to_loopback_is_refused() -> None:
     s = _resumed(KSSession)
     assert s.resume()
-    with _listener() as (server, seen):
+    with recording_server() as (server, seen):
         s.wire.http.mount(PRODUCTION, _Redirect(server.url + "/x"))
         with pytest.raises(UnsafeRedirect) as caught:
             s.request("GET", "/quick/user/orders", allow_redirects=True)
@@ -214,7 +198,7 @@ def test_httpx_follows_a_redirect_to_loopback_without_the_token() -> None:
 
     s = _resumed(KSSession)
     assert s.resume()
-    with _listener() as (server, seen):
+    with recording_server() as (server, seen):
         mounts = {"https://tradeapi.kotaksecurities.com": _to_loopback(server.url + "/x")}
         with httpx.Client(auth=s.auth, follow_redirects=True, mounts=mounts, timeout=5) as c:
             assert c.get(PRODUCTION + "/quick/user/orders").status_code == 200
@@ -236,7 +220,7 @@ def test_httpx_async_follows_a_redirect_to_loopback_without_the_token() -> None:
         finally:
             await s.close()
 
-    with _listener() as (server, seen):
+    with recording_server() as (server, seen):
         assert asyncio.run(go(server.url + "/x")) == 200
     assert len(seen) == 1 and not _leaked(seen)
 
@@ -248,7 +232,7 @@ def test_a_401_from_a_redirect_hop_off_the_list_is_not_the_sessions() -> None:
     # That hop got no token: its 401 says nothing of the session (as httpx_auth's _off_list).
     s = _resumed(KSSession)
     assert s.resume()
-    with _listener() as (server, seen), requests.Session() as http:
+    with recording_server() as (server, seen), requests.Session() as http:
 
         def unauthorised(handler: Any, path: str) -> bool:
             seen.append({k.lower(): v for k, v in handler.headers.items()})
@@ -300,7 +284,7 @@ def test_an_absolute_url_to_a_listed_loopback_alias_is_refused() -> None:
     s = KSSession(make_credentials(), host=PRODUCTION, store=s.store,
                   allowed_domains=("kotaksecurities.com", "127.1"))  # fmt: skip
     assert s.resume()
-    with _listener() as (server, seen), pytest.raises(UnsafeRedirect) as caught:
+    with recording_server() as (server, seen), pytest.raises(UnsafeRedirect) as caught:
         port = server.url.split(":")[2].split("/")[0]
         s.request("GET", f"https://127.1:{port}/x")  # before: a TLS hello to the listener
     _refuses_loopback(caught.value)
@@ -328,7 +312,7 @@ def test_requests_auth_refuses_a_loopback_url_before_any_re_login() -> None:
     store.save(s.store_key(), StoredSession(PRODUCTION, "demo-user", Secret(TOKEN), 3, now[0]))
     assert s.resume()
     now[0] += 7200  # past the deadline: the next request renews first
-    with _listener() as (server, seen), pytest.raises(UnsafeRedirect) as caught:
+    with recording_server() as (server, seen), pytest.raises(UnsafeRedirect) as caught:
         requests.get(server.url + "/x", auth=s.auth, timeout=5)
     _refuses_loopback(caught.value)
     assert [r.trigger for r in s.history] == ["restore"] and seen == []

@@ -30,7 +30,7 @@ from session_fsm.core.calls import SessionCall
 from session_fsm.errors import Call
 from session_fsm.secret import Secret
 from session_fsm.stores import StoredSession
-from tests.answer_server import answer_server
+from tests.answer_server import recording_server
 from tests.conftest import make_credentials
 
 PRODUCTION = "https://tradeapi.kotaksecurities.com/apim"
@@ -113,15 +113,11 @@ def test_s_auth_of_a_session_on_a_real_host_sends_nothing_to_loopback() -> None:
     record = StoredSession(PRODUCTION, "demo-user", Secret("st-" + "d" * 32), 3, time.time())
     store.save(s.store_key(), record)
     assert s.resume() and s.state is State.AUTHENTICATED  # no HTTP: adopted from the store
-    seen: list[dict[str, str]] = []
-    with answer_server() as server:
-
-        def record_headers(handler: Any, path: str) -> bool:
-            seen.append({k.lower(): v for k, v in handler.headers.items()})
-            return False
-
-        server.writer = record_headers
-        with httpx.Client(auth=s.auth) as client, pytest.raises(UnsafeRedirect) as caught:
-            client.get(server.url + "/quick/user/orders")
+    with (
+        recording_server() as (server, seen),
+        httpx.Client(auth=s.auth) as client,
+        pytest.raises(UnsafeRedirect) as caught,
+    ):
+        client.get(server.url + "/quick/user/orders")
     assert "loopback" in str(caught.value)
     assert seen == []  # nothing was sent, let alone a token

@@ -9,38 +9,15 @@ order) so that a smoke-sized soak meets it many times over.
 
 from __future__ import annotations
 
-import logging
-import sys
-from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
-import structlog
 
 from session_fsm import BadRequest, KSError, ServiceUnavailable, SessionExpired, contract
 from session_fsm.sandbox import Sandbox, orders
+from tests import test_benchmarks_smoke as smoke
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def bench(name: str) -> ModuleType:
-    """Import a benchmark module (they import ``common`` as a sibling, like scripts do)."""
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    return __import__(name)
-
-
-@pytest.fixture
-def target(sb: Sandbox) -> Iterator[Any]:
-    """The sandbox as a benchmark target; the benchmarks' logging set-up undone afterwards."""
-    common = bench("common")
-    urllib3_level = logging.getLogger("urllib3").level
-    common.quiet_logging()
-    yield common.Target(sb.url, sb.control, "in-process thread")
-    structlog.reset_defaults()
-    logging.getLogger("urllib3").setLevel(urllib3_level)
+bench, target = smoke.bench, smoke.target  # (target: the benchmarks' sandbox fixture)
 
 
 def test_every_order_is_accepted_past_the_books_limit(
