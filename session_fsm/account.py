@@ -287,16 +287,33 @@ def _login(session: KSSession, args: argparse.Namespace) -> str:
     return "logged in"
 
 
+def _none_stored(session: KSSession) -> str:
+    """Why ``resume()`` found nothing: no record, or one left alone because its host is off
+    the session's allow-list (``load_usable``; the event ``stored_session_ignored`` says why)."""
+    from .stores import StoreError
+
+    try:
+        kept = session.store.load(session.store_key())
+    except StoreError:
+        kept = None
+    if kept is None:
+        return "no stored session"
+    return (
+        "no stored session usable here: the one stored has a host off this session's "
+        "allow-list (-v shows why; `session-fsm login` logs in at the configured host)"
+    )
+
+
 def _logout(session: KSSession, args: argparse.Namespace) -> str:
     if not session.resume():
-        return "no stored session: nothing to log out"
+        return f"{_none_stored(session)}: nothing to log out"
     session.logout()
     return "logged out; the session is deleted from the store"
 
 
 def _status(session: KSSession, args: argparse.Namespace) -> str:
     if not session.resume():
-        return "no stored session"
+        return _none_stored(session)
     if not args.check:
         return "session stored (not checked with the server: add --check to check it)"
     if check_session(session):

@@ -368,3 +368,29 @@ def test_demo_json_lines(home: Path) -> None:
     assert "session_expired x1" in summary["mermaid"]
     assert summary["path"][-1] == ["Authenticated", "logout", "LoggedOut"]
     _demo_secrets_absent(r.all)
+
+
+def test_status_says_when_the_stored_session_was_left_alone_for_its_host(
+    sb: Sandbox, home: Path
+) -> None:
+    # A record under a real host's key whose own host is loopback (a foreign writer): the
+    # session on the real host does not adopt it (tests/test_loopback_origin.py), and the CLI
+    # says so instead of "no stored session".
+    from session_fsm.file_store import FileStore
+    from session_fsm.secret import Secret
+    from session_fsm.stores import StoredSession, store_key
+
+    real = "https://tradeapi.kotaksecurities.com/apim"
+    token = "st-" + "e" * 32
+    TOKENS.add(token)
+    record = StoredSession(sb.url, USERID, Secret(token), 4, time.time())
+    FileStore(str(default_store(home))).save(store_key(real, USERID), record)
+    calls = sum(sb.control.stats()["calls"].values())
+    s = cli("status", "-v", env={"KS_HOST": real, "KS_USERID": USERID}, home=home)
+    assert s.rc == 1, s.err
+    assert "the one stored has a host off this session's allow-list" in s.out
+    assert "stored_session_ignored" in s.err  # -v shows the event that says why
+    o = cli("logout", env=account_env(real), home=home)
+    assert o.rc == 0 and "off this session's allow-list" in o.out, o.err
+    assert "nothing to log out" in o.out
+    assert sum(sb.control.stats()["calls"].values()) == calls  # nothing was sent anywhere
