@@ -8,7 +8,7 @@ Nothing here sends anything; :class:`~session_fsm.wire.Wire` does, with these.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from json.encoder import c_make_encoder as _c_make_encoder  # type: ignore[attr-defined]
 from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any, Final
@@ -235,6 +235,10 @@ _too_large = too_large
 _retry_after = retry_after
 
 
+#: The chunk an answer's body is read in, by every transport.
+CHUNK: Final = 65536
+
+
 class CappedBody:
     """An answer's body read in chunks by any transport, refused past ``cap`` bytes (a
     ``Content-Length`` over it refuses it before any is read): :attr:`over` says so."""
@@ -256,6 +260,11 @@ class CappedBody:
             self.over = True
         return not self.over
 
+    def read(self, chunks: Iterable[bytes]) -> bool:
+        """Take ``chunks`` (a lazy iterator: nothing is read past the cap, nor at all when a
+        ``Content-Length`` refused the body already); False when the body is over the cap."""
+        return not self.over and all(self.add(chunk) for chunk in chunks)
+
     def take(self) -> bytes:
         """The body read (emptied here: a part of a body may hold a token)."""
         data = bytes(self.data)
@@ -273,10 +282,7 @@ def read_capped(response: requests.Response, cap: int) -> bool:
     if read is not False:  # read already (the session's own paths read with the cap)
         return len(read or b"") > cap
     body = CappedBody(cap, response.headers.get("Content-Length"))
-    if not body.over:
-        for chunk in response.iter_content(_CHUNK):
-            if not body.add(chunk):
-                break
+    body.read(response.iter_content(CHUNK))
     response._content = body.take()
     response._content_consumed = True  # type: ignore[attr-defined]
     if body.over:
@@ -289,8 +295,6 @@ def read_capped(response: requests.Response, cap: int) -> bool:
     return body.over
 
 
-#: The chunk a body is read in.
-_CHUNK = 65536
 
 
 def answer(call: Call, response: requests.Response, max_bytes: int) -> Answer:

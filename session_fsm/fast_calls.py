@@ -39,7 +39,7 @@ from requests.cookies import extract_cookies_to_jar
 from requests.models import PreparedRequest
 from requests.utils import check_header_validity, select_proxy
 
-from .answers import CallAuth, CappedBody, _too_large, answer_of, passed_deadline
+from .answers import CHUNK, CallAuth, CappedBody, _too_large, answer_of, passed_deadline
 from .core.calls import Answer, SessionCall
 from .errors import KSError
 from .fast_response import failure
@@ -49,9 +49,6 @@ from .transport import _WATCHDOG, Call, GuardedAdapter, _local
 from .wire import Wire
 
 __all__ = ["exchange"]
-
-#: Chunk size of the capped body read (as ``Wire._read``).
-_CHUNK = 65536
 
 
 class _CallRoute:
@@ -193,11 +190,7 @@ def _send(
             probe.prepare_headers({})
             extract_cookies_to_jar(route.http.cookies, probe, raw)  # type: ignore[no-untyped-call]
         capped = CappedBody(config.max_answer_bytes, raw.headers.get("Content-Length"))
-        if not capped.over:
-            for chunk in raw.stream(_CHUNK, decode_content=True):
-                if not capped.add(chunk):
-                    break
-        if capped.over:
+        if not capped.read(raw.stream(CHUNK, decode_content=True)):
             raw.close()
             raw.release_conn()
             error = _too_large(call.call, status, config.max_answer_bytes)

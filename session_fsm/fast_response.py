@@ -34,15 +34,13 @@ from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers
 from urllib3 import exceptions as u3
 
-from .answers import CappedBody, passed_deadline, transport_error
+from .answers import CHUNK, CappedBody, passed_deadline, transport_error
 from .errors import ConfigurationError, KSError
 from .transport import Call, GuardedAdapter
 from .wire import WireConfig
 
 __all__ = ["build_response", "failure", "read_error_body"]
 
-#: The chunk an error's body is read in.
-_ERROR_CHUNK = 65536
 
 
 def build_response(
@@ -94,10 +92,8 @@ def read_error_body(raw: Any, cap: int) -> bytes:
     and the connection closed, not pooled with a body left on it. ``Content-Length`` is not
     trusted for this: the part read says it."""
     body = CappedBody(cap, None)
-    for chunk in raw.stream(_ERROR_CHUNK, decode_content=True):
-        if not body.add(chunk):
-            raw.close()
-            break
+    if not body.read(raw.stream(CHUNK, decode_content=True)):
+        raw.close()
     return body.take()
 
 

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from .answers import SECRET_HEADERS, CappedBody, answer_of
+from .answers import CHUNK, SECRET_HEADERS, CappedBody, answer_of
 from .core import effects as fx
 from .core import relogin
 from .core.calls import Identity
@@ -84,11 +84,9 @@ class FlowAuth(httpx.Auth):
             return self.run(step)
         if not hasattr(step, "_content"):  # (not read already)
             body = _Inflating(step, self._core.config.max_answer_bytes)
-            chunks = step.iter_bytes(_CHUNK) if body.httpx_decodes else step.iter_raw(_CHUNK)
-            for chunk in chunks:
-                if not body.add(chunk):
-                    step.close()
-                    break
+            chunks = step.iter_bytes(CHUNK) if body.httpx_decodes else step.iter_raw(CHUNK)
+            if not body.read(chunks):
+                step.close()
             _keep(step, body)
         return None
 
@@ -97,7 +95,7 @@ class FlowAuth(httpx.Auth):
             return await self.arun(step)
         if not hasattr(step, "_content"):
             body = _Inflating(step, self._core.config.max_answer_bytes)
-            chunks = step.aiter_bytes(_CHUNK) if body.httpx_decodes else step.aiter_raw(_CHUNK)
+            chunks = step.aiter_bytes(CHUNK) if body.httpx_decodes else step.aiter_raw(CHUNK)
             async for chunk in chunks:
                 if not body.add(chunk):
                     await step.aclose()
@@ -301,10 +299,6 @@ def _replay(
     return again
 
 
-#: The chunk an answer the flow reads (a 401 or 403, a replay's) is read in.
-_CHUNK = 65536
-
-
 def _httpx_decodes() -> frozenset[str]:
     """The Content-Encodings httpx decodes (others it leaves as they are): httpx's own list,
     or, should a newer httpx move it, its long-standing ones."""
@@ -356,7 +350,7 @@ class _Inflating(CappedBody):
         while data:
             inflate = self.layers[layer]
             try:
-                out = inflate.decompress(data, _CHUNK)
+                out = inflate.decompress(data, CHUNK)
             except zlib.error as exc:
                 if not self.first[layer]:
                     raise httpx.DecodingError(str(exc), request=self.request) from None

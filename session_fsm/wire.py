@@ -34,6 +34,7 @@ from urllib3.util.retry import Retry
 from . import contract as c
 from . import validation
 from .answers import (
+    CHUNK,
     CallAuth,
     CappedBody,
     _too_large,
@@ -350,11 +351,7 @@ class Wire:
         error: KSError | None = None
         body = CappedBody(cap, response.headers.get("Content-Length"))
         try:
-            if not body.over:
-                for chunk in response.iter_content(65536):
-                    if not body.add(chunk):
-                        break
-            if body.over:
+            if not body.read(response.iter_content(CHUNK)):
                 error = _too_large(call, status, cap)
         except requests.RequestException as exc:
             method, url = response.request.method or "", response.url

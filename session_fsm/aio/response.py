@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 from urllib3 import exceptions as u3
 
-from ..answers import CappedBody, answer_of, passed_deadline, transport_failure, where_of
+from ..answers import CHUNK, CappedBody, answer_of, passed_deadline, transport_failure, where_of
 from ..core.calls import Answer
 from ..errors import APIError, Call, KSError
 from ..explain import connection_cause
@@ -159,7 +159,7 @@ async def read_error_body(r: aiohttp.ClientResponse, cap: int) -> bytes:
     (longer than ``cap``: the core refuses the answer as too large) is kept and the connection
     closed, not pooled with a body left on it. ``Content-Length`` is not trusted for this."""
     body = CappedBody(cap, None)
-    async for chunk in r.content.iter_chunked(65536):
+    async for chunk in r.content.iter_chunked(CHUNK):
         if not body.add(chunk):
             r.close()
             break
@@ -182,7 +182,7 @@ async def read_body(r: aiohttp.ClientResponse, cap: int | None) -> bytes | None:
         return await r.read()
     body = CappedBody(cap, length)
     if not body.over:
-        async for chunk in r.content.iter_chunked(65536):
+        async for chunk in r.content.iter_chunked(CHUNK):
             if not body.add(chunk):
                 break
     data = body.take()
