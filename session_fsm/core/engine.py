@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -88,8 +89,7 @@ class SessionCore:
         self.origin = origin
         self.config = config
         self.session_id = session_id
-        #: The public object callbacks are given (the driver's session).
-        self.owner = owner
+        self._owner = weakref.ref(owner)
         self.allowed = allowed
         self.clock = clock
         self._logger = logger
@@ -101,6 +101,15 @@ class SessionCore:
         self.callbacks: list[Callback] | None = None
         if on_transition is not None:
             self.callbacks = validation.each_callable("on_transition", on_transition)
+
+    @property
+    def owner(self) -> Any:
+        """The public object callbacks are given (the driver's session). Held weakly: the
+        session holds its core, and with the core holding it back every connected session
+        waited for the cyclic garbage collector (about one collection per 30 connects), not
+        freed when dropped. Whatever hands the core out beyond its session (``session.auth``)
+        keeps the session too."""
+        return self._owner()
 
     @property
     def log(self) -> Any:
