@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import KSError
+from ..frozen import quick_init
 from ..secret import Secret
 from ..table import State
 from .calls import Identity
@@ -33,6 +34,7 @@ class Cooldown:
     stored: bool = False
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """The whole session state at one instant. Tokens are Secrets, so ``repr`` is safe.
@@ -94,6 +96,7 @@ class Snapshot:
 OK, REFUSED, FAILED = "ok", "refused", "failed"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class TransitionRecord:
     """One attempted transition, as kept in ``session.history`` and passed to callbacks."""
