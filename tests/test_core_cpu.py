@@ -37,7 +37,9 @@ from session_fsm.models import (
     UserDetails,
 )
 from session_fsm.sandbox import Sandbox
+from session_fsm.secret import Secret
 from session_fsm.stores import StoredSession
+from session_fsm.table import State
 from tests.conftest import make_credentials
 
 ORDERS = contract.ORDERS_REPORT[1]
@@ -178,3 +180,24 @@ def test_the_core_values_take_their_fields_in_order(cls: type[Any]) -> None:
     assert made == cls(*args) and replace(made) == made
     again = pickle.loads(pickle.dumps(made))
     assert type(again) is cls and [type(getattr(again, n)) for n in names] == [object] * len(names)
+
+
+def test_an_evolved_snapshot_is_a_snapshot_as_replace_makes_it() -> None:
+    base = Snapshot(State.OTT_ISSUED, "https://a.example/apim", 2, Secret("s" * 20),
+                    Secret("o" * 20), 1.5, 2.5, None, 3, None, True, 4.5, 1, None)  # fmt: skip
+    names = [f.name for f in fields(Snapshot)]
+    for name in names:
+        value = object()
+        new = base.evolve(**{name: value})
+        assert type(new) is Snapshot and new == replace(base, **{name: value})
+        assert [getattr(new, n) for n in names] == [
+            value if n == name else getattr(base, n) for n in names
+        ]
+        with pytest.raises(FrozenInstanceError):
+            setattr(new, name, 1)
+        assert not hasattr(new, "__dict__")
+    assert base.evolve() == base and base.evolve() is not base
+    plain = base.evolve(session_token=None, one_time_token=None)  # (Secrets refuse pickling)
+    assert pickle.loads(pickle.dumps(plain)) == plain
+    with pytest.raises(TypeError, match="no field 'nope'"):
+        base.evolve(nope=1)
