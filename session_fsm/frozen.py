@@ -4,8 +4,9 @@ A frozen dataclass's generated ``__init__`` stores each field with
 ``object.__setattr__(self, name, value)``, looked up afresh per field: a global read, an
 attribute read and a store that finds the field by name. :func:`quick_init` gives the class an
 ``__init__`` with the same signature (names, order, defaults) that stores each field through
-its slot's descriptor (a slotted class), or through ``object.__setattr__`` held in the
-function (any other): the same stores without the lookups, about 2.5x (slots) and 1.8x quicker.
+its slot's descriptor (a slotted class), or straight into the instance's ``__dict__`` (any
+other; where ``object.__setattr__`` puts it too): the same values without the lookups, about
+2.5x (slots) and 3x quicker.
 Everything else the dataclass made is left as it is: assignment still raises
 FrozenInstanceError, equality, repr, hash, pickling, ``fields`` and ``replace`` are the
 dataclass's.
@@ -42,14 +43,18 @@ def quick_init(cls: type[T]) -> type[T]:
     fields = dataclasses.fields(cls)  # type: ignore[arg-type]
     setters: list[Any] = []
     for f in fields:
-        if not f.init or f.kw_only:
+        if not f.init or f.kw_only or f.name.startswith("__"):
             raise TypeError(f"{cls.__name__}.{f.name} is not a positional __init__ argument")
-        slot = next((k.__dict__[f.name] for k in cls.__mro__ if f.name in k.__dict__), None)
-        if isinstance(slot, types.MemberDescriptorType):
-            setters.append(slot.__set__)  # (value) stored in the slot
+        attr = next((k.__dict__[f.name] for k in cls.__mro__ if f.name in k.__dict__), None)
+        if isinstance(attr, types.MemberDescriptorType):
+            setters.append(attr.__set__)  # (value) stored in the slot
+        elif hasattr(type(attr), "__set__"):
+            setters.append(object.__setattr__)  # a data descriptor: it stores the value
         else:
-            setters.append(None)  # stored with object.__setattr__(self, name, value)
+            setters.append(None)  # stored in the instance's __dict__
     args, body = ["self"], []
+    if None in setters:
+        body.append("    __dict = self.__dict__")
     env: dict[str, Any] = {"__object_setattr": object.__setattr__, "__factory": _FACTORY}
     for i, (f, setter) in enumerate(zip(fields, setters, strict=True)):
         value = f.name
@@ -63,6 +68,8 @@ def quick_init(cls: type[T]) -> type[T]:
         else:
             args.append(f.name)
         if setter is None:
+            body.append(f"    __dict[{f.name!r}] = {value}")
+        elif setter is object.__setattr__:
             body.append(f"    __object_setattr(self, {f.name!r}, {value})")
         else:
             env[f"__set_{i}"] = setter
