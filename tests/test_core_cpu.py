@@ -201,3 +201,42 @@ def test_an_evolved_snapshot_is_a_snapshot_as_replace_makes_it() -> None:
     assert pickle.loads(pickle.dumps(plain)) == plain
     with pytest.raises(TypeError, match="no field 'nope'"):
         base.evolve(nope=1)
+
+
+def _entered_as_before(core: Any, dest: State, changes: dict[str, Any]) -> Snapshot:
+    """SessionCore.entered as it was written before its table (the oracle)."""
+    snap = core.snap
+    if dest is State.AUTHENTICATED:
+        return snap.evolve(**{**changes, "state": dest, "one_time_token": None,
+                              "ott_time": None, "refreshing": False,
+                              "refresh_retry_at": None})  # fmt: skip
+    if dest is State.OTT_ISSUED:
+        return snap.evolve(**{**changes, "state": dest, "session_token": None,
+                              "refreshing": False, "refresh_retry_at": None})  # fmt: skip
+    host = core.origin if dest is State.UNINITIALISED else changes.get("host", snap.host)
+    return snap.evolve(**{**changes, "state": dest, "host": host, "session_token": None,
+                          "one_time_token": None, "ott_time": None, "refreshing": False,
+                          "refresh_retry_at": None})  # fmt: skip
+
+
+def test_an_entered_state_keeps_and_forgets_what_it_did() -> None:
+    core = KSSession(make_credentials(), host=contract.PRODUCTION_HOST)._core
+    full = core.snap.evolve(host="https://b.example/apim", generation=4,
+                            session_token=Secret("s" * 20), one_time_token=Secret("o" * 20),
+                            ott_time=1.0, login_time=2.0, refreshing=True,
+                            refresh_retry_at=3.0, relogins_failed=2)  # fmt: skip
+    edges = [{}, {"host": "https://c.example/apim"}, {"one_time_token": Secret("n" * 20),
+             "ott_time": 5.0}, {"session_token": Secret("t" * 20), "generation": 5,
+             "login_time": 6.0}, {"refreshing": True, "refresh_retry_at": 7.0}]  # fmt: skip
+    for start in (core.snap, full):
+        for dest in State:
+            for changes in edges:
+                core.snap = start
+                want = _entered_as_before(core, dest, dict(changes))
+                got = core.entered(dest, dict(changes))
+                assert got == want and got.relogins_failed == want.relogins_failed, (dest, changes)
+    snap = core.snap
+    changes = {"generation": 9}
+    assert snap.evolve_with(changes) == snap.evolve(generation=9) and changes == {}
+    with pytest.raises(TypeError, match="no field 'nope'"):
+        snap.evolve_with({"nope": 1})

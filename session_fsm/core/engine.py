@@ -61,6 +61,18 @@ _INTERNAL_EDGE_FOR: tuple[tuple[type[KSError], str], ...] = (
 )
 
 
+#: What the snapshot of a state an edge enters forgets (:meth:`SessionCore.entered`), over
+#: the edge's own changes.
+_FORGOTTEN_IN: dict[State, dict[str, Any]] = {
+    State.AUTHENTICATED: {"one_time_token": None, "ott_time": None, "refreshing": False,
+                          "refresh_retry_at": None},
+    State.OTT_ISSUED: {"session_token": None, "refreshing": False, "refresh_retry_at": None},
+}  # fmt: skip
+_FORGOTTEN_ELSEWHERE: dict[str, Any] = {"session_token": None, "one_time_token": None,
+                                        "ott_time": None, "refreshing": False,
+                                        "refresh_retry_at": None}  # fmt: skip
+
+
 def same_session(a: Snapshot, b: Snapshot) -> bool:
     """Whether ``a`` and ``b`` are the same session (state, generation and token): a refresh
     flag or a new Bearer token does not make another one."""
@@ -146,18 +158,10 @@ class SessionCore:
         keeps a failed proactive refresh's retry time: it belongs to the generation that
         failed to refresh (set without an edge), and an edge into Authenticated brings another
         generation or comes from a state that has none."""
-        snap = self.snap  # one evolve: the edge's changes, then what ``dest`` keeps
-        if dest is State.AUTHENTICATED:
-            return snap.evolve(**{**changes, "state": dest, "one_time_token": None,
-                                  "ott_time": None, "refreshing": False,
-                                  "refresh_retry_at": None})  # fmt: skip
-        if dest is State.OTT_ISSUED:
-            return snap.evolve(**{**changes, "state": dest, "session_token": None,
-                                  "refreshing": False, "refresh_retry_at": None})  # fmt: skip
-        host = self.origin if dest is State.UNINITIALISED else changes.get("host", snap.host)
-        return snap.evolve(**{**changes, "state": dest, "host": host, "session_token": None,
-                              "one_time_token": None, "ott_time": None, "refreshing": False,
-                              "refresh_retry_at": None})  # fmt: skip
+        new = {**changes, **_FORGOTTEN_IN.get(dest, _FORGOTTEN_ELSEWHERE), "state": dest}
+        if dest is State.UNINITIALISED:
+            new["host"] = self.origin
+        return self.snap.evolve_with(new)
 
     def record(
         self,

@@ -70,6 +70,11 @@ class Snapshot:
     def evolve(self, **changes: Any) -> Snapshot:
         """A copy with ``changes``: ``dataclasses.replace`` without its per-call field scan
         (a snapshot is made on every edge). An unknown field name raises TypeError."""
+        return self.evolve_with(changes)
+
+    def evolve_with(self, changes: dict[str, Any]) -> Snapshot:
+        """:meth:`evolve` with the changes in a dict, which it empties (no keyword arguments
+        to pack and unpack: the core's edges build theirs as a dict)."""
         get = changes.pop
         new: Any = _Unfrozen()  # (filled in with plain stores, then made a Snapshot: see below)
         new.state = get("state", self.state)
