@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, NoReturn
 
 from .errors import MalformedAnswer
+from .frozen import quick_init
 from .secret import Secret
 
 JSON = Mapping[str, Any]
@@ -257,6 +258,7 @@ class Fault:
         return cls(code=code, message=fault.text("message"), description=fault.text("description"))
 
 
+@quick_init
 @dataclass(frozen=True)
 class Encryption:
     """``encryption`` part of the init answer."""
@@ -281,6 +283,7 @@ class Weblink:
     url: str = ""
 
 
+@quick_init
 @dataclass(frozen=True)
 class ResSessionInit:
     """Answer of session_init."""
@@ -328,6 +331,7 @@ class ResSessionInit:
         )
 
 
+@quick_init
 @dataclass(frozen=True)
 class ResLogin:
     """Answer of login_with_user_id: the one-time token."""
@@ -356,6 +360,7 @@ class ResLogin:
         )
 
 
+@quick_init
 @dataclass(frozen=True)
 class ResSession2FA:
     """Answer of generate_session2_fa: the session token and the user's profile."""
@@ -412,6 +417,7 @@ class ResLogout:
         return cls(message=f.text("message"), extra=_extra(payload, _LOGOUT_FIELDS))
 
 
+@quick_init
 @dataclass(frozen=True)
 class UserCredentials:
     """Body of login_with_user_id."""
@@ -428,6 +434,7 @@ class UserCredentials:
         return {"userid": self.userid, "password": self.password.reveal()}
 
 
+@quick_init
 @dataclass(frozen=True)
 class UserDetails:
     """Body of generate_session2_fa."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from .errors import ConfigurationError, KSError
+from .frozen import quick_init
 from .locks import ForkSafeLock
 from .masking import mask_url
 from .models import valid_token
@@ -31,6 +32,7 @@ class StoreError(KSError):
     hint = "check the token store (is Redis running? is the file's folder writable?)"
 
 
+@quick_init
 @dataclass(frozen=True)
 class StoredSession:
     """What a store keeps: enough to resume a session without any HTTP call."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..core import effects as fx
 from ..core.engine import SessionCore
@@ -38,9 +38,10 @@ class HttpxAuth(FlowAuth):
     """The ``httpx.Auth`` of an :class:`~session_fsm.aio.session.AsyncKSSession` (see the
     module docstring): for ``httpx.AsyncClient``, and ``httpx.Client`` in other threads."""
 
-    def __init__(self, core: SessionCore, driver: AsyncDriver) -> None:
+    def __init__(self, core: SessionCore, driver: AsyncDriver, session: Any = None) -> None:
         self._core = core
         self._driver = driver
+        self._session = session  # (kept alive with its auth: the core holds it weakly)
 
     def __repr__(self) -> str:
         return f"HttpxAuth(session={self._core.session_id})"

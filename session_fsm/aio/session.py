@@ -184,7 +184,7 @@ class AsyncKSSession(SessionView):
         if self._auth is None:
             from .auth import HttpxAuth
 
-            self._auth = HttpxAuth(self._core, self._driver)
+            self._auth = HttpxAuth(self._core, self._driver, self)
         return self._auth
 
     async def request(self, method: str, path: str, **kwargs: Any) -> AsyncResponse:

@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import contract as c
 from ..errors import APIError, Call, MalformedAnswer, error_for
+from ..frozen import quick_init
 from ..models import (
     NOT_JSON,
     Fault,
@@ -72,6 +73,7 @@ SESSION_CALLS: Mapping[Call, tuple[str, str]] = {
 }
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class SessionCall:
     """One session call to make: the effect a flow yields; a driver answers with an
@@ -127,6 +129,7 @@ def too_large(call: Call, status: int, cap: int) -> MalformedAnswer:
     )
 
 
+@quick_init
 @dataclass(frozen=True)
 class Answer:
     """An answer as read off the wire: status, ``Retry-After`` and the decoded body (tokens

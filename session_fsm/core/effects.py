@@ -25,6 +25,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+from ..frozen import quick_init
 from ..stores import StoredCooldown, StoredSession
 from .calls import Answer, Identity, SessionCall
 from .snapshot import Snapshot
@@ -68,6 +69,7 @@ class Discard:
     reply: Reply
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Lock:
     """Take the session's lock within ``timeout`` s (``wait=False``: only if free now);
@@ -83,6 +85,7 @@ class Unlock:
     """Release the session's lock."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class StoreLock:
     """Take the token store's lock on ``key`` within ``timeout`` s."""
@@ -91,6 +94,7 @@ class StoreLock:
     timeout: float
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class StoreUnlock:
     """Release the token store's lock on ``key``."""
@@ -119,6 +123,7 @@ class StoreOp:
         return self.absent if method is None else method(*self.args())
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Load(StoreOp):
     """The stored session under ``key`` (or None)."""
@@ -130,6 +135,7 @@ class Load(StoreOp):
         return (self.key,)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Save(StoreOp):
     """Save ``record`` under ``key``; the store's answer (False: fenced, refused)."""
@@ -142,6 +148,7 @@ class Save(StoreOp):
         return (self.key, self.record)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Delete(StoreOp):
     """Delete the stored session under ``key``."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -60,6 +61,18 @@ _INTERNAL_EDGE_FOR: tuple[tuple[type[KSError], str], ...] = (
 )
 
 
+#: What the snapshot of a state an edge enters forgets (:meth:`SessionCore.entered`), over
+#: the edge's own changes.
+_FORGOTTEN_IN: dict[State, dict[str, Any]] = {
+    State.AUTHENTICATED: {"one_time_token": None, "ott_time": None, "refreshing": False,
+                          "refresh_retry_at": None},
+    State.OTT_ISSUED: {"session_token": None, "refreshing": False, "refresh_retry_at": None},
+}  # fmt: skip
+_FORGOTTEN_ELSEWHERE: dict[str, Any] = {"session_token": None, "one_time_token": None,
+                                        "ott_time": None, "refreshing": False,
+                                        "refresh_retry_at": None}  # fmt: skip
+
+
 def same_session(a: Snapshot, b: Snapshot) -> bool:
     """Whether ``a`` and ``b`` are the same session (state, generation and token): a refresh
     flag or a new Bearer token does not make another one."""
@@ -88,8 +101,7 @@ class SessionCore:
         self.origin = origin
         self.config = config
         self.session_id = session_id
-        #: The public object callbacks are given (the driver's session).
-        self.owner = owner
+        self._owner = weakref.ref(owner)
         self.allowed = allowed
         self.clock = clock
         self._logger = logger
@@ -101,6 +113,15 @@ class SessionCore:
         self.callbacks: list[Callback] | None = None
         if on_transition is not None:
             self.callbacks = validation.each_callable("on_transition", on_transition)
+
+    @property
+    def owner(self) -> Any:
+        """The public object callbacks are given (the driver's session). Held weakly: the
+        session holds its core, and with the core holding it back every connected session
+        waited for the cyclic garbage collector (about one collection per 30 connects), not
+        freed when dropped. Whatever hands the core out beyond its session (``session.auth``)
+        keeps the session too."""
+        return self._owner()
 
     @property
     def log(self) -> Any:
@@ -137,18 +158,10 @@ class SessionCore:
         keeps a failed proactive refresh's retry time: it belongs to the generation that
         failed to refresh (set without an edge), and an edge into Authenticated brings another
         generation or comes from a state that has none."""
-        snap = self.snap  # one evolve: the edge's changes, then what ``dest`` keeps
-        if dest is State.AUTHENTICATED:
-            return snap.evolve(**{**changes, "state": dest, "one_time_token": None,
-                                  "ott_time": None, "refreshing": False,
-                                  "refresh_retry_at": None})  # fmt: skip
-        if dest is State.OTT_ISSUED:
-            return snap.evolve(**{**changes, "state": dest, "session_token": None,
-                                  "refreshing": False, "refresh_retry_at": None})  # fmt: skip
-        host = self.origin if dest is State.UNINITIALISED else changes.get("host", snap.host)
-        return snap.evolve(**{**changes, "state": dest, "host": host, "session_token": None,
-                              "one_time_token": None, "ott_time": None, "refreshing": False,
-                              "refresh_retry_at": None})  # fmt: skip
+        new = {**changes, **_FORGOTTEN_IN.get(dest, _FORGOTTEN_ELSEWHERE), "state": dest}
+        if dest is State.UNINITIALISED:
+            new["host"] = self.origin
+        return self.snap.evolve_with(new)
 
     def record(
         self,

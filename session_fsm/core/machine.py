@@ -31,7 +31,7 @@ class Attempt:
     def __init__(self, core: SessionCore, snap: Snapshot) -> None:
         self.core = core
         self.snap = snap
-        self.state = snap.state.name
+        self.state = snap.state._name_  # (not .name: Enum's property is a Python call)
         self.seen: list[tuple[str, bool]] = []
         #: Whether the machine took the edge (a self-loop's state does not say so).
         self.moved = False

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import KSError
+from ..frozen import quick_init
 from ..secret import Secret
 from ..table import State
 from .calls import Identity
@@ -33,6 +34,7 @@ class Cooldown:
     stored: bool = False
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """The whole session state at one instant. Tokens are Secrets, so ``repr`` is safe.
@@ -68,32 +70,48 @@ class Snapshot:
     def evolve(self, **changes: Any) -> Snapshot:
         """A copy with ``changes``: ``dataclasses.replace`` without its per-call field scan
         (a snapshot is made on every edge). An unknown field name raises TypeError."""
+        return self.evolve_with(changes)
+
+    def evolve_with(self, changes: dict[str, Any]) -> Snapshot:
+        """:meth:`evolve` with the changes in a dict, which it empties (no keyword arguments
+        to pack and unpack: the core's edges build theirs as a dict)."""
         get = changes.pop
-        new = Snapshot(
-            get("state", self.state),
-            get("host", self.host),
-            get("generation", self.generation),
-            get("session_token", self.session_token),
-            get("one_time_token", self.one_time_token),
-            get("ott_time", self.ott_time),
-            get("login_time", self.login_time),
-            get("who", self.who),
-            get("bearer_generation", self.bearer_generation),
-            get("cooldown", self.cooldown),
-            get("refreshing", self.refreshing),
-            get("refresh_retry_at", self.refresh_retry_at),
-            get("relogins_failed", self.relogins_failed),
-            get("relogin_error", self.relogin_error),
-        )
+        new: Any = _Unfrozen()  # (filled in with plain stores, then made a Snapshot: see below)
+        new.state = get("state", self.state)
+        new.host = get("host", self.host)
+        new.generation = get("generation", self.generation)
+        new.session_token = get("session_token", self.session_token)
+        new.one_time_token = get("one_time_token", self.one_time_token)
+        new.ott_time = get("ott_time", self.ott_time)
+        new.login_time = get("login_time", self.login_time)
+        new.who = get("who", self.who)
+        new.bearer_generation = get("bearer_generation", self.bearer_generation)
+        new.cooldown = get("cooldown", self.cooldown)
+        new.refreshing = get("refreshing", self.refreshing)
+        new.refresh_retry_at = get("refresh_retry_at", self.refresh_retry_at)
+        new.relogins_failed = get("relogins_failed", self.relogins_failed)
+        new.relogin_error = get("relogin_error", self.relogin_error)
         if changes:
             raise TypeError(f"Snapshot has no field {next(iter(changes))!r}")
-        return new
+        new.__class__ = Snapshot
+        made: Snapshot = new
+        return made
+
+
+class _Unfrozen:
+    """A snapshot being made by :meth:`Snapshot.evolve`: the snapshot's slots without its
+    frozen ``__setattr__``, so each field is one plain store (a frozen class's store is a
+    descriptor call, 14 per snapshot, on every edge); once filled in, its class is set to
+    Snapshot (the same slots: Python allows it), and it is a Snapshot like any other."""
+
+    __slots__ = Snapshot.__slots__
 
 
 #: Outcomes of an attempted transition.
 OK, REFUSED, FAILED = "ok", "refused", "failed"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class TransitionRecord:
     """One attempted transition, as kept in ``session.history`` and passed to callbacks."""

@@ -117,9 +117,10 @@ class SessionAuth(AuthBase, FlowAuth):
     worker thread); see :mod:`session_fsm.httpx_auth`.
     """
 
-    def __init__(self, core: SessionCore, driver: Driver) -> None:
+    def __init__(self, core: SessionCore, driver: Driver, session: Any = None) -> None:
         self._core = core
         self._driver = driver
+        self._session = session  # (kept alive with its auth: the core holds it weakly)
 
     def __repr__(self) -> str:
         return f"SessionAuth(session={self._core.session_id})"

@@ -207,7 +207,7 @@ class KSSession(SessionView):
         ``httpx.Auth`` too: ``httpx.Client(auth=session.auth)`` or ``httpx.AsyncClient``.
         """
         if self._auth is None:
-            self._auth = SessionAuth(self._core, self._driver)
+            self._auth = SessionAuth(self._core, self._driver, self)
         return self._auth
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
