@@ -76,35 +76,25 @@ class Snapshot:
         """:meth:`evolve` with the changes in a dict, which it empties (no keyword arguments
         to pack and unpack: the core's edges build theirs as a dict)."""
         get = changes.pop
-        new: Any = _Unfrozen()  # (filled in with plain stores, then made a Snapshot: see below)
-        new.state = get("state", self.state)
-        new.host = get("host", self.host)
-        new.generation = get("generation", self.generation)
-        new.session_token = get("session_token", self.session_token)
-        new.one_time_token = get("one_time_token", self.one_time_token)
-        new.ott_time = get("ott_time", self.ott_time)
-        new.login_time = get("login_time", self.login_time)
-        new.who = get("who", self.who)
-        new.bearer_generation = get("bearer_generation", self.bearer_generation)
-        new.cooldown = get("cooldown", self.cooldown)
-        new.refreshing = get("refreshing", self.refreshing)
-        new.refresh_retry_at = get("refresh_retry_at", self.refresh_retry_at)
-        new.relogins_failed = get("relogins_failed", self.relogins_failed)
-        new.relogin_error = get("relogin_error", self.relogin_error)
+        new = Snapshot(
+            get("state", self.state),
+            get("host", self.host),
+            get("generation", self.generation),
+            get("session_token", self.session_token),
+            get("one_time_token", self.one_time_token),
+            get("ott_time", self.ott_time),
+            get("login_time", self.login_time),
+            get("who", self.who),
+            get("bearer_generation", self.bearer_generation),
+            get("cooldown", self.cooldown),
+            get("refreshing", self.refreshing),
+            get("refresh_retry_at", self.refresh_retry_at),
+            get("relogins_failed", self.relogins_failed),
+            get("relogin_error", self.relogin_error),
+        )
         if changes:
             raise TypeError(f"Snapshot has no field {next(iter(changes))!r}")
-        new.__class__ = Snapshot
-        made: Snapshot = new
-        return made
-
-
-class _Unfrozen:
-    """A snapshot being made by :meth:`Snapshot.evolve`: the snapshot's slots without its
-    frozen ``__setattr__``, so each field is one plain store (a frozen class's store is a
-    descriptor call, 14 per snapshot, on every edge); once filled in, its class is set to
-    Snapshot (the same slots: Python allows it), and it is a Snapshot like any other."""
-
-    __slots__ = Snapshot.__slots__
+        return new
 
 
 #: Outcomes of an attempted transition.
