@@ -11,12 +11,14 @@ The call's secrets are revealed here and only here, into the request sent, and e
 held them is cleared before the try ends, whatever ends it: no error raised through a frame of
 this module carries a token in its locals (the try's own failures are returned as values, so
 no frame that held the revealed headers, or aiohttp's request, which keeps a copy, is on a
-traceback)."""
+traceback; a cancellation or an interrupt, which passes through, leaves the frames below the
+try with their locals cleared)."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import traceback
 from collections.abc import Mapping, MutableMapping
 from threading import get_ident
 from typing import TYPE_CHECKING, Any
@@ -155,6 +157,9 @@ async def send(
                     outcome = failure(method, url, exc, config, deadline)
                 except ValueError:  # a header value HTTP cannot carry; its text may hold it
                     outcome = Failure(unsendable(method, url), None)
+                except BaseException as exc:  # a cancellation (a timeout, a task group), an
+                    _forget_below(exc)  # interrupt: passed on, without aiohttp's locals
+                    raise
             finally:  # whatever ends the try (cancellation too): no local keeps a secret
                 if r is not None:
                     r.release()
@@ -200,3 +205,13 @@ async def send(
     if expired:
         error = passed_deadline(method, url, config)
     raise error
+
+
+def _forget_below(exc: BaseException) -> None:
+    """Clear the locals of the frames ``exc`` passed through below the one catching it (all
+    ended): aiohttp's request frames keep the headers and body sent (the Bearer and session
+    tokens, the password, the access code, the one-time token), which a traceback rendered
+    with its locals, or walked by a debugger, would show."""
+    tb = exc.__traceback__
+    if tb is not None:
+        traceback.clear_frames(tb.tb_next)

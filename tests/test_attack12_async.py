@@ -1,0 +1,108 @@
+"""Attack 12 on the async side (issue 16): cancellation, single flight across tasks, the
+httpx auth, the async stores, the event loop, and secrets, with real parts (the sandbox over
+loopback HTTP, real files, a real redis-server).
+
+Each test here failed on the code before the commit that added it (see the commit messages).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+pytest.importorskip("aiohttp")
+
+from session_fsm import AsyncKSSession, State, contract
+from session_fsm.sandbox import Sandbox
+from tests.secret_hunt import hunt
+
+pytestmark = pytest.mark.anyio
+Factory = Callable[..., AsyncKSSession]
+INIT, LOGIN, TWO_FA = (contract.SESSION_INIT, contract.LOGIN_USERID, contract.TWO_FA_ACCESSCODE)
+ORDERS = contract.ORDERS_REPORT[1]
+#: The demo account's secrets (tests/conftest.make_credentials).
+PASSWORD, ACCESS_CODE, BEARER = "demo-password", "1234", "demo-access-token"
+#: How long the sandbox holds a delayed answer: far longer than a test waits for it.
+HELD = 1.5
+
+
+def calls(sb: Sandbox, endpoint: tuple[str, str]) -> int:
+    n: int = sb.control.stats()["calls"].get(f"{endpoint[0]} {endpoint[1]}", 0)
+    return n
+
+
+async def until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+async def landed(sb: Sandbox, counter: str, n: int) -> None:
+    """Wait for the sandbox's ``counter`` (``logins``, ``sessions``) to reach ``n``: a held
+    call the client gave up on lands in this test's counters, not a later test's."""
+    await until(lambda: sb.control.stats()[counter] >= n, "the held call", HELD + 7)
+
+
+async def timed_out(call: Awaitable[Any], seconds: float) -> BaseException:
+    """The TimeoutError of ``asyncio.timeout(seconds)`` (``asyncio.wait_for`` before Python
+    3.11) around ``call``: it chains the cancellation that cut the call. (This frame holds no
+    secret: the hunt sees its locals too.)"""
+    try:
+        if sys.version_info >= (3, 11):
+            async with asyncio.timeout(seconds):
+                await call
+        else:  # pragma: no cover
+            await asyncio.wait_for(call, seconds)
+    except asyncio.TimeoutError as exc:
+        return exc
+    raise AssertionError("the call was not cut by the timeout")
+
+
+# --- secrets: what a cancellation carries ----------------------------------------------------
+
+
+@pytest.mark.parametrize("endpoint", [INIT, LOGIN, TWO_FA], ids=["init", "login", "2fa"])
+async def test_a_connect_cancelled_in_a_session_call_carries_no_secret(
+    new_async: Factory, sb: Sandbox, endpoint: tuple[str, str]
+) -> None:
+    """A task cancelled while the server holds one of connect()'s calls: the CancelledError
+    its awaiter gets (its chain, the frames' locals, every renderer showing them) holds no
+    Bearer token, password, access code or one-time token. Before: aiohttp's request frame,
+    on the cancellation's traceback, kept the headers and the body sent."""
+    s = new_async()
+    sb.control.fault(endpoint[1], method=endpoint[0], delay=HELD, count=1)
+    task = asyncio.create_task(s.connect())
+    await until(lambda: calls(sb, endpoint) == 1, "the held call")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError) as info:
+        await task
+    ott = s.snapshot().one_time_token
+    secrets = [PASSWORD, ACCESS_CODE, BEARER] + ([ott.reveal()] if ott is not None else [])
+    assert hunt(info.value, secrets) == []
+    assert s.state is not State.AUTHENTICATED
+    if endpoint != INIT:
+        await landed(sb, "logins" if endpoint == LOGIN else "sessions", 1)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_a_trading_request_cut_by_a_timeout_carries_no_token(
+    new_async: Factory, sb: Sandbox, method: str
+) -> None:
+    """A timeout around a trading request (the hot path's GET, a POST with a body):
+    the TimeoutError and the cancellation it chains hold neither the session token nor the
+    Bearer token. Before: aiohttp's request frame kept the headers sent."""
+    s = new_async()
+    await s.connect()
+    path = ORDERS if method == "GET" else contract.ORDER_NORMAL[1]
+    sb.control.fault(path, delay=HELD, count=1)
+    err = await timed_out(s.request(method, path, json={"ts": "X"}), 0.3)
+    token = s.snapshot().session_token
+    assert token is not None
+    assert hunt(err, [token.reveal(), BEARER, PASSWORD]) == []
+    assert (await s.get(ORDERS)).status_code == 200  # the session carries on
