@@ -17,8 +17,16 @@ import pytest
 
 pytest.importorskip("aiohttp")
 
+import redis
+
 from session_fsm import AsyncKSSession, State, contract
+from session_fsm.aio.redis_store import AsyncRedisStore
+from session_fsm.aio.stores import AsyncFileStore
+from session_fsm.redis_store import RedisStore
 from session_fsm.sandbox import Sandbox
+from session_fsm.secret import Secret
+from session_fsm.stores import StoredSession, StoreError
+from tests import redis_server
 from tests.secret_hunt import hunt
 
 pytestmark = pytest.mark.anyio
@@ -29,6 +37,10 @@ ORDERS = contract.ORDERS_REPORT[1]
 PASSWORD, ACCESS_CODE, BEARER = "demo-password", "1234", "demo-access-token"
 #: How long the sandbox holds a delayed answer: far longer than a test waits for it.
 HELD = 1.5
+#: Session tokens of records the stores below write.
+OLD_TOKEN, NEW_TOKEN = "old-session-token-0123456789", "new-session-token-0123456789"
+
+redis_url = redis_server.redis_url  # fixture: the module's redis-server
 
 
 def calls(sb: Sandbox, endpoint: tuple[str, str]) -> int:
@@ -106,3 +118,92 @@ async def test_a_trading_request_cut_by_a_timeout_carries_no_token(
     assert token is not None
     assert hunt(err, [token.reveal(), BEARER, PASSWORD]) == []
     assert (await s.get(ORDERS)).status_code == 200  # the session carries on
+
+
+# --- secrets: what a store's failure carries -------------------------------------------------
+
+
+def record(userid: str, token: str) -> StoredSession:
+    return StoredSession("https://x.example/apim", userid, Secret(token), 1, 1_800_000_000.0)
+
+
+def pause_writes(url: str, ms: int) -> None:
+    """Redis answers no write command (EVALSHA included) for ``ms`` milliseconds."""
+    client = redis.Redis.from_url(url)
+    try:
+        client.client_pause(ms, all=False)  # WRITE commands only
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+async def test_a_redis_save_that_fails_carries_no_token(redis_url: str, kind: str) -> None:
+    """A Redis that does not answer a save in time (``socket_timeout``): the StoreError
+    (its chain, the frames' locals, renderings) holds no session token. Before: its
+    ``__context__`` (hidden by ``from None``, still reachable) was redis-py's TimeoutError,
+    whose frames held the record's JSON; and contextlib's frame held that error."""
+    redis_server.empty(redis_url)
+    url = f"{redis_url}?socket_timeout=0.3"
+    pause_writes(redis_url, 1000)
+    try:
+        if kind == "async":
+            store = AsyncRedisStore.from_url(url)
+            with pytest.raises(StoreError) as info:
+                await store.save("k", record("u", NEW_TOKEN))
+            await store.aclose()
+        else:
+            sync = RedisStore.from_url(url)
+            with pytest.raises(StoreError) as info:
+                await asyncio.to_thread(sync.save, "k", record("u", NEW_TOKEN))
+    finally:
+        await asyncio.sleep(0.8)  # the pause ends: the next test's Redis answers
+    assert "failed to save: TimeoutError" in str(info.value)
+    assert hunt(info.value, [NEW_TOKEN]) == []
+
+
+async def test_a_relogin_cancelled_in_its_redis_save_carries_no_token(
+    new_async: Factory, sb: Sandbox, redis_url: str
+) -> None:
+    """A connect cancelled while Redis holds the save of its new session: the CancelledError
+    holds no session token. Before: redis-py's frames on its traceback held the record's
+    JSON."""
+    redis_server.empty(redis_url)
+    saving = asyncio.Event()
+
+    class Paused(AsyncRedisStore):
+        async def save(self, key: str, session: StoredSession) -> bool:
+            await asyncio.to_thread(pause_writes, redis_url, 1000)
+            saving.set()
+            return await super().save(key, session)
+
+    s = new_async(store=Paused.from_url(redis_url))
+    task = asyncio.create_task(s.connect())
+    await saving.wait()
+    await asyncio.sleep(0.1)  # the save's EVALSHA is sent, Redis holds it
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError) as info:
+        await task
+    token = sb.state._user_session["demo-user"]  # the session the sandbox made
+    assert hunt(info.value, [token, PASSWORD, BEARER]) == []
+    await asyncio.sleep(1.0)  # the pause ends
+    assert s.state is State.OTT_ISSUED
+    assert (await s.connect()).state is State.AUTHENTICATED  # the next connect goes through
+    await s.store.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_file_save_that_fails_carries_no_token(tmp_path: Any) -> None:
+    """The OS refuses the token file's temporary file (its name is too long for it) while an
+    async file store saves: the StoreError holds neither the new session token nor the one
+    stored before. Before: the frames on its traceback and its chained OSError's held the
+    file's sessions, tokens and all."""
+    path = tmp_path / ("t" * 250)  # a name the OS takes, and with mkstemp's parts does not
+    first = AsyncFileStore(tmp_path / "short.json")
+    await first.save("a", record("a", OLD_TOKEN))
+    (tmp_path / "short.json").rename(path)
+    store = AsyncFileStore(path)
+    assert (await store.load("a")) == record("a", OLD_TOKEN)
+    with pytest.raises(StoreError) as info:
+        await store.save("b", record("b", NEW_TOKEN))
+    assert "cannot write token file" in str(info.value)
+    assert hunt(info.value, [OLD_TOKEN, NEW_TOKEN]) == []
+    assert (await store.load("a")) == record("a", OLD_TOKEN)  # the file is as it was
