@@ -22,6 +22,7 @@ import redis
 from session_fsm import AsyncKSSession, State, contract
 from session_fsm.aio.redis_store import AsyncRedisStore
 from session_fsm.aio.stores import AsyncFileStore
+from session_fsm.errors import SessionExpired
 from session_fsm.redis_store import RedisStore
 from session_fsm.sandbox import Sandbox
 from session_fsm.secret import Secret
@@ -74,6 +75,58 @@ async def timed_out(call: Awaitable[Any], seconds: float) -> BaseException:
     except asyncio.TimeoutError as exc:
         return exc
     raise AssertionError("the call was not cut by the timeout")
+
+
+# --- the session's lock just after it was given back ------------------------------------------
+
+
+async def handed_over(s: AsyncKSSession, sb: Sandbox) -> asyncio.Task[None]:
+    """A logout (its call held by the sandbox for :data:`HELD` s) queued on ``s``'s lock while
+    this test holds the lock, which is then given back: the lock goes to the logout's waiter,
+    which has not run yet (``locked()`` is False until it does). Returns the logout's task."""
+    logout = contract.SESSION_LOGOUT
+    lock = s._driver.lock
+    await lock.acquire()
+    sb.control.fault(logout[1], method=logout[0], delay=HELD, count=1)
+    task = asyncio.create_task(s.logout())
+    await until(lambda: s.renewal_waiters == 0 and bool(getattr(lock, "_waiters", None)),
+                "the logout waiting for the lock")  # fmt: skip
+    lock.release()
+    return task
+
+
+async def test_a_soft_refresh_meeting_a_lock_just_handed_over_does_not_wait(
+    new_async: Factory, sb: Sandbox, clock: Any
+) -> None:
+    """In the soft window a request renews only if the lock is free now, else carries on
+    with its token at once. Met just after the lock was given to a waiting logout, it went on
+    at once. Before: it waited the logout's whole call (``locked()`` was False, and
+    ``acquire()`` queued behind the logout)."""
+    s = new_async(max_session_age=3600.0, soft_window=600.0)
+    await s.connect()
+    clock.advance(3600 - 300)  # in the soft window
+    logout = await handed_over(s, sb)
+    started = time.monotonic()
+    assert (await s.get(ORDERS)).status_code == 200
+    assert time.monotonic() - started < HELD / 2
+    await logout
+    assert s.state is State.LOGGED_OUT
+
+
+async def test_a_renewal_meeting_a_lock_just_handed_over_waits_at_most_relogin_timeout(
+    new_async: Factory, sb: Sandbox, clock: Any
+) -> None:
+    """Past the hard deadline a request waits at most ``relogin_timeout`` for the lock, also
+    just after it was given to a waiting logout. Before: it waited the logout's whole call."""
+    s = new_async(max_session_age=3600.0, soft_window=600.0, relogin_timeout=0.2)
+    await s.connect()
+    clock.advance(3600 + 1)  # past the hard deadline
+    logout = await handed_over(s, sb)
+    started = time.monotonic()
+    with pytest.raises(SessionExpired, match=r"gave up after 0\.2s"):
+        await s.get(ORDERS)
+    assert time.monotonic() - started < HELD / 2
+    await logout
 
 
 # --- secrets: what a cancellation carries ----------------------------------------------------

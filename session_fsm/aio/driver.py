@@ -19,7 +19,7 @@ from ..core import effects as fx
 from ..core.calls import SessionCall
 from ..core.effects import STORE_OPS, Held, release
 from ..errors import Call
-from .stores import AsyncTokenStore, acquire_within
+from .stores import AsyncTokenStore, acquire_within, free
 from .wire import AsyncWire
 
 T = TypeVar("T")
@@ -98,8 +98,8 @@ class AsyncDriver:
     async def _lock(self, effect: fx.Lock, held: list[Held]) -> bool:
         lock = self.lock
         if not effect.wait:
-            got = not lock.locked() and await lock.acquire()
-        elif not effect.waiter or not lock.locked():
+            got = free(lock) and await lock.acquire()
+        elif not effect.waiter or free(lock):
             got = await acquire_within(lock, effect.timeout)
         else:
             me = object()

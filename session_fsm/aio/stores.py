@@ -288,10 +288,18 @@ class _Hold(contextlib.AbstractAsyncContextManager[bool]):
             self._lock.release()
 
 
+def free(lock: asyncio.Lock) -> bool:
+    """Whether ``lock.acquire()`` takes ``lock`` now, without suspending: it is unlocked and
+    no waiter is queued for it. (A released lock goes to its first waiter, which takes it when
+    its task next runs: ``locked()`` is False meanwhile, yet an ``acquire()`` then waits,
+    without bound, behind that waiter's whole hold.)"""
+    return not lock.locked() and not getattr(lock, "_waiters", None)
+
+
 async def acquire_within(lock: asyncio.Lock, timeout: float) -> bool:
     """Acquire ``lock`` within ``timeout`` seconds; a cancelled or timed-out wait holds nothing."""
-    if not lock.locked():
-        return await lock.acquire()  # free: taken without suspending, so never cut short
+    if free(lock):
+        return await lock.acquire()  # taken without suspending, so never cut short
     waiter = asyncio.ensure_future(lock.acquire())
     try:
         await asyncio.wait({waiter}, timeout=max(timeout, 0.0))
