@@ -28,6 +28,7 @@ from session_fsm.sandbox import Sandbox
 from session_fsm.secret import Secret
 from session_fsm.stores import StoredSession, StoreError
 from tests import redis_server
+from tests.conftest import FAST_RETRY, make_credentials
 from tests.secret_hunt import hunt
 
 pytestmark = pytest.mark.anyio
@@ -127,6 +128,66 @@ async def test_a_renewal_meeting_a_lock_just_handed_over_waits_at_most_relogin_t
         await s.get(ORDERS)
     assert time.monotonic() - started < HELD / 2
     await logout
+
+
+# --- more than one event loop ------------------------------------------------------------------
+
+
+def test_a_session_on_a_second_loop_keeps_its_waiters_waiting(sb: Sandbox) -> None:
+    """A session used in one ``asyncio.run`` and then in another (the wire makes a pool per
+    loop for this): three tasks meeting an expiry on the second loop make one login and get
+    200s. Before: the lock, bound to the first loop by its first waiter, refused every waiter
+    of the second loop at once with 'gave up after 30s waiting' (nothing had waited)."""
+    s = AsyncKSSession(make_credentials(), host=sb.url, retry=FAST_RETRY)
+
+    async def three_meet_an_expiry() -> list[object]:
+        await s.connect()
+        sb.control.expire()
+        sb.control.fault(LOGIN[1], method=LOGIN[0], delay=0.3, count=1)  # the waiters wait
+        answers = await asyncio.gather(*(s.get(ORDERS) for _ in range(3)),
+                                       return_exceptions=True)  # fmt: skip
+        await s.close()
+        return [getattr(a, "status_code", a) for a in answers]
+
+    assert asyncio.run(three_meet_an_expiry()) == [200, 200, 200]
+    assert asyncio.run(three_meet_an_expiry()) == [200, 200, 200]
+    assert sb.control.stats()["logins"] == 3 and s.generation == 3  # connect, two renewals
+
+
+async def test_an_httpx_client_on_another_threads_loop_is_single_flight_with_the_session(
+    new_async: Factory, sb: Sandbox
+) -> None:
+    """``httpx.AsyncClient(auth=s.auth)`` on an event loop of another thread while the
+    session's loop runs: five requests there and five tasks here meet one expiry, one login,
+    ten 200s (the renewal runs on the session's loop). Before: the other loop's renewal held
+    the session's asyncio lock, and this loop's tasks failed at once with 'gave up after 30s
+    waiting'."""
+    import threading
+
+    import httpx
+
+    s = new_async()
+    await s.connect()
+    sb.control.reset()
+    sb.control.expire()
+    sb.control.fault(LOGIN[1], method=LOGIN[0], delay=0.5, count=1)
+    there: list[object] = []
+
+    async def five_with_httpx() -> None:
+        async with httpx.AsyncClient(auth=s.auth) as client:
+            answers = await asyncio.gather(*(client.get(sb.url + ORDERS) for _ in range(5)))
+        there.extend(a.status_code for a in answers)
+
+    other = threading.Thread(target=lambda: asyncio.run(five_with_httpx()))
+    other.start()
+    try:
+        await until(lambda: calls(sb, LOGIN) == 1, "the other loop's login")
+        here = await asyncio.gather(*(s.get(ORDERS) for _ in range(5)), return_exceptions=True)
+    finally:
+        await asyncio.to_thread(other.join, 10)
+    assert [getattr(a, "status_code", a) for a in here] == [200] * 5
+    assert there == [200] * 5
+    assert sb.control.stats()["logins"] == 1 and s.generation == 2
 
 
 # --- secrets: what a cancellation carries ----------------------------------------------------
