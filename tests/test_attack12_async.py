@@ -321,3 +321,42 @@ async def test_a_file_save_that_fails_carries_no_token(tmp_path: Any) -> None:
     assert "cannot write token file" in str(info.value)
     assert hunt(info.value, [OLD_TOKEN, NEW_TOKEN]) == []
     assert (await store.load("a")) == record("a", OLD_TOKEN)  # the file is as it was
+
+
+# --- a task cleaning up after its cancellation ------------------------------------------------
+
+
+async def test_a_task_cleaning_up_after_its_cancellation_renews_through_redis(
+    new_async: Factory, sb: Sandbox, redis_url: str
+) -> None:
+    """A bot's task is cancelled, catches it, and in its clean-up makes one more request
+    (cancel its open orders) that needs a renewal: with a Redis store it gets its answer, as
+    with the other stores. Before: the Redis lock, taken, was dropped and a CancelledError
+    raised (the task's pending cancellation count was read as one swallowed during the
+    take)."""
+    redis_server.empty(redis_url)
+    s = new_async(store=redis_url)
+    await s.connect()
+    waiting = asyncio.Event()
+    cleanup: list[object] = []
+
+    async def bot() -> None:
+        try:
+            waiting.set()
+            await asyncio.sleep(HELD * 10)
+        except asyncio.CancelledError:
+            sb.control.expire()
+            try:
+                cleanup.append((await s.get(ORDERS)).status_code)
+            except BaseException as exc:  # (recorded, then the cancellation goes on)
+                cleanup.append(exc)
+            raise
+
+    task = asyncio.create_task(bot())
+    await waiting.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cleanup == [200]
+    assert s.state is State.AUTHENTICATED and s.generation == 2
+    await s.store.aclose()  # type: ignore[attr-defined]
