@@ -360,3 +360,42 @@ async def test_a_task_cleaning_up_after_its_cancellation_renews_through_redis(
     assert cleanup == [200]
     assert s.state is State.AUTHENTICATED and s.generation == 2
     await s.store.aclose()  # type: ignore[attr-defined]
+
+
+# --- a renewal that fails, and the requests that met the same expiry --------------------------
+
+
+class Chat:
+    """A password asked of a person through a bot's chat: it answers, or (``down``) nobody
+    does and it raises, its text quoting what was typed; ``asked`` counts the asks."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.asked = 0
+
+    def __call__(self) -> str:
+        self.asked += 1
+        if self.down:
+            raise TimeoutError(f"nobody answered; last typed: {PASSWORD}")
+        return PASSWORD
+
+
+async def test_a_password_provider_that_raises_is_a_typed_error_holding_nothing_of_it(
+    new_async: Factory, sb: Sandbox
+) -> None:
+    """A password provider that raises: the re-login's error is a ConfigurationError naming
+    the password and the provider's error class, never its text, with nothing chained.
+    Before: the provider's own TimeoutError came out, its text quoting the password."""
+    from session_fsm.credentials import FromCallable
+    from session_fsm.errors import ConfigurationError
+
+    chat = Chat()
+    s = new_async(make_credentials(password=FromCallable(chat)))
+    await s.connect()
+    chat.down = True
+    sb.control.expire()
+    raised = r"password.*provider raised TimeoutError"
+    with pytest.raises(ConfigurationError, match=raised) as info:
+        await s.get(ORDERS)
+    assert info.value.__context__ is None and info.value.__cause__ is None
+    assert hunt(info.value, [PASSWORD]) == []
