@@ -399,3 +399,37 @@ async def test_a_password_provider_that_raises_is_a_typed_error_holding_nothing_
         await s.get(ORDERS)
     assert info.value.__context__ is None and info.value.__cause__ is None
     assert hunt(info.value, [PASSWORD]) == []
+
+
+@pytest.mark.parametrize("failure", ["provider", "login 500"])
+async def test_requests_meeting_one_expiry_share_its_failed_renewal(
+    new_async: Factory, sb: Sandbox, failure: str
+) -> None:
+    """Twenty requests sent with one session meet its expiry; the renewal fails (the password
+    provider raises, or the login call answers 500) before the answers of nineteen of them
+    come back (the server holds those): each of the twenty raises that failure's typed error,
+    and the provider is asked, or the login tried, for one renewal only. Before: each late
+    401 renewed again (nineteen more asks of a person, or logins)."""
+    from session_fsm.credentials import FromCallable
+    from session_fsm.errors import ConfigurationError, ServiceUnavailable
+
+    chat = Chat()
+    s = new_async(make_credentials(password=FromCallable(chat)))
+    await s.connect()
+    positions = contract.POSITIONS_TODAY[1]
+    sb.control.expire()
+    if failure == "provider":
+        chat.down = True
+    else:
+        sb.control.fault(LOGIN[1], method=LOGIN[0], status=500, count=100)
+    sb.control.fault(ORDERS, delay=0.5, count=19)  # their 401s come after the failure
+    asked, logins = chat.asked, calls(sb, LOGIN)
+    first = asyncio.create_task(s.get(positions))
+    late = [asyncio.create_task(s.get(ORDERS)) for _ in range(19)]
+    answers = await asyncio.gather(first, *late, return_exceptions=True)
+    expected = ConfigurationError if failure == "provider" else ServiceUnavailable
+    assert [type(a) for a in answers] == [expected] * 20
+    if failure == "provider":
+        assert chat.asked - asked == 1
+    else:  # one renewal: one login call (a 500 is not retried)
+        assert calls(sb, LOGIN) - logins == 1
