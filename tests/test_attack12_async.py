@@ -122,6 +122,33 @@ def test_a_session_on_a_second_loop_keeps_its_waiters_waiting(sb: Sandbox) -> No
     assert sb.control.stats()["logins"] == 3 and s.generation == 3  # connect, two renewals
 
 
+def test_sessions_sharing_a_memory_store_on_a_second_loop_wait_for_its_lock(sb: Sandbox) -> None:
+    """Two sessions of one user sharing one AsyncMemoryStore meet an expiry together in one
+    ``asyncio.run`` and then in another: both get 200s each time, one login each time (the
+    other adopts it). Before: the store's per-key asyncio lock, bound to the first loop by its
+    first waiter, refused the second loop's waiter at once with 'gave up after 30s waiting for
+    another process's login'."""
+    from session_fsm.aio.stores import AsyncMemoryStore
+
+    store = AsyncMemoryStore()
+    pair = [AsyncKSSession(make_credentials(), host=sb.url, retry=FAST_RETRY, store=store)
+            for _ in range(2)]  # fmt: skip
+
+    async def both_meet_an_expiry() -> list[object]:
+        for s in pair:
+            await s.connect()
+        sb.control.expire()
+        sb.control.fault(LOGIN[1], method=LOGIN[0], delay=0.3, count=1)  # the other waits
+        answers = await asyncio.gather(*(s.get(ORDERS) for s in pair), return_exceptions=True)
+        for s in pair:
+            await s.close()
+        return [getattr(a, "status_code", a) for a in answers]
+
+    assert asyncio.run(both_meet_an_expiry()) == [200, 200]
+    assert asyncio.run(both_meet_an_expiry()) == [200, 200]
+    assert sb.control.stats()["logins"] == 3  # a connect, then one renewal per loop
+
+
 async def test_an_httpx_client_on_another_threads_loop_is_single_flight_with_the_session(
     new_async: Factory, sb: Sandbox
 ) -> None:

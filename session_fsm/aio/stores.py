@@ -264,9 +264,17 @@ class AsyncMemoryStore(AsyncThreadedStore):
     ) -> contextlib.AbstractAsyncContextManager[bool]:
         """A per-key asyncio lock; yields whether it was acquired within ``timeout``."""
         lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks.setdefault(key, asyncio.Lock())
+        if lock is None or _bound_to_an_ended_loop(lock):
+            lock = self._locks[key] = asyncio.Lock()
         return _Hold(lock, timeout)
+
+
+def _bound_to_an_ended_loop(lock: asyncio.Lock) -> bool:
+    """Whether ``lock`` is free and bound to an event loop that has ended: an asyncio lock
+    binds to the loop of its first waiter for good, and refuses any other loop's waiter (a
+    store used in one ``asyncio.run`` and then in another)."""
+    loop = getattr(lock, "_loop", None)
+    return loop is not None and loop.is_closed() and not lock.locked()
 
 
 class _Hold(contextlib.AbstractAsyncContextManager[bool]):
