@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -226,3 +228,59 @@ async def test_a_password_provider_that_raises_is_a_typed_error_holding_nothing_
         await s.get(ORDERS)
     assert info.value.__context__ is None and info.value.__cause__ is None
     assert hunt(info.value, [PASSWORD]) == []
+
+
+# --- the sync side: an interrupt (Ctrl-C) in a call ------------------------------------------
+
+
+def interrupted(what: str) -> list[str]:
+    """In a child process (a Ctrl-C is delivered to its main thread): a KSSession's connect
+    (``what="connect"``, its login held by the sandbox) or trading GET (``"get"``) is
+    interrupted; the hunt of the KeyboardInterrupt for the password and the tokens."""
+    import signal
+    import threading
+
+    from session_fsm import KSSession
+    from session_fsm.sandbox import run_sandbox
+    from tests.conftest import FAST_RETRY
+
+    with run_sandbox() as sb:
+        s = KSSession(make_credentials(), host=sb.url, retry=FAST_RETRY)
+        if what == "get":
+            s.connect()
+        held = LOGIN if what == "connect" else contract.ORDERS_REPORT
+        sb.control.fault(held[1], method=held[0], delay=HELD, count=1)
+        main, before = threading.get_ident(), calls(sb, held)
+
+        def interrupt() -> None:
+            while calls(sb, held) == before:
+                time.sleep(0.01)
+            time.sleep(0.1)  # the client waits for the answer
+            signal.pthread_kill(main, signal.SIGINT)
+
+        threading.Thread(target=interrupt, daemon=True).start()
+        try:
+            s.connect() if what == "connect" else s.get(ORDERS)
+        except KeyboardInterrupt as exc:
+            token = s.snapshot().session_token
+            secrets = [PASSWORD, BEARER] + ([token.reveal()] if token is not None else [])
+            return hunt(exc, secrets)
+        finally:
+            s.close()
+    raise AssertionError("not interrupted")
+
+
+@pytest.mark.parametrize("what", ["connect", "get"])
+def test_an_interrupted_sync_call_carries_no_secret(what: str) -> None:
+    """Ctrl-C while a KSSession's login or trading GET waits for its answer: the
+    KeyboardInterrupt holds no password, Bearer or session token. Before: urllib3's frames on
+    its traceback kept the login's body and the headers sent."""
+    import json
+    import subprocess
+
+    code = ("import json; from tests.test_attack12_async_secrets import interrupted; "
+            f"print(json.dumps(interrupted({what!r})))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == []

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import traceback
 from collections.abc import Mapping, MutableMapping
 from threading import get_ident
 from typing import TYPE_CHECKING, Any
@@ -27,7 +26,14 @@ import aiohttp
 from multidict import CIMultiDict
 from urllib3 import exceptions as u3
 
-from ..answers import CallAuth, _too_large, passed_deadline, tls_files_unusable, unsendable
+from ..answers import (
+    CallAuth,
+    _too_large,
+    forget_below,
+    passed_deadline,
+    tls_files_unusable,
+    unsendable,
+)
 from ..errors import Call, KSError
 from ..retry import CappedRetry
 from .deadline import FINISHED, STATE, TASK, Deadlines
@@ -158,7 +164,7 @@ async def send(
                 except ValueError:  # a header value HTTP cannot carry; its text may hold it
                     outcome = Failure(unsendable(method, url), None)
                 except BaseException as exc:  # a cancellation (a timeout, a task group), an
-                    _forget_below(exc)  # interrupt: passed on, without aiohttp's locals
+                    forget_below(exc)  # interrupt: passed on, without aiohttp's locals
                     raise
             finally:  # whatever ends the try (cancellation too): no local keeps a secret
                 if r is not None:
@@ -206,12 +212,3 @@ async def send(
         error = passed_deadline(method, url, config)
     raise error
 
-
-def _forget_below(exc: BaseException) -> None:
-    """Clear the locals of the frames ``exc`` passed through below the one catching it (all
-    ended): aiohttp's request frames keep the headers and body sent (the Bearer and session
-    tokens, the password, the access code, the one-time token), which a traceback rendered
-    with its locals, or walked by a debugger, would show."""
-    tb = exc.__traceback__
-    if tb is not None:
-        traceback.clear_frames(tb.tb_next)
