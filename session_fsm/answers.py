@@ -8,6 +8,7 @@ Nothing here sends anything; :class:`~session_fsm.wire.Wire` does, with these.
 from __future__ import annotations
 
 import json
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from json.encoder import c_make_encoder as _c_make_encoder  # type: ignore[attr-defined]
 from json.encoder import encode_basestring_ascii
@@ -129,6 +130,18 @@ def seal(request: requests.PreparedRequest | None, *, drop_body: bool = False) -
             request.headers[name] = MASK
     if drop_body:
         request.body = None
+
+
+def forget_below(exc: BaseException) -> None:
+    """Clear the locals of the frames ``exc`` passed through below the one catching it (each
+    has ended): the HTTP client's frames keep the headers and body sent (the Bearer and session
+    tokens, the password, the access code, the one-time token), which a traceback rendered with
+    its locals, or walked by a debugger, would show. For an error passed on as it is (an
+    interrupt, a cancellation, an unexpected error): the library's own errors are raised
+    outside the frames that held the secrets."""
+    tb = exc.__traceback__
+    if tb is not None:
+        traceback.clear_frames(tb.tb_next)
 
 
 def seal_response(response: requests.Response, *, drop_body: bool = False) -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import pyotp
 
 from . import validation as v
-from .errors import ConfigurationError
+from .errors import ConfigurationError, KSError
 from .secret import Secret
 
 if TYPE_CHECKING:
@@ -223,8 +223,24 @@ def as_secret(value: object, source: str) -> Secret:
 
 def produce(provider: SecretProvider, what: str) -> Secret:
     """Ask ``provider`` for ``what`` (``password``, ``access_code``): a non-empty Secret, or
-    ConfigurationError naming ``what`` before anything is sent (never the value)."""
-    return as_secret(provider.get(), f"the {what} (Credentials({what}=...))")
+    ConfigurationError naming ``what`` before anything is sent (never the value). A provider
+    that raises (a chat nobody answered, a vault that is down) is that error too, naming its
+    error's class only (its text, chain and frames may hold the secret): a typed error, which a
+    re-login's waiters raise again rather than each asking the provider once more."""
+    source = f"the {what} (Credentials({what}=...))"
+    try:
+        value = provider.get()
+    except KSError:
+        raise
+    except Exception as exc:
+        failed = type(exc).__name__
+    else:
+        return as_secret(value, source)
+    raise ConfigurationError(  # (raised here, outside the except clause: nothing chained)
+        f"{source} could not be had: its provider raised {failed}",
+        hint=f"check what gives the {what} (a callable, an environment variable, a TOTP "
+        "secret), then call connect()",
+    )
 
 
 def as_provider(value: ProviderLike | None, what: str) -> SecretProvider | None:

@@ -39,7 +39,15 @@ from requests.cookies import extract_cookies_to_jar
 from requests.models import PreparedRequest
 from requests.utils import check_header_validity, select_proxy
 
-from .answers import CHUNK, CallAuth, CappedBody, _too_large, answer_of, passed_deadline
+from .answers import (
+    CHUNK,
+    CallAuth,
+    CappedBody,
+    _too_large,
+    answer_of,
+    forget_below,
+    passed_deadline,
+)
 from .core.calls import Answer, SessionCall
 from .errors import KSError
 from .fast_response import failure
@@ -200,7 +208,13 @@ def _send(
         if error is None:
             headers.clear()
             body = None
+            forget_below(exc)
             raise
+    except BaseException as exc:  # an interrupt: passed on, with nothing revealed left on
+        headers.clear()  # its traceback (the body urllib3's frames keep: the password, the
+        body = None  # access code)
+        forget_below(exc)
+        raise
     finally:
         _WATCHDOG.finish(watch)
         _local.call = outer

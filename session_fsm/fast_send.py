@@ -60,7 +60,7 @@ from requests.models import PreparedRequest
 from requests.structures import CaseInsensitiveDict
 
 from . import contract as c
-from .answers import Identity
+from .answers import Identity, forget_below
 from .errors import ConfigurationError, KSError
 from .fast_response import build_response, failure, read_error_body
 from .fast_route import (
@@ -323,7 +323,13 @@ class RequestTemplate:
             if error is None:
                 headers.clear()
                 wire_headers.clear()
+                forget_below(exc)
                 raise
+        except BaseException as exc:  # an interrupt: passed on, with no token left on its
+            headers.clear()  # traceback
+            wire_headers.clear()
+            forget_below(exc)
+            raise
         finally:
             _WATCHDOG.finish(call)
             _local.call = outer

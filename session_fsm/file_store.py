@@ -154,13 +154,20 @@ class FileStore:
             with self._write_lock.acquire(timeout=WRITE_LOCK_TIMEOUT):
                 sessions = self._read()
                 before = dict(sessions)
-                yield sessions
-                if sessions != before:  # a delete of nothing leaves the file alone
-                    self._write(sessions)
+                try:
+                    yield sessions
+                    if sessions != before:  # a delete of nothing leaves the file alone
+                        self._write(sessions)
+                except BaseException:
+                    # The frames an error passes through (the caller's, this one, _write's)
+                    # hold these dicts: emptied, they show no session token.
+                    sessions.clear()
+                    before.clear()
+                    raise
         except Timeout:
             raise StoreError(f"token file {self.path} stayed locked by another process") from None
-        except OSError as exc:
-            raise StoreError(f"cannot write token file {self.path}: {_os_error(exc)}") from None
+        except OSError as exc:  # (its frames hold the sessions written, tokens and all)
+            StoreError(f"cannot write token file {self.path}: {_os_error(exc)}").unchained()
 
     def save(self, key: str, session: StoredSession) -> None:
         """Store ``session`` under ``key`` (atomic replace of the whole file)."""

@@ -10,13 +10,12 @@ Redis therefore read each other's records and wait on each other's locks.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import threading
 import time
+import traceback
 import uuid
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -105,6 +104,35 @@ def split_store_url(url: str, options: dict[str, Any]) -> str:
     return urlunsplit(parts._replace(query=rest))
 
 
+class _Talking:
+    """A talk with Redis (``with store._talking("save"):``): its Redis error becomes a
+    StoreError with nothing chained to it, and anything passing through (a cancellation, an
+    interrupt) goes on; either way redis-py's frames below lose their locals first, which hold
+    the values sent (a record's JSON, its session token). (A class, not a generator: the
+    frame of contextlib's ``__exit__`` would keep the Redis error and its traceback.)"""
+
+    __slots__ = ("store", "what")
+
+    def __init__(self, store: RedisStoreBase, what: str) -> None:
+        self.store = store
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: object, tb: Any) -> None:
+        if kind is None:
+            return
+        traceback.clear_frames(tb)  # (the talking frame itself runs on: it is skipped)
+        if not issubclass(kind, redis_errors()):
+            return  # passed on
+        error = StoreError(
+            f"token store Redis at {self.store.where()} failed to {self.what}: {kind.__name__}"
+        )
+        del exc, tb
+        error.unchained()
+
+
 class RedisStoreBase:
     """The settings, codec, error mapping and warnings of a Redis store; I/O is the subclass's.
 
@@ -147,16 +175,10 @@ class RedisStoreBase:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.where()}, lock_ttl={self.lock_ttl:g})"
 
-    @contextlib.contextmanager
-    def _talking(self, what: str) -> Iterator[None]:
+    def _talking(self, what: str) -> _Talking:
         """Redis errors become a StoreError naming the store and the error class only (a
-        redis-py message may quote a URL, a password or a value)."""
-        try:
-            yield
-        except redis_errors() as exc:
-            raise StoreError(
-                f"token store Redis at {self.where()} failed to {what}: {type(exc).__name__}"
-            ) from None
+        redis-py message may quote a URL, a password or a value); see :class:`_Talking`."""
+        return _Talking(self, what)
 
     def _warn(self, kind: str, **fields: Any) -> None:
         with self._guard:

@@ -179,11 +179,15 @@ def test_a_soft_refresh_cut_by_a_foreign_error_is_not_left_under_way(
     s.connect()
     vault["open"] = False
     clock.advance(950)
-    with pytest.raises(LookupError):
-        s.get(ORDERS)  # the refresh's password could not be had: not a library error
+    # The refresh's password could not be had (a ConfigurationError naming the provider's
+    # error class, recorded on the refresh): the still-good token serves this request.
+    assert s.get(ORDERS).status_code == 200
     snap = s.snapshot()
     assert snap.refreshing is False and snap.state is A and snap.generation == 1
-    vault["open"] = True  # the next request refreshes
+    assert s.history[-1].trigger == "refresh" and s.history[-1].error == "ConfigurationError"
+    vault["open"] = True  # the next request once the retry is due refreshes
+    assert snap.refresh_retry_at is not None
+    clock.advance(snap.refresh_retry_at - clock())
     assert s.get(ORDERS).status_code == 200
     assert s.generation == 2 and s.history[-1].trigger == "refresh"
 

@@ -11,7 +11,8 @@ The call's secrets are revealed here and only here, into the request sent, and e
 held them is cleared before the try ends, whatever ends it: no error raised through a frame of
 this module carries a token in its locals (the try's own failures are returned as values, so
 no frame that held the revealed headers, or aiohttp's request, which keeps a copy, is on a
-traceback)."""
+traceback; a cancellation or an interrupt, which passes through, leaves the frames below the
+try with their locals cleared)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,14 @@ import aiohttp
 from multidict import CIMultiDict
 from urllib3 import exceptions as u3
 
-from ..answers import CallAuth, _too_large, passed_deadline, tls_files_unusable, unsendable
+from ..answers import (
+    CallAuth,
+    _too_large,
+    forget_below,
+    passed_deadline,
+    tls_files_unusable,
+    unsendable,
+)
 from ..errors import Call, KSError
 from ..retry import CappedRetry
 from .deadline import FINISHED, STATE, TASK, Deadlines
@@ -155,6 +163,9 @@ async def send(
                     outcome = failure(method, url, exc, config, deadline)
                 except ValueError:  # a header value HTTP cannot carry; its text may hold it
                     outcome = Failure(unsendable(method, url), None)
+                except BaseException as exc:  # a cancellation (a timeout, a task group), an
+                    forget_below(exc)  # interrupt: passed on, without aiohttp's locals
+                    raise
             finally:  # whatever ends the try (cancellation too): no local keeps a secret
                 if r is not None:
                     r.release()
@@ -200,3 +211,4 @@ async def send(
     if expired:
         error = passed_deadline(method, url, config)
     raise error
+

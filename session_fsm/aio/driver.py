@@ -19,7 +19,7 @@ from ..core import effects as fx
 from ..core.calls import SessionCall
 from ..core.effects import STORE_OPS, Held, release
 from ..errors import Call
-from .stores import AsyncTokenStore, acquire_within
+from .stores import AsyncTokenStore, acquire_within, free
 from .wire import AsyncWire
 
 T = TypeVar("T")
@@ -43,7 +43,17 @@ class AsyncDriver:
 
     async def run(self, flow: fx.Flow[T], send: SendFn | None = None) -> T:
         """Run ``flow`` to its end; ``send`` performs its trading Send effects."""
-        self.loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        if loop is not self.loop and self.loop is not None:
+            home = self.loop
+            if home.is_running() and not home.is_closed():
+                # The session's loop runs in another thread: the flow runs there, single
+                # flight with its tasks (an asyncio lock serves one loop), and this task waits.
+                done = asyncio.run_coroutine_threadsafe(self.run(flow, send), home)
+                return await asyncio.wrap_future(done)
+            if not self.lock.locked():  # that loop has ended: this one is the session's now;
+                self.lock = asyncio.Lock()  # a lock that waited there is bound to it for good
+        self.loop = loop
         steps = fx.Steps(flow)
         held = steps.held
         immediate = self.immediate
@@ -98,8 +108,8 @@ class AsyncDriver:
     async def _lock(self, effect: fx.Lock, held: list[Held]) -> bool:
         lock = self.lock
         if not effect.wait:
-            got = not lock.locked() and await lock.acquire()
-        elif not effect.waiter or not lock.locked():
+            got = free(lock) and await lock.acquire()
+        elif not effect.waiter or free(lock):
             got = await acquire_within(lock, effect.timeout)
         else:
             me = object()

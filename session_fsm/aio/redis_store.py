@@ -96,11 +96,12 @@ class AsyncRedisStore(RedisStoreBase):
         task renews it; the task is stopped before the lock is released."""
         lock = self.client.lock(**self._lock_options(key, timeout))
         token = new_lock_token()
+        cancelling = _cancelling()  # (a task cleaning up after its cancellation: above 0)
         try:
             with self._talking("lock"):
                 got = bool(await lock.acquire(token=token))
-            if _cancel_swallowed():
-                raise asyncio.CancelledError
+            if _cancelling() > cancelling:
+                raise asyncio.CancelledError  # cancelled meanwhile, and redis-py swallowed it
         except asyncio.CancelledError:
             # Cancelled perhaps after Redis applied the SET NX: remove the lock if it is ours.
             await to_the_end(_drop_if_ours(lock, token))
@@ -135,13 +136,16 @@ class AsyncRedisStore(RedisStoreBase):
             self._release_failed(exc)
 
 
-def _cancel_swallowed() -> bool:
-    """Whether this task was cancelled but carries on: ``asyncio.wait_for`` (which redis-py
-    uses for its socket timeouts) returns a result that came in with the cancellation and
-    drops the cancellation. Seen on Python 3.11; 3.10 has no ``Task.cancelling`` to tell."""
+def _cancelling() -> int:
+    """How many cancellations of this task are pending (``Task.cancelling``). One that comes
+    in while the lock is taken may be dropped: ``asyncio.wait_for`` (which redis-py uses for
+    its socket timeouts) returns a result that came in with the cancellation and drops the
+    cancellation (seen on Python 3.11); the count then rose while the task carries on. (Above
+    0 before: a task that caught its cancellation and cleans up, which may still take the
+    lock.) Python 3.10 has no ``Task.cancelling``: 0."""
     task = asyncio.current_task()
     cancelling = getattr(task, "cancelling", None)
-    return bool(cancelling is not None and cancelling())
+    return int(cancelling()) if cancelling is not None else 0
 
 
 async def _drop_if_ours(lock: Any, token: bytes) -> None:

@@ -264,9 +264,17 @@ class AsyncMemoryStore(AsyncThreadedStore):
     ) -> contextlib.AbstractAsyncContextManager[bool]:
         """A per-key asyncio lock; yields whether it was acquired within ``timeout``."""
         lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks.setdefault(key, asyncio.Lock())
+        if lock is None or _bound_to_an_ended_loop(lock):
+            lock = self._locks[key] = asyncio.Lock()
         return _Hold(lock, timeout)
+
+
+def _bound_to_an_ended_loop(lock: asyncio.Lock) -> bool:
+    """Whether ``lock`` is free and bound to an event loop that has ended: an asyncio lock
+    binds to the loop of its first waiter for good, and refuses any other loop's waiter (a
+    store used in one ``asyncio.run`` and then in another)."""
+    loop = getattr(lock, "_loop", None)
+    return loop is not None and loop.is_closed() and not lock.locked()
 
 
 class _Hold(contextlib.AbstractAsyncContextManager[bool]):
@@ -288,10 +296,18 @@ class _Hold(contextlib.AbstractAsyncContextManager[bool]):
             self._lock.release()
 
 
+def free(lock: asyncio.Lock) -> bool:
+    """Whether ``lock.acquire()`` takes ``lock`` now, without suspending: it is unlocked and
+    no waiter is queued for it. (A released lock goes to its first waiter, which takes it when
+    its task next runs: ``locked()`` is False meanwhile, yet an ``acquire()`` then waits,
+    without bound, behind that waiter's whole hold.)"""
+    return not lock.locked() and not getattr(lock, "_waiters", None)
+
+
 async def acquire_within(lock: asyncio.Lock, timeout: float) -> bool:
     """Acquire ``lock`` within ``timeout`` seconds; a cancelled or timed-out wait holds nothing."""
-    if not lock.locked():
-        return await lock.acquire()  # free: taken without suspending, so never cut short
+    if free(lock):
+        return await lock.acquire()  # taken without suspending, so never cut short
     waiter = asyncio.ensure_future(lock.acquire())
     try:
         await asyncio.wait({waiter}, timeout=max(timeout, 0.0))

@@ -220,13 +220,17 @@ def renew(
     *,
     cause: KSError | None = None,
     call: str | None = None,
+    sent: Snapshot | None = None,
 ) -> Flow[Snapshot]:
     """A new session unless one newer than ``seen_generation`` already exists.
 
     ``cause`` (the server's answer) and ``call`` (the request that met it) go on the
-    ``session_expired`` record, so the expiry says what caused it.
+    ``session_expired`` record, so the expiry says what caused it. ``sent``: the snapshot that
+    request was sent with; a re-login that failed since then is this expiry's (its error is
+    raised, not one more login per request that met the expiry).
     """
-    failed = core.snap.relogins_failed  # a re-login that fails after this one was waited for
+    # A re-login that fails after this one was waited for (or after its request was sent).
+    failed = (sent or core.snap).relogins_failed
     if not (yield Lock(core.config.relogin_timeout, waiter=True)):
         raise _waited(core)
     try:
@@ -357,7 +361,8 @@ def _recover(
         now = core.snap  # a newer session, if another caller renewed meanwhile
         snap = now if now.state is State.AUTHENTICATED else sent
         return (yield from _replay(core, out, reply, snap, "gateway token refreshed"))
-    fresh = yield from renew(core, sent.generation, "expired", cause=err, call=out.where)
+    fresh = yield from renew(core, sent.generation, "expired", cause=err, call=out.where,
+                             sent=sent)  # fmt: skip
     _check_replayable(core, out, reply, err, "session renewed")
     return (yield from _replay(core, out, reply, fresh, "session renewed"))
 
