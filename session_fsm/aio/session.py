@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 from .. import contract, validation
 from ..core import connect as flows
 from ..core import gateway, relogin
+from ..core.cooldown import reset_cooldown
 from ..core.effects import Flow, Reply, Send
-from ..core.engine import Callback, adopt, ensure_loaded, reset_cooldown
+from ..core.engine import Callback, adopt, ensure_loaded
 from ..core.relogin import Outgoing, streamed_body, where
 from ..core.snapshot import Snapshot
 from ..core.view import SessionView

@@ -15,7 +15,6 @@ performs); readers never lock.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import weakref
 from collections import deque
@@ -30,27 +29,21 @@ from ..errors import (
     GuardFailed,
     InvalidTransition,
     KSError,
-    LoginRejected,
-    NotAuthorized,
     OneTimeTokenRejected,
     SessionExpired,
     WrongDomain,
 )
 from ..hosts import refusal, shown_host
 from ..logs import emit, emit_record, get_logger
-from ..stores import StoredCooldown, StoredSession, StoreError, store_key
+from ..stores import StoredSession, store_key
 from ..table import State
-from .effects import ClearCooldown, Flow, Load, LoadCooldown, SaveCooldown
+from .cooldown import COOLDOWN_ERRORS, LOGIN_TRIGGERS, check_cooldown, remember
+from .effects import Flow, Load
 from .machine import attempt
-from .snapshot import EVENT_KEYS, FAILED, OK, REFUSED, Cooldown, Snapshot, TransitionRecord
+from .snapshot import EVENT_KEYS, FAILED, OK, REFUSED, Snapshot, TransitionRecord
 
 #: ``callback(session, record)`` after every attempted transition.
 Callback = Callable[[Any, TransitionRecord], None]
-#: Errors after which the login endpoints are not called again until the cool-down ends.
-COOLDOWN_ERRORS: tuple[type[KSError], ...] = (LoginRejected, NotAuthorized, GatewayAuthError)
-_COOLDOWN_BY_NAME: dict[str, type[KSError]] = {c.__name__: c for c in COOLDOWN_ERRORS}
-#: The triggers that call the login endpoints (refused during a cool-down).
-LOGIN_TRIGGERS = frozenset({"init", "login", "authenticate", "refresh"})
 #: The reason recorded for a logout() of a session that is not logged in.
 NOT_LOGGED_IN = "not logged in"
 #: Errors that move the session along an internal edge.
@@ -227,18 +220,6 @@ class SessionCore:
         emit(self.log, "error", f"{role}_failed", session_id=self.session_id,
              error=type(exc).__name__, **{role: name})  # fmt: skip
 
-    def cooldown_error(self, kept: Cooldown) -> KSError:
-        """The error a login trigger meets during ``kept``."""
-        cls = _COOLDOWN_BY_NAME.get(kept.error, LoginRejected)
-        when = time.strftime("%H:%M:%S UTC", time.gmtime(kept.until))
-        return cls(
-            f"not sent: an earlier login was rejected ({kept.error}) and the cool-down "
-            f"lasts until {when}",
-            status=kept.status,
-            fault_code=kept.fault_code,
-            hint="fix the password or access code (KS_PASSWORD, KS_ACCESS_CODE), then run "
-            "`session-fsm login --reset-cooldown` or call reset_cooldown()",
-        )
 
 
 # --- flows (the session's lock is held by the caller) --------------------------------------------
@@ -316,69 +297,11 @@ def after_failure(core: SessionCore, exc: KSError) -> Flow[None]:
     """What a failed call leaves: a cool-down after a rejected login, and the internal edge
     the answer names."""
     if isinstance(exc, COOLDOWN_ERRORS) and core.config.cooldown > 0:
-        until = core.clock() + core.config.cooldown
-        mine = Cooldown(until, type(exc).__name__, exc.status, exc.fault_code, fresh(exc))
-        core.snap = core.snap.evolve(cooldown=mine)
-        kept = StoredCooldown(until, type(exc).__name__, exc.status, exc.fault_code)
-        try:
-            saved = yield SaveCooldown(core.key, kept)
-        except StoreError as store_exc:  # the login error is the one to raise
-            emit(core.log, "warning", "cooldown_not_stored", session_id=core.session_id,
-                 error=type(store_exc).__name__)  # fmt: skip
-        else:
-            # (Marked stored, a cool-down the store no longer has is one reset there; a
-            # store without cool-downs keeps none, so this session keeps its own.)
-            if saved is not False and core.snap.cooldown is mine:
-                core.snap = core.snap.evolve(cooldown=dataclasses.replace(mine, stored=True))
+        yield from remember(core, exc)
     for kind, internal in _INTERNAL_EDGE_FOR:
         if isinstance(exc, kind) and table.edge(core.snap.state, internal):
             yield from fire(core, internal, reason=type(exc).__name__)
             return
-
-
-def check_cooldown(core: SessionCore, trigger: str, src: State) -> Flow[bool]:
-    """Refuse a login trigger while a cool-down (this session's or one kept in the store by
-    another process or an earlier run) lasts. Returns whether this session's own cool-down is
-    over (ended, or reset in the store): :func:`fire` forgets it once the trigger moves, so a
-    trigger refused for another reason (a guard) changes nothing."""
-    kept = core.snap.cooldown
-    if kept is None or kept.stored:
-        try:
-            stored = yield LoadCooldown(core.key)
-        except StoreError:  # the login itself will meet (and report) the store's failure
-            stored = False
-        if kept is not None and stored is None:  # reset in the store (another process,
-            return True  # the CLI): over here too
-        longer = stored and (kept is None or stored.until > kept.until)
-        if longer and stored and stored.error in _COOLDOWN_BY_NAME:
-            # Another session's (or an earlier run's), lasting longer than ours: it applies.
-            kept = Cooldown(stored.until, stored.error, stored.status, stored.fault_code)
-    if kept is None:
-        return False
-    if core.clock() >= kept.until:
-        return core.snap.cooldown is not None
-    # (A cool-down read from the store is not copied into the snapshot: a refused trigger
-    # changes nothing; the next one reads the store again.)
-    err = core.cooldown_error(kept) if kept.exc is None else fresh(kept.exc)
-    core.record(trigger, src, REFUSED, err, reason="cooldown")
-    raise err
-
-
-def fresh(exc: KSError) -> KSError:
-    """A copy of ``exc`` with no traceback, cause or context: the cool-down's error is raised
-    again as a new object each time, so one raise (another thread's, or one inside a caller's
-    ``except`` block) never changes what an earlier or later caller holds, and the kept error
-    holds no frames of the flow that met it."""
-    new = type(exc).__new__(type(exc))
-    new.__dict__.update(exc.__dict__)
-    new.args = exc.args
-    return new
-
-
-def reset_cooldown(core: SessionCore) -> Flow[None]:
-    """Forget a remembered login failure, here and in the store."""
-    core.snap = core.snap.evolve(cooldown=None)
-    yield ClearCooldown(core.key)
 
 
 # --- the token store ---------------------------------------------------------------------------

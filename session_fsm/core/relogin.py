@@ -38,13 +38,13 @@ from ..table import State
 from . import gateway
 from .calls import Answer
 from .connect import walk, with_store
+from .cooldown import fresh
 from .effects import Discard, Flow, Lock, ReadAnswer, Reply, Send, Unlock
 from .engine import (
     SessionCore,
     after_failure,
     ensure_loaded,
     fire,
-    fresh,
     same_session,
     stored_newer,
 )

@@ -16,8 +16,9 @@ import requests
 from .. import contract, validation
 from ..core import connect as flows
 from ..core import gateway, relogin
+from ..core.cooldown import reset_cooldown
 from ..core.effects import Flow
-from ..core.engine import Callback, adopt, ensure_loaded, reset_cooldown
+from ..core.engine import Callback, adopt, ensure_loaded
 from ..core.snapshot import Snapshot
 from ..core.view import SessionView
 from ..credentials import Credentials
