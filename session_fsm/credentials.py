@@ -4,15 +4,22 @@ A secret comes from a *provider*: a literal, an environment variable, a callable
 asked through a bot's chat), a TOTP secret (pyotp), or a one-shot value. ``available()`` is
 pure (it never asks anyone); ``get()`` produces the value. A provider that cannot answer again
 (``repeatable`` false, already used) makes an automatic re-login raise ``ReloginNeedsHuman``.
+
+The library's own providers (a literal, an environment variable, a TOTP secret, a one-shot
+value) never wait. Any other is the application's code, which may (a person asked in a chat):
+the core asks it through its driver (the ``Ask`` effect), so an async session runs a plain
+function in a worker thread and awaits an ``async def`` one, never blocking its event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import inspect
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -108,24 +115,47 @@ class FromCallable:
     """A secret produced by a function (e.g. asking a person through a chat bot).
 
     ``repeatable=False`` says the function can only answer when a person is present, so an
-    automatic re-login must not call it.
+    automatic re-login must not call it. An ``async def`` function is awaited by
+    :class:`~session_fsm.AsyncKSSession` (on its event loop); a plain one runs there in a
+    worker thread. :class:`~session_fsm.KSSession` calls a plain one and refuses an async one.
     """
 
     def __init__(
-        self, fn: Callable[[], str | Secret], *, repeatable: bool = True, what: str = "secret"
+        self,
+        fn: Callable[[], str | Secret] | Callable[[], Awaitable[str | Secret]],
+        *,
+        repeatable: bool = True,
+        what: str = "secret",
     ) -> None:
         self._fn = v.callable_(what, fn)
         self.repeatable = v.flag("repeatable", repeatable)
         self.what = what
         self._used = False
+        #: ``fn`` is a coroutine function (or an object whose ``__call__`` is one).
+        self.awaitable = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            type(fn).__call__
+        )
 
     def available(self) -> bool:
         return self.repeatable or not self._used
 
     def get(self) -> Secret:
-        """The function's answer; ConfigurationError if it is not a non-empty string."""
+        """The function's answer; ConfigurationError if it is not a non-empty string, or if
+        the function is ``async def`` (it needs an event loop: an async session awaits it)."""
+        if self.awaitable:
+            raise ConfigurationError(
+                f"the {self.what} callable is an async function, which KSSession cannot await",
+                hint="use AsyncKSSession, or give KSSession a plain function",
+            )
         self._used = True
         return as_secret(self._fn(), f"the {self.what} callable")
+
+    async def aget(self) -> Secret:
+        """:meth:`get` for an async session: an ``async def`` function awaited."""
+        self._used = True
+        answer = self._fn()
+        value = await answer if inspect.isawaitable(answer) else answer
+        return as_secret(value, f"the {self.what} callable")
 
     def __repr__(self) -> str:
         return f"FromCallable(repeatable={self.repeatable})"
@@ -205,7 +235,7 @@ def _make_totp(secret: str | Secret, digits: int) -> pyotp.TOTP | None:
     return totp
 
 
-ProviderLike = str | Secret | SecretProvider | Callable[[], str]
+ProviderLike = str | Secret | SecretProvider | Callable[[], str] | Callable[[], Awaitable[str]]
 
 
 def as_secret(value: object, source: str) -> Secret:
@@ -227,7 +257,6 @@ def produce(provider: SecretProvider, what: str) -> Secret:
     that raises (a chat nobody answered, a vault that is down) is that error too, naming its
     error's class only (its text, chain and frames may hold the secret): a typed error, which a
     re-login's waiters raise again rather than each asking the provider once more."""
-    source = f"the {what} (Credentials({what}=...))"
     try:
         value = provider.get()
     except KSError:
@@ -235,9 +264,56 @@ def produce(provider: SecretProvider, what: str) -> Secret:
     except Exception as exc:
         failed = type(exc).__name__
     else:
-        return as_secret(value, source)
-    raise ConfigurationError(  # (raised here, outside the except clause: nothing chained)
-        f"{source} could not be had: its provider raised {failed}",
+        return as_secret(value, _source(what))
+    raise _provider_failed(what, failed)  # (outside the except clause: nothing chained)
+
+
+async def produce_awaited(provider: SecretProvider, what: str) -> Secret:
+    """:func:`produce` for an async session, off its event loop's back: an ``async def``
+    function awaited, any other provider of the application's run in a worker thread."""
+    if not (isinstance(provider, FromCallable) and provider.awaitable):
+        return await asyncio.to_thread(produce, provider, what)
+    try:
+        value = await provider.aget()
+    except KSError:
+        raise
+    except Exception as exc:
+        failed = type(exc).__name__
+    else:
+        return as_secret(value, _source(what))
+    raise _provider_failed(what, failed)
+
+
+#: The library's own providers: they never wait (no person, no network), so the core asks
+#: them itself. Any other provider is the application's code, asked through the driver.
+QUIET_PROVIDERS: frozenset[type] = frozenset({Literal, OneShot, FromEnv, Totp})
+
+
+def asks_the_application(provider: SecretProvider) -> bool:
+    """Whether ``provider`` is the application's code (it may block, or be async)."""
+    return type(provider) not in QUIET_PROVIDERS
+
+
+def refuse_async_providers(credentials: Credentials) -> None:
+    """ConfigurationError (at KSSession's construction, not at a re-login hours later) if a
+    password or access-code provider is an ``async def`` function: only an async session can
+    await it."""
+    for what in ("password", "access_code"):
+        provider = getattr(credentials, f"{what}_provider")
+        if isinstance(provider, FromCallable) and provider.awaitable:
+            raise ConfigurationError(
+                f"Credentials.{what} is an async function, which KSSession cannot await",
+                hint="use AsyncKSSession, or give KSSession a plain function",
+            )
+
+
+def _source(what: str) -> str:
+    return f"the {what} (Credentials({what}=...))"
+
+
+def _provider_failed(what: str, failed: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"{_source(what)} could not be had: its provider raised {failed}",
         hint=f"check what gives the {what} (a callable, an environment variable, a TOTP "
         "secret), then call connect()",
     )

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from ..core import effects as fx
 from ..core.calls import SessionCall
 from ..core.effects import STORE_OPS, Held, release
+from ..credentials import produce_awaited
 from ..errors import Call
 from .stores import AsyncTokenStore, acquire_within, free
 from .wire import AsyncWire
@@ -100,6 +101,8 @@ class AsyncDriver:
         if kind in (fx.Unlock, fx.StoreUnlock):
             await release(held, getattr(effect, "key", None))()
             return None
+        if kind is fx.Ask:  # the application's code: awaited, or in a worker thread
+            return await produce_awaited(effect.provider, effect.what)
         raise TypeError(f"no driver for effect {kind.__name__}")
 
     async def _unlock(self) -> None:

@@ -11,15 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..credentials import produce
+from ..credentials import SecretProvider, asks_the_application, produce
 from ..errors import Call, GatewayAuthError, KSError, SessionExpired
 from ..hosts import check_url
 from ..logs import emit
 from ..models import ResLogin, ResSession2FA, ResSessionInit, UserCredentials, UserDetails
+from ..secret import Secret
 from ..stores import StoredSession
 from . import gateway
 from .calls import SessionCall, result_of
-from .effects import Delete, Flow, Load, Save
+from .effects import Ask, Delete, Flow, Load, Save
 from .engine import SessionCore
 from .snapshot import Snapshot
 
@@ -41,6 +42,17 @@ def call(core: SessionCore, make: Callable[[Snapshot], SessionCall]) -> Flow[Any
     return result_of(answer)
 
 
+def secret_of(provider: SecretProvider, what: str) -> Flow[Secret]:
+    """The password or access code from ``provider``: the library's own providers (a literal,
+    an environment variable, a TOTP secret) are asked here; the application's own code (a
+    function, a provider class of its own: it may wait for a person, or be async) through the
+    driver, so an async session's event loop never waits on it."""
+    if asks_the_application(provider):
+        secret: Secret = yield Ask(provider, what)
+        return secret
+    return produce(provider, what)
+
+
 def session_init(core: SessionCore, snap: Snapshot) -> Flow[Changes]:
     """GET session/init; an allowed redirect becomes the session's host."""
     origin = core.origin
@@ -57,7 +69,7 @@ def login_with_user_id(core: SessionCore, snap: Snapshot) -> Flow[Changes]:
     """POST session/login/userid: user id + password -> one-time token."""
     provider = core.credentials.password_provider
     assert provider is not None  # guarded by has_password
-    body = UserCredentials(core.credentials.userid, produce(provider, "password"))
+    body = UserCredentials(core.credentials.userid, (yield from secret_of(provider, "password")))
     host = snap.host
     res: ResLogin = yield from call(core, lambda s: SessionCall(Call.LOGIN, host, s.who, body))  # type: ignore[arg-type]
     return {"one_time_token": res.one_time_token, "ott_time": core.clock()}, None
@@ -68,7 +80,7 @@ def generate_session2_fa(core: SessionCore, snap: Snapshot) -> Flow[Changes]:
     provider = core.credentials.access_code_provider
     ott = snap.one_time_token
     assert provider is not None and ott is not None  # guarded
-    body = UserDetails(core.credentials.userid, produce(provider, "access_code"))
+    body = UserDetails(core.credentials.userid, (yield from secret_of(provider, "access_code")))
     host = snap.host
     res: ResSession2FA = yield from call(
         core,
@@ -84,10 +96,10 @@ def refresh_session(core: SessionCore, snap: Snapshot) -> Flow[Changes]:
     password, code = c.password_provider, c.access_code_provider
     assert password is not None and code is not None  # guarded
     host = snap.host
-    login = UserCredentials(c.userid, produce(password, "password"))
+    login = UserCredentials(c.userid, (yield from secret_of(password, "password")))
     res: ResLogin = yield from call(core, lambda s: SessionCall(Call.LOGIN, host, s.who, login))  # type: ignore[arg-type]
     ott = res.one_time_token
-    details = UserDetails(c.userid, produce(code, "access_code"))
+    details = UserDetails(c.userid, (yield from secret_of(code, "access_code")))
     res2: ResSession2FA = yield from call(
         core,
         lambda s: SessionCall(Call.TWO_FA, host, s.who, details, ott),  # type: ignore[arg-type]

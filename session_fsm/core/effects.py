@@ -16,7 +16,9 @@ is a small frozen value; none holds a plain secret (tokens are Secrets).
 - :class:`StoreLock` / :class:`StoreUnlock`: the token store's lock on ``key`` -> bool;
 - :class:`Load` / :class:`Save` / :class:`Delete` and the ``*Cooldown`` effects (each a
   :class:`StoreOp`: the store's method to call and its arguments): the token store's records
-  -> what the store returns.
+  -> what the store returns;
+- :class:`Ask`: ask the application's password or access-code provider (its own code, which
+  may wait for a person, or be ``async def``) -> the Secret.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+from ..credentials import SecretProvider
 from ..frozen import quick_init
 from ..stores import StoredCooldown, StoredSession
 from .calls import Answer, Identity, SessionCall
@@ -78,6 +81,17 @@ class Lock:
     timeout: float
     wait: bool = True
     waiter: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """Ask ``provider`` (the application's code) for ``what`` (``password``,
+    ``access_code``) -> a Secret, or the ConfigurationError of
+    :func:`~session_fsm.credentials.produce`. The sync driver calls it; the async driver awaits
+    an ``async def`` one and runs any other in a worker thread."""
+
+    provider: SecretProvider
+    what: str
 
 
 @dataclass(frozen=True, slots=True)

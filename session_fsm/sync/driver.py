@@ -19,6 +19,7 @@ from ..core import effects as fx
 from ..core.calls import Identity, SessionCall
 from ..core.effects import Held, release
 from ..core.snapshot import Snapshot
+from ..credentials import produce
 from ..errors import Call
 from ..fast_send import RequestTemplate
 from ..locks import ForkSafeLock
@@ -149,6 +150,8 @@ class Driver:
             response: requests.Response = effect.reply.handle
             seal_response(response)  # an error may follow: never our tokens with it
             return answer(Call.TRADING, response, self.wire.config.max_answer_bytes)
+        if kind is fx.Ask:
+            return produce(effect.provider, effect.what)
         if kind is fx.Discard:
             response = effect.reply.handle
             # read (at most the cap) so the connection returns to the pool

@@ -21,7 +21,7 @@ from ..core.effects import Flow
 from ..core.engine import Callback, adopt, ensure_loaded
 from ..core.snapshot import Snapshot
 from ..core.view import SessionView
-from ..credentials import Credentials
+from ..credentials import Credentials, refuse_async_providers
 from ..errors import KSError
 from ..hosts import check_url
 from ..stores import StoredSession, TokenStore, open_store
@@ -68,6 +68,7 @@ class KSSession(SessionView):
             credentials, host, wire_config, options, clock=clock, logger=logger,
             on_transition=on_transition,
         )  # fmt: skip
+        refuse_async_providers(credentials)
         self._wire = wire or Wire(config.wire_config())
         if store is not None:  # (none given: the driver makes the session's own at first use)
             self._store = open_store(store)
