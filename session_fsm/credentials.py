@@ -257,15 +257,9 @@ def produce(provider: SecretProvider, what: str) -> Secret:
     that raises (a chat nobody answered, a vault that is down) is that error too, naming its
     error's class only (its text, chain and frames may hold the secret): a typed error, which a
     re-login's waiters raise again rather than each asking the provider once more."""
-    try:
+    with _Asking(what):
         value = provider.get()
-    except KSError:
-        raise
-    except Exception as exc:
-        failed = type(exc).__name__
-    else:
-        return as_secret(value, _source(what))
-    raise _provider_failed(what, failed)  # (outside the except clause: nothing chained)
+    return as_secret(value, _source(what))
 
 
 async def produce_awaited(provider: SecretProvider, what: str) -> Secret:
@@ -273,15 +267,28 @@ async def produce_awaited(provider: SecretProvider, what: str) -> Secret:
     function awaited, any other provider of the application's run in a worker thread."""
     if not (isinstance(provider, FromCallable) and provider.awaitable):
         return await asyncio.to_thread(produce, provider, what)
-    try:
+    with _Asking(what):
         value = await provider.aget()
-    except KSError:
-        raise
-    except Exception as exc:
-        failed = type(exc).__name__
-    else:
-        return as_secret(value, _source(what))
-    raise _provider_failed(what, failed)
+    return as_secret(value, _source(what))
+
+
+class _Asking:
+    """``with _Asking(what):`` around asking a provider: its own error (not a KSError, not a
+    cancellation) becomes the ConfigurationError of :func:`produce`, with nothing chained."""
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: object, tb: object) -> None:
+        if kind is None or not issubclass(kind, Exception) or issubclass(kind, KSError):
+            return  # answered, or passed on as it is
+        del exc, tb
+        _provider_failed(self.what, kind.__name__).unchained()
 
 
 #: The library's own providers: they never wait (no person, no network), so the core asks

@@ -8,7 +8,7 @@ No message ever contains a secret: only names, statuses, codes, host names and f
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any
+from typing import Any, NoReturn
 
 from . import contract
 
@@ -59,6 +59,18 @@ class KSError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._render()!r})"
+
+    def unchained(self) -> NoReturn:
+        """Raise this error with no ``__context__``, from inside the ``except`` clause (or the
+        ``__exit__``) of another error: ``raise ... from None`` only hides that error, whose
+        traceback's frames keep their locals (a record being written with its session token,
+        the values sent to Redis, a provider's secret), still reachable from this one by a
+        debugger or an error reporter."""
+        try:
+            raise self from None
+        except KSError:
+            self.__context__ = None
+            raise
 
 
 # --- local refusals: nothing was sent -------------------------------------------------------

@@ -12,7 +12,7 @@ import inspect
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, NoReturn, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from .errors import ConfigurationError, KSError
 from .frozen import quick_init
@@ -30,17 +30,6 @@ class StoreError(KSError):
     """
 
     hint = "check the token store (is Redis running? is the file's folder writable?)"
-
-    def unchained(self) -> NoReturn:
-        """Raise this error with no ``__context__``, from inside the ``except`` clause of the
-        medium's error: ``raise ... from None`` only hides that error, whose traceback's frames
-        keep their locals (the records being written, with their session tokens; the values
-        sent to Redis), still reachable from this one by a debugger or an error reporter."""
-        try:
-            raise self from None
-        except StoreError:
-            self.__context__ = None
-            raise
 
 
 @quick_init

@@ -22,6 +22,7 @@ from session_fsm.errors import SessionExpired
 from session_fsm.sandbox import Sandbox
 from tests import redis_server
 from tests.conftest import FAST_RETRY, make_credentials
+from tests.test_async_concurrency import calls, until
 
 pytestmark = pytest.mark.anyio
 Factory = Callable[..., AsyncKSSession]
@@ -32,18 +33,6 @@ PASSWORD, BEARER = "demo-password", "demo-access-token"
 #: How long the sandbox holds a delayed answer: far longer than a test waits for it.
 HELD = 1.5
 redis_url = redis_server.redis_url  # fixture: the module's redis-server
-
-
-def calls(sb: Sandbox, endpoint: tuple[str, str]) -> int:
-    n: int = sb.control.stats()["calls"].get(f"{endpoint[0]} {endpoint[1]}", 0)
-    return n
-
-
-async def until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 # --- the session's lock just after it was given back ------------------------------------------
