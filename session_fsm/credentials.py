@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeGuard, runtime_checkable
 
 import pyotp
 
@@ -265,7 +265,7 @@ def produce(provider: SecretProvider, what: str) -> Secret:
 async def produce_awaited(provider: SecretProvider, what: str) -> Secret:
     """:func:`produce` for an async session, off its event loop's back: an ``async def``
     function awaited, any other provider of the application's run in a worker thread."""
-    if not (isinstance(provider, FromCallable) and provider.awaitable):
+    if not _is_async(provider):
         return await asyncio.to_thread(produce, provider, what)
     with _Asking(what):
         value = await provider.aget()
@@ -306,12 +306,16 @@ def refuse_async_providers(credentials: Credentials) -> None:
     password or access-code provider is an ``async def`` function: only an async session can
     await it."""
     for what in ("password", "access_code"):
-        provider = getattr(credentials, f"{what}_provider")
-        if isinstance(provider, FromCallable) and provider.awaitable:
+        if _is_async(getattr(credentials, f"{what}_provider")):
             raise ConfigurationError(
                 f"Credentials.{what} is an async function, which KSSession cannot await",
                 hint="use AsyncKSSession, or give KSSession a plain function",
             )
+
+
+def _is_async(provider: SecretProvider | None) -> TypeGuard[FromCallable]:
+    """Whether ``provider`` is an ``async def`` function (only an async session awaits it)."""
+    return isinstance(provider, FromCallable) and provider.awaitable
 
 
 def _source(what: str) -> str:

@@ -203,18 +203,15 @@ def _send(
             raw.release_conn()
             error = _too_large(call.call, status, config.max_answer_bytes)
         content = capped.take()
-    except Exception as exc:  # each kind mapped to the Wire's error, or re-raised
-        error = failure(exc, watch, method, url, config)
+    except BaseException as exc:  # each kind mapped to the Wire's error, or passed on (an
+        # interrupt, a cancellation too) with nothing revealed left on its traceback (the body
+        # urllib3's frames keep: the password, the access code)
+        error = failure(exc, watch, method, url, config) if isinstance(exc, Exception) else None
         if error is None:
             headers.clear()
             body = None
             forget_below(exc)
             raise
-    except BaseException as exc:  # an interrupt: passed on, with nothing revealed left on
-        headers.clear()  # its traceback (the body urllib3's frames keep: the password, the
-        body = None  # access code)
-        forget_below(exc)
-        raise
     finally:
         _WATCHDOG.finish(watch)
         _local.call = outer

@@ -318,18 +318,14 @@ class RequestTemplate:
                 content = raw.read(decode_content=True)
             else:  # an error's answer: its fault code is all the core reads of it
                 content = read_error_body(raw, config.max_answer_bytes)
-        except Exception as exc:  # each kind mapped to the Wire's error, or re-raised
-            error = failure(exc, call, method, url, config)
+        except BaseException as exc:  # each kind mapped to the Wire's error, or passed on
+            # (an interrupt too) with no token left on its traceback
+            error = failure(exc, call, method, url, config) if isinstance(exc, Exception) else None
             if error is None:
                 headers.clear()
                 wire_headers.clear()
                 forget_below(exc)
                 raise
-        except BaseException as exc:  # an interrupt: passed on, with no token left on its
-            headers.clear()  # traceback
-            wire_headers.clear()
-            forget_below(exc)
-            raise
         finally:
             _WATCHDOG.finish(call)
             _local.call = outer

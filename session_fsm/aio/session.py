@@ -146,7 +146,6 @@ class AsyncKSSession(SessionView):
     async def adopt(self, record: StoredSession, reason: str) -> None:
         """Take a session token made elsewhere (store, other process) via the restore edge
         (UnsafeRedirect for a record whose host is off this session's allow-list)."""
-        check_allowed(record.host, *self._core.allowed)
         await self._run(flows.locked(self._core, adopt(self._core, record, reason), load=False))
 
     async def reset_cooldown(self) -> None:

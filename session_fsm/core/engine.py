@@ -33,7 +33,7 @@ from ..errors import (
     SessionExpired,
     WrongDomain,
 )
-from ..hosts import refusal, shown_host
+from ..hosts import check_url, refusal, shown_host
 from ..logs import emit, emit_record, get_logger
 from ..stores import StoredSession, store_key
 from ..table import State
@@ -318,7 +318,10 @@ def ensure_loaded(core: SessionCore) -> Flow[None]:
 
 
 def adopt(core: SessionCore, record: StoredSession, reason: str) -> Flow[None]:
-    """Take a session token made elsewhere (store, other process) via the restore edge."""
+    """Take a session token made elsewhere (store, other process) via the restore edge.
+    UnsafeRedirect for a record whose host is off this session's allow-list (loopback, for a
+    session on a real host): its requests would take the token there."""
+    check_url(record.host, *core.allowed)
     changes = {
         "host": record.host,
         "session_token": record.session_token,
